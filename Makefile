@@ -1,0 +1,36 @@
+# Everything a fresh machine needs (Python 3.11, pip, make) is installed into .venv by the
+# targets below; re-running them is quick because .venv/.installed is only rebuilt when
+# pyproject.toml changes.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+COV_FLOOR := 85
+
+.PHONY: test lint typecheck demo clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(BIN)/ruff check lsqsync tests bench
+	$(BIN)/ruff format --check lsqsync tests bench
+
+typecheck: $(VENV)/.installed
+	$(BIN)/mypy
+
+test: lint typecheck $(VENV)/.installed
+	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COV_FLOOR)
+
+# The demo runs against a throw-away emulator: `emulator run` starts it, exports LSQ_HOST and
+# the demo keys to the command, and stops it afterwards.
+demo: $(VENV)/.installed
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/lsqsync emulator run --opportunities 200 -- \
+	  $(SHELL) -ec 'lsqsync whoami; lsqsync opportunities list --type 12003 --limit 5'
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

@@ -1,0 +1,3 @@
+from lsqsync.cli import main
+
+main()

@@ -1,0 +1,556 @@
+"""A LeadSquared-compatible HTTP server over the SQLite store.
+
+What a call goes through, in order: simulated inbound latency (so arrival times carry network
+jitter), authentication (401), the account-wide sliding-window rate limit counted by arrival
+time (429), an injected transient fault (500, nothing done), the endpoint itself, and finally
+an injected dropped connection (the work is done, the answer never arrives) or the outbound
+latency and the response.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import socket
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from lsqsync.emulator import model, values
+from lsqsync.emulator.store import ApiFailure, Opportunity, Store, bad_request
+
+log = logging.getLogger(__name__)
+
+# The only keys in this repository: they open the local emulator and nothing else.
+DEMO_ACCESS_KEY = "u$r-emulator-demo-access-key"
+DEMO_SECRET_KEY = "emulator-demo-secret-key-0000000000000000"
+
+OPP = "/v2/OpportunityManagement.svc/"
+MAX_BULK_ITEMS = 25
+MAX_IDS_PER_READ = 2000
+MAX_PAGE_SIZE = 1000
+
+
+@dataclass
+class Settings:
+    """What tests and benchmarks may change while the emulator runs (``/_emulator/settings``)."""
+
+    rate_limit_calls: int | None = 25  # None: no limit
+    rate_limit_seconds: float = 5.0
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    fault_rate: float = 0.0
+    drop_rate: float = 0.0
+    allow_created_on: bool = False
+
+    def update(self, changes: dict[str, Any]) -> None:
+        for key, value in changes.items():
+            if key not in self.__dataclass_fields__:
+                raise bad_request(f"unknown setting {key!r}")
+            setattr(self, key, value)
+
+
+@dataclass
+class _Window:
+    """The account-wide strict sliding window: at most N accepted calls whose *arrival* lies
+    within the last W seconds. Whether refused calls count against the window is UNKNOWN; the
+    emulator counts only accepted calls, so a client that keeps retrying is not locked out."""
+
+    arrivals: deque[float] = field(default_factory=deque)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def admit(self, now: float, calls: int, seconds: float) -> bool:
+        with self.lock:
+            while self.arrivals and self.arrivals[0] <= now - seconds:
+                self.arrivals.popleft()
+            if len(self.arrivals) >= calls:
+                return False
+            self.arrivals.append(now)
+            return True
+
+
+class Emulator:
+    """The emulator as a library: ``with Emulator(...) as emu: emu.url``."""
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        db: Path | None = None,
+        seed: int = 1,
+        opportunities: int = 1000,
+        settings: Settings | None = None,
+        access_key: str = DEMO_ACCESS_KEY,
+        secret_key: str = DEMO_SECRET_KEY,
+    ) -> None:
+        self._tmpdir = None if db else tempfile.TemporaryDirectory(prefix="lsqsync-emulator-")
+        db_path = db or Path(self._tmpdir.name) / "emulator.db"  # type: ignore[union-attr]
+        self.store = Store(db_path, seed=seed, opportunities=opportunities)
+        self.settings = settings or Settings()
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.window = _Window()
+        self.requests: list[dict[str, Any]] = []
+        self._log_lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._rng_lock = threading.Lock()
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.emulator = self
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host, port = self.httpd.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def chance(self, rate: float) -> bool:
+        if rate <= 0:
+            return False
+        with self._rng_lock:
+            return self._rng.random() < rate
+
+    def delay(self) -> float:
+        """One leg (half) of the simulated round trip, in seconds."""
+        s = self.settings
+        if s.latency_ms <= 0 and s.jitter_ms <= 0:
+            return 0.0
+        with self._rng_lock:
+            jitter = self._rng.uniform(-s.jitter_ms, s.jitter_ms) / 2
+        return max(0.0, s.latency_ms / 2 + jitter) / 1000
+
+    def record(self, entry: dict[str, Any]) -> None:
+        with self._log_lock:
+            self.requests.append(entry)
+
+    def reset(self) -> None:
+        self.store.reset()
+        with self._log_lock:
+            self.requests.clear()
+        with self.window.lock:
+            self.window.arrivals.clear()
+
+    def start(self) -> Emulator:
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join()
+            self._thread = None
+        self.httpd.server_close()
+        self.store.close()
+        if self._tmpdir is not None:
+            self._tmpdir.cleanup()
+
+    def __enter__(self) -> Emulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 256
+    emulator: Emulator
+
+
+class _Dropped(Exception):
+    """Cut the connection without answering."""
+
+
+Endpoint = Callable[["_Handler"], Any]
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+    server_version = "lsqsync-emulator"
+
+    # BaseHTTPRequestHandler logs every request to stderr; the emulator keeps its own log.
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("emulator: " + format, *args)
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def emu(self) -> Emulator:
+        return self.server.emulator
+
+    def _handle(self, method: str) -> None:
+        parts = urlsplit(self.path)
+        self.route = parts.path
+        self.query = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True)}
+        length = int(self.headers.get("Content-Length") or 0)
+        self.body = self.rfile.read(length) if length else b""
+        if self.route.startswith("/_emulator/"):
+            self._respond(*self._admin(method))
+            return
+        time.sleep(self.emu.delay())
+        arrived = time.time()
+        entry: dict[str, Any] = {
+            "method": method,
+            "path": self.route,
+            # never the keys: only the names of the other query parameters and their values
+            "query": {k: v for k, v in self.query.items() if k not in ("accesskey", "secretkey")},
+            "arrived_at": arrived,
+        }
+        try:
+            status, payload = self._api(method, arrived)
+        except _Dropped:
+            entry.update(status=None, dropped=True, duration_ms=(time.time() - arrived) * 1000)
+            self.emu.record(entry)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(socket.SHUT_RDWR)
+            except OSError:  # pragma: no cover - the peer may be gone already
+                pass
+            return
+        time.sleep(self.emu.delay())
+        entry.update(status=status, dropped=False, duration_ms=(time.time() - arrived) * 1000)
+        self.emu.record(entry)
+        self._respond(status, payload)
+
+    def _respond(self, status: int, payload: Any) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _api(self, method: str, arrived: float) -> tuple[int, Any]:
+        emu, s = self.emu, self.emu.settings
+        access = self.headers.get("x-LSQ-AccessKey") or self.query.get("accesskey")
+        secret = self.headers.get("x-LSQ-SecretKey") or self.query.get("secretkey")
+        if access != emu.access_key or secret != emu.secret_key:
+            return 401, _error("MXUnAuthorizedAccessException", "Invalid access key or secret key")
+        if s.rate_limit_calls is not None and not emu.window.admit(
+            arrived, s.rate_limit_calls, s.rate_limit_seconds
+        ):
+            return 429, _error(
+                "MXAPIRateLimitExceededException",
+                f"API calls exceeded the limit of {s.rate_limit_calls} in "
+                f"{s.rate_limit_seconds:g} second(s)",
+            )
+        endpoint = ROUTES.get(self.route)
+        if endpoint is None:
+            return 404, _error("MXInvalidAPIException", f"No API found at '{self.route}'.")
+        wanted, handler = endpoint
+        if method != wanted:
+            return 405, _error("MXMethodNotAllowedException", f"Use {wanted} for {self.route}.")
+        if emu.chance(s.fault_rate):
+            return 500, _error(
+                "System.TimeoutException", "The operation has timed out (injected fault)."
+            )
+        try:
+            status, payload = 200, handler(self)
+        except ApiFailure as failure:
+            status, payload = failure.status, _error(failure.exception_type, str(failure))
+        if emu.chance(s.drop_rate):
+            raise _Dropped
+        return status, payload
+
+    def json_body(self) -> Any:
+        ctype = self.headers.get("Content-Type", "")
+        if "json" not in ctype.lower():
+            raise bad_request("The request content type must be 'application/json'.")
+        try:
+            return json.loads(self.body.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise bad_request("The request body is not valid UTF-8.") from None
+        except json.JSONDecodeError as e:
+            raise bad_request(
+                f"Unexpected character encountered while parsing value: line {e.lineno}, "
+                f"position {e.colno}."
+            ) from None
+
+    def param(self, name: str) -> str:
+        value = self.query.get(name.lower(), "").strip()
+        if not value:
+            raise ApiFailure(500, "MXMandatoryAttributeMissingException", f"'{name}' is mandatory")
+        return value
+
+    # -- the admin surface -----------------------------------------------------------------
+
+    def _admin(self, method: str) -> tuple[int, Any]:
+        emu = self.emu
+        route = self.route.removeprefix("/_emulator/")
+        try:
+            if route == "requests" and method == "GET":
+                with emu._log_lock:
+                    return 200, {"requests": list(emu.requests)}
+            if route == "requests" and method == "DELETE":
+                with emu._log_lock:
+                    emu.requests.clear()
+                return 200, {"cleared": True}
+            if route == "reset" and method == "POST":
+                emu.reset()
+                return 200, {"reset": True}
+            if route == "settings" and method == "GET":
+                return 200, asdict(emu.settings)
+            if route == "settings" and method in ("POST", "PUT"):
+                changes = json.loads(self.body or b"{}")
+                if not isinstance(changes, dict):
+                    raise bad_request("settings must be a JSON object")
+                emu.settings.update(changes)
+                return 200, asdict(emu.settings)
+            if route.startswith("opportunities/") and method == "GET":
+                opp = emu.store.get(route.removeprefix("opportunities/"))
+                if opp is None:
+                    return 404, _error("MXInvalidEntityException", "no such opportunity")
+                return 200, {
+                    "id": opp.id,
+                    "event_code": opp.event_code,
+                    "auto_id": opp.auto_id,
+                    "lead_id": opp.lead_id,
+                    "fields": opp.fields,
+                }
+        except (ApiFailure, json.JSONDecodeError) as e:
+            return 400, _error("MXInvalidInputException", str(e))
+        return 404, _error("MXInvalidAPIException", f"no admin route {method} {self.route}")
+
+
+def _error(exception_type: str, message: str) -> dict[str, str]:
+    return {"Status": "Error", "ExceptionType": exception_type, "ExceptionMessage": message}
+
+
+# -- endpoints -------------------------------------------------------------------------------
+
+
+def _columns(spec: Any) -> list[str]:
+    csv = spec.get("Include_CSV") if isinstance(spec, dict) else None
+    if not isinstance(csv, str):
+        return []
+    return [c.strip() for c in csv.split(",") if c.strip()]
+
+
+def _flat_row(
+    opp: Opportunity,
+    lead: dict[str, str | None],
+    columns: list[str],
+    style: values.Style,
+    base: dict[str, Any],
+) -> dict[str, Any]:
+    row = dict(base)
+    for column in columns:
+        if column in ("OpportunityId", "ProspectOpportunityId", "ProspectActivityId"):
+            row[column] = opp.id
+        elif column in ("RelatedProspectId", "ProspectId"):
+            row[column] = opp.lead_id
+        elif column in lead:
+            row[column] = lead[column]
+        elif (f := opp.type.fields_by_name.get(column)) is not None:
+            row[column] = values.render(f, opp.fields.get(column), style)
+        # Unknown columns are left out, not nulled: a client must not rely on their presence.
+    return row
+
+
+def _event_code(value: Any) -> int:
+    try:
+        code = int(str(value).strip())
+    except ValueError:
+        raise ApiFailure(
+            500, "MXInvalidInputException", f"'{value}' is not a valid opportunity type code."
+        ) from None
+    if code not in model.TYPES:
+        raise ApiFailure(
+            500, "MXInvalidEntityException", f"Opportunity type with code '{code}' does not exist."
+        )
+    return code
+
+
+def bulk_update(h: _Handler) -> dict[str, Any]:
+    items = h.json_body()
+    if not isinstance(items, list):
+        raise bad_request(
+            "Cannot deserialize the current JSON object into type "
+            "'List`1[BulkOpportunityUpdate]' because the type requires a JSON array."
+        )
+    if len(items) > MAX_BULK_ITEMS:
+        raise bad_request(f"You can update at most {MAX_BULK_ITEMS} opportunities in one call.")
+    results = h.emu.store.bulk_update(
+        items, modified_by=model.API_USER.id, allow_created_on=h.emu.settings.allow_created_on
+    )
+    return {"Response": results}
+
+
+def search(h: _Handler) -> dict[str, Any]:
+    body = h.json_body()
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    if "OpportunityEventCode" not in body or "AdvancedSearch" not in body:
+        raise ApiFailure(
+            500,
+            "MXMandatoryAttributeMissingException",
+            "'OpportunityEventCode' and 'AdvancedSearch' are mandatory",
+        )
+    code = _event_code(body["OpportunityEventCode"])
+    _check_advanced_search(body["AdvancedSearch"], code)
+    paging = body.get("Paging") or {}
+    try:
+        page_index = int(paging.get("PageIndex", 1))
+        page_size = int(paging.get("PageSize", 10))
+    except (TypeError, ValueError, AttributeError):
+        raise bad_request("Paging.PageIndex and Paging.PageSize must be numbers.") from None
+    if page_index < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise bad_request(f"PageIndex must be at least 1 and PageSize 1 to {MAX_PAGE_SIZE}.")
+    sorting = body.get("Sorting") or {}
+    sort_column = str(sorting.get("ColumnName") or "CreatedOn")
+    desc = str(sorting.get("Direction", "1")) == "1"
+    total, rows = h.emu.store.search(
+        code, page_index=page_index, page_size=page_size, sort_column=sort_column, desc=desc
+    )
+    columns = _columns(body.get("Columns"))
+    return {
+        "RecordCount": total,
+        "List": [
+            _flat_row(opp, lead, columns, "iso", {"OpportunityId": opp.id}) for opp, lead in rows
+        ],
+    }
+
+
+def _check_advanced_search(advanced: Any, code: int) -> None:
+    """AdvancedSearch is a JSON *string*; it must restate ``ActivityEvent eq <code>``."""
+    try:
+        query = json.loads(advanced) if isinstance(advanced, str) else None
+        conditions = [
+            row
+            for group in query["Conditions"]
+            for row in group["RowCondition"]  # type: ignore[index]
+        ]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ApiFailure(
+            500, "MXInvalidInputException", "'AdvancedSearch' is not a valid search string."
+        ) from None
+    events = [c for c in conditions if isinstance(c, dict) and c.get("LSO") == "ActivityEvent"]
+    if not any(c.get("Operator") == "eq" and str(c.get("RSO")) == str(code) for c in events):
+        raise ApiFailure(
+            500,
+            "MXInvalidInputException",
+            f"'AdvancedSearch' must contain the condition ActivityEvent eq {code}.",
+        )
+    if len(events) != len(conditions):
+        # Real tenants filter on any field; the emulator's callers filter client-side.
+        raise bad_request("The emulator supports only the ActivityEvent condition.")
+
+
+def get_by_ids(h: _Handler) -> list[dict[str, Any]]:
+    body = h.json_body()
+    params = body.get("SearchParameters") if isinstance(body, dict) else None
+    if not isinstance(params, list):
+        raise ApiFailure(500, "MXMandatoryAttributeMissingException", "'SearchParameters' is mandatory")
+    total = 0
+    out = []
+    for p in params:
+        if not isinstance(p, dict) or not all(
+            k in p for k in ("EventCode", "ProspectActivityId", "Columns")
+        ):
+            raise ApiFailure(
+                500,
+                "MXMandatoryAttributeMissingException",
+                "'EventCode', 'ProspectActivityId' and 'Columns' are mandatory",
+            )
+        ids = p["ProspectActivityId"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise bad_request("'ProspectActivityId' must be an array of opportunity ids.")
+        total += len(ids)
+        if total > MAX_IDS_PER_READ:
+            raise bad_request(f"You can retrieve at most {MAX_IDS_PER_READ} opportunities.")
+        code = _event_code(p["EventCode"])
+        columns = _columns(p["Columns"])
+        rows = [
+            _flat_row(
+                opp,
+                lead,
+                columns,
+                "us",
+                {"ProspectId": opp.lead_id, "ProspectActivityId": opp.id},
+            )
+            for opp, lead in h.emu.store.by_ids(code, ids)
+        ]
+        out.append({"EventCode": str(code), "RecordCount": len(rows), "Opportunities": rows})
+    return out
+
+
+def type_metadata(h: _Handler) -> dict[str, Any]:
+    return model.TYPES[_event_code(h.param("code"))].metadata()
+
+
+def details(h: _Handler) -> dict[str, Any]:
+    opp = h.emu.store.get(h.param("OpportunityId"))
+    if opp is None:
+        # As observed: a missing or deleted opportunity is a 500, not a 404.
+        raise ApiFailure(500, "MXInvalidEntityException", "Opportunity does not exist.")
+    return {
+        "ID": opp.id,
+        "Name": opp.type.name,
+        "DisplayName": opp.type.name,
+        "RelatedProspectId": opp.lead_id,
+        "OpportunityNote": None,
+        "Fields": [
+            f.metadata(i + 1, values.render(f, opp.fields.get(f.schema_name), "iso"))
+            for i, f in enumerate(opp.type.fields)
+        ],
+    }
+
+
+def users_get(h: _Handler) -> list[dict[str, Any]]:
+    return [u.users_get() for u in model.USERS]
+
+
+def user_by_email(h: _Handler) -> list[dict[str, Any]]:
+    email = h.param("emailAddress").lower()
+    # As documented: an inactive user is not found either.
+    return [u.by_email() for u in model.USERS if u.email == email and u.active]
+
+
+def who_am_i(h: _Handler) -> dict[str, Any]:
+    u = model.API_USER
+    # The response shape beyond the user and LSQCommonServiceURLs is UNKNOWN.
+    return {
+        "Id": u.id,
+        "FirstName": u.first_name,
+        "LastName": u.last_name,
+        "EmailAddress": u.email,
+        "Role": u.role,
+        "OrgId": model.ORG_ID,
+        "LSQCommonServiceURLs": {"api": h.emu.url, "app": h.emu.url},
+    }
+
+
+ROUTES: dict[str, tuple[str, Endpoint]] = {
+    OPP + "Bulk/Update/ByOpportunityId": ("POST", bulk_update),
+    OPP + "Retrieve/BySearchParameter": ("POST", search),
+    OPP + "GetOpportunitiesById": ("POST", get_by_ids),
+    OPP + "GetOpportunityTypeMetadata": ("GET", type_metadata),
+    OPP + "GetOpportunityDetails": ("GET", details),
+    "/v2/UserManagement.svc/Users.Get": ("GET", users_get),
+    "/v2/UserManagement.svc/User/Retrieve/ByEmailAddress": ("GET", user_by_email),
+    "/v2/Authentication.svc/UserByAccessKey.Get": ("GET", who_am_i),
+}

@@ -1,0 +1,68 @@
+"""The error tree. Every error a user can cause or meet ends up as one of these, and the CLI
+maps them to exit codes in one place."""
+
+from __future__ import annotations
+
+
+class LsqsyncError(Exception):
+    """Base of every error lsqsync reports to a user (exit code 1 unless a subclass says so)."""
+
+    exit_code = 1
+
+
+class ConfigError(LsqsyncError):
+    """Bad or missing configuration: host, credentials, options."""
+
+
+class ApiError(LsqsyncError):
+    """LeadSquared answered with an error, or could not be reached.
+
+    ``status`` is the HTTP status (None when no response arrived), ``exception_type`` and
+    ``exception_message`` come from the LeadSquared error envelope when there is one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        endpoint: str = "",
+        status: int | None = None,
+        exception_type: str | None = None,
+        exception_message: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.endpoint = endpoint
+        self.status = status
+        self.exception_type = exception_type
+        self.exception_message = exception_message
+
+
+class AuthError(ApiError):
+    """401: the access key / secret key pair was refused (or the host is the wrong region)."""
+
+
+class RateLimited(ApiError):
+    """429 (or a 403 saying the limit was exceeded) that persisted through every retry."""
+
+
+class ApiRejected(ApiError):
+    """The API gave a verdict on the input: 400, 404, or a 5xx carrying an ``MX…`` exception.
+
+    Retrying the same request cannot succeed.
+    """
+
+
+class ServerError(ApiError):
+    """A transient server-side failure (5xx without an ``MX…`` exception) that outlived its
+    retries."""
+
+
+class ConnectionFailed(ApiError):
+    """The host could not be reached at all; nothing was sent."""
+
+
+class OutcomeUnknown(ApiError):
+    """The request was sent but no answer arrived (timeout, dropped connection).
+
+    For a write, the change may or may not have landed; the caller must re-read to find out.
+    """
