@@ -464,7 +464,9 @@ def get_by_ids(h: _Handler) -> list[dict[str, Any]]:
     body = h.json_body()
     params = body.get("SearchParameters") if isinstance(body, dict) else None
     if not isinstance(params, list):
-        raise ApiFailure(500, "MXMandatoryAttributeMissingException", "'SearchParameters' is mandatory")
+        raise ApiFailure(
+            500, "MXMandatoryAttributeMissingException", "'SearchParameters' is mandatory"
+        )
     total = 0
     out = []
     for p in params:

@@ -143,7 +143,9 @@ class Store:
     def search(
         self, event_code: int, *, page_index: int, page_size: int, sort_column: str, desc: bool
     ) -> tuple[int, list[tuple[Opportunity, dict[str, str | None]]]]:
-        order = "created_on" if sort_column != "ModifiedOn" else "json_extract(fields, '$.ModifiedOn')"
+        order = (
+            "created_on" if sort_column != "ModifiedOn" else "json_extract(fields, '$.ModifiedOn')"
+        )
         direction = "DESC" if desc else "ASC"
         with self._lock:
             (total,) = self._db.execute(
@@ -195,7 +197,7 @@ class Store:
         """
         with self._transaction() as db:
             results: list[dict[str, Any]] = []
-            updates: list[tuple[str, dict[str, str | None]]] = []
+            updates: list[tuple[Opportunity, dict[str, str | None]]] = []
             for number, item in enumerate(items, start=1):
                 try:
                     opp, changes = self._check_row(item, allow_created_on)
@@ -211,19 +213,17 @@ class Store:
                     continue
                 except values.InvalidValue as invalid:
                     raise ApiFailure(500, invalid.exception_type, str(invalid)) from None
-                merged = {**opp.fields, **changes}
                 if changes:
-                    merged["ModifiedOn"] = now_utc()
-                    merged["ModifiedBy"] = modified_by
-                updates.append((opp.id, merged))
+                    changes |= {"ModifiedOn": now_utc(), "ModifiedBy": modified_by}
+                updates.append((opp, changes))
                 results.append({"RowNumber": number, "OpportunityUpdated": True})
-            # Rows naming the same opportunity twice apply in order: merge onto the latest.
-            latest: dict[str, dict[str, str | None]] = {}
-            for opp_id, merged in updates:
-                latest[opp_id] = {**latest.get(opp_id, {}), **merged}
+            # Rows naming the same opportunity twice apply in order.
+            merged: dict[str, dict[str, str | None]] = {}
+            for opp, changes in updates:
+                merged[opp.id] = {**merged.get(opp.id, opp.fields), **changes}
             db.executemany(
                 "UPDATE opportunities SET fields = ? WHERE id = ?",
-                [(json.dumps(f, sort_keys=True), i) for i, f in latest.items()],
+                [(json.dumps(f), i) for i, f in merged.items()],
             )
         return results
 
@@ -301,7 +301,12 @@ _DATES = [(date(2025, 1, 1) + timedelta(days=d)).isoformat() for d in range(_DAY
 
 
 _EXAMPLE_VALUES: tuple[dict[str, str | None], ...] = (
-    {"Status": "Open", "mx_Custom_2": "Negotiation", "Owner": model.USERS[2].id, "mx_Custom_8": None},
+    {
+        "Status": "Open",
+        "mx_Custom_2": "Negotiation",
+        "Owner": model.USERS[2].id,
+        "mx_Custom_8": None,
+    },
     {"Status": "Open", "mx_Custom_2": "Credit Review", "mx_Custom_6": "20000"},
 )
 

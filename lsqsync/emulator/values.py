@@ -87,9 +87,7 @@ def parse(f: model.FieldDef, raw: str, active_user_ids: frozenset[str]) -> str |
         raise _type_error(f, raw)
     if t == model.DATETIME:
         try:
-            return datetime.strptime(raw.strip(), "%Y-%m-%d %H:%M:%S").strftime(
-                "%Y-%m-%d %H:%M:%S"
-            )
+            return datetime.strptime(raw.strip(), "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
         except ValueError:
             raise _type_error(f, raw) from None
     if t == model.BOOLEAN:

@@ -1,0 +1,234 @@
+"""The command line. Commands parse options, call one core function and map the result to an
+exit code; ``main`` is the one boundary where errors become messages and exit codes:
+
+0 success · 1 error (bad input, API refused; usage errors too) · 2 ``plan --detailed-exitcode``
+found changes · 3 ``apply`` finished with failed, stale or unknown records · 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lsqsync import __version__, resources
+from lsqsync.errors import LsqsyncError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_INTERRUPTED = 130
+
+
+def _version_message() -> str:
+    schemas = ", ".join(f"{name} schema v{v}" for name, v in resources.schema_versions().items())
+    return f"%(prog)s %(version)s ({schemas})"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="lsqsync", message=_version_message())
+@click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.pass_context
+def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+    """lsqsync: declarative, reviewable bulk changes to LeadSquared opportunities."""
+    ctx.obj = {"debug": debug}
+    level = logging.DEBUG if verbose > 1 or debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+
+
+# -- emulator --------------------------------------------------------------------------------
+
+
+@cli.group()
+def emulator() -> None:
+    """A local LeadSquared-compatible server, for demos, tests and benchmarks."""
+
+
+def _rate_limit(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, float] | None:
+    if value.strip().lower() == "off":
+        return None
+    try:
+        calls, _, seconds = value.partition("/")
+        parsed = int(calls), float(seconds)
+    except ValueError:
+        raise click.BadParameter("expected CALLS/SECONDS (e.g. 25/5) or 'off'") from None
+    if parsed[0] < 1 or parsed[1] <= 0:
+        raise click.BadParameter("CALLS must be at least 1 and SECONDS more than 0")
+    return parsed
+
+
+def _emulator_options(f: F) -> F:
+    rate = click.FloatRange(0.0, 1.0)
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=0,
+            show_default=True,
+            help="Port to bind; 0 picks a free one.",
+        ),
+        click.option(
+            "--db",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SQLite file to keep the data in (reused if already seeded); "
+            "default: a temporary file.",
+        ),
+        click.option(
+            "--seed", type=int, default=1, show_default=True, help="Seed of the generated data."
+        ),
+        click.option(
+            "--opportunities",
+            type=click.IntRange(0),
+            default=1000,
+            show_default=True,
+            help="Generated opportunities, besides the Bulk Update page's two.",
+        ),
+        click.option(
+            "--rate-limit",
+            default="25/5",
+            show_default=True,
+            callback=_rate_limit,
+            help="Account-wide limit CALLS/SECONDS (strict sliding window), or 'off'.",
+        ),
+        click.option(
+            "--latency-ms",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Simulated round-trip latency per call.",
+        ),
+        click.option(
+            "--jitter-ms",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Random +/- variation of the latency.",
+        ),
+        click.option(
+            "--fault-rate",
+            type=rate,
+            default=0.0,
+            show_default=True,
+            help="Share of calls answered 500 with a transient (non-MX) exception.",
+        ),
+        click.option(
+            "--drop-rate",
+            type=rate,
+            default=0.0,
+            show_default=True,
+            help="Share of calls whose connection is cut after the work is done.",
+        ),
+        click.option(
+            "--allow-created-on",
+            is_flag=True,
+            help="Accept writes to CreatedOn, as accounts with that feature do.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _make_emulator(options: dict[str, Any]) -> Any:
+    from lsqsync.emulator.server import Emulator, Settings
+
+    limit = options["rate_limit"]
+    settings = Settings(
+        rate_limit_calls=limit[0] if limit else None,
+        rate_limit_seconds=limit[1] if limit else 5.0,
+        latency_ms=options["latency_ms"],
+        jitter_ms=options["jitter_ms"],
+        fault_rate=options["fault_rate"],
+        drop_rate=options["drop_rate"],
+        allow_created_on=options["allow_created_on"],
+    )
+    try:
+        return Emulator(
+            host=options["host"],
+            port=options["port"],
+            db=options["db"],
+            seed=options["seed"],
+            opportunities=options["opportunities"],
+            settings=settings,
+        )
+    except OSError as e:
+        raise LsqsyncError(
+            f"emulator: cannot listen on {options['host']}:{options['port']}: {e.strerror or e}"
+        ) from None
+
+
+@emulator.command()
+@_emulator_options
+def serve(**options: Any) -> None:
+    """Serve until interrupted. Prints one line: the base URL and the demo keys."""
+    from lsqsync.emulator.run import serve as serve_emulator
+
+    raise SystemExit(serve_emulator(_make_emulator(options), sys.stdout))
+
+
+@emulator.command(context_settings={"ignore_unknown_options": True})
+@_emulator_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(command: Sequence[str], **options: Any) -> None:
+    """Start an emulator, run COMMAND with LSQ_HOST and the demo keys set, then stop it.
+
+    Exits with COMMAND's exit code, e.g. ``lsqsync emulator run -- lsqsync whoami``.
+    """
+    from lsqsync.emulator.run import run as run_with_emulator
+
+    raise SystemExit(run_with_emulator(_make_emulator(options), command, sys.stderr))
+
+
+# -- schemas ---------------------------------------------------------------------------------
+
+
+@cli.command("schema")
+@click.argument("name", type=click.Choice(resources.SCHEMA_NAMES))
+def schema_command(name: str) -> None:
+    """Print the JSON Schema NAME shipped with lsqsync (for editors and other tools)."""
+    click.echo(resources.schema_text(name), nl=False)
+
+
+# -- the boundary ----------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: run the CLI and turn every outcome into an exit code."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="lsqsync", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.Abort:
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except click.ClickException as e:
+        e.show()
+        # click uses 2 for usage errors; lsqsync reserves 2 for "plan has changes".
+        code = EXIT_ERROR
+    except LsqsyncError as e:
+        click.echo(f"error: {e}", err=True)
+        code = e.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        code = EXIT_INTERRUPTED
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else EXIT_ERROR if e.code else EXIT_OK
+    except Exception as e:
+        if debug:
+            traceback.print_exc()
+        else:
+            click.echo(
+                f"unexpected error: {type(e).__name__}: {e} (run with --debug for the traceback)",
+                err=True,
+            )
+        code = EXIT_ERROR
+    sys.exit(code if isinstance(code, int) else EXIT_OK)

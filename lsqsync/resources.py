@@ -1,0 +1,30 @@
+"""Files shipped inside the package: the JSON Schemas (``lsqsync/schemas/``, linked from the
+repository's top-level ``schemas/``)."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+SCHEMA_NAMES = ("config", "rules")
+
+
+@cache
+def schema(name: str) -> dict[str, Any]:
+    """The JSON Schema ``name`` (one of SCHEMA_NAMES), read from the installed package."""
+    if name not in SCHEMA_NAMES:
+        raise KeyError(name)
+    text = resources.files("lsqsync").joinpath("schemas", f"{name}.schema.json").read_text("utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+def schema_text(name: str) -> str:
+    return json.dumps(schema(name), indent=2, ensure_ascii=False) + "\n"
+
+
+def schema_versions() -> dict[str, int]:
+    """The format version each schema accepts (its ``version`` constant)."""
+    return {name: schema(name)["properties"]["version"]["const"] for name in SCHEMA_NAMES}

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
+
+AUTH = {"x-LSQ-AccessKey": DEMO_ACCESS_KEY, "x-LSQ-SecretKey": DEMO_SECRET_KEY}
+
+
+@pytest.fixture(scope="session")
+def shared_emulator() -> Iterator[Emulator]:
+    with Emulator(opportunities=60, settings=Settings(rate_limit_calls=None)) as emu:
+        yield emu
+
+
+@pytest.fixture
+def emu(shared_emulator: Emulator) -> Iterator[Emulator]:
+    """The shared emulator with fresh data, an empty request log and default-off faults."""
+    shared_emulator.settings = Settings(rate_limit_calls=None)
+    shared_emulator.reset()
+    yield shared_emulator
+    shared_emulator.settings = Settings(rate_limit_calls=None)
+
+
+@pytest.fixture
+def http() -> Iterator[requests.Session]:
+    with requests.Session() as s:
+        s.headers.update(AUTH)
+        yield s
