@@ -11,7 +11,7 @@ from lsqsync.errors import ConfigError
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
-ENV_SECRET_KEY = "LSQ_SECRET_KEY"
+ENV_SECRET_KEY = "LSQ_SECRET_KEY"  # noqa: S105 - the variable name, not a secret
 
 
 @dataclass(frozen=True)

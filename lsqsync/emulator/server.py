@@ -9,6 +9,7 @@ latency and the response.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 # The only keys in this repository: they open the local emulator and nothing else.
 DEMO_ACCESS_KEY = "u$r-emulator-demo-access-key"
-DEMO_SECRET_KEY = "emulator-demo-secret-key-0000000000000000"
+DEMO_SECRET_KEY = "emulator-demo-secret-key-0000000000000000"  # noqa: S105 - demo only
 
 OPP = "/v2/OpportunityManagement.svc/"
 MAX_BULK_ITEMS = 25
@@ -92,9 +93,18 @@ class Emulator:
         access_key: str = DEMO_ACCESS_KEY,
         secret_key: str = DEMO_SECRET_KEY,
     ) -> None:
+        # Bind first: a port in use must not leave a seeded temporary database behind.
+        self.httpd = _Server((host, port), _Handler)
+        self.httpd.emulator = self
         self._tmpdir = None if db else tempfile.TemporaryDirectory(prefix="lsqsync-emulator-")
         db_path = db or Path(self._tmpdir.name) / "emulator.db"  # type: ignore[union-attr]
-        self.store = Store(db_path, seed=seed, opportunities=opportunities)
+        try:
+            self.store = Store(db_path, seed=seed, opportunities=opportunities)
+        except BaseException:
+            self.httpd.server_close()
+            if self._tmpdir is not None:
+                self._tmpdir.cleanup()
+            raise
         self.settings = settings or Settings()
         self.access_key = access_key
         self.secret_key = secret_key
@@ -103,14 +113,12 @@ class Emulator:
         self._log_lock = threading.Lock()
         self._rng = random.Random(seed)
         self._rng_lock = threading.Lock()
-        self.httpd = _Server((host, port), _Handler)
-        self.httpd.emulator = self
         self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def chance(self, rate: float) -> bool:
         if rate <= 0:
@@ -226,10 +234,9 @@ class _Handler(BaseHTTPRequestHandler):
             entry.update(status=None, dropped=True, duration_ms=(time.time() - arrived) * 1000)
             self.emu.record(entry)
             self.close_connection = True
-            try:
+            # the peer may be gone already
+            with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
-            except OSError:  # pragma: no cover - the peer may be gone already
-                pass
             return
         time.sleep(self.emu.delay())
         entry.update(status=status, dropped=False, duration_ms=(time.time() - arrived) * 1000)
@@ -438,12 +445,8 @@ def search(h: _Handler) -> dict[str, Any]:
 def _check_advanced_search(advanced: Any, code: int) -> None:
     """AdvancedSearch is a JSON *string*; it must restate ``ActivityEvent eq <code>``."""
     try:
-        query = json.loads(advanced) if isinstance(advanced, str) else None
-        conditions = [
-            row
-            for group in query["Conditions"]
-            for row in group["RowCondition"]  # type: ignore[index]
-        ]
+        query: Any = json.loads(advanced) if isinstance(advanced, str) else None
+        conditions = [row for group in query["Conditions"] for row in group["RowCondition"]]
     except (json.JSONDecodeError, KeyError, TypeError):
         raise ApiFailure(
             500, "MXInvalidInputException", "'AdvancedSearch' is not a valid search string."

@@ -10,7 +10,6 @@ import json
 import random
 import sqlite3
 import threading
-import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -270,7 +269,8 @@ class Store:
             if (f.read_only or f.is_system) and not creatable:
                 raise RowFailure(
                     "MXReadOnlyAttributeException",
-                    f"Field '{f.schema_name}' is a system or read-only field and cannot be updated.",
+                    f"Field '{f.schema_name}' is a system or read-only field "
+                    "and cannot be updated.",
                 )
             raw = entry.get("Value")
             text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
@@ -312,7 +312,7 @@ _EXAMPLE_VALUES: tuple[dict[str, str | None], ...] = (
 
 
 def _uuid(rng: random.Random) -> str:
-    h = "%032x" % rng.getrandbits(128)
+    h = f"{rng.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 

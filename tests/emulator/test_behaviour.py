@@ -49,15 +49,19 @@ def test_query_parameter_auth_works_and_is_never_logged(emu: Emulator) -> None:
     )
     assert response.status_code == 200
     text = json.dumps(log(emu))
-    assert DEMO_SECRET_KEY not in text and DEMO_ACCESS_KEY not in text
+    assert DEMO_SECRET_KEY not in text
+    assert DEMO_ACCESS_KEY not in text
     assert log(emu)[0]["query"] == {"x": "1"}
 
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"x-LSQ-AccessKey": DEMO_ACCESS_KEY}, {"x-LSQ-AccessKey": DEMO_ACCESS_KEY,
-                                                "x-LSQ-SecretKey": "wrong"}],
-)  # fmt: skip
+    [
+        {},
+        {"x-LSQ-AccessKey": DEMO_ACCESS_KEY},
+        {"x-LSQ-AccessKey": DEMO_ACCESS_KEY, "x-LSQ-SecretKey": "wrong"},
+    ],
+)
 def test_missing_or_wrong_keys_are_401(emu: Emulator, headers: dict[str, str]) -> None:
     response = requests.get(emu.url + USERS, headers=headers, timeout=5)
     assert response.status_code == 401
@@ -98,8 +102,14 @@ def test_the_window_counts_every_endpoint_by_arrival(emu: Emulator, http: reques
 def test_unauthenticated_calls_do_not_use_the_budget(emu: Emulator) -> None:
     emu.settings.rate_limit_calls, emu.settings.rate_limit_seconds = 1, 60
     assert requests.get(emu.url + USERS, timeout=5).status_code == 401
-    assert requests.get(emu.url + USERS, headers={"x-LSQ-AccessKey": DEMO_ACCESS_KEY,
-                        "x-LSQ-SecretKey": DEMO_SECRET_KEY}, timeout=5).status_code == 200  # fmt: skip
+    assert (
+        requests.get(
+            emu.url + USERS,
+            headers={"x-LSQ-AccessKey": DEMO_ACCESS_KEY, "x-LSQ-SecretKey": DEMO_SECRET_KEY},
+            timeout=5,
+        ).status_code
+        == 200
+    )
 
 
 def test_an_injected_fault_is_a_transient_500_and_writes_nothing(
@@ -121,7 +131,8 @@ def test_a_dropped_connection_happens_after_the_write(
         http.post(emu.url + BULK, json=amount_update("888"), timeout=5)
     assert stored_amount(emu) == "888"
     (entry,) = log(emu)
-    assert entry["dropped"] is True and entry["status"] is None
+    assert entry["dropped"] is True
+    assert entry["status"] is None
 
 
 def test_latency_is_served_in_parallel(emu: Emulator) -> None:
@@ -158,10 +169,12 @@ def test_settings_change_at_run_time(emu: Emulator, http: requests.Session) -> N
     changed = requests.post(
         emu.url + "/_emulator/settings", json={"fault_rate": 1.0, "latency_ms": 1}, timeout=5
     ).json()
-    assert changed["fault_rate"] == 1.0 and changed["latency_ms"] == 1
+    assert changed["fault_rate"] == 1.0
+    assert changed["latency_ms"] == 1
     assert http.get(emu.url + USERS, timeout=5).status_code == 500
     bad = requests.post(emu.url + "/_emulator/settings", json={"nope": 1}, timeout=5)
-    assert bad.status_code == 400 and "unknown setting 'nope'" in bad.json()["ExceptionMessage"]
+    assert bad.status_code == 400
+    assert "unknown setting 'nope'" in bad.json()["ExceptionMessage"]
     assert requests.post(emu.url + "/_emulator/settings", json=[1], timeout=5).status_code == 400
     assert requests.get(emu.url + "/_emulator/nope", timeout=5).status_code == 404
     missing = requests.get(emu.url + "/_emulator/opportunities/nope", timeout=5)

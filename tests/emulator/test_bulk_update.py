@@ -111,24 +111,40 @@ def test_a_write_stamps_modified_on_and_by(emu: Emulator, http: requests.Session
 @pytest.mark.parametrize(
     ("row", "exception_type", "message"),
     [
-        (item("00000000-0000-4000-8000-000000000000", 12000, Status="Won"),
-         "MXInvalidEntityException", "does not exist"),
+        (
+            item("00000000-0000-4000-8000-000000000000", 12000, Status="Won"),
+            "MXInvalidEntityException",
+            "does not exist",
+        ),
         (item(LOAN, 12003, Status="Won"), "MXInvalidEntityException", "is not of opportunity type"),
         (item(LOAN, 12000, mx_Custom_99="x"), "MXInvalidAttributeException", "does not exist"),
         (item(LOAN, 12000, Stauts="Won"), "MXInvalidAttributeException", "'Stauts'"),
-        (item(LOAN, 12000, CreatedOn="2024-04-02 12:13:44"), "MXReadOnlyAttributeException", "system"),
+        (
+            item(LOAN, 12000, CreatedOn="2024-04-02 12:13:44"),
+            "MXReadOnlyAttributeException",
+            "system",
+        ),
         (item(LOAN, 12000, ModifiedBy=GEORGE_BAILEY.id), "MXReadOnlyAttributeException", "system"),
         (item(LOAN, 12000, mx_Custom_14="Website"), "MXReadOnlyAttributeException", "read-only"),
         (item(DEAL, 12003, mx_Custom_15="DEAL-999"), "MXReadOnlyAttributeException", "read-only"),
-        (item(LOAN, 12000, Owner="00000000-0000-4000-8000-000000000000"),
-         "MXInvalidEntityException", "not active"),
+        (
+            item(LOAN, 12000, Owner="00000000-0000-4000-8000-000000000000"),
+            "MXInvalidEntityException",
+            "not active",
+        ),
         (item(LOAN, 12000, Owner=USERS[-1].id), "MXInvalidEntityException", "not active"),
-        ({"OpportunityEventCode": 12000, "Fields": []}, "MXMandatoryAttributeMissingException",
-         "'ProspectOpportunityId' is mandatory"),
-        ({"ProspectOpportunityId": LOAN, "Fields": []}, "MXMandatoryAttributeMissingException",
-         "'OpportunityEventCode' is mandatory"),
+        (
+            {"OpportunityEventCode": 12000, "Fields": []},
+            "MXMandatoryAttributeMissingException",
+            "'ProspectOpportunityId' is mandatory",
+        ),
+        (
+            {"ProspectOpportunityId": LOAN, "Fields": []},
+            "MXMandatoryAttributeMissingException",
+            "'OpportunityEventCode' is mandatory",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_bad_row_fails_alone_and_the_others_apply(
     emu: Emulator, http: requests.Session, row: dict[str, Any], exception_type: str, message: str
 ) -> None:
@@ -224,8 +240,14 @@ def test_created_on_is_writable_only_when_the_account_allows_it(
 def test_the_same_opportunity_twice_in_one_call_applies_in_order(
     emu: Emulator, http: requests.Session
 ) -> None:
-    post(emu, http, [item(LOAN, 12000, mx_Custom_9="first", mx_Custom_6="1"),
-                     item(LOAN, 12000, mx_Custom_9="second")])  # fmt: skip
+    post(
+        emu,
+        http,
+        [
+            item(LOAN, 12000, mx_Custom_9="first", mx_Custom_6="1"),
+            item(LOAN, 12000, mx_Custom_9="second"),
+        ],
+    )
     assert (stored(emu, LOAN)["mx_Custom_9"], stored(emu, LOAN)["mx_Custom_6"]) == ("second", "1")
 
 
@@ -236,12 +258,17 @@ def test_the_same_opportunity_twice_in_one_call_applies_in_order(
         ("[{", "application/json", "Unexpected character"),
         (json.dumps(item(LOAN, 12000, Status="Won")), "application/json", "requires a JSON array"),
         (json.dumps(["not an object"]), "application/json", "Cannot deserialize"),
-        (json.dumps([{"ProspectOpportunityId": LOAN, "OpportunityEventCode": 12000, "Fields": "x"}]),
-         "application/json", "Cannot deserialize"),
+        (
+            json.dumps(
+                [{"ProspectOpportunityId": LOAN, "OpportunityEventCode": 12000, "Fields": "x"}]
+            ),
+            "application/json",
+            "Cannot deserialize",
+        ),
         (json.dumps([item(LOAN, 12000, Status="Won")]), "text/plain", "content type"),
         (b"\xff\xfe[]", "application/json", "UTF-8"),
     ],
-)  # fmt: skip
+)
 def test_malformed_calls_are_400(
     emu: Emulator, http: requests.Session, data: str | bytes, content_type: str, message: str
 ) -> None:

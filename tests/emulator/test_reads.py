@@ -17,8 +17,16 @@ LOAN = "c5a7f37c-b789-44c9-929b-74aa6250b539"
 
 
 def advanced(code: int | str, *extra: dict[str, str]) -> str:
-    rows = [{"SubConOp": "And", "LSO": "ActivityEvent", "LSO_Type": "PAEvent", "Operator": "eq",
-             "RSO": str(code)}, *extra]  # fmt: skip
+    rows = [
+        {
+            "SubConOp": "And",
+            "LSO": "ActivityEvent",
+            "LSO_Type": "PAEvent",
+            "Operator": "eq",
+            "RSO": str(code),
+        },
+        *extra,
+    ]
     return json.dumps(
         {
             "GrpConOp": "And",
@@ -44,20 +52,31 @@ def test_metadata_describes_every_field(emu: Emulator, http: requests.Session) -
     assert (body["EventCode"], body["DisplayName"]) == (12003, "Enterprise Deal")
     fields = {f["SchemaName"]: f for f in body["Fields"]}
     status = fields["Status"]
-    assert status["DataType"] == "SearchableDropdown" and status["IsMandatory"] is True
+    assert status["DataType"] == "SearchableDropdown"
+    assert status["IsMandatory"] is True
     # OptionSet is a JSON *string* holding the options, as documented.
     assert [o["Value"] for o in json.loads(status["OptionSet"])] == ["Open", "Won", "Lost"]
     stage = fields["mx_Custom_2"]
     assert stage["ParentField"] == "Status"
-    dependent = {d["ParentValue"]: [o["Value"] for o in d["Options"]]
-                 for d in json.loads(stage["DependentOptionSet"])}  # fmt: skip
+    dependent = {
+        d["ParentValue"]: [o["Value"] for o in d["Options"]]
+        for d in json.loads(stage["DependentOptionSet"])
+    }
     assert dependent["Won"] == ["Closed Won", "Onboarding"]
     assert fields["Owner"]["DataType"] == "User"
-    assert fields["mx_Custom_15"]["DataType"] == "AutoId" and fields["mx_Custom_15"]["IsReadOnly"]
+    assert fields["mx_Custom_15"]["DataType"] == "AutoId"
+    assert fields["mx_Custom_15"]["IsReadOnly"]
     assert fields["mx_Custom_9"]["MaxFieldLength"] == 200
     assert {f["DataType"] for f in body["Fields"]} >= {
-        "String", "Number", "Decimal", "Date", "DateTime", "Boolean", "SearchableDropdown", "User",
-    }  # fmt: skip
+        "String",
+        "Number",
+        "Decimal",
+        "Date",
+        "DateTime",
+        "Boolean",
+        "SearchableDropdown",
+        "User",
+    }
     for name in ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy"):
         assert fields[name]["IsReadOnly"] is True
     assert all(f["Value"] is None for f in body["Fields"])
@@ -76,11 +95,14 @@ def test_details_return_values_with_metadata(emu: Emulator, http: requests.Sessi
     # the parameter name is case-insensitive, as observed
     response = http.get(emu.url + OPP + "GetOpportunityDetails", params={"opportunityId": LOAN})
     body = response.json()
-    assert body["ID"] == LOAN and body["Name"] == "Home Loan" and body["RelatedProspectId"]
+    assert body["ID"] == LOAN
+    assert body["Name"] == "Home Loan"
+    assert body["RelatedProspectId"]
     values = {f["SchemaName"]: f["Value"] for f in body["Fields"]}
     assert values["mx_Custom_6"] == "20000"
     assert len(values["CreatedOn"]) == len("2026-08-31 08:38:00")
-    assert values["mx_Custom_7"].count(".") == 1 and len(values["mx_Custom_7"].split(".")[1]) == 2
+    assert values["mx_Custom_7"].count(".") == 1
+    assert len(values["mx_Custom_7"].split(".")[1]) == 2
     assert len(values["mx_Custom_8"]) == len("2026-08-31")
 
 
@@ -98,20 +120,30 @@ def test_get_by_ids_groups_by_event_code_in_us_dates(emu: Emulator, http: reques
     response = by_ids(
         emu,
         http,
-        {"EventCode": "12003", "ProspectActivityId": [DEAL.upper(), LOAN, "nope"],
-         "Columns": {"Include_CSV": "CreatedOn,Status,mx_Custom_12,Owner,EmailAddress,Nope"}},
-        {"EventCode": 12000, "ProspectActivityId": [LOAN], "Columns": {"Include_CSV": "mx_Custom_6"}},
-    )  # fmt: skip
+        {
+            "EventCode": "12003",
+            "ProspectActivityId": [DEAL.upper(), LOAN, "nope"],
+            "Columns": {"Include_CSV": "CreatedOn,Status,mx_Custom_12,Owner,EmailAddress,Nope"},
+        },
+        {
+            "EventCode": 12000,
+            "ProspectActivityId": [LOAN],
+            "Columns": {"Include_CSV": "mx_Custom_6"},
+        },
+    )
     deals, loans = response.json()
-    assert deals["EventCode"] == "12003" and deals["RecordCount"] == 1
+    assert deals["EventCode"] == "12003"
+    assert deals["RecordCount"] == 1
     (row,) = deals["Opportunities"]  # unknown ids and other types are left out
-    assert row["ProspectActivityId"] == DEAL and row["ProspectId"] == stored["lead_id"]
-    date, time = stored["fields"]["CreatedOn"].split(" ")
+    assert row["ProspectActivityId"] == DEAL
+    assert row["ProspectId"] == stored["lead_id"]
+    date, _time = stored["fields"]["CreatedOn"].split(" ")
     y, m, d = (int(p) for p in date.split("-"))
     assert row["CreatedOn"].startswith(f"{m}/{d}/{y} ")
     assert row["CreatedOn"].endswith((" AM", " PM"))
     assert row["mx_Custom_12"].endswith(" 12:00:00 AM")
-    assert row["Status"] == "Open" and row["EmailAddress"].endswith("@example.org")
+    assert row["Status"] == "Open"
+    assert row["EmailAddress"].endswith("@example.org")
     assert "Nope" not in row
     assert loans["Opportunities"][0]["mx_Custom_6"] == "20000"
 
@@ -119,15 +151,32 @@ def test_get_by_ids_groups_by_event_code_in_us_dates(emu: Emulator, http: reques
 @pytest.mark.parametrize(
     ("body", "status", "message"),
     [
-        ({"SearchParameters": [{"EventCode": "12003", "ProspectActivityId": ["x"] * 2001,
-                                "Columns": {"Include_CSV": "Status"}}]}, 400, "at most 2000"),
-        ({"SearchParameters": [{"EventCode": "12003", "ProspectActivityId": [DEAL]}]}, 500,
-         "mandatory"),
+        (
+            {
+                "SearchParameters": [
+                    {
+                        "EventCode": "12003",
+                        "ProspectActivityId": ["x"] * 2001,
+                        "Columns": {"Include_CSV": "Status"},
+                    }
+                ]
+            },
+            400,
+            "at most 2000",
+        ),
+        (
+            {"SearchParameters": [{"EventCode": "12003", "ProspectActivityId": [DEAL]}]},
+            500,
+            "mandatory",
+        ),
         ({}, 500, "'SearchParameters' is mandatory"),
-        ({"SearchParameters": [{"EventCode": "x", "ProspectActivityId": [DEAL],
-                                "Columns": {}}]}, 500, "not a valid opportunity type"),
+        (
+            {"SearchParameters": [{"EventCode": "x", "ProspectActivityId": [DEAL], "Columns": {}}]},
+            500,
+            "not a valid opportunity type",
+        ),
     ],
-)  # fmt: skip
+)
 def test_get_by_ids_refuses_bad_calls(
     emu: Emulator, http: requests.Session, body: Any, status: int, message: str
 ) -> None:
@@ -143,11 +192,14 @@ def test_search_pages_through_every_opportunity_of_a_type(
     total = None
     for page in range(1, 20):
         body = search(
-            emu, http, OpportunityEventCode=12000, AdvancedSearch=advanced(12000),
+            emu,
+            http,
+            OpportunityEventCode=12000,
+            AdvancedSearch=advanced(12000),
             Paging={"PageIndex": page, "PageSize": 7},
             Sorting={"ColumnName": "CreatedOn", "Direction": "0"},
             Columns={"Include_CSV": "ProspectOpportunityId,Status,mx_Custom_6,mx_Custom_13"},
-        ).json()  # fmt: skip
+        ).json()
         total = body["RecordCount"]
         seen += [row["ProspectOpportunityId"] for row in body["List"]]
         if len(body["List"]) < 7:
@@ -159,9 +211,13 @@ def test_search_pages_through_every_opportunity_of_a_type(
 
 def test_search_rows_are_flat_with_iso_dates(emu: Emulator, http: requests.Session) -> None:
     body = search(
-        emu, http, OpportunityEventCode=12000, AdvancedSearch=advanced(12000),
-        Paging={"PageIndex": 1, "PageSize": 1000}, Columns={"Include_CSV": "mx_Custom_13,Owner"},
-    ).json()  # fmt: skip
+        emu,
+        http,
+        OpportunityEventCode=12000,
+        AdvancedSearch=advanced(12000),
+        Paging={"PageIndex": 1, "PageSize": 1000},
+        Columns={"Include_CSV": "mx_Custom_13,Owner"},
+    ).json()
     row = next(r for r in body["List"] if r["mx_Custom_13"])
     assert set(row) == {"OpportunityId", "mx_Custom_13", "Owner"}
     assert len(row["mx_Custom_13"]) == len("2026-08-31 08:38:00")
@@ -171,19 +227,44 @@ def test_search_rows_are_flat_with_iso_dates(emu: Emulator, http: requests.Sessi
     ("body", "status", "message"),
     [
         ({"OpportunityEventCode": 12000}, 500, "mandatory"),
-        ({"OpportunityEventCode": 12000, "AdvancedSearch": advanced(12003)}, 500,
-         "ActivityEvent eq 12000"),
+        (
+            {"OpportunityEventCode": 12000, "AdvancedSearch": advanced(12003)},
+            500,
+            "ActivityEvent eq 12000",
+        ),
         ({"OpportunityEventCode": 12000, "AdvancedSearch": "{not json"}, 500, "not a valid"),
-        ({"OpportunityEventCode": 12000, "AdvancedSearch": advanced(12000),
-          "Paging": {"PageIndex": 1, "PageSize": 1001}}, 400, "PageSize 1 to 1000"),
-        ({"OpportunityEventCode": 12000, "AdvancedSearch": advanced(12000),
-          "Paging": {"PageIndex": "one"}}, 400, "must be numbers"),
-        ({"OpportunityEventCode": 12000, "AdvancedSearch": advanced(
-            12000, {"LSO": "Status", "Operator": "eq", "RSO": "Won"})}, 400, "only the ActivityEvent"),
+        (
+            {
+                "OpportunityEventCode": 12000,
+                "AdvancedSearch": advanced(12000),
+                "Paging": {"PageIndex": 1, "PageSize": 1001},
+            },
+            400,
+            "PageSize 1 to 1000",
+        ),
+        (
+            {
+                "OpportunityEventCode": 12000,
+                "AdvancedSearch": advanced(12000),
+                "Paging": {"PageIndex": "one"},
+            },
+            400,
+            "must be numbers",
+        ),
+        (
+            {
+                "OpportunityEventCode": 12000,
+                "AdvancedSearch": advanced(
+                    12000, {"LSO": "Status", "Operator": "eq", "RSO": "Won"}
+                ),
+            },
+            400,
+            "only the ActivityEvent",
+        ),
         ({"OpportunityEventCode": 99, "AdvancedSearch": advanced(99)}, 500, "does not exist"),
         ([], 400, "JSON object"),
     ],
-)  # fmt: skip
+)
 def test_search_refuses_bad_calls(
     emu: Emulator, http: requests.Session, body: Any, status: int, message: str
 ) -> None:
@@ -196,15 +277,19 @@ def test_users(emu: Emulator, http: requests.Session) -> None:
     users = http.get(emu.url + "/v2/UserManagement.svc/Users.Get", timeout=5).json()
     assert len(users) == len(USERS)
     george = next(u for u in users if u["ID"] == GEORGE_BAILEY.id)
-    assert george["EmailAddress"] == "george.bailey@example.com" and george["StatusCode"] == 0
+    assert george["EmailAddress"] == "george.bailey@example.com"
+    assert george["StatusCode"] == 0
     assert sum(u["StatusCode"] == 1 for u in users) == 2
 
 
 @pytest.mark.parametrize(
     ("email", "found"),
-    [("George.Bailey@example.com", GEORGE_BAILEY.id), ("henry.potter@example.com", None),
-     ("nobody@example.com", None)],
-)  # fmt: skip
+    [
+        ("George.Bailey@example.com", GEORGE_BAILEY.id),
+        ("henry.potter@example.com", None),
+        ("nobody@example.com", None),
+    ],
+)
 def test_user_by_email_hides_inactive_users(
     emu: Emulator, http: requests.Session, email: str, found: str | None
 ) -> None:

@@ -1,0 +1,139 @@
+"""The command line as a user meets it: entry points, exit codes, the emulator commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import requests
+
+from lsqsync import __version__, resources
+from lsqsync.cli import main
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
+
+LSQSYNC = [sys.executable, "-m", "lsqsync"]
+BANNER = re.compile(
+    r"^lsqsync emulator (http://127\.0\.0\.1:\d+) access_key=(\S+) secret_key=(\S+)$"
+)
+
+
+def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_version_names_the_schema_versions(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["--version"], capsys)
+    assert code == 0
+    assert out == f"lsqsync {__version__} (config schema v1, rules schema v1)\n"
+
+
+@pytest.mark.parametrize("name", resources.SCHEMA_NAMES)
+def test_schema_prints_the_shipped_schema(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_main(["schema", name], capsys)
+    assert code == 0
+    assert json.loads(out) == json.loads(
+        (Path(__file__).parents[1] / "schemas" / f"{name}.schema.json").read_text()
+    )
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["nope"], "No such command 'nope'"),
+        (["schema", "nope"], "Invalid value for '{config|rules}'"),
+        (["emulator", "serve", "--rate-limit", "fast"], "expected CALLS/SECONDS"),
+        (["emulator", "serve", "--rate-limit", "0/5"], "CALLS must be at least 1"),
+        (["emulator", "serve", "--fault-rate", "2"], "0<=x<=1"),
+    ],
+)
+def test_usage_errors_exit_1_not_2(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # exit code 2 is reserved for "the plan has changes"
+    code, out, err = run_main(args, capsys)
+    assert code == 1
+    assert out == ""
+    assert message in err
+
+
+def test_python_dash_m_runs_the_cli() -> None:
+    done = subprocess.run([*LSQSYNC, "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0
+    assert done.stdout.startswith(f"lsqsync {__version__} ")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_emulator_serve_prints_its_address_and_stops_cleanly(sig: signal.Signals) -> None:
+    with subprocess.Popen(
+        [*LSQSYNC, "emulator", "serve", "--opportunities", "5", "--rate-limit", "off"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stderr is not None
+            match = BANNER.match(proc.stdout.readline().rstrip("\n"))
+            assert match is not None
+            url, access, secret = match.groups()
+            assert (access, secret) == (DEMO_ACCESS_KEY, DEMO_SECRET_KEY)
+            response = requests.get(
+                url + "/v2/Authentication.svc/UserByAccessKey.Get",
+                headers={"x-LSQ-AccessKey": access, "x-LSQ-SecretKey": secret},
+                timeout=5,
+            )
+            assert response.status_code == 200
+            proc.send_signal(sig)
+            assert proc.wait(timeout=10) == 0
+            assert "Traceback" not in proc.stderr.read()
+        finally:
+            proc.kill()
+
+
+def test_emulator_serve_reports_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, _, err = run_main(["emulator", "serve", "--port", str(port)], capsys)
+    assert code == 1
+    assert f"error: emulator: cannot listen on 127.0.0.1:{port}" in err
+
+
+@pytest.mark.slow
+def test_emulator_run_gives_the_command_the_connection_and_its_exit_code() -> None:
+    script = (
+        "import os, sys, requests;"
+        "r = requests.get(os.environ['LSQ_HOST'] + '/v2/UserManagement.svc/Users.Get',"
+        " headers={'x-LSQ-AccessKey': os.environ['LSQ_ACCESS_KEY'],"
+        " 'x-LSQ-SecretKey': os.environ['LSQ_SECRET_KEY']}, timeout=5);"
+        "print(r.status_code); sys.exit(7)"
+    )
+    done = subprocess.run(
+        [*LSQSYNC, "emulator", "run", "--opportunities", "2", "--", sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={k: v for k, v in os.environ.items() if not k.startswith("LSQ_")},
+    )
+    assert done.returncode == 7
+    assert done.stdout == "200\n"
+    assert BANNER.match(done.stderr.splitlines()[0])
+
+
+def test_emulator_run_reports_a_missing_command(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_main(["emulator", "run", "--", "no-such-command-here"], capsys)
+    assert code == 127
+    assert "error: command not found: no-such-command-here" in err
