@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import click
 
@@ -185,6 +185,69 @@ def run(command: Sequence[str], **options: Any) -> None:
     from lsqsync.emulator.run import run as run_with_emulator
 
     raise SystemExit(run_with_emulator(_make_emulator(options), command, sys.stderr))
+
+
+# -- reading LeadSquared --------------------------------------------------------------------
+
+FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+
+
+def _client() -> Any:
+    from lsqsync.browse import open_client
+    from lsqsync.config import connection_from_env
+
+    return open_client(connection_from_env())
+
+
+@cli.command()
+def whoami() -> None:
+    """Check the host and keys: print the API user and the account's API host."""
+    from lsqsync import browse
+
+    with _client() as client:
+        click.echo(browse.whoami(client), nl=False)
+
+
+@cli.group()
+def types() -> None:
+    """Opportunity types and their fields."""
+
+
+@types.command("show")
+@click.argument("code", type=int)
+@FORMAT
+def types_show(code: int, fmt: Literal["text", "json"]) -> None:
+    """The fields of opportunity type CODE: schema names, data types, flags, options."""
+    from lsqsync import browse
+
+    with _client() as client:
+        click.echo(browse.type_fields(client, code, fmt), nl=False)
+
+
+@cli.group()
+def opportunities() -> None:
+    """Read opportunities."""
+
+
+@opportunities.command("list")
+@click.option("--type", "code", type=int, required=True, help="The OpportunityEventCode.")
+@click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
+@click.option(
+    "--columns",
+    default="Status,Owner,ModifiedOn",
+    show_default=True,
+    help="Comma-separated schema names.",
+)
+@FORMAT
+def opportunities_list(code: int, limit: int, columns: str, fmt: Literal["text", "json"]) -> None:
+    """The first opportunities of a type, oldest first (Owner shown as an email)."""
+    from lsqsync import browse
+
+    wanted = [c.strip() for c in columns.split(",") if c.strip()]
+    with _client() as client:
+        click.echo(browse.list_opportunities(client, code, wanted, limit, fmt), nl=False)
 
 
 # -- schemas ---------------------------------------------------------------------------------

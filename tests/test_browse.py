@@ -1,0 +1,116 @@
+"""whoami, types show and opportunities list, end to end against the emulator."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from lsqsync.cli import main
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+from lsqsync.emulator.model import USERS
+
+
+@pytest.fixture
+def connected(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    monkeypatch.setenv("LSQ_HOST", emu.url)
+    monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
+    monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
+    return emu
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_whoami(connected: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(["whoami"], capsys)
+    assert code == 0
+    assert out == (
+        f"host:  {connected.url}\nuser:  Ada Admin <ada.admin@example.com>\nrole:  Administrator\n"
+    )
+    assert err == ""
+
+
+def test_types_show_lists_every_field(
+    connected: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["types", "show", "12003"], capsys)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0] == "12003 Enterprise Deal: 18 fields"
+    assert lines[1].split() == ["SCHEMA", "NAME", "DISPLAY", "NAME", "TYPE", "FLAGS", "OPTIONS"]
+    stage = next(line for line in lines if line.startswith("mx_Custom_2 "))
+    assert "under Status: Open: Prospecting, Qualification, Proposal, Negotiation; Won:" in stage
+    assert next(line for line in lines if line.startswith("CreatedOn ")).split()[-1] == "system"
+    assert "String(200)" in next(line for line in lines if line.startswith("mx_Custom_9 "))
+
+
+def test_types_show_json(connected: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["types", "show", "12000", "--format", "json"], capsys)
+    body = json.loads(out)
+    assert code == 0
+    assert (body["code"], body["name"], len(body["fields"])) == (12000, "Home Loan", 17)
+    stage = next(f for f in body["fields"] if f["schema_name"] == "mx_Custom_2")
+    assert stage["dependent_options"]["Won"] == ["Disbursed"]
+
+
+def test_opportunities_list_shows_owners_as_emails(
+    connected: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(
+        ["opportunities", "list", "--type", "12003", "--limit", "4", "--format", "json",
+         "--columns", "Status, Owner,mx_Custom_15"],
+        capsys,
+    )  # fmt: skip
+    rows = json.loads(out)
+    assert code == 0
+    assert len(rows) == 4
+    assert {tuple(r) for r in rows} == {("id", "Status", "Owner", "mx_Custom_15")}
+    emails = {u.email for u in USERS}
+    assert all(r["Owner"] in emails for r in rows)
+    assert all(r["mx_Custom_15"].startswith("DEAL-") for r in rows)
+
+
+def test_opportunities_list_text(connected: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(["opportunities", "list", "--type", "12000", "--limit", "3"], capsys)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["ID", "Status", "Owner", "ModifiedOn"]
+    assert len(lines) == 4
+
+
+def test_missing_environment_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for name in ("LSQ_HOST", "LSQ_ACCESS_KEY", "LSQ_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("LSQ_HOST", "https://api-in21.leadsquared.com")
+    code, out, err = run(["whoami"], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: LSQ_ACCESS_KEY and LSQ_SECRET_KEY not set: ")
+
+
+def test_wrong_keys_exit_1_without_showing_them(
+    connected: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LSQ_SECRET_KEY", "not-the-secret-0123456789")
+    code, out, err = run(["whoami"], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ")
+    assert "401" in err
+    for secret in ("not-the-secret-0123456789", DEMO_ACCESS_KEY):
+        assert secret not in err
+
+
+def test_plain_http_to_a_remote_host_is_refused(
+    connected: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LSQ_HOST", "http://api-in21.leadsquared.com")
+    code, _, err = run(["whoami"], capsys)
+    assert code == 1
+    assert "http://" in err and "https://" in err
+    assert connected.requests == []
