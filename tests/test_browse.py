@@ -112,5 +112,6 @@ def test_plain_http_to_a_remote_host_is_refused(
     monkeypatch.setenv("LSQ_HOST", "http://api-in21.leadsquared.com")
     code, _, err = run(["whoami"], capsys)
     assert code == 1
-    assert "http://" in err and "https://" in err
+    assert "http://" in err
+    assert "https://" in err
     assert connected.requests == []

@@ -207,3 +207,22 @@ def test_a_db_file_keeps_its_data_across_restarts(tmp_path: Path) -> None:
     with Emulator(db=db, opportunities=4, settings=settings) as emu:
         assert stored_amount(emu) == "4242"
     assert db.exists()
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"fault_rate": "high"}, {"allow_created_on": 1}, {"latency_ms": True}, {"_x": 1},
+     {"rate_limit_calls": 2.5}],
+)  # fmt: skip
+def test_settings_of_the_wrong_type_are_refused(emu: Emulator, changes: dict[str, object]) -> None:
+    response = requests.post(emu.url + "/_emulator/settings", json=changes, timeout=5)
+    assert response.status_code == 400
+    assert emu.settings == Settings(rate_limit_calls=None)
+
+
+def test_the_rate_limit_can_be_switched_off_at_run_time(emu: Emulator) -> None:
+    emu.settings.rate_limit_calls = 5
+    response = requests.post(
+        emu.url + "/_emulator/settings", json={"rate_limit_calls": None}, timeout=5
+    )
+    assert response.json()["rate_limit_calls"] is None

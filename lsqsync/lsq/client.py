@@ -1,0 +1,353 @@
+"""The LeadSquared client: one method per endpoint the tool uses, returning plain values from
+``models``; paging and chunking happen inside. How calls are sent, retried and mapped to errors
+is ``transport``'s job.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import requests
+
+from lsqsync.errors import ApiError
+from lsqsync.lsq.models import (
+    BulkUpdateItem,
+    OpportunityDetails,
+    OpportunityRecord,
+    OpportunityType,
+    RowResult,
+    UnexpectedResponse,
+    User,
+    WhoAmI,
+    parse_bulk_results,
+    value_text,
+)
+from lsqsync.lsq.ratelimit import RateLimiter
+from lsqsync.lsq.transport import Transport
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_OPP = "/v2/OpportunityManagement.svc/"
+WHO_AM_I = "/v2/Authentication.svc/UserByAccessKey.Get"
+USERS = "/v2/UserManagement.svc/Users.Get"
+USER_BY_EMAIL = "/v2/UserManagement.svc/User/Retrieve/ByEmailAddress"
+TYPE_METADATA = _OPP + "GetOpportunityTypeMetadata"
+DETAILS = _OPP + "GetOpportunityDetails"
+BY_IDS = _OPP + "GetOpportunitiesById"
+SEARCH = _OPP + "Retrieve/BySearchParameter"
+BULK_UPDATE = _OPP + "Bulk/Update/ByOpportunityId"
+
+MAX_BULK_ITEMS = 25
+MAX_IDS_PER_CALL = 2000
+MAX_PAGE_SIZE = 1000
+
+
+class LsqClient:
+    """A LeadSquared API client for one host and one pair of keys.
+
+    Safe to share between threads. Pass the process's one ``RateLimiter`` (the budget is
+    account-wide), or ``None`` for no client-side limit. ``sleep`` is used for retry backoff
+    only (tests pass a recorder); ``max_retries`` bounds retries of server errors, connection
+    failures and unanswered reads, ``rate_limit_retries`` those of 429s.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        limiter: RateLimiter | None,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        max_retries: int = 3,
+        rate_limit_retries: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._transport = Transport(
+            host,
+            access_key,
+            secret_key,
+            limiter=limiter,
+            timeout=timeout,
+            max_retries=max_retries,
+            rate_limit_retries=rate_limit_retries,
+            backoff_base=backoff_base,
+            backoff_max=backoff_max,
+            sleep=sleep,
+            session=session,
+            rng=rng,
+        )
+
+    @property
+    def host(self) -> str:
+        return self._transport.host
+
+    @property
+    def limiter(self) -> RateLimiter:
+        return self._transport.limiter
+
+    def __repr__(self) -> str:
+        return f"LsqClient(host={self.host!r})"
+
+    def close(self) -> None:
+        self._transport.close()
+
+    def __enter__(self) -> LsqClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- endpoints -------------------------------------------------------------------------
+
+    def who_am_i(self) -> WhoAmI:
+        """The user the keys belong to and the tenant's API host (works on any host)."""
+        payload = self._transport.send("GET", WHO_AM_I)
+        return self._read(WHO_AM_I, WhoAmI.from_api, payload)
+
+    def users(self) -> list[User]:
+        """Every user, active or not (``StatusCode`` 0 = active)."""
+        payload = self._transport.send("GET", USERS)
+        # Whether Users.Get caps its answer (one client says 200) is UNKNOWN; it has no paging.
+        rows = self._read(USERS, _rows, payload)
+        return [User.from_api(row) for row in rows if _has(row, "ID", "UserId", "Id")]
+
+    def user_by_email(self, email: str) -> User | None:
+        """The active user with this email address, or None (missing *or* inactive: the API
+        does not tell them apart)."""
+        payload = self._transport.send("GET", USER_BY_EMAIL, params={"emailAddress": email.strip()})
+        rows = self._read(USER_BY_EMAIL, _rows, payload)
+        found = [row for row in rows if _has(row, "UserId", "ID", "Id")]
+        return User.from_api(found[0], active=True) if found else None
+
+    def opportunity_type(self, code: int) -> OpportunityType:
+        """The fields of an opportunity type, with their data types and option sets."""
+        payload = self._transport.send("GET", TYPE_METADATA, params={"code": str(int(code))})
+        return self._read(TYPE_METADATA, OpportunityType.from_api, payload, code=code)
+
+    def opportunity_details(self, opportunity_id: str) -> OpportunityDetails | None:
+        """One opportunity with every field. A missing or deleted one is a 500 (ApiRejected,
+        ``MXInvalidEntityException``) or, as observed, an empty envelope (None)."""
+        payload = self._transport.send("GET", DETAILS, params={"OpportunityId": opportunity_id})
+        return self._read(DETAILS, OpportunityDetails.from_api, payload)
+
+    def opportunities_by_id(
+        self, event_code: int, ids: Sequence[str], columns: Sequence[str]
+    ) -> list[OpportunityRecord]:
+        """The opportunities of type ``event_code`` among ``ids`` with the given columns, in
+        calls of at most 2,000 ids. Ids that do not exist (or are of another type) are absent."""
+        wanted = list(dict.fromkeys(i.strip() for i in ids if i and i.strip()))
+        csv = _columns_csv(columns) or "ProspectActivityId"
+        records: list[OpportunityRecord] = []
+        for start in range(0, len(wanted), MAX_IDS_PER_CALL):
+            body = {
+                "SearchParameters": [
+                    {
+                        # A string here, unlike the number Bulk Update and Advanced Search take.
+                        "EventCode": str(int(event_code)),
+                        "ProspectActivityId": wanted[start : start + MAX_IDS_PER_CALL],
+                        "Columns": {"Include_CSV": csv},
+                    }
+                ]
+            }
+            payload = self._transport.send("POST", BY_IDS, body=body)
+            rows = self._read(BY_IDS, _by_id_rows, payload, event_code)
+            records.extend(_records(rows, event_code, columns, _BY_ID_KEYS))
+        return records
+
+    def search_opportunities(
+        self, event_code: int, columns: Sequence[str], page_size: int = MAX_PAGE_SIZE
+    ) -> Iterator[OpportunityRecord]:
+        """Every opportunity of a type (Opportunity Advanced Search, administrators only),
+        oldest first, paging inside. Arguments are checked at once; calls happen as the
+        iterator is consumed."""
+        if not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise ValueError(f"page_size must be 1 to {MAX_PAGE_SIZE}")
+        # Both id columns: which one a tenant returns is UNKNOWN; whichever is present is used.
+        csv = _columns_csv(["OpportunityId", "ProspectOpportunityId", *columns])
+        return self._search_pages(int(event_code), csv, list(columns), page_size)
+
+    def count_opportunities(self, event_code: int) -> int:
+        """How many opportunities of a type exist (one call)."""
+        body = _search_body(int(event_code), "OpportunityId", page_index=1, page_size=1)
+        payload = self._transport.send("POST", SEARCH, body=body)
+        total, _ = self._read(SEARCH, _search_page, payload)
+        if total is not None:
+            return total
+        # A bare-array answer has no RecordCount: count by reading the ids.
+        return sum(1 for _ in self.search_opportunities(event_code, []))
+
+    def bulk_update(self, items: Sequence[BulkUpdateItem]) -> list[RowResult]:
+        """Write up to 25 opportunities in one call; one RowResult per item, in input order.
+
+        Raises OutcomeUnknown if the request was sent and no answer arrived: nothing is
+        retried then, because the caller must find out by re-reading what landed.
+        """
+        if len(items) > MAX_BULK_ITEMS:
+            raise ValueError(f"Bulk Update takes at most {MAX_BULK_ITEMS} items, got {len(items)}")
+        if not items:
+            return []
+        payload = self._transport.send(
+            "POST", BULK_UPDATE, body=[i.to_api() for i in items], write=True
+        )
+        results = parse_bulk_results(payload, len(items))
+        unknown = sum(r.outcome == "unknown" for r in results)
+        if unknown:
+            log.warning("lsq: bulk_update rows_without_result=%d of=%d", unknown, len(items))
+        return results
+
+    # -- paging ----------------------------------------------------------------------------
+
+    def _search_pages(
+        self, event_code: int, csv: str, columns: list[str], page_size: int
+    ) -> Iterator[OpportunityRecord]:
+        seen: set[str] = set()
+        fetched = 0
+        page_index = 1
+        while True:
+            body = _search_body(event_code, csv, page_index=page_index, page_size=page_size)
+            payload = self._transport.send("POST", SEARCH, body=body)
+            total, rows = self._read(SEARCH, _search_page, payload)
+            new = 0
+            for record in _records(rows, event_code, columns, _SEARCH_KEYS):
+                # Records created while paging can shift a page; never yield one twice.
+                if record.id.lower() not in seen:
+                    seen.add(record.id.lower())
+                    new += 1
+                    yield record
+            fetched += len(rows)
+            if len(rows) < page_size or (total is not None and fetched >= total):
+                return
+            if new == 0:
+                # A full page of nothing new: the server ignores PageIndex. Stop, don't loop.
+                log.warning(
+                    "lsq: search stopped endpoint=%s page=%d no_new_rows", SEARCH, page_index
+                )
+                return
+            page_index += 1
+
+    # -- the call --------------------------------------------------------------------------
+
+    def _read(self, path: str, parse: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``parse(*args)``, with a body it cannot read reported as an ApiError."""
+        try:
+            return parse(*args, **kwargs)
+        except UnexpectedResponse as e:
+            raise ApiError(
+                self._transport.redact(
+                    f"LeadSquared answered {path} with a body lsqsync cannot read: {e}"
+                ),
+                endpoint=path,
+            ) from None
+
+
+# -- response shapes -------------------------------------------------------------------------
+
+
+def _has(row: Any, *keys: str) -> bool:
+    return isinstance(row, dict) and any(row.get(k) not in (None, "") for k in keys)
+
+
+def _rows(payload: Any) -> list[Any]:
+    if not isinstance(payload, list):
+        raise UnexpectedResponse("expected a JSON array")
+    return payload
+
+
+def _columns_csv(columns: Sequence[str]) -> str:
+    clean = []
+    for column in columns:
+        name = column.strip() if isinstance(column, str) else ""
+        if not name or "," in name:
+            raise ValueError(f"invalid column name {column!r}")
+        clean.append(name)
+    return ",".join(dict.fromkeys(clean))
+
+
+def _search_body(event_code: int, csv: str, *, page_index: int, page_size: int) -> dict[str, Any]:
+    condition = {
+        "SubConOp": "And",
+        "LSO": "ActivityEvent",
+        "LSO_Type": "PAEvent",
+        "Operator": "eq",
+        "RSO": str(event_code),
+    }
+    # No QueryTimeZone: no condition involves a date, and the docs say UTC is assumed.
+    advanced = {
+        "GrpConOp": "And",
+        "Conditions": [{"Type": "Activity", "ConOp": "and", "RowCondition": [condition]}],
+    }
+    return {
+        "OpportunityEventCode": event_code,
+        "AdvancedSearch": json.dumps(advanced, separators=(",", ":")),
+        "Paging": {"PageIndex": page_index, "PageSize": page_size},
+        # Oldest first: records created while paging land after the pages already read.
+        "Sorting": {"ColumnName": "CreatedOn", "Direction": "0"},
+        "Columns": {"Include_CSV": csv},
+    }
+
+
+def _search_page(payload: Any) -> tuple[int | None, list[Any]]:
+    """``{"RecordCount": N, "List": [...]}``, or (seen on a tenant) a bare array."""
+    if isinstance(payload, list):
+        return None, payload
+    if not isinstance(payload, dict):
+        raise UnexpectedResponse("expected a JSON object with a List")
+    rows = payload.get("List")
+    if rows is None:
+        rows = []
+    if not isinstance(rows, list):
+        raise UnexpectedResponse("'List' is not an array")
+    total = payload.get("RecordCount")
+    try:
+        count = None if total is None or isinstance(total, bool) else int(total)
+    except (TypeError, ValueError):
+        count = None
+    return count, rows
+
+
+def _by_id_rows(payload: Any, event_code: int) -> list[Any]:
+    """The ``Opportunities`` of the answer's group for ``event_code`` (one group per code)."""
+    groups = [payload] if isinstance(payload, dict) else payload
+    if not isinstance(groups, list):
+        raise UnexpectedResponse("expected a JSON array of groups")
+    rows: list[Any] = []
+    for group in groups:
+        if not isinstance(group, dict):
+            continue
+        code = group.get("EventCode")
+        if code is not None and str(code).strip() != str(event_code):
+            continue
+        found = group.get("Opportunities")
+        if isinstance(found, list):
+            rows.extend(found)
+    return rows
+
+
+_BY_ID_KEYS = ("ProspectActivityId", "OpportunityId", "ProspectOpportunityId")
+_SEARCH_KEYS = ("OpportunityId", "ProspectOpportunityId", "ProspectActivityId")
+
+
+def _records(
+    rows: Sequence[Any], event_code: int, columns: Sequence[str], id_keys: Sequence[str]
+) -> Iterator[OpportunityRecord]:
+    wanted = [c.strip() for c in columns]
+    for row in rows:
+        if not isinstance(row, dict):
+            continue
+        opp_id = next((str(row[k]) for k in id_keys if row.get(k) not in (None, "")), None)
+        if opp_id is None:
+            continue
+        values = {c: value_text(row[c]) for c in wanted if c in row}
+        yield OpportunityRecord(opp_id, int(event_code), values)

@@ -1,0 +1,545 @@
+"""HTTP for the LeadSquared client: one session, the rate limiter, retries, typed errors.
+
+How a failure is handled depends on what it says about the request:
+
+=============================================== ===========================================
+failure                                         handling
+=============================================== ===========================================
+429, or 403 saying the limit was exceeded       penalize the limiter, back off, retry, then
+                                                RateLimited
+connection not established (nothing was sent)   back off, retry, then ConnectionFailed
+sent but no answer (timeout, dropped)           write: OutcomeUnknown at once;
+                                                read: back off, retry, then OutcomeUnknown
+5xx without an ``MX…`` exception                back off, retry, then ServerError
+5xx with an ``MX…`` exception, other 4xx        ApiRejected at once (a verdict on the input)
+401                                             AuthError at once
+=============================================== ===========================================
+
+A 200 whose body is the error envelope ``{"Status":"Error",…}`` is handled like a 500. Every
+attempt first passes the rate limiter. The keys travel only in headers and are scrubbed from
+every message, log line and repr.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import random
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote, quote_plus, urlsplit
+
+import requests
+import requests.adapters
+import urllib3.exceptions
+
+from lsqsync import __version__
+from lsqsync.errors import (
+    ApiError,
+    ApiRejected,
+    AuthError,
+    ConfigError,
+    ConnectionFailed,
+    OutcomeUnknown,
+    RateLimited,
+    ServerError,
+)
+from lsqsync.lsq.ratelimit import RateLimiter
+
+log = logging.getLogger(__name__)
+
+# Retry-After is not documented at all; if it ever appears it is honoured, but never for longer
+# than this, so a bogus value cannot park a run for hours.
+_MAX_RETRY_AFTER = 300.0
+_SNIPPET = 160
+
+# Exceptions that mean the connection was never established, so nothing reached the server.
+_NOT_SENT: tuple[type[BaseException], ...] = (
+    urllib3.exceptions.NewConnectionError,  # includes NameResolutionError
+    urllib3.exceptions.ConnectTimeoutError,
+    ConnectionRefusedError,
+    socket.gaierror,
+)
+
+
+def normalise_host(host: str) -> str:
+    """The base URL to call: ``https://`` (``http://`` only for loopback), no trailing slash."""
+    text = host.strip().rstrip("/")
+    example = "e.g. https://api-in21.leadsquared.com"
+    if not text:
+        raise ConfigError(f"the LeadSquared host is empty: set LSQ_HOST or host: ({example})")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ConfigError(f"the LeadSquared host {text!r} is not a valid URL ({example})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            f"the LeadSquared host {text!r} must be a base URL starting with https:// ({example})"
+        )
+    if "@" in parts.netloc:
+        # Never echo it: whatever precedes the @ may be a credential.
+        raise ConfigError("the LeadSquared host must not contain a user name or password")
+    if parts.query or parts.fragment:
+        raise ConfigError(f"the LeadSquared host {text!r} must not have a query or fragment")
+    hostname = parts.hostname or ""
+    if parts.scheme == "http" and not _is_loopback(hostname):
+        raise ConfigError(
+            f"refusing http:// for {hostname}: the access keys would cross the network "
+            "unencrypted. Use https:// (http:// is accepted only for loopback addresses such "
+            "as localhost, 127.0.0.1 or ::1)"
+        )
+    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+
+
+def _is_loopback(hostname: str) -> bool:
+    if hostname.rstrip(".") == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+# Real keys are 35-40 characters. A short one is a mistake, and could not be scrubbed from
+# messages without mangling them, so it is refused.
+_MIN_KEY_LENGTH = 8
+
+
+def _check_key(name: str, value: str) -> str:
+    key = value.strip()
+    if not key:
+        raise ConfigError(f"{name} is empty")
+    if len(key) < _MIN_KEY_LENGTH:
+        raise ConfigError(f"{name} is too short to be a LeadSquared key")
+    if any(ord(c) < 0x21 or ord(c) > 0x7E for c in key):
+        # Header values must be plain ASCII; saying which character is wrong would echo it.
+        raise ConfigError(f"{name} contains spaces, control or non-ASCII characters")
+    return key
+
+
+class _Redactor:
+    """Scrubs the keys out of any text headed for an exception or a log line."""
+
+    def __init__(self, secrets: Sequence[str]) -> None:
+        variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
+        # Longest first, so a key containing the other is replaced whole.
+        self._variants = sorted(variants, key=len, reverse=True)
+
+    def __call__(self, text: str) -> str:
+        for secret in self._variants:
+            text = text.replace(secret, "***")
+        return text
+
+    def __repr__(self) -> str:
+        return "_Redactor(***)"
+
+
+@dataclass(frozen=True)
+class _Ok:
+    payload: Any
+
+
+_Kind = Literal["rate_limited", "server", "connect", "no_response", "final"]
+
+
+@dataclass(frozen=True)
+class _Failure:
+    kind: _Kind
+    reason: str  # short and grep-friendly, for the retry log line
+    error: type[ApiError]
+    message: str
+    status: int | None = None
+    exception_type: str | None = None
+    exception_message: str | None = None
+    retry_after: float | None = None
+
+
+class Transport:
+    """Sends calls for one host and one pair of keys; thread-safe."""
+
+    def __init__(
+        self,
+        host: str,
+        access_key: str,
+        secret_key: str,
+        *,
+        limiter: RateLimiter | None,
+        timeout: tuple[float, float] = (5.0, 60.0),
+        max_retries: int = 3,
+        rate_limit_retries: int = 6,
+        backoff_base: float = 1.0,
+        backoff_max: float = 30.0,
+        sleep: Callable[[float], None] = time.sleep,
+        session: requests.Session | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.host = normalise_host(host)
+        access_key = _check_key("LSQ_ACCESS_KEY", access_key)
+        secret_key = _check_key("LSQ_SECRET_KEY", secret_key)
+        if max_retries < 0 or rate_limit_retries < 0:
+            raise ValueError("retry counts must not be negative")
+        if backoff_base < 0 or backoff_max < 0:
+            raise ValueError("backoff times must not be negative")
+        self.redact = _Redactor((access_key, secret_key))
+        self.limiter = limiter or RateLimiter.off()
+        self._timeout = timeout
+        self._max_retries = max_retries
+        self._rate_limit_retries = rate_limit_retries
+        self._backoff_base = backoff_base
+        self._backoff_max = backoff_max
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self._session = session if session is not None else _new_session()
+        self._session.headers.update(
+            {
+                # Headers, never query parameters: URLs end up in logs and exception texts.
+                "x-LSQ-AccessKey": access_key,
+                "x-LSQ-SecretKey": secret_key,
+                "User-Agent": f"lsqsync/{__version__}",
+                "Accept": "application/json",
+            }
+        )
+
+    def __repr__(self) -> str:
+        return f"Transport(host={self.host!r})"
+
+    def close(self) -> None:
+        self._session.close()
+
+    def send(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, str] | None = None,
+        body: Any = None,
+        write: bool = False,
+    ) -> Any:
+        """One logical call: attempts, retries and error mapping. Returns the decoded JSON."""
+        url = self.host + path
+        data = None
+        headers = None
+        if body is not None:
+            data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+            headers = {"Content-Type": "application/json; charset=utf-8"}
+        failures: dict[_Kind, int] = {}
+        while True:
+            self.limiter.acquire()
+            result = self._attempt(method, path, url, params, data, headers, write)
+            if isinstance(result, _Ok):
+                return result.payload
+            limit = {
+                "rate_limited": self._rate_limit_retries,
+                "server": self._max_retries,
+                "connect": self._max_retries,
+                # A write that got no answer is never re-sent: whether it landed is unknown.
+                "no_response": 0 if write else self._max_retries,
+                "final": 0,
+            }[result.kind]
+            count = failures[result.kind] = failures.get(result.kind, 0) + 1
+            if count > limit:
+                raise self._error(result, path, count)
+            wait = result.retry_after
+            if wait is None:
+                wait = self._backoff(count)
+            if result.kind == "rate_limited":
+                # Every thread holds off, not just this one: the budget is account-wide.
+                self.limiter.penalize(wait)
+            log.warning(
+                "lsq: retry endpoint=%s attempt=%d/%d reason=%s wait=%.2fs",
+                path,
+                count,
+                limit + 1,
+                self.redact(result.reason),
+                wait,
+            )
+            self._sleep(wait)
+
+    def _backoff(self, failures: int) -> float:
+        """Exponential backoff with "equal jitter": between half and all of base·2ⁿ⁻¹."""
+        ceiling = min(self._backoff_max, self._backoff_base * 2.0 ** (failures - 1))
+        return ceiling * (0.5 + 0.5 * self._rng.random())
+
+    def _error(self, failure: _Failure, path: str, attempts: int) -> ApiError:
+        message = failure.message
+        if attempts > 1:
+            message += f" (gave up after {attempts} attempts)"
+        return failure.error(
+            self.redact(message),
+            endpoint=path,
+            status=failure.status,
+            exception_type=self._redact_opt(failure.exception_type),
+            exception_message=self._redact_opt(failure.exception_message),
+        )
+
+    def _redact_opt(self, text: str | None) -> str | None:
+        return None if text is None else self.redact(text)
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str] | None,
+        write: bool,
+    ) -> _Ok | _Failure:
+        call = f"{method} {path}"
+        try:
+            response = self._session.request(
+                method,
+                url,
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=self._timeout,
+                # The keys ride in headers that requests would carry to another host.
+                allow_redirects=False,
+            )
+        except requests.exceptions.SSLError as e:
+            return _Failure(
+                "final",
+                "tls_error",
+                ConnectionFailed,
+                f"TLS with {self.host} failed for {call} ({_describe_exception(e)}); nothing "
+                "was sent. Certificate verification stays on.",
+            )
+        except (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            requests.exceptions.ContentDecodingError,
+        ) as e:
+            if _never_sent(e):
+                return _Failure(
+                    "connect",
+                    f"connect_error:{type(_root(e)).__name__}",
+                    ConnectionFailed,
+                    f"could not connect to {self.host} for {call} ({_describe_exception(e)}); "
+                    "nothing was sent. Check the host and the network.",
+                )
+            timed_out = isinstance(e, requests.exceptions.Timeout)
+            why = (
+                f"no answer within {self._timeout[1]:g}s"
+                if timed_out
+                else f"the connection broke: {_describe_exception(e)}"
+            )
+            outcome = (
+                "the changes may or may not have been applied; re-read the records before "
+                "sending them again"
+                if write
+                else "nothing was changed by this read"
+            )
+            return _Failure(
+                "no_response",
+                "read_timeout" if timed_out else f"connection_dropped:{type(_root(e)).__name__}",
+                OutcomeUnknown,
+                f"{call} was sent but {why}: the outcome is unknown ({outcome}).",
+            )
+        except requests.exceptions.RequestException as e:
+            # Refused before sending (a malformed URL or header): nothing left this process.
+            return _Failure(
+                "final",
+                "request_error",
+                ConnectionFailed,
+                f"could not send {call} to {self.host} ({_describe_exception(e)})",
+            )
+        with response:
+            return self._classify(call, path, response, write)
+
+    def _classify(
+        self, call: str, path: str, response: requests.Response, write: bool
+    ) -> _Ok | _Failure:
+        status = response.status_code
+        try:
+            payload: Any = json.loads(response.content) if response.content.strip() else None
+            is_json = True
+        except ValueError:  # JSONDecodeError and UnicodeDecodeError
+            payload, is_json = None, False
+        etype, emessage = _envelope(payload)
+        if 200 <= status < 300 and is_json and not _is_error_envelope(payload):
+            return _Ok(payload)
+        detail = f"HTTP {status}"
+        if 200 <= status < 300 and is_json:
+            detail += " with an error body"
+        if etype:
+            detail += f" {etype}"
+        if emessage:
+            detail += f": {emessage}"
+        if not is_json and response.content.strip():
+            detail += f": {_snippet(response)!r}"
+
+        def failure(kind: _Kind, reason: str, error: type[ApiError], message: str) -> _Failure:
+            return _Failure(kind, reason, error, message, status, etype, emessage)
+
+        if 200 <= status < 300 and not is_json:
+            if write:
+                return failure(
+                    "final",
+                    "unreadable_body",
+                    OutcomeUnknown,
+                    f"{call} answered {detail}, which is not JSON: the outcome is unknown "
+                    "(the changes may or may not have been applied; re-read the records).",
+                )
+            return failure(
+                "final",
+                "unreadable_body",
+                ApiError,
+                f"{call} answered {detail}, which is not JSON.",
+            )
+        if status == 401:
+            return failure(
+                "final",
+                "http_401",
+                AuthError,
+                f"LeadSquared refused the keys for {call} ({detail}). Check LSQ_ACCESS_KEY and "
+                f"LSQ_SECRET_KEY, and that the host {self.host} is your account's region "
+                "(keys work only on their own region's host).",
+            )
+        limit_text = f"{emessage or ''} {'' if is_json else _snippet(response)}".lower()
+        if status == 429 or (status == 403 and "limit" in limit_text and "exceed" in limit_text):
+            # A 429 is the rate limit whatever its body says (its ExceptionType starts with MX).
+            return _Failure(
+                "rate_limited",
+                f"http_{status}_rate_limited",
+                RateLimited,
+                f"LeadSquared kept refusing {call} for the account's rate limit ({detail}). "
+                "The limit covers every integration using the account: lower the configured "
+                "calls per window, or run when others are quiet.",
+                status,
+                etype,
+                emessage,
+                _retry_after(response),
+            )
+        if 300 <= status < 400:
+            location = response.headers.get("Location", "")
+            return failure(
+                "final",
+                f"http_{status}",
+                ApiRejected,
+                f"LeadSquared answered {call} with a redirect ({detail}) to {location!r}. "
+                "Redirects are not followed, so the keys never go to another host: set the "
+                "host to the URL it redirects to.",
+            )
+        if status >= 500 or (200 <= status < 300 and _is_error_envelope(payload)):
+            if etype and etype.strip().startswith("MX"):
+                # An MX… exception is LeadSquared's verdict on the input: retrying cannot help.
+                return failure(
+                    "final",
+                    f"http_{status}",
+                    ApiRejected,
+                    f"LeadSquared rejected {call} ({detail}).",
+                )
+            return failure(
+                "server",
+                f"http_{status}:{etype or 'no_exception_type'}",
+                ServerError,
+                f"LeadSquared failed {call} ({detail}).",
+            )
+        hint = ""
+        if status == 403:
+            hint = (
+                " The user the keys belong to may lack a permission (Opportunity Advanced "
+                "Search needs an Administrator)."
+            )
+        return failure(
+            "final", f"http_{status}", ApiRejected, f"LeadSquared rejected {call} ({detail}).{hint}"
+        )
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether the connection was never established, so the server cannot have seen the call.
+    Anything else (timeouts, resets, broken responses) may have reached it."""
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return True
+    return any(isinstance(e, _NOT_SENT) for e in _chain(exc))
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """The exception and what it explicitly wraps (args, urllib3's ``reason``, ``raise from``).
+    Implicit ``__context__`` is not followed: it can hold an unrelated, handled error."""
+    seen: set[int] = set()
+    stack = [exc]
+    while stack:
+        e = stack.pop()
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        yield e
+        inner = [*e.args, getattr(e, "reason", None), e.__cause__]
+        stack.extend(x for x in inner if isinstance(x, BaseException))
+
+
+def _root(exc: BaseException) -> BaseException:
+    root = exc
+    for e in _chain(exc):
+        root = e
+    return root
+
+
+def _describe_exception(exc: BaseException) -> str:
+    """The innermost cause, by type and message: requests' own texts may embed the URL."""
+    root = _root(exc)
+    text = " ".join(str(root).split())
+    return f"{type(root).__name__}: {text}"[:300] if text else type(root).__name__
+
+
+def _retry_after(response: requests.Response) -> float | None:
+    value = response.headers.get("Retry-After")
+    if value is None:
+        return None
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        return None  # an HTTP-date, or garbage: fall back to backoff
+    if not math.isfinite(seconds) or seconds < 0:
+        return None
+    return min(seconds, _MAX_RETRY_AFTER)
+
+
+def _snippet(response: requests.Response) -> str:
+    text = response.content[:2000].decode("utf-8", errors="replace")
+    text = " ".join(text.split())
+    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
+
+
+def _envelope(payload: Any) -> tuple[str | None, str | None]:
+    """``ExceptionType`` and the message of a LeadSquared error envelope, if there is one."""
+    if not isinstance(payload, dict):
+        return None, None
+    etype = payload.get("ExceptionType")
+    message = next(
+        (
+            payload[k]
+            for k in ("ExceptionMessage", "Message", "ErrorMessage")
+            if isinstance(payload.get(k), str) and payload[k]
+        ),
+        None,
+    )
+    return (etype if isinstance(etype, str) and etype else None), message
+
+
+def _is_error_envelope(payload: Any) -> bool:
+    status = payload.get("Status") if isinstance(payload, dict) else None
+    return isinstance(status, str) and status.strip().lower() == "error"
+
+
+def _new_session() -> requests.Session:
+    session = requests.Session()
+    session.verify = True
+    # Room for the applier's worker threads. requests' own retries stay off (its default
+    # Retry(0, read=False)): this module decides what may be retried.
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=32)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    return session

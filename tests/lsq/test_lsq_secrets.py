@@ -1,0 +1,128 @@
+"""No key in any exception text, log line or repr, whatever goes wrong."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from urllib.parse import quote
+
+import pytest
+from lsq_helpers import (
+    OTHER_ACCESS_KEY,
+    OTHER_SECRET_KEY,
+    Reply,
+    Serve,
+    Sleeps,
+    api_log,
+    closed_port_url,
+    wait_for_log,
+)
+
+from lsqsync.emulator.server import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+from lsqsync.errors import ApiError
+from lsqsync.lsq import BulkUpdateItem, LsqClient, RateLimiter
+
+KEYS = (DEMO_ACCESS_KEY, DEMO_SECRET_KEY, OTHER_ACCESS_KEY, OTHER_SECRET_KEY)
+ITEM = BulkUpdateItem("4f530c63-4c93-4150-8b8e-83487befb3b2", 12003, {"Status": "Won"})
+
+
+def texts_of(error: ApiError) -> list[str]:
+    return [
+        str(error),
+        repr(error),
+        str(error.args),
+        error.endpoint,
+        error.exception_type or "",
+        error.exception_message or "",
+    ]
+
+
+def test_no_key_in_anything_the_error_cases_produce(
+    make_client: Callable[..., LsqClient],
+    emu: Emulator,
+    serve: Serve,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)  # urllib3's connection and request lines too
+    texts: list[str] = []
+    errors: list[ApiError] = []
+
+    def expect_error(call: Callable[[], object]) -> None:
+        with pytest.raises(ApiError) as caught:
+            call()
+        errors.append(caught.value)
+
+    # Refused keys (the server rejects the non-demo keys).
+    wrong = make_client(access_key=OTHER_ACCESS_KEY, secret_key=OTHER_SECRET_KEY)
+    expect_error(wrong.who_am_i)
+    texts += [repr(wrong), repr(vars(wrong)), repr(vars(wrong._transport))]
+
+    # The demo keys, accepted, through every failure the emulator can inject.
+    client = make_client(max_retries=1, rate_limit_retries=1, limiter=RateLimiter(25, 5.0))
+    texts += [repr(client), repr(client.limiter), repr(vars(client._transport))]
+    emu.settings.fault_rate = 1.0
+    expect_error(client.users)
+    emu.settings.fault_rate = 0.0
+    emu.settings.drop_rate = 1.0
+    expect_error(lambda: client.bulk_update([ITEM]))
+    expect_error(client.who_am_i)
+    emu.settings.drop_rate = 0.0
+    expect_error(
+        lambda: client.bulk_update(
+            [BulkUpdateItem(ITEM.opportunity_id, 12003, {"mx_Custom_6": "x"})]
+        )
+    )
+    expect_error(lambda: client.opportunity_type(1))
+    expect_error(make_client(host=emu.url + "/nowhere").users)
+    emu.settings.latency_ms = 400
+    expect_error(make_client(timeout=(1.0, 0.05), max_retries=0).who_am_i)
+    emu.settings.latency_ms = 0
+    wait_for_log(emu.url, len(api_log(emu.url)) + 1)  # let the timed-out call finish
+    emu.settings.update({"rate_limit_calls": 1, "rate_limit_seconds": 60.0})
+    expect_error(lambda: [client.who_am_i() for _ in range(3)])
+    expect_error(make_client(host=closed_port_url()).who_am_i)
+
+    # A server that echoes the keys back in every place it can.
+    echo = f"bad key {OTHER_ACCESS_KEY} / {quote(OTHER_SECRET_KEY, safe='')}"
+    _, echoing = serve(
+        Reply(
+            500,
+            {"Status": "Error", "ExceptionType": f"MX{OTHER_SECRET_KEY}", "ExceptionMessage": echo},
+        ),
+        Reply(302, b"", {"Location": f"https://x.example.com/?secretKey={OTHER_SECRET_KEY}"}),
+        Reply(400, echo.encode(), {"Content-Type": "text/plain"}),
+    )
+    for _ in range(3):
+        expect_error(echoing.users)
+    for error in errors:
+        texts += texts_of(error)
+    texts.append(caplog.text)
+
+    everything = "\n".join(texts)
+    assert len(errors) == 13
+    assert "lsq: retry" in caplog.text  # the retries were logged
+    assert "***" in str(errors[-1])  # the echoed key was scrubbed, not just absent
+    for key in KEYS:
+        assert key not in everything
+        assert quote(key, safe="") not in everything
+
+
+def test_no_key_in_what_the_emulator_logged(client: LsqClient, emu: Emulator) -> None:
+    client.who_am_i()
+    client.user_by_email("george.bailey@example.com")
+    logged = repr(emu.requests)
+    assert "UserByAccessKey.Get" in logged
+    for key in KEYS:
+        assert key not in logged
+
+
+def test_no_key_in_the_retry_log_of_a_connection_failure(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = LsqClient(
+        closed_port_url(), DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None, sleep=Sleeps()
+    )
+    with client, pytest.raises(ApiError):
+        client.who_am_i()
+    assert caplog.text.count("lsq: retry") == 3
+    for key in KEYS:
+        assert key not in caplog.text
