@@ -60,7 +60,9 @@ class Settings:
             current = getattr(self, key, _MISSING)
             if current is _MISSING or key.startswith("_"):
                 raise bad_request(f"unknown setting {key!r}")
-            allowed = (int, float) if isinstance(current, int | float) else (bool,)
+            allowed: tuple[type, ...] = (
+                (int, float) if isinstance(current, int | float) else (bool,)
+            )
             if key == "rate_limit_calls":
                 allowed = (int, type(None))
             if isinstance(value, bool) is not isinstance(current, bool) or not isinstance(
