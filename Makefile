@@ -4,7 +4,7 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-COV_FLOOR := 85
+COV_FLOOR := 90
 
 .PHONY: test lint typecheck demo clean
 
