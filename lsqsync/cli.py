@@ -250,6 +250,56 @@ def opportunities_list(code: int, limit: int, columns: str, fmt: Literal["text",
         click.echo(browse.list_opportunities(client, code, wanted, limit, fmt), nl=False)
 
 
+# -- rules ------------------------------------------------------------------------------------
+
+CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="lsqsync.yml, or its folder (default: ./lsqsync.yml).",
+)
+VARS = [
+    click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE",
+                 help="Override a variable of lsqsync.yml (repeatable)."),
+    click.option("--var-file", "var_files", multiple=True,
+                 type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                 help="A YAML mapping of variables (repeatable; --var wins)."),
+]  # fmt: skip
+
+
+def _vars_options(f: F) -> F:
+    for option in reversed(VARS):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@CONFIG
+@_vars_options
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "github"]), default="text",
+    show_default=True, help="github: workflow-command annotations for pull requests.",
+)  # fmt: skip
+@click.option("--online", is_flag=True, help="Also check fields and options against LeadSquared.")
+def validate(
+    config_path: Path | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    fmt: Literal["text", "json", "github"],
+    online: bool,
+) -> None:
+    """Check lsqsync.yml and every rule file; list every problem with its file:line:col.
+
+    Offline unless --online. Exit 0 when valid, 1 otherwise.
+    """
+    from lsqsync import validate as validation
+    from lsqsync.rules.problems import report
+
+    result = validation.validate(config_path, validation.parse_vars(var_pairs, var_files), online)
+    click.echo(report(result.problems, fmt, result.summary), nl=False)
+    raise SystemExit(EXIT_ERROR if result.problems else EXIT_OK)
+
+
 # -- schemas ---------------------------------------------------------------------------------
 
 

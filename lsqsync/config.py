@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 from lsqsync.errors import ConfigError
 
@@ -22,11 +24,12 @@ class Connection:
 
 
 def connection_from_env(
-    env: Mapping[str, str] | None = None, host: str | None = None
+    env: Mapping[str, str] | None = None, default_host: str | None = None
 ) -> Connection:
-    """The host (``host`` argument, else LSQ_HOST) and the keys from the environment."""
+    """The host (LSQ_HOST, else ``default_host`` from lsqsync.yml) and the keys from the
+    environment."""
     env = os.environ if env is None else env
-    host = host or env.get(ENV_HOST, "").strip()
+    host = env.get(ENV_HOST, "").strip() or (default_host or "")
     missing = [
         name
         for name, value in (
@@ -42,3 +45,93 @@ def connection_from_env(
             "from the environment (keys: My Account > Settings > API and Webhooks)"
         )
     return Connection(host, env[ENV_ACCESS_KEY].strip(), env[ENV_SECRET_KEY].strip())
+
+
+# -- lsqsync.yml --------------------------------------------------------------------------------
+
+CONFIG_FILE = "lsqsync.yml"
+
+
+@dataclass(frozen=True)
+class RateLimit:
+    calls: int = 25
+    per_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A project's ``lsqsync.yml``. Relative paths in it are relative to its folder (``root``)."""
+
+    root: Path
+    file: str  # as shown in messages
+    host: str | None = None
+    rules: tuple[str, ...] = ("rules/",)
+    state: str = ".lsqsync/state.db"
+    rate_limit: RateLimit = RateLimit()
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    max_changes: int = 1000
+    max_change_ratio: float = 0.3
+    mask: tuple[str, ...] = ()
+    allow_created_on: bool = False
+    positions: Mapping[tuple[str | int, ...], Any] = field(default_factory=dict, compare=False)
+
+    def where(self, path: tuple[str | int, ...]) -> Any:
+        """The Location of a value in lsqsync.yml (for problems about the configuration)."""
+        from lsqsync.rules.yamlsource import Document
+
+        return Document(self.file, None, self.positions).where(path)
+
+
+def display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (as CI annotations and
+    editors expect), else as given."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def load_config(path: Path | None = None) -> Config:
+    """Read and validate ``lsqsync.yml`` (default: the one in the working directory)."""
+    from lsqsync.rules import schemacheck
+    from lsqsync.rules.problems import Problem, ProjectInvalid
+    from lsqsync.rules.yamlsource import Location, YamlError, load
+
+    path = path or Path(CONFIG_FILE)
+    shown = display_path(path)
+    if path.is_dir():
+        path = path / CONFIG_FILE
+        shown = display_path(path)
+    try:
+        document = load(path, shown)
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{shown}: not found (a project is a folder with lsqsync.yml; use --config PATH "
+            "to point elsewhere)"
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"{shown}: cannot read: {e.strerror or e}") from None
+    except YamlError as e:
+        raise ProjectInvalid([Problem(e.location, "", e.message)]) from None
+    problems = schemacheck.check(document, "config")
+    if document.data is None:
+        problems = [Problem(Location(shown, 1, 1), "", "the file is empty (expected version: 1)")]
+    if problems:
+        raise ProjectInvalid(problems)
+    data: dict[str, Any] = document.data
+    rate = data.get("rate_limit") or {}
+    safety = data.get("safety") or {}
+    return Config(
+        root=path.parent,
+        file=shown,
+        host=data.get("host"),
+        rules=tuple(data.get("rules", ["rules/"])),
+        state=data.get("state", ".lsqsync/state.db"),
+        rate_limit=RateLimit(rate.get("calls", 25), float(rate.get("per_seconds", 5))),
+        vars=dict(data.get("vars") or {}),
+        max_changes=safety.get("max_changes", 1000),
+        max_change_ratio=safety.get("max_change_ratio", 0.3),
+        mask=tuple(data.get("mask") or ()),
+        allow_created_on=bool(data.get("allow_created_on", False)),
+        positions=document.positions,
+    )

@@ -1,0 +1,103 @@
+"""CSV files that select opportunities for a rule and give its templates a ``row``."""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from lsqsync.rules.problems import Problem
+from lsqsync.rules.yamlsource import Location
+
+
+@dataclass(frozen=True)
+class CsvRow:
+    key: str
+    line: int
+    values: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class CsvData:
+    file: str  # as shown in messages
+    key: str
+    columns: tuple[str, ...]
+    rows: tuple[CsvRow, ...]
+
+
+def read(
+    path: Path, shown: str, key: str, referenced_at: Location, referenced_path: str
+) -> CsvData | list[Problem]:
+    """Read a UTF-8 CSV (BOM or not) with a header row; ``key`` must be a column whose values
+    are present and unique. Returns the data, or every problem found."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        return [Problem(referenced_at, referenced_path, f"CSV file {shown} not found")]
+    except UnicodeDecodeError as e:
+        line = path.read_bytes()[: e.start].count(b"\n") + 1
+        return [Problem(Location(shown, line, 1), "", "not UTF-8 text (save the CSV as UTF-8)")]
+    except OSError as e:
+        return [
+            Problem(
+                referenced_at, referenced_path, f"cannot read CSV file {shown}: {e.strerror or e}"
+            )
+        ]
+    reader = csv.reader(text.splitlines(keepends=True), strict=True)
+    try:
+        records = [(reader.line_num, record) for record in reader]
+    except csv.Error as e:
+        return [Problem(Location(shown, reader.line_num, 1), "", f"malformed CSV: {e}")]
+    records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
+    if not records:
+        return [Problem(Location(shown, 1, 1), "", "the CSV is empty (a header row is required)")]
+    header_line, header = records[0]
+    columns = tuple(c.strip() for c in header)
+    problems = []
+    seen_columns: dict[str, int] = {}
+    for i, column in enumerate(columns):
+        if column in seen_columns:
+            problems.append(
+                Problem(Location(shown, header_line, 1), "", f"duplicate column '{column}'")
+            )
+        seen_columns.setdefault(column, i)
+    if key not in columns:
+        problems.append(
+            Problem(
+                Location(shown, header_line, 1),
+                "",
+                f"no key column '{key}' (columns: {', '.join(columns)})",
+            )
+        )
+        return problems
+    rows: list[CsvRow] = []
+    first_line: dict[str, int] = {}
+    for line, record in records[1:]:
+        if len(record) != len(columns):
+            problems.append(
+                Problem(
+                    Location(shown, line, 1),
+                    "",
+                    f"{len(record)} values for {len(columns)} columns",
+                )
+            )
+            continue
+        values = {c: v.strip() for c, v in zip(columns, record, strict=True)}
+        value = values[key]
+        if not value:
+            problems.append(Problem(Location(shown, line, 1), "", f"empty key '{key}'"))
+        elif value in first_line:
+            problems.append(
+                Problem(
+                    Location(shown, line, 1),
+                    "",
+                    f"duplicate key {key}={value!r} (first on line {first_line[value]})",
+                )
+            )
+        else:
+            first_line[value] = line
+            rows.append(CsvRow(value, line, values))
+    if problems:
+        return problems
+    return CsvData(shown, key, columns, tuple(rows))

@@ -1,0 +1,90 @@
+"""Problems found in a project's files, each with its place: ``file:line:col: path: message``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from lsqsync.errors import LsqsyncError
+from lsqsync.rules.yamlsource import Location, PathKey
+
+ReportFormat = Literal["text", "json", "github"]
+
+
+def format_path(path: PathKey) -> str:
+    """``('rules', 0, 'set', 'Status')`` → ``rules[0].set.Status``."""
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    location: Location
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
+
+
+class ProjectInvalid(LsqsyncError):
+    """The project's configuration or rules have problems; all of them are listed."""
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = tuple(sorted(set(problems)))
+        count = len(self.problems)
+        super().__init__(
+            f"{count} problem{'s' if count != 1 else ''}:\n"
+            + "\n".join(str(p) for p in self.problems)
+        )
+
+
+def _github_escape(text: str, *, property: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def report(problems: Sequence[Problem], fmt: ReportFormat, summary: dict[str, int]) -> str:
+    """The validation result for stdout, in ``fmt``."""
+    problems = sorted(set(problems))
+    if fmt == "json":
+        body = {
+            "valid": not problems,
+            **summary,
+            "problems": [
+                {
+                    "file": p.location.file,
+                    "line": p.location.line,
+                    "col": p.location.col,
+                    "path": p.path,
+                    "message": p.message,
+                }
+                for p in problems
+            ],
+        }
+        return json.dumps(body, indent=2) + "\n"
+    if fmt == "github":
+        return "".join(
+            f"::error file={_github_escape(p.location.file, property=True)},"
+            f"line={p.location.line},col={p.location.col},"
+            f"title={_github_escape('lsqsync validate', property=True)}::"
+            f"{_github_escape((p.path + ': ' if p.path else '') + p.message)}\n"
+            for p in problems
+        )
+    lines = [str(p) + "\n" for p in problems]
+    rules, files = summary.get("rules", 0), summary.get("files", 0)
+    if problems:
+        lines.append(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found\n")
+    else:
+        lines.append(f"valid: {rules} rule{'s' if rules != 1 else ''} in {files} file"
+                     f"{'s' if files != 1 else ''}\n")  # fmt: skip
+    return "".join(lines)

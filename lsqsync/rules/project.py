@@ -1,0 +1,257 @@
+"""A project: its configuration and every rule file, loaded, validated and turned into rules.
+
+Every problem is collected before anything is reported, so a user fixes a file in one pass:
+YAML errors, schema errors, then what the schema cannot say (unique rule names across files,
+template and ``when`` syntax, undefined names, system fields in ``set``, CSV problems).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lsqsync.config import Config, display_path
+from lsqsync.rules import csvsource, schemacheck, templates
+from lsqsync.rules.problems import Problem, ProjectInvalid, format_path
+from lsqsync.rules.yamlsource import Document, Location, PathKey, YamlError, load
+
+SYSTEM_FIELDS = ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy")
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    op: str  # eq, ne, in, not_in, gt, gte, lt, lte, contains, startswith, empty
+    value: Any
+    location: Location
+
+
+@dataclass(frozen=True)
+class FieldValue:
+    """One entry of ``set``: a literal (None clears the field) or a compiled template."""
+
+    field: str
+    literal: Any
+    template: templates.Compiled | None
+    location: Location
+
+
+@dataclass(frozen=True)
+class Rule:
+    name: str
+    description: str
+    opportunity_type: int
+    ids: tuple[str, ...] | None
+    csv: csvsource.CsvData | None
+    where: tuple[Condition, ...]
+    when: templates.Compiled | None
+    set: tuple[FieldValue, ...]
+    location: Location  # of the rule's name
+    referenced_fields: frozenset[str]  # opp fields read by when and templates
+    uses_user: bool  # a template calls user(...)
+
+    @property
+    def read_fields(self) -> frozenset[str]:
+        """Every field whose current value the plan needs for this rule."""
+        return self.referenced_fields | {c.field for c in self.where} | {v.field for v in self.set}
+
+
+@dataclass(frozen=True)
+class Project:
+    config: Config
+    rules: tuple[Rule, ...]
+    files: tuple[str, ...]
+    vars: Mapping[str, Any]
+
+
+def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None) -> Project:
+    """Load every rule file of the project; raises ProjectInvalid listing every problem."""
+    variables = {**config.vars, **(var_overrides or {})}
+    problems: list[Problem] = []
+    files = _rule_files(config, problems)
+    rules: list[Rule] = []
+    names: dict[str, Location] = {}
+    for path in files:
+        shown = display_path(path)
+        try:
+            document = load(path, shown)
+        except YamlError as e:
+            problems.append(Problem(e.location, "", e.message))
+            continue
+        except (OSError, UnicodeDecodeError) as e:
+            problems.append(Problem(Location(shown, 1, 1), "", f"cannot read: {e}"))
+            continue
+        for rule in _rules(document, config, variables, problems):
+            if rule.name in names:
+                problems.append(
+                    Problem(
+                        rule.location,
+                        "",
+                        f"rule name '{rule.name}' is already used at {names[rule.name]}",
+                    )
+                )
+            names.setdefault(rule.name, rule.location)
+            rules.append(rule)
+    if problems:
+        raise ProjectInvalid(problems)
+    return Project(config, tuple(rules), tuple(display_path(p) for p in files), variables)
+
+
+def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
+    files: list[Path] = []
+    for i, entry in enumerate(config.rules):
+        path = config.root / entry
+        if path.is_dir():
+            found = sorted(
+                p for pattern in ("*.yml", "*.yaml") for p in path.rglob(pattern) if p.is_file()
+            )
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            problems.append(
+                Problem(
+                    config.where(("rules", i)),
+                    f"rules[{i}]",
+                    f"no such file or folder: {display_path(path)}",
+                )
+            )
+    return list(dict.fromkeys(files))
+
+
+def _rules(
+    document: Document, config: Config, variables: Mapping[str, Any], problems: list[Problem]
+) -> Iterable[Rule]:
+    if document.data is None:
+        problems.append(
+            Problem(document.where(()), "", "the file is empty (expected version: 1 and rules)")
+        )
+        return
+    schema_problems = schemacheck.check(document, "rules")
+    problems.extend(schema_problems)
+    if not isinstance(document.data, dict) or not isinstance(document.data.get("rules"), list):
+        return
+    broken = {p.path.split(".")[0] for p in schema_problems}
+    for i, raw in enumerate(document.data["rules"]):
+        if isinstance(raw, dict):
+            rule = _rule(document, ("rules", i), raw, config, variables, problems)
+            # A rule with schema problems is still checked for more, but not planned.
+            if f"rules[{i}]" not in broken:
+                yield rule
+
+
+def _rule(
+    document: Document,
+    at: PathKey,
+    raw: dict[str, Any],
+    config: Config,
+    variables: Mapping[str, Any],
+    problems: list[Problem],
+) -> Rule:
+    def where(*path: str | int) -> Location:
+        return document.where((*at, *path))
+
+    def problem(path: tuple[str | int, ...], message: str) -> None:
+        problems.append(Problem(where(*path), format_path((*at, *path)), message))
+
+    csv_data = None
+    csv_spec = raw.get("csv")
+    if isinstance(csv_spec, dict) and all(
+        isinstance(csv_spec.get(k), str) for k in ("path", "key")
+    ):
+        csv_path = config.root / csv_spec["path"]
+        result = csvsource.read(
+            csv_path,
+            display_path(csv_path),
+            csv_spec["key"],
+            where("csv", "path"),
+            format_path((*at, "csv", "path")),
+        )
+        if isinstance(result, list):
+            problems.extend(result)
+        else:
+            csv_data = result
+
+    referenced: set[str] = set()
+    uses_user = False
+
+    def analyse(path: tuple[str | int, ...], source: str, expression: bool) -> None:
+        nonlocal uses_user
+        analysis = templates.analyse(
+            source, expression=expression, vars=variables, has_row="csv" in raw
+        )
+        for message in analysis.problems:
+            problem(path, message)
+        referenced.update(analysis.opp_fields)
+        uses_user = uses_user or analysis.uses_user
+        if csv_data is not None:
+            for column in sorted(analysis.row_fields - set(csv_data.columns)):
+                close = difflib.get_close_matches(column, csv_data.columns, n=1)
+                hint = f"did you mean '{close[0]}'? " if close else ""
+                problem(
+                    path,
+                    f"'row.{column}' is not a column of {csv_data.file} "
+                    f"({hint}columns: {', '.join(csv_data.columns)})",
+                )
+
+    when = None
+    if isinstance(raw.get("when"), str):
+        analyse(("when",), raw["when"], expression=True)
+        when = _compile(raw["when"], expression=True)
+
+    values = []
+    set_spec = raw.get("set")
+    for field, value in (set_spec if isinstance(set_spec, dict) else {}).items():
+        if field in SYSTEM_FIELDS and not (field == "CreatedOn" and config.allow_created_on):
+            hint = (
+                " (set allow_created_on: true in lsqsync.yml only if LeadSquared enabled an "
+                "editable CreatedOn for the account)"
+                if field == "CreatedOn"
+                else ""
+            )
+            problem(("set", field), f"'{field}' is a system field and cannot be set{hint}")
+        template = None
+        if isinstance(value, str) and templates.is_template(value):
+            analyse(("set", field), value, expression=False)
+            template = _compile(value, expression=False)
+        values.append(FieldValue(field, value if template is None else None, template,
+                                 where("set", field)))  # fmt: skip
+
+    where_spec = raw.get("where")
+    conditions = tuple(
+        Condition(field, *_operator(spec), where("where", field))
+        for field, spec in (where_spec if isinstance(where_spec, dict) else {}).items()
+    )
+    return Rule(
+        name=str(raw.get("name")),
+        description=str(raw.get("description", "")),
+        opportunity_type=raw.get("opportunity_type", 0),
+        ids=tuple(raw["ids"]) if isinstance(raw.get("ids"), list) else None,
+        csv=csv_data,
+        where=conditions,
+        when=when,
+        set=tuple(values),
+        location=where("name"),
+        referenced_fields=frozenset(referenced),
+        uses_user=uses_user,
+    )
+
+
+def _operator(spec: Any) -> tuple[str, Any]:
+    if isinstance(spec, dict) and len(spec) == 1:
+        ((op, value),) = spec.items()
+        return op, value
+    return "eq", spec
+
+
+def _compile(source: str, *, expression: bool) -> templates.Compiled | None:
+    """The compiled template; None when it does not compile (already reported by analyse)."""
+    try:
+        if expression:
+            return templates.compile_expression(source)
+        return templates.compile_template(source)
+    except templates.TemplateProblem:
+        return None

@@ -1,0 +1,187 @@
+"""Jinja templates in rule values and ``when`` expressions, run in a sandbox.
+
+Rules may come from an untrusted pull request and are planned in CI, next to the API keys. So
+templates run in Jinja's ``SandboxedEnvironment`` (no attribute starting with ``_``, no unsafe
+methods), with ``StrictUndefined`` (a misspelt name is an error, not an empty string), with no
+globals but lsqsync's own (no ``range``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``,
+``dict``), a reduced set of filters (none that can build very large strings from small input),
+and ``*``/``**`` capped so that ``'x' * 10**9`` cannot exhaust memory.
+
+Everything that can be found without data is found at ``validate`` time by walking the
+template's syntax tree: syntax errors, undefined names, access to private attributes, ``vars``
+names that are not defined, ``row`` in a rule without a CSV.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
+from jinja2.sandbox import SandboxedEnvironment
+
+CONTEXT_NAMES = ("opp", "row", "vars", "now", "rule", "user")
+RULE_ATTRIBUTES = ("name", "description", "opportunity_type")
+# Names people may try from other Jinja set-ups; they are not available here.
+_REMOVED = ("range", "lipsum", "cycler", "joiner", "namespace", "dict", "config", "self", "request")
+_FILTERS = (
+    "abs", "capitalize", "count", "d", "default", "first", "float", "int", "join", "last",
+    "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse",
+    "round", "select", "selectattr", "sort", "string", "sum", "title", "trim", "truncate",
+    "unique", "upper",
+)  # fmt: skip
+MAX_SIZE = 100_000  # longest string or list a template may build with * (and largest exponent)
+
+
+class TemplateProblem(Exception):
+    """A template that cannot be compiled or rendered; the message is for the user."""
+
+
+class _Environment(SandboxedEnvironment):
+    intercepted_binops = frozenset(["*", "**"])
+
+    def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
+        if op == "**":
+            if isinstance(right, int | float) and abs(right) > 1000:
+                raise SecurityError(f"exponent {right} is too large")
+            return operator.pow(left, right)
+        for seq, times in ((left, right), (right, left)):
+            if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                if len(seq) * times > MAX_SIZE:
+                    raise SecurityError(f"a result longer than {MAX_SIZE:,} is not allowed")
+        return operator.mul(left, right)
+
+
+def _environment() -> _Environment:
+    env = _Environment(undefined=StrictUndefined, autoescape=False)
+    env.globals.clear()
+    env.filters = {name: env.filters[name] for name in _FILTERS}
+    env.tests = dict(env.tests)
+    return env
+
+
+ENV = _environment()
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """What a template refers to: the ``opp`` fields it reads and whether it uses ``row``."""
+
+    opp_fields: frozenset[str] = frozenset()
+    row_fields: frozenset[str] = frozenset()
+    uses_row: bool = False
+    uses_user: bool = False
+    problems: tuple[str, ...] = ()
+
+
+def is_template(text: str) -> bool:
+    return "{{" in text or "{%" in text or "{#" in text
+
+
+def _parse(source: str, expression: bool) -> nodes.Template:
+    try:
+        if expression:
+            ENV.compile_expression(source)  # its syntax errors read better than the wrapped one
+            return ENV.parse("{{ (" + source + ") }}")
+        return ENV.parse(source)
+    except TemplateSyntaxError as e:
+        where = "" if expression or source.count("\n") == 0 else f" (template line {e.lineno})"
+        raise TemplateProblem(f"template syntax error: {e.message}{where}") from None
+
+
+def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool) -> Analysis:
+    """Check a template (or a ``when`` expression) without data."""
+    try:
+        tree = _parse(source, expression)
+    except TemplateProblem as e:
+        return Analysis(problems=(str(e),))
+    problems: list[str] = []
+    defined_vars = set(vars)
+    assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    for name in sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - assigned):
+        if name in _REMOVED:
+            problems.append(f"'{name}' is not available in rule templates")
+        elif name not in CONTEXT_NAMES:
+            problems.append(f"'{name}' is undefined (templates can use {', '.join(CONTEXT_NAMES)})")
+    opp_fields: set[str] = set()
+    row_fields: set[str] = set()
+    for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        assert isinstance(node, nodes.Getattr | nodes.Getitem)
+        attr = _attribute(node)
+        if attr is None:
+            continue
+        if attr.startswith("_"):
+            problems.append(f"access to '{attr}' is not allowed in rule templates (sandbox)")
+            continue
+        base = node.node
+        if isinstance(base, nodes.Name) and base.ctx == "load":
+            if base.name == "opp":
+                opp_fields.add(attr)
+            elif base.name == "row":
+                row_fields.add(attr)
+            elif base.name == "vars" and attr not in defined_vars:
+                known = ", ".join(sorted(defined_vars)) or "none are defined"
+                problems.append(f"'vars.{attr}' is undefined (vars: {known})")
+            elif base.name == "rule" and attr not in RULE_ATTRIBUTES:
+                problems.append(
+                    f"'rule.{attr}' is undefined (rule has {', '.join(RULE_ATTRIBUTES)})"
+                )
+    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    if "row" in names and not has_row:
+        problems.append("'row' is only defined in rules that read a csv")
+    return Analysis(
+        opp_fields=frozenset(opp_fields),
+        row_fields=frozenset(row_fields),
+        uses_row="row" in names,
+        uses_user="user" in names,
+        problems=tuple(dict.fromkeys(problems)),
+    )
+
+
+def _attribute(node: nodes.Getattr | nodes.Getitem) -> str | None:
+    if isinstance(node, nodes.Getattr):
+        return node.attr
+    if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+        return node.arg.value
+    return None
+
+
+@dataclass(frozen=True)
+class Compiled:
+    """A compiled template or expression, ready to render against a context."""
+
+    source: str
+    expression: bool
+    _render: Callable[[Mapping[str, Any]], Any] = field(repr=False, compare=False)
+
+    def render(self, context: Mapping[str, Any]) -> Any:
+        """The value (a string for templates, any value for expressions). Raises
+        TemplateProblem with a message naming what went wrong."""
+        try:
+            return self._render(context)
+        except UndefinedError as e:
+            raise TemplateProblem(f"template error: {e.message}") from None
+        except SecurityError as e:
+            raise TemplateProblem(f"not allowed in rule templates (sandbox): {e}") from None
+        except (ArithmeticError, TypeError, ValueError, LookupError) as e:
+            raise TemplateProblem(f"template error: {type(e).__name__}: {e}") from None
+
+
+def compile_template(source: str) -> Compiled:
+    try:
+        template = ENV.from_string(source)
+    except TemplateSyntaxError as e:
+        raise TemplateProblem(f"template syntax error: {e.message}") from None
+    return Compiled(source, False, lambda ctx: template.render(**ctx))
+
+
+def compile_expression(source: str) -> Compiled:
+    try:
+        expression = ENV.compile_expression(source, undefined_to_none=False)
+    except TemplateSyntaxError as e:
+        raise TemplateProblem(f"template syntax error: {e.message}") from None
+    return Compiled(source, True, lambda ctx: expression(**ctx))
