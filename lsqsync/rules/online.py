@@ -29,7 +29,7 @@ def check(project: Project, types: Mapping[int, OpportunityType]) -> list[Proble
                         location,
                         "",
                         f"'{field}' is not a field of opportunity type {t.code} ({t.name}){hint}",
-                    )  # fmt: skip
+                    )
                 )
             elif writing and (meta.read_only or meta.is_auto_id) and not meta.is_system:
                 problems.append(

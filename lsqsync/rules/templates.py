@@ -50,9 +50,9 @@ class _Environment(SandboxedEnvironment):
                 raise SecurityError(f"exponent {right} is too large")
             return operator.pow(left, right)
         for seq, times in ((left, right), (right, left)):
-            if isinstance(seq, str | list | tuple) and isinstance(times, int):
-                if len(seq) * times > MAX_SIZE:
-                    raise SecurityError(f"a result longer than {MAX_SIZE:,} is not allowed")
+            sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
+            if sized and len(seq) * times > MAX_SIZE:
+                raise SecurityError(f"a result longer than {MAX_SIZE:,} is not allowed")
         return operator.mul(left, right)
 
 

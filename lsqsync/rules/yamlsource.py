@@ -128,7 +128,7 @@ def _build(
         constructor.flatten_mapping(node)  # merge keys (<<) as the safe loader does them
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
-            key = _build(key_node, path + ("<key>",), file, {}, constructor)
+            key = _build(key_node, (*path, "<key>"), file, {}, constructor)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise YamlError(
                     _location(file, key_node.start_mark), "a mapping key must be a scalar"
@@ -136,17 +136,17 @@ def _build(
             if key in out:
                 raise YamlError(
                     _location(file, key_node.start_mark),
-                    f"duplicate key {key!r} (first at line {positions[path + (str(key),)].line})",
+                    f"duplicate key {key!r} (first at line {positions[(*path, str(key))].line})",
                 )
-            key_path = path + (str(key),)
+            key_path = (*path, str(key))
             out[key] = _build(value_node, key_path, file, positions, constructor)
             # A missing-property error points at the mapping; a bad value at the value. Keep the
             # key's own position too, for messages about the key itself.
-            positions[path + (str(key), "<key>")] = _location(file, key_node.start_mark)
+            positions[(*path, str(key), "<key>")] = _location(file, key_node.start_mark)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(child, path + (i,), file, positions, constructor)
+            _build(child, (*path, i), file, positions, constructor)
             for i, child in enumerate(node.value)
         ]
     try:
@@ -160,7 +160,7 @@ def walk_paths(data: Any, path: PathKey = ()) -> Iterator[PathKey]:
     yield path
     if isinstance(data, dict):
         for key, value in data.items():
-            yield from walk_paths(value, path + (str(key),))
+            yield from walk_paths(value, (*path, str(key)))
     elif isinstance(data, list):
         for i, value in enumerate(data):
-            yield from walk_paths(value, path + (i,))
+            yield from walk_paths(value, (*path, i))
