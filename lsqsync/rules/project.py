@@ -212,7 +212,13 @@ def _rule(
                 if field == "CreatedOn"
                 else ""
             )
-            problem(("set", field), f"'{field}' is a system field and cannot be set{hint}")
+            problems.append(
+                Problem(
+                    where("set", field, "<key>"),
+                    format_path((*at, "set", field)),
+                    f"'{field}' is a system field and cannot be set{hint}",
+                )
+            )
         template = None
         if isinstance(value, str) and templates.is_template(value):
             analyse(("set", field), value, expression=False)
