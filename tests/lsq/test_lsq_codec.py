@@ -26,6 +26,7 @@ TEXT = FieldMeta("mx_Custom_9", "Remarks", "String", max_length=10)
 OWNER_AS_TEXT = FieldMeta("Owner", "Owner", "String")  # some tenants report Owner so
 ACTIVE = {u.email: u.id for u in USERS if u.active}
 GEORGE = "96105aa0-61f2-11ea-8109-022edb41208c"
+NOBODY = "00000000-0000-4000-8000-000000000000"
 
 
 @pytest.mark.parametrize(
@@ -79,13 +80,17 @@ def test_a_different_value_is_a_change(field: FieldMeta, current: Any, desired: 
         (NUMBER, "twelve", "mx_Custom_6 (Number): 'twelve' is not a number"),
         (NUMBER, True, "mx_Custom_6 (Number): a boolean is not a number"),
         (DATE, "31/12/2026", "mx_Custom_8 (Date): '31/12/2026' is not a date"),
-        (DATETIME, "13/1/2026 13:00:00 PM", "mx_Custom_13 (DateTime): '13/1/2026 13:00:00 PM' is not a date"),
+        (DATETIME, "13/1/2026 1:00:00 PM",
+         "mx_Custom_13 (DateTime): '13/1/2026 1:00:00 PM' is not a date"),
         (BOOLEAN, "maybe", "mx_Custom_12 (Boolean): 'maybe' is not a boolean (use true or false)"),
         (TEXT, "x" * 11, "mx_Custom_9 holds at most 10 characters, not 11"),
-        (OWNER_AS_TEXT, "nobody@example.com", "Owner: no active user with email 'nobody@example.com'"),
-        (OWNER_AS_TEXT, "henry.potter@example.com", "Owner: no active user with email 'henry.potter@example.com'"),
-        (OWNER_AS_TEXT, "George Bailey", "Owner: 'George Bailey' is neither an email nor a user id"),
-        (OWNER_AS_TEXT, "00000000-0000-4000-8000-000000000000", "Owner: '00000000-0000-4000-8000-000000000000' is not the id of an active user"),
+        (OWNER_AS_TEXT, "nobody@example.com",
+         "Owner: no active user with email 'nobody@example.com'"),
+        (OWNER_AS_TEXT, "henry.potter@example.com",
+         "Owner: no active user with email 'henry.potter@example.com'"),
+        (OWNER_AS_TEXT, "George Bailey",
+         "Owner: 'George Bailey' is neither an email nor a user id"),
+        (OWNER_AS_TEXT, NOBODY, f"Owner: '{NOBODY}' is not the id of an active user"),
     ],
 )  # fmt: skip
 def test_invalid_desired_values_are_refused(field: FieldMeta, desired: Any, message: str) -> None:
