@@ -1,0 +1,326 @@
+"""The plan: what lsqsync would change, frozen, with its JSON form and its digest.
+
+A plan is bound to its inputs: the digest is a sha256 over the canonical JSON of the changes
+and of everything that produced them (the input files' hashes, the variables, ``now``, the
+host, the targets, the overrides). Timestamps of the plan itself (created, expires) are not
+part of it, so the same inputs always give the same digest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+FORMAT_VERSION = 1
+TOP_TRANSITIONS = 10
+
+
+@dataclass(frozen=True)
+class FieldChange:
+    field: str
+    before: str | None  # the current value, canonical (None: empty)
+    after: str  # the value to write, as sent ("" clears the field)
+    rule: str
+    source: str  # "rules/q4.yml:12": where the rule sets this field
+
+
+@dataclass(frozen=True)
+class OpportunityChange:
+    id: str
+    opportunity_type: int
+    rules: tuple[str, ...]
+    changes: tuple[FieldChange, ...]  # sorted by field
+
+
+@dataclass(frozen=True)
+class RuleSummary:
+    name: str
+    source: str  # file:line of the rule's name
+    opportunities: int
+    fields: int
+
+
+@dataclass(frozen=True)
+class Transition:
+    field: str
+    before: str | None
+    after: str
+    count: int
+
+
+@dataclass(frozen=True)
+class TypeSummary:
+    opportunity_type: int
+    name: str
+    total: int  # opportunities of the type in the account
+    changing: int
+
+
+@dataclass(frozen=True)
+class Summary:
+    opportunities: int
+    fields: int
+    rules: tuple[RuleSummary, ...]
+    types: tuple[TypeSummary, ...]
+    transitions: tuple[Transition, ...]  # the most frequent, most frequent first
+
+
+@dataclass(frozen=True)
+class Cost:
+    read_calls: int  # made to build the plan
+    write_calls: int  # needed to apply it: ⌈opportunities / 25⌉
+    min_seconds: float  # the least time the writes take under the configured rate limit
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the plan was computed from (hashes only: no rule text, no secrets)."""
+
+    files: Mapping[str, str]  # path → sha256 of the configuration, rule and CSV files
+    vars: Mapping[str, Any]
+    now: str
+    host: str
+    targets: tuple[str, ...] = ()
+    allow_large: bool = False
+
+
+@dataclass(frozen=True)
+class Plan:
+    lsqsync_version: str
+    created_at: str
+    expires_at: str
+    inputs: Inputs
+    summary: Summary
+    cost: Cost
+    changes: tuple[OpportunityChange, ...]
+    digest: str
+    git_commit: str | None = None
+    state_lineage: str | None = None
+    state_serial: int | None = None
+    warnings: tuple[str, ...] = ()
+    # Rendering aids, saved with the plan so that `show` needs no network: user id → label
+    # ("George Bailey <george.bailey@example.com>") for user-valued fields, and masked fields.
+    labels: Mapping[str, str] = field(default_factory=dict)
+    mask: tuple[str, ...] = ()
+    format_version: int = FORMAT_VERSION
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+# -- building blocks ------------------------------------------------------------------------
+
+
+def sort_changes(changes: Iterable[OpportunityChange]) -> tuple[OpportunityChange, ...]:
+    return tuple(
+        sorted(
+            (
+                OpportunityChange(
+                    c.id,
+                    c.opportunity_type,
+                    tuple(sorted(set(c.rules))),
+                    tuple(sorted(c.changes, key=lambda f: f.field)),
+                )
+                for c in changes
+            ),
+            key=lambda c: c.id,
+        )
+    )
+
+
+def summarise(
+    changes: Sequence[OpportunityChange],
+    rule_sources: Mapping[str, str],
+    type_totals: Mapping[int, tuple[str, int]],
+) -> Summary:
+    """Counts per rule and type, and the most frequent value transitions."""
+    per_rule_opps: Counter[str] = Counter()
+    per_rule_fields: Counter[str] = Counter()
+    per_type: Counter[int] = Counter()
+    transitions: Counter[tuple[str, str | None, str]] = Counter()
+    for opp in changes:
+        per_type[opp.opportunity_type] += 1
+        for rule in set(f.rule for f in opp.changes):
+            per_rule_opps[rule] += 1
+        for f in opp.changes:
+            per_rule_fields[f.rule] += 1
+            transitions[(f.field, f.before, f.after)] += 1
+    return Summary(
+        opportunities=len(changes),
+        fields=sum(len(c.changes) for c in changes),
+        rules=tuple(
+            RuleSummary(name, source, per_rule_opps[name], per_rule_fields[name])
+            for name, source in rule_sources.items()
+        ),
+        types=tuple(
+            TypeSummary(code, name, total, per_type[code])
+            for code, (name, total) in sorted(type_totals.items())
+        ),
+        transitions=tuple(
+            Transition(f, before, after, n)
+            for (f, before, after), n in sorted(
+                transitions.items(), key=lambda kv: (-kv[1], kv[0][0], kv[0][1] or "", kv[0][2])
+            )[:TOP_TRANSITIONS]
+        ),
+    )
+
+
+# -- JSON -----------------------------------------------------------------------------------
+
+
+def changes_json(changes: Sequence[OpportunityChange]) -> list[dict[str, Any]]:
+    return [
+        {
+            "id": c.id,
+            "opportunity_type": c.opportunity_type,
+            "rules": list(c.rules),
+            "fields": [
+                {
+                    "field": f.field,
+                    "before": f.before,
+                    "after": f.after,
+                    "rule": f.rule,
+                    "source": f.source,
+                }
+                for f in c.changes
+            ],
+        }
+        for c in changes
+    ]
+
+
+def inputs_json(inputs: Inputs) -> dict[str, Any]:
+    return {
+        "files": dict(sorted(inputs.files.items())),
+        "vars": dict(sorted(inputs.vars.items())),
+        "now": inputs.now,
+        "host": inputs.host,
+        "targets": list(inputs.targets),
+        "allow_large": inputs.allow_large,
+    }
+
+
+def canonical(data: Any) -> bytes:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def compute_digest(inputs: Inputs, changes: Sequence[OpportunityChange]) -> str:
+    body = {
+        "format_version": FORMAT_VERSION,
+        "inputs": inputs_json(inputs),
+        "changes": changes_json(changes),
+    }
+    return hashlib.sha256(canonical(body)).hexdigest()
+
+
+def to_json(plan: Plan) -> dict[str, Any]:
+    s = plan.summary
+    return {
+        "format_version": plan.format_version,
+        "lsqsync_version": plan.lsqsync_version,
+        "digest": plan.digest,
+        "created_at": plan.created_at,
+        "expires_at": plan.expires_at,
+        "git_commit": plan.git_commit,
+        "state": {"lineage": plan.state_lineage, "serial": plan.state_serial},
+        "inputs": inputs_json(plan.inputs),
+        "summary": {
+            "opportunities": s.opportunities,
+            "fields": s.fields,
+            "rules": [
+                {
+                    "name": r.name,
+                    "source": r.source,
+                    "opportunities": r.opportunities,
+                    "fields": r.fields,
+                }
+                for r in s.rules
+            ],  # fmt: skip
+            "types": [
+                {
+                    "opportunity_type": t.opportunity_type,
+                    "name": t.name,
+                    "total": t.total,
+                    "changing": t.changing,
+                }
+                for t in s.types
+            ],  # fmt: skip
+            "transitions": [
+                {"field": t.field, "before": t.before, "after": t.after, "count": t.count}
+                for t in s.transitions
+            ],
+        },
+        "cost": {
+            "read_calls": plan.cost.read_calls,
+            "write_calls": plan.cost.write_calls,
+            "min_seconds": plan.cost.min_seconds,
+        },
+        "warnings": list(plan.warnings),
+        "labels": dict(sorted(plan.labels.items())),
+        "mask": list(plan.mask),
+        "changes": changes_json(plan.changes),
+    }
+
+
+def dumps(plan: Plan) -> str:
+    return json.dumps(to_json(plan), indent=2, ensure_ascii=False) + "\n"
+
+
+def from_json(data: Mapping[str, Any]) -> Plan:
+    """A plan from its JSON form (already validated against ``plan.schema.json``)."""
+    s = data["summary"]
+    return Plan(
+        format_version=data["format_version"],
+        lsqsync_version=data["lsqsync_version"],
+        digest=data["digest"],
+        created_at=data["created_at"],
+        expires_at=data["expires_at"],
+        git_commit=data.get("git_commit"),
+        state_lineage=data["state"]["lineage"],
+        state_serial=data["state"]["serial"],
+        inputs=Inputs(
+            files=dict(data["inputs"]["files"]),
+            vars=dict(data["inputs"]["vars"]),
+            now=data["inputs"]["now"],
+            host=data["inputs"]["host"],
+            targets=tuple(data["inputs"]["targets"]),
+            allow_large=data["inputs"]["allow_large"],
+        ),
+        summary=Summary(
+            opportunities=s["opportunities"],
+            fields=s["fields"],
+            rules=tuple(
+                RuleSummary(r["name"], r["source"], r["opportunities"], r["fields"])
+                for r in s["rules"]
+            ),
+            types=tuple(
+                TypeSummary(t["opportunity_type"], t["name"], t["total"], t["changing"])
+                for t in s["types"]
+            ),
+            transitions=tuple(
+                Transition(t["field"], t["before"], t["after"], t["count"])
+                for t in s["transitions"]
+            ),
+        ),
+        cost=Cost(**data["cost"]),
+        warnings=tuple(data["warnings"]),
+        labels=dict(data["labels"]),
+        mask=tuple(data["mask"]),
+        changes=tuple(
+            OpportunityChange(
+                c["id"],
+                c["opportunity_type"],
+                tuple(c["rules"]),
+                tuple(
+                    FieldChange(f["field"], f["before"], f["after"], f["rule"], f["source"])
+                    for f in c["fields"]
+                ),
+            )
+            for c in data["changes"]
+        ),
+    )
