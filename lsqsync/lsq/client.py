@@ -94,6 +94,11 @@ class LsqClient:
         return self._transport.host
 
     @property
+    def calls(self) -> int:
+        """HTTP calls made through this client so far, retries included."""
+        return self._transport.calls
+
+    @property
     def limiter(self) -> RateLimiter:
         return self._transport.limiter
 

@@ -199,3 +199,31 @@ def _user_id(field: FieldMeta, text: str, users_by_email: Mapping[str, str] | No
 def same(field: FieldMeta, current_raw: Any, wire: str) -> bool:
     """Whether writing ``wire`` would leave ``current_raw`` as it is."""
     return read(field, current_raw) == read(field, wire)
+
+
+def text(value: Typed) -> str | None:
+    """A typed value as one canonical string (the wire format): how plans show and keep it."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    if isinstance(value, date):
+        return value.isoformat()
+    return value
+
+
+def canonical(field: FieldMeta, raw: Any) -> str | None:
+    """A value as read, in the one format plans use whatever endpoint it came from."""
+    return text(read(field, raw))
+
+
+def for_template(value: Typed) -> Any:
+    """A typed value as templates see it: whole numbers as int (``150000``, never
+    ``1.5E+5``), other numbers as plain Decimals, everything else as read."""
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else Decimal(format(value, "f"))
+    return value

@@ -28,6 +28,7 @@ import logging
 import math
 import random
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -196,6 +197,8 @@ class Transport:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._session = session if session is not None else _new_session()
+        self._calls = 0
+        self._calls_lock = threading.Lock()
         self._session.headers.update(
             {
                 # Headers, never query parameters: URLs end up in logs and exception texts.
@@ -208,6 +211,11 @@ class Transport:
 
     def __repr__(self) -> str:
         return f"Transport(host={self.host!r})"
+
+    @property
+    def calls(self) -> int:
+        """HTTP calls made so far (retries included): what the rate limit counts."""
+        return self._calls
 
     def close(self) -> None:
         self._session.close()
@@ -231,6 +239,8 @@ class Transport:
         failures: dict[_Kind, int] = {}
         while True:
             self.limiter.acquire()
+            with self._calls_lock:
+                self._calls += 1
             result = self._attempt(method, path, url, params, data, headers, write)
             if isinstance(result, _Ok):
                 return result.payload

@@ -1,0 +1,122 @@
+"""Planning at scale: 100,000 opportunities in the emulator (rate limit off), 5 rules with
+``where``, ``when`` and templated values, about 30% of the opportunities changing.
+
+Reports the wall time, the time spent in the HTTP reads vs outside them (parse, evaluate, diff,
+render), and the peak RSS. Baseline in the same run: the reads alone (fetch without planning).
+
+    .venv/bin/python -m bench.plan_bench [--opportunities 100000] [--runs 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import machine, today
+from lsqsync.browse import open_client
+from lsqsync.config import connection_from_env, load_config
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
+from lsqsync.fetch import fetch
+from lsqsync.lsq import RateLimiter
+from lsqsync.plan import render
+from lsqsync.plan.planner import PlanOptions, build_plan
+from lsqsync.rules.project import load_project
+
+CONFIG = """version: 1
+rules: [rules/]
+vars: {region: APAC, cutoff: 250000}
+safety: {max_changes: 1000000, max_change_ratio: 1}
+"""
+RULES = """version: 1
+rules:
+  - name: close-late-deals
+    opportunity_type: 12003
+    where: {Status: Open, mx_Custom_6: {gt: 200000}}
+    when: "opp.mx_Custom_2 in ['Negotiation', 'Proposal']"
+    set:
+      Status: Won
+      mx_Custom_2: Closed Won
+      mx_Custom_8: "{{ now }}"
+      mx_Custom_9: "Closed by {{ rule.name }} (was {{ opp.mx_Custom_2 }})"
+  - name: prioritise-big-deals
+    opportunity_type: 12003
+    where: {mx_Custom_6: {gte: 400000}, mx_Custom_10: {ne: High}}
+    set: {mx_Custom_10: High}
+  - name: note-lost-loans
+    opportunity_type: 12000
+    where: {Status: Lost}
+    set: {mx_Custom_9: "Lost at {{ opp.mx_Custom_2 }} ({{ vars.region }})"}
+  - name: rate-review
+    opportunity_type: 12000
+    where: {mx_Custom_7: {gt: 15}}
+    when: "opp.mx_Custom_6 > vars.cutoff | int"
+    set: {mx_Custom_10: High}
+  - name: reassign-inactive-owners
+    opportunity_type: 12000
+    where: {Owner: {in: [henry.potter@example.com, harry.bailey@example.com]}}
+    set: {Owner: george.bailey@example.com}
+"""
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--opportunities", type=int, default=100_000)
+    parser.add_argument("--runs", type=int, default=3)
+    args = parser.parse_args()
+    print(f"# planning — {today()} — {machine()}")
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Emulator(opportunities=args.opportunities, settings=Settings(rate_limit_calls=None)) as emu,
+    ):
+        root = Path(tmp)
+        (root / "rules").mkdir()
+        (root / "lsqsync.yml").write_text(CONFIG)
+        (root / "rules" / "bench.yml").write_text(RULES)
+        os.environ.update(LSQ_HOST=emu.url, LSQ_ACCESS_KEY=DEMO_ACCESS_KEY,
+                          LSQ_SECRET_KEY=DEMO_SECRET_KEY)  # fmt: skip
+        project = load_project(load_config(root / "lsqsync.yml"))
+        rows = []
+        for _ in range(args.runs):
+            with open_client(connection_from_env(), RateLimiter(None)) as client:
+                started = time.perf_counter()
+                snapshot = fetch(client, project.rules)
+                read = time.perf_counter() - started
+            started = time.perf_counter()
+            options = PlanOptions(
+                now="2026-11-27 10:00:00", created_at=__import__("datetime").datetime(2026, 11, 27),
+                lsqsync_version="bench", input_files={},
+            )  # fmt: skip
+            plan = build_plan(project, snapshot, emu.url, options)
+            planned = time.perf_counter() - started
+            started = time.perf_counter()
+            text = render.render(plan, "text")
+            markdown = render.render(plan, "markdown")
+            rendered = time.perf_counter() - started
+            rows.append((read, planned, rendered, plan.summary.opportunities, plan.summary.fields))
+            del snapshot, plan, text, markdown
+    reads = statistics.median(r[0] for r in rows)
+    plans = statistics.median(r[1] for r in rows)
+    renders = statistics.median(r[2] for r in rows)
+    changing, fields = rows[0][3], rows[0][4]
+    n = args.opportunities + 2
+    print(f"{n:,} opportunities, 5 rules; {changing:,} opportunities change "
+          f"({changing / n:.0%}), {fields:,} fields; {args.runs} runs, medians")  # fmt: skip
+    print(f"reads (HTTP, baseline)   {reads:6.2f} s")
+    print(f"plan (evaluate, diff)    {plans:6.2f} s")
+    print(f"render (text + markdown) {renders:6.2f} s")
+    print(f"outside HTTP             {plans + renders:6.2f} s  (target < 5 s)")
+    print(f"wall                     {reads + plans + renders:6.2f} s")
+    print(f"peak RSS (with the emulator in-process) {peak_rss_mb():.0f} MB (target < 500 MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Read what the rules need from LeadSquared into a Snapshot (the planner's only input from
+the network): each type's metadata once, the users once if a user-valued field or ``user()`` is
+involved, and the current values of the fields the rules read — every opportunity of a type
+through Advanced Search, or only the listed ids through GetOpportunitiesById."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from lsqsync.lsq import LsqClient, OpportunityRecord, OpportunityType, User
+from lsqsync.rules.project import Rule
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class TypeData:
+    meta: OpportunityType
+    total: int  # opportunities of the type in the account
+    records: Mapping[str, OpportunityRecord]  # lower-cased id → record
+    complete: bool  # every opportunity of the type was read
+    auto_ids: Mapping[str, str]  # AutoId value → opportunity id (complete reads only)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    types: Mapping[int, TypeData]
+    users: tuple[User, ...] | None  # None: not needed, not read
+    read_calls: int
+
+
+def is_guid(value: str) -> bool:
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+def selected_ids(rule: Rule) -> tuple[str, ...] | None:
+    """The ids (or AutoId values) a rule names; None when it selects the whole type."""
+    if rule.ids is not None:
+        return rule.ids
+    if rule.csv is not None:
+        return tuple(row.key for row in rule.csv.rows)
+    return None
+
+
+def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = None) -> Snapshot:
+    say = progress or (lambda _: None)
+    calls_before = client.calls
+    types: dict[int, TypeData] = {}
+    need_users = any(r.uses_user for r in rules)
+    for code in sorted({r.opportunity_type for r in rules}):
+        of_type = [r for r in rules if r.opportunity_type == code]
+        say(f"reading the metadata of type {code}")
+        meta = client.opportunity_type(code)
+        wanted = set().union(*(r.read_fields for r in of_type))
+        need_users = need_users or any(
+            (f := meta.field(name)) is not None and f.is_user_valued for name in wanted
+        )
+        auto_id = meta.auto_id_field
+        if auto_id is not None:
+            wanted.add(auto_id.schema_name)
+        columns = sorted(name for name in wanted if meta.field(name) is not None)
+        selections = [selected_ids(r) for r in of_type]
+        named = {i for ids in selections if ids is not None for i in ids}
+        # AutoId values can only be resolved by reading the type: whether GetOpportunitiesById
+        # accepts them is UNKNOWN, so the defensive reading is that it does not.
+        complete = any(ids is None for ids in selections) or (
+            auto_id is not None and any(not is_guid(i) for i in named)
+        )
+        if complete:
+            records: list[OpportunityRecord] = []
+            for record in client.search_opportunities(code, columns):
+                records.append(record)
+                if len(records) % 5000 == 0:
+                    say(f"reading type {code}: {len(records):,} opportunities")
+            total = len(records)
+        else:
+            say(f"reading {len(named):,} opportunities of type {code}")
+            records = client.opportunities_by_id(
+                code, sorted(i for i in named if is_guid(i)), columns
+            )
+            total = client.count_opportunities(code)
+        auto_ids = (
+            {
+                r.values[auto_id.schema_name] or "": r.id
+                for r in records
+                if r.values.get(auto_id.schema_name)
+            }
+            if auto_id is not None and complete
+            else {}
+        )
+        types[code] = TypeData(meta, total, {r.id.lower(): r for r in records}, complete, auto_ids)
+    users = None
+    if need_users:
+        say("reading the users")
+        users = tuple(client.users())
+    return Snapshot(types, users, client.calls - calls_before)

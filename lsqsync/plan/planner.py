@@ -1,0 +1,444 @@
+"""The pure planner: rules + a snapshot of current values → a Plan. No I/O.
+
+For each rule, the opportunities it selects (the whole type, its ids or its CSV rows), those
+that pass ``where`` and ``when``, and for each the values of ``set`` — literal or rendered —
+turned into what Bulk Update takes by the codec, checked against the metadata, and kept only
+where they differ from the current value. Then, across rules: conflicts, Stage under Status,
+and the safety limits.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from lsqsync.errors import LsqsyncError
+from lsqsync.fetch import Snapshot, TypeData, is_guid, selected_ids
+from lsqsync.lsq import FieldMeta, OpportunityRecord, User, codec
+from lsqsync.plan.model import (
+    Cost,
+    FieldChange,
+    Inputs,
+    OpportunityChange,
+    Plan,
+    compute_digest,
+    sort_changes,
+    summarise,
+)
+from lsqsync.rules import online
+from lsqsync.rules.problems import Problem, ProjectInvalid
+from lsqsync.rules.project import Condition, FieldValue, Project, Rule
+from lsqsync.rules.templates import TemplateProblem
+from lsqsync.rules.yamlsource import Location
+
+BATCH = 25
+SHOWN_IDS = 5
+
+
+class UnsafePlan(LsqsyncError):
+    """The plan changes more than the safety limits allow (``--allow-large`` overrides)."""
+
+
+@dataclass(frozen=True)
+class PlanOptions:
+    now: str  # "YYYY-MM-DD HH:MM:SS", UTC: the one `now` of every template
+    created_at: datetime
+    lsqsync_version: str
+    input_files: Mapping[str, str]  # path → sha256
+    targets: tuple[str, ...] = ()
+    allow_large: bool = False
+    expires_in: timedelta = timedelta(hours=24)
+    git_commit: str | None = None
+    state_lineage: str | None = None
+    state_serial: int | None = None
+
+
+def _source(location: Location) -> str:
+    return f"{location.file}:{location.line}"
+
+
+class _Problems:
+    """Problems about one place for many opportunities collapse into one line."""
+
+    def __init__(self) -> None:
+        self._by_place: dict[tuple[Location, str, str], list[str]] = defaultdict(list)
+        self.static: list[Problem] = []
+
+    def add(self, location: Location, path: str, message: str, opportunity: str) -> None:
+        self._by_place[(location, path, message)].append(opportunity)
+
+    def all(self) -> list[Problem]:
+        out = list(self.static)
+        for (location, path, message), ids in self._by_place.items():
+            shown = ", ".join(ids[:SHOWN_IDS])
+            more = f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else ""
+            noun = "opportunity" if len(ids) == 1 else "opportunities"
+            out.append(Problem(location, path, f"{noun} {shown}{more}: {message}"))
+        return out
+
+
+@dataclass
+class _Desired:
+    wire: str
+    rule: Rule
+    value: FieldValue
+
+
+def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOptions) -> Plan:
+    """The plan, or ProjectInvalid listing every problem, or UnsafePlan."""
+    rules = targeted(project, options.targets)
+    problems = _Problems()
+    problems.static.extend(
+        online.check(_with_rules(project, rules), {c: t.meta for c, t in snapshot.types.items()})
+    )
+    users = snapshot.users or ()
+    active = {u.email.lower(): u.id.lower() for u in users if u.active}
+    # Conditions may name any user: reassigning from deactivated owners is a common rule.
+    everyone = {u.email.lower(): u.id.lower() for u in users}
+    warnings: list[str] = []
+    desired: dict[tuple[int, str], dict[str, _Desired]] = defaultdict(dict)
+
+    for rule in rules:
+        data = snapshot.types[rule.opportunity_type]
+        selection, missing = _select(rule, data)
+        if missing:
+            shown = ", ".join(missing[:10]) + (
+                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+            )
+            warnings.append(
+                f"rule '{rule.name}': {len(missing)} of its opportunities were not found in "
+                f"type {rule.opportunity_type}: {shown}"
+            )
+        for record, row in selection:
+            _plan_record(
+                rule, record, row, data, (active, everyone), project, options, problems, desired
+            )
+
+    changes: list[OpportunityChange] = []
+    for (code, opp_id), fields in sorted(desired.items()):
+        data = snapshot.types[code]
+        record = data.records[opp_id]
+        _check_dependents(record, data, fields, problems)
+        field_changes = []
+        for name, want in fields.items():
+            meta = data.meta.field(name)
+            assert meta is not None  # unknown fields never reach `desired`
+            before = record.values.get(name)
+            if not codec.same(meta, before, want.wire):
+                field_changes.append(
+                    FieldChange(
+                        name,
+                        codec.canonical(meta, before),
+                        want.wire,
+                        want.rule.name,
+                        _source(want.value.location),
+                    )
+                )
+        if field_changes:
+            changes.append(
+                OpportunityChange(
+                    record.id, code, tuple(f.rule for f in field_changes), tuple(field_changes)
+                )
+            )
+    found = problems.all()
+    if found:
+        raise ProjectInvalid(found)
+
+    ordered = sort_changes(changes)
+    config = project.config
+    _check_safety(
+        ordered, snapshot, config.max_changes, config.max_change_ratio, options.allow_large
+    )
+    inputs = Inputs(
+        files=dict(options.input_files),
+        vars=dict(project.vars),
+        now=options.now,
+        host=host,
+        targets=options.targets,
+        allow_large=options.allow_large,
+    )
+    type_totals = {c: (t.meta.name, t.total) for c, t in snapshot.types.items()}
+    write_calls = math.ceil(len(ordered) / BATCH)
+    rate = config.rate_limit
+    return Plan(
+        lsqsync_version=options.lsqsync_version,
+        created_at=_stamp(options.created_at),
+        expires_at=_stamp(options.created_at + options.expires_in),
+        inputs=inputs,
+        summary=summarise(ordered, {r.name: _source(r.location) for r in rules}, type_totals),
+        cost=Cost(
+            read_calls=snapshot.read_calls,
+            write_calls=write_calls,
+            min_seconds=max(0, math.ceil(write_calls / rate.calls) - 1) * rate.per_seconds,
+        ),
+        changes=ordered,
+        digest=compute_digest(inputs, ordered),
+        git_commit=options.git_commit,
+        state_lineage=options.state_lineage,
+        state_serial=options.state_serial,
+        warnings=tuple(warnings),
+        labels=_labels(ordered, snapshot),
+        mask=tuple(config.mask),
+    )
+
+
+def _stamp(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def targeted(project: Project, targets: Sequence[str]) -> tuple[Rule, ...]:
+    if not targets:
+        return project.rules
+    known = {r.name for r in project.rules}
+    unknown = [t for t in targets if t not in known]
+    if unknown:
+        raise LsqsyncError(
+            f"--target: no rule named {', '.join(repr(t) for t in unknown)} "
+            f"(rules: {', '.join(sorted(known))})"
+        )
+    return tuple(r for r in project.rules if r.name in targets)
+
+
+def _with_rules(project: Project, rules: tuple[Rule, ...]) -> Project:
+    return Project(project.config, rules, project.files, project.vars)
+
+
+def _select(
+    rule: Rule, data: TypeData
+) -> tuple[list[tuple[OpportunityRecord, Mapping[str, str] | None]], list[str]]:
+    """The records a rule selects (with their CSV row), and the ids it names that are missing."""
+    ids = selected_ids(rule)
+    if ids is None:
+        return [(r, None) for r in data.records.values()], []
+    rows = {row.key: row.values for row in rule.csv.rows} if rule.csv else {}
+    out: list[tuple[OpportunityRecord, Mapping[str, str] | None]] = []
+    missing = []
+    for key in ids:
+        opp_id = key.lower() if is_guid(key) else data.auto_ids.get(key, "").lower()
+        record = data.records.get(opp_id)
+        if record is None:
+            missing.append(key)
+        else:
+            out.append((record, rows.get(key)))
+    return out, missing
+
+
+def _plan_record(
+    rule: Rule,
+    record: OpportunityRecord,
+    row: Mapping[str, str] | None,
+    data: TypeData,
+    users: tuple[Mapping[str, str], Mapping[str, str]],
+    project: Project,
+    options: PlanOptions,
+    problems: _Problems,
+    desired: dict[tuple[int, str], dict[str, _Desired]],
+) -> None:
+    meta = data.meta
+    active, everyone = users
+    opp = {
+        name: codec.for_template(codec.read(f, value))
+        for name, value in record.values.items()
+        if (f := meta.field(name)) is not None
+    }
+    for condition in rule.where:
+        f = meta.field(condition.field)
+        if f is None:
+            return  # reported by the static check
+        try:
+            if not _holds(condition, f, record.values.get(condition.field), everyone):
+                return
+        except codec.InvalidValue as e:
+            problems.add(condition.location, "", f"where: {e}", record.id)
+            return
+    context = {
+        "opp": opp,
+        "row": row,
+        "vars": project.vars,
+        "now": options.now,
+        "rule": {
+            "name": rule.name,
+            "description": rule.description,
+            "opportunity_type": rule.opportunity_type,
+        },
+        "user": _user_function(active),
+    }
+    if rule.when is not None:
+        try:
+            if not rule.when.render(context):
+                return
+        except TemplateProblem as e:
+            problems.add(rule.location, "when", str(e), record.id)
+            return
+    for value in rule.set:
+        f = meta.field(value.field)
+        if f is None or f.read_only or f.is_system or f.is_auto_id:
+            continue  # reported by the static check (CreatedOn with allow_created_on aside)
+        try:
+            wanted = value.literal if value.template is None else value.template.render(context)
+            wire = codec.to_wire(f, wanted, active)
+        except (TemplateProblem, codec.InvalidValue) as e:
+            problems.add(value.location, "", str(e), record.id)
+            continue
+        if value.template is not None:
+            bad_option = _option_problem(f, wire)
+            if bad_option:
+                problems.add(value.location, "", bad_option, record.id)
+                continue
+        key = (rule.opportunity_type, record.id.lower())
+        earlier = desired[key].get(f.schema_name)
+        if earlier is None:
+            desired[key][f.schema_name] = _Desired(wire, rule, value)
+        elif codec.read(f, earlier.wire) != codec.read(f, wire):
+            problems.add(
+                value.location,
+                "",
+                f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
+                f"'{rule.name}' ({_source(value.location)}) want different values for "
+                f"{f.schema_name}: {earlier.wire!r} and {wire!r}",
+                record.id,
+            )
+
+
+def _option_problem(f: FieldMeta, wire: str) -> str | None:
+    options = f.options or tuple(o for opts in f.dependent_options.values() for o in opts)
+    if wire and options and wire not in options:
+        return (
+            f"'{wire}' is not an option of {f.schema_name} ({', '.join(options)}); "
+            "LeadSquared would store it anyway"
+        )
+    return None
+
+
+def _user_function(active: Mapping[str, str]) -> Callable[[str], str]:
+    def user(email: str) -> str:
+        found = active.get(str(email).strip().lower())
+        if found is None:
+            raise ValueError(f"user(): no active user with email '{email}'")
+        return found
+
+    return user
+
+
+def _holds(condition: Condition, f: FieldMeta, raw: Any, users: Mapping[str, str]) -> bool:
+    current = codec.read(f, raw)
+    op, value = condition.op, condition.value
+    if op == "empty":
+        return (current is None) is bool(value)
+
+    def typed(v: Any) -> Any:
+        if codec.kind(f) == "text":
+            return None if v is None else str(v).strip()
+        return codec.read(f, codec.to_wire(f, v, users))
+
+    if op == "eq":
+        return bool(current == typed(value))
+    if op == "ne":
+        return bool(current != typed(value))
+    if op in ("in", "not_in"):
+        inside = current in [typed(v) for v in value]
+        return inside if op == "in" else not inside
+    if op in ("contains", "startswith"):
+        text = codec.text(current) or ""
+        return str(value) in text if op == "contains" else text.startswith(str(value))
+    bound = typed(value)
+    if current is None or bound is None:
+        return False
+    try:
+        return bool(
+            {
+                "gt": current > bound,
+                "gte": current >= bound,
+                "lt": current < bound,
+                "lte": current <= bound,
+            }[op]
+        )
+    except TypeError:  # e.g. a value that did not parse as a number: text vs Decimal
+        return False
+
+
+def _check_dependents(
+    record: OpportunityRecord,
+    data: TypeData,
+    fields: Mapping[str, _Desired],
+    problems: _Problems,
+) -> None:
+    """A dependent dropdown (Stage) must hold an option of its parent's (Status) planned value."""
+    for child in data.meta.fields:
+        parent = child.parent_field
+        if not parent or not child.dependent_options:
+            continue
+        if child.schema_name not in fields and parent not in fields:
+            continue
+        parent_value = (
+            fields[parent].wire if parent in fields else record.values.get(parent)
+        ) or ""
+        child_value = (
+            fields[child.schema_name].wire
+            if child.schema_name in fields
+            else record.values.get(child.schema_name)
+        ) or ""
+        allowed = child.dependent_options.get(parent_value)
+        if allowed is None or not child_value or child_value in allowed:
+            continue
+        culprit = fields.get(child.schema_name) or fields[parent]
+        hint = "" if child.schema_name in fields else f"; set {child.schema_name} too"
+        problems.add(
+            culprit.value.location,
+            "",
+            f"{child.schema_name} '{child_value}' is not allowed under {parent} "
+            f"'{parent_value}' (allowed: {', '.join(allowed)}){hint}",
+            record.id,
+        )
+
+
+def _check_safety(
+    changes: Sequence[OpportunityChange],
+    snapshot: Snapshot,
+    max_changes: int,
+    max_ratio: float,
+    allow_large: bool,
+) -> None:
+    if allow_large:
+        return
+    reasons = []
+    if len(changes) > max_changes:
+        reasons.append(
+            f"it changes {len(changes):,} opportunities, more than safety.max_changes "
+            f"({max_changes:,})"
+        )
+    per_type: dict[int, int] = defaultdict(int)
+    for c in changes:
+        per_type[c.opportunity_type] += 1
+    for code, count in sorted(per_type.items()):
+        total = snapshot.types[code].total
+        if total >= 10 and count / total > max_ratio:
+            reasons.append(
+                f"it changes {count:,} of the {total:,} opportunities of type {code} "
+                f"({count / total:.0%}), more than safety.max_change_ratio ({max_ratio:.0%})"
+            )
+    if reasons:
+        raise UnsafePlan(
+            "plan refused: " + "; ".join(reasons) + ". Review the rules, or pass --allow-large "
+            "if this is intended (the override is recorded in the plan)."
+        )
+
+
+def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[str, str]:
+    users: dict[str, User] = {u.id.lower(): u for u in snapshot.users or ()}
+    labels = {}
+    for c in changes:
+        meta = snapshot.types[c.opportunity_type].meta
+        for f in c.changes:
+            field = meta.field(f.field)
+            if field is None or not field.is_user_valued:
+                continue
+            for value in (f.before, f.after):
+                user = users.get((value or "").lower())
+                if user is not None:
+                    labels[user.id.lower()] = f"{user.name} <{user.email}>"
+    return labels

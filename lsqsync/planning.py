@@ -1,0 +1,92 @@
+"""``lsqsync plan`` and ``lsqsync show``: load the project, read LeadSquared, build the plan.
+
+The one place where the planner's inputs are gathered (files, network, clock, git); the
+planner itself stays pure.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from lsqsync import __version__
+from lsqsync.browse import open_client
+from lsqsync.config import Config, connection_from_env, display_path
+from lsqsync.errors import ConfigError
+from lsqsync.fetch import Progress, fetch
+from lsqsync.lsq import RateLimiter
+from lsqsync.plan.model import Plan
+from lsqsync.plan.planner import PlanOptions, build_plan, targeted
+from lsqsync.rules.project import Project
+from lsqsync.validate import load
+
+NOW_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+def parse_now(text: str | None) -> str:
+    """``--now`` (for reproducible plans) or the current UTC time, as templates see it."""
+    if text is None:
+        return datetime.now(UTC).strftime(NOW_FORMAT)
+    try:
+        return datetime.strptime(text.strip(), NOW_FORMAT).strftime(NOW_FORMAT)
+    except ValueError:
+        raise ConfigError(f"--now {text!r}: expected UTC 'YYYY-MM-DD HH:MM:SS'") from None
+
+
+def input_files(config: Config, project: Project) -> dict[str, str]:
+    """sha256 of every file the plan depends on: lsqsync.yml, the rule files, the CSVs."""
+    paths = [config.root / Path(config.file).name, *(Path(f) for f in project.files)]
+    paths += [Path(r.csv.file) for r in project.rules if r.csv is not None]
+    out = {}
+    for path in paths:
+        resolved = path if path.is_absolute() or path.exists() else config.root / path
+        out[display_path(resolved)] = hashlib.sha256(resolved.read_bytes()).hexdigest()
+    return out
+
+
+def git_commit(folder: Path) -> str | None:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, as a user runs it
+            cwd=folder,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def make_plan(
+    config_path: Path | None,
+    variables: Mapping[str, Any],
+    *,
+    targets: Sequence[str] = (),
+    allow_large: bool = False,
+    now: str | None = None,
+    progress: Progress | None = None,
+) -> Plan:
+    config, project = load(config_path, variables)
+    rules = targeted(project, targets)
+    connection = connection_from_env(default_host=config.host)
+    limiter = RateLimiter(config.rate_limit.calls, config.rate_limit.per_seconds)
+    with open_client(connection, limiter) as client:
+        snapshot = fetch(client, rules, progress)
+        host = client.host
+    created = datetime.now(UTC)
+    options = PlanOptions(
+        now=parse_now(now),
+        created_at=created,
+        lsqsync_version=__version__,
+        input_files=input_files(config, project),
+        targets=tuple(targets),
+        allow_large=allow_large,
+        git_commit=git_commit(config.root),
+    )
+    return build_plan(project, snapshot, host, options)

@@ -1,0 +1,420 @@
+"""The pure planner, as tables: rules + current values → expected changes or problems.
+
+No network: the snapshot is built in memory from the emulator's own type definitions (their
+metadata as GetOpportunityTypeMetadata returns it) and hand-written records.
+"""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lsqsync.config import load_config
+from lsqsync.emulator.model import TYPES, USERS
+from lsqsync.fetch import Snapshot, TypeData
+from lsqsync.lsq import OpportunityRecord, OpportunityType, User
+from lsqsync.plan.model import Plan
+from lsqsync.plan.planner import PlanOptions, UnsafePlan, build_plan
+from lsqsync.rules.problems import ProjectInvalid
+from lsqsync.rules.project import load_project
+
+META = {code: OpportunityType.from_api(t.metadata(), code=code) for code, t in TYPES.items()}
+ALL_USERS = tuple(User(u.id, u.email, u.first_name, u.last_name, u.role, u.active) for u in USERS)
+GEORGE = "96105aa0-61f2-11ea-8109-022edb41208c"
+MARY = next(u.id for u in USERS if u.first_name == "Mary")
+HENRY = next(u.id for u in USERS if u.first_name == "Henry")  # inactive
+A, B, C = (f"0000000{i}-0000-4000-8000-000000000000" for i in (1, 2, 3))
+NOW = "2026-11-27 10:00:00"
+
+
+def deal(opp_id: str, **values: str | None) -> OpportunityRecord:
+    base: dict[str, str | None] = {
+        "Status": "Open", "mx_Custom_2": "Negotiation", "Owner": MARY, "mx_Custom_6": "150000",
+        "mx_Custom_8": None, "mx_Custom_9": None, "mx_Custom_10": "Low",
+        "mx_Custom_12": "2027-01-01", "mx_Custom_13": "0", "mx_Custom_15": "DEAL-" + opp_id[7],
+    }  # fmt: skip
+    return OpportunityRecord(opp_id, 12003, {**base, **values})
+
+
+def snapshot(records: Sequence[OpportunityRecord], total: int | None = None) -> Snapshot:
+    by_type: dict[int, list[OpportunityRecord]] = {12000: [], 12003: []}
+    for r in records:
+        by_type[r.event_code].append(r)
+    return Snapshot(
+        {
+            code: TypeData(
+                META[code],
+                total if total is not None else len(rs),
+                {r.id.lower(): r for r in rs},
+                True,
+                {
+                    str(r.values.get("mx_Custom_15")): r.id
+                    for r in rs
+                    if r.values.get("mx_Custom_15")
+                },
+            )
+            for code, rs in by_type.items()
+        },
+        ALL_USERS,
+        read_calls=3,
+    )
+
+
+def plan(
+    tmp_path: Path,
+    rules: str,
+    records: Sequence[OpportunityRecord],
+    *,
+    config: str = "",
+    total: int | None = None,
+    **options: Any,
+) -> Plan:
+    os.chdir(tmp_path)  # messages name files relative to the working directory
+    (tmp_path / "rules").mkdir(exist_ok=True)
+    (tmp_path / "lsqsync.yml").write_text("version: 1\nvars: {region: APAC}\n" + config)
+    (tmp_path / "rules" / "r.yml").write_text("version: 1\nrules:\n" + textwrap.indent(
+        textwrap.dedent(rules).strip("\n") + "\n", "  "))  # fmt: skip
+    project = load_project(load_config(tmp_path / "lsqsync.yml"))
+    defaults: dict[str, Any] = {
+        "now": NOW, "created_at": datetime(2026, 11, 27, 9), "lsqsync_version": "test",
+        "input_files": {"lsqsync.yml": "x"},
+    }  # fmt: skip
+    return build_plan(project, snapshot(records, total), "https://api.example", PlanOptions(
+        **{**defaults, **options}))  # fmt: skip
+
+
+def changes(p: Plan) -> list[tuple[str, str, str | None, str]]:
+    return [(c.id, f.field, f.before, f.after) for c in p.changes for f in c.changes]
+
+
+def problems(excinfo: pytest.ExceptionInfo[ProjectInvalid]) -> list[str]:
+    return [str(p) for p in excinfo.value.problems]
+
+
+CASES: list[tuple[str, str, list[OpportunityRecord], list[tuple[str, str, str | None, str]]]] = [
+    (
+        "literal values; equal values in another format are not changes",
+        """
+        - name: r
+          opportunity_type: 12003
+          set: {Status: Won, mx_Custom_2: Closed Won, mx_Custom_6: "150,000.00",
+                Owner: mary.hatch@example.com}
+        """,
+        [deal(A), deal(B, Status="Won", mx_Custom_2="Closed Won")],
+        [(A, "Status", "Open", "Won"), (A, "mx_Custom_2", "Negotiation", "Closed Won")],
+    ),
+    (
+        "where: eq shorthand and gt compared as numbers",
+        """
+        - name: r
+          opportunity_type: 12003
+          where: {Status: Open, mx_Custom_6: {gt: 99999}}
+          set: {mx_Custom_10: High}
+        """,
+        [deal(A, mx_Custom_6="100000"), deal(B, mx_Custom_6="99999"), deal(C, Status="Won")],
+        [(A, "mx_Custom_10", "Low", "High")],
+    ),
+    (
+        "where: in, not_in, ne, contains, startswith, empty",
+        """
+        - name: r
+          opportunity_type: 12003
+          where:
+            mx_Custom_2: {in: [Negotiation, Proposal]}
+            mx_Custom_10: {not_in: [High]}
+            Status: {ne: Lost}
+            mx_Custom_15: {startswith: DEAL-}
+            mx_Custom_12: {contains: "2027"}
+            mx_Custom_9: {empty: true}
+          set: {mx_Custom_9: checked}
+        """,
+        [deal(A), deal(B, mx_Custom_10="High"), deal(C, mx_Custom_9="noted")],
+        [(A, "mx_Custom_9", None, "checked")],
+    ),
+    (
+        "where: dates compare as dates, booleans as booleans, owners by email",
+        """
+        - name: r
+          opportunity_type: 12003
+          where:
+            mx_Custom_12: {lt: "2027-06-01"}
+            mx_Custom_13: false
+            Owner: MARY.HATCH@example.com
+          set: {mx_Custom_13: "yes"}
+        """,
+        [deal(A), deal(B, mx_Custom_12="8/31/2027 12:00:00 AM"), deal(C, Owner=GEORGE)],
+        [(A, "mx_Custom_13", "false", "true")],
+    ),
+    (
+        "where on an inactive owner selects their opportunities",
+        """
+        - name: r
+          opportunity_type: 12003
+          where: {Owner: henry.potter@example.com}
+          set: {Owner: george.bailey@example.com}
+        """,
+        [deal(A, Owner=HENRY), deal(B)],
+        [(A, "Owner", HENRY, GEORGE)],
+    ),
+    (
+        "when and templates over opp, vars, now and rule",
+        """
+        - name: close
+          opportunity_type: 12003
+          when: "opp.mx_Custom_6 > 100000 and vars.region == 'APAC'"
+          set:
+            mx_Custom_8: "{{ now }}"
+            mx_Custom_9: "{{ rule.name }}: {{ opp.mx_Custom_6 }} was {{ opp.Status }}"
+        """,
+        [deal(A), deal(B, mx_Custom_6="100000")],
+        [(A, "mx_Custom_8", None, NOW), (A, "mx_Custom_9", None, "close: 150000 was Open")],
+    ),
+    (
+        "ids and AutoId values; a null or empty template clears a field",
+        """
+        - name: r
+          opportunity_type: 12003
+          ids: [DEAL-2, "00000001-0000-4000-8000-000000000000"]
+          set: {mx_Custom_10: null, mx_Custom_9: "{{ '' }}"}
+        """,
+        [deal(A, mx_Custom_9="x"), deal(B), deal(C)],
+        [
+            (A, "mx_Custom_10", "Low", ""),
+            (A, "mx_Custom_9", "x", ""),
+            (B, "mx_Custom_10", "Low", ""),
+        ],
+    ),
+    (
+        "two rules that want the same value are fine",
+        """
+        - name: one
+          opportunity_type: 12003
+          set: {mx_Custom_10: High}
+        - name: two
+          opportunity_type: 12003
+          where: {Status: Open}
+          set: {mx_Custom_10: High}
+        """,
+        [deal(A)],
+        [(A, "mx_Custom_10", "Low", "High")],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("title", "rules", "records", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_plans(
+    tmp_path: Path,
+    title: str,
+    rules: str,
+    records: list[OpportunityRecord],
+    expected: list[tuple[str, str, str | None, str]],
+) -> None:
+    assert changes(plan(tmp_path, rules, records)) == sorted(expected)
+
+
+PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
+    (
+        "conflicting rules name both",
+        """
+        - name: one
+          opportunity_type: 12003
+          set: {mx_Custom_10: High}
+        - name: two
+          opportunity_type: 12003
+          set: {mx_Custom_10: Low}
+        """,
+        [deal(A, mx_Custom_10="Medium")],
+        [
+            f"rules/r.yml:8:25: opportunity {A}: rules 'one' (rules/r.yml:5) and 'two' "
+            "(rules/r.yml:8) want different values for mx_Custom_10: 'High' and 'Low'"
+        ],
+    ),
+    (
+        "a templated dropdown value outside the options",
+        """
+        - name: r
+          opportunity_type: 12003
+          set: {mx_Custom_10: "{{ opp.mx_Custom_10 | upper }}"}
+        """,
+        [deal(A), deal(B)],
+        [
+            f"rules/r.yml:5:25: opportunities {A}, {B}: 'LOW' is not an option of mx_Custom_10 "
+            "(Low, Medium, High); LeadSquared would store it anyway"
+        ],
+    ),
+    (
+        "Stage not allowed under the planned Status",
+        """
+        - name: r
+          opportunity_type: 12003
+          set: {Status: Won}
+        """,
+        [deal(A)],
+        [
+            f"rules/r.yml:5:19: opportunity {A}: mx_Custom_2 'Negotiation' is not allowed under "
+            "Status 'Won' (allowed: Closed Won, Onboarding); set mx_Custom_2 too"
+        ],
+    ),
+    (
+        "values the field cannot take, and a user that is not active",
+        """
+        - name: r
+          opportunity_type: 12003
+          set:
+            mx_Custom_6: "{{ opp.Status }}"
+            mx_Custom_9: "{{ 'x' * 201 }}"
+            mx_Custom_12: "{{ opp.mx_Custom_2 }}"
+            Owner: henry.potter@example.com
+        """,
+        [deal(A)],
+        [
+            f"rules/r.yml:6:20: opportunity {A}: mx_Custom_6 (Number): 'Open' is not a number",
+            f"rules/r.yml:7:20: opportunity {A}: mx_Custom_9 holds at most 200 characters, not 201",
+            f"rules/r.yml:8:21: opportunity {A}: mx_Custom_12 (Date): 'Negotiation' is not a date",
+            f"rules/r.yml:9:14: opportunity {A}: Owner: no active user with email "
+            "'henry.potter@example.com'",
+        ],
+    ),
+    (
+        "unknown, read-only and AutoId fields are refused before any opportunity is read",
+        """
+        - name: r
+          opportunity_type: 12003
+          where: {Stauts: Open}
+          set: {mx_Custom_14: Web, mx_Custom_15: DEAL-9, mx_Custom_99: x}
+        """,
+        [deal(A)],
+        [
+            "rules/r.yml:5:21: rules[0].where.Stauts: 'Stauts' is not a field of opportunity "
+            "type 12003 (Enterprise Deal) (did you mean 'Status'?)",
+            "rules/r.yml:6:25: rules[0].set.mx_Custom_14: 'mx_Custom_14' is read-only in "
+            "opportunity type 12003",
+            "rules/r.yml:6:44: rules[0].set.mx_Custom_15: 'mx_Custom_15' is read-only in "
+            "opportunity type 12003",
+            "rules/r.yml:6:66: rules[0].set.mx_Custom_99: 'mx_Custom_99' is not a field of "
+            "opportunity type 12003 (Enterprise Deal) (did you mean 'mx_Custom_9'?)",
+        ],
+    ),
+    (
+        "a template that fails at render time names the opportunity",
+        """
+        - name: r
+          opportunity_type: 12003
+          when: "opp.mx_Custom_6 / 0 > 1"
+          set: {mx_Custom_9: "{{ user('nobody@example.com') }}"}
+        """,
+        [deal(A)],
+        [
+            f"rules/r.yml:3:11: when: opportunity {A}: template error: "
+            "ZeroDivisionError: division by zero"
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("title", "rules", "records", "expected"), PROBLEMS, ids=[c[0] for c in PROBLEMS]
+)
+def test_problems(
+    tmp_path: Path, title: str, rules: str, records: list[OpportunityRecord], expected: list[str]
+) -> None:
+    with pytest.raises(ProjectInvalid) as caught:
+        plan(tmp_path, rules, records)
+    assert problems(caught) == expected
+
+
+def test_unknown_ids_are_warned_about(tmp_path: Path) -> None:
+    p = plan(tmp_path, """
+        - name: r
+          opportunity_type: 12003
+          ids: [DEAL-9, "00000001-0000-4000-8000-000000000000",
+                "0000000f-0000-4000-8000-000000000000"]
+          set: {mx_Custom_10: High}
+        """, [deal(A)])  # fmt: skip
+    assert p.warnings == (
+        "rule 'r': 2 of its opportunities were not found in type 12003: DEAL-9, "
+        "0000000f-0000-4000-8000-000000000000",
+    )
+    assert changes(p) == [(A, "mx_Custom_10", "Low", "High")]
+
+
+SAFE = """
+- name: r
+  opportunity_type: 12003
+  set: {mx_Custom_10: High}
+"""
+
+
+def test_a_plan_over_max_changes_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(UnsafePlan) as caught:
+        plan(tmp_path, SAFE, [deal(A), deal(B), deal(C)], config="safety: {max_changes: 2}\n")
+    assert str(caught.value) == (
+        "plan refused: it changes 3 opportunities, more than safety.max_changes (2). Review the "
+        "rules, or pass --allow-large if this is intended (the override is recorded in the plan)."
+    )
+
+
+def test_a_plan_over_the_change_ratio_is_refused(tmp_path: Path) -> None:
+    records = [deal(f"{i:08d}-0000-4000-8000-000000000000") for i in range(4)]
+    assert len(plan(tmp_path, SAFE, records[:3], total=10).changes) == 3  # 30% is allowed
+    with pytest.raises(UnsafePlan) as caught:
+        plan(tmp_path, SAFE, records, total=10)
+    assert str(caught.value) == (
+        "plan refused: it changes 4 of the 10 opportunities of type 12003 (40%), more than "
+        "safety.max_change_ratio (30%). Review the rules, or pass --allow-large if this is "
+        "intended (the override is recorded in the plan)."
+    )
+
+
+def test_the_ratio_counts_only_from_ten_opportunities(tmp_path: Path) -> None:
+    assert len(plan(tmp_path, SAFE, [deal(A), deal(B), deal(C)], total=9).changes) == 3
+
+
+def test_allow_large_is_recorded(tmp_path: Path) -> None:
+    p = plan(tmp_path, SAFE, [deal(A), deal(B), deal(C)], config="safety: {max_changes: 2}\n",
+             allow_large=True)  # fmt: skip
+    assert p.inputs.allow_large is True
+    assert len(p.changes) == 3
+
+
+def test_same_inputs_same_digest_and_now_is_an_input(tmp_path: Path) -> None:
+    records = [deal(A), deal(B)]
+    rules = "- name: r\n  opportunity_type: 12003\n  set: {mx_Custom_8: '{{ now }}'}\n"
+    first = plan(tmp_path, rules, records)
+    again = plan(tmp_path, rules, list(reversed(records)), created_at=datetime(2030, 1, 1))
+    later = plan(tmp_path, rules, records, now="2026-11-28 10:00:00")
+    assert first.digest == again.digest
+    assert first.changes == again.changes
+    assert later.digest != first.digest
+
+
+def test_targets_plan_only_the_named_rules(tmp_path: Path) -> None:
+    rules = SAFE + "- name: other\n  opportunity_type: 12003\n  set: {mx_Custom_9: x}\n"
+    p = plan(tmp_path, rules, [deal(A)], targets=("other",))
+    assert changes(p) == [(A, "mx_Custom_9", None, "x")]
+    assert [r.name for r in p.summary.rules] == ["other"]
+
+
+def test_summary_and_cost(tmp_path: Path) -> None:
+    records = [deal(f"{i:08d}-0000-4000-8000-000000000000") for i in range(60)]
+    config = "rate_limit: {calls: 2, per_seconds: 5}\nsafety: {max_change_ratio: 1}\n"
+    p = plan(tmp_path, SAFE, records, config=config)
+    assert (p.summary.opportunities, p.summary.fields) == (60, 60)
+    assert p.summary.transitions[0].count == 60
+    assert (p.cost.read_calls, p.cost.write_calls, p.cost.min_seconds) == (3, 3, 5.0)
+
+
+def test_owner_labels_name_the_users(tmp_path: Path) -> None:
+    rules = "- name: r\n  opportunity_type: 12003\n  set: {Owner: george.bailey@example.com}\n"
+    p = plan(tmp_path, rules, [deal(A)])
+    labels: Mapping[str, str] = p.labels
+    assert labels == {GEORGE: "George Bailey <george.bailey@example.com>",
+                      MARY: "Mary Hatch <mary.hatch@example.com>"}  # fmt: skip
