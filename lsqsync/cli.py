@@ -8,6 +8,8 @@ found changes · 3 ``apply`` finished with failed, stale or unknown records · 1
 from __future__ import annotations
 
 import logging
+import math
+import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_OK = 0
 EXIT_ERROR = 1
+EXIT_CHANGES = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -59,7 +62,7 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, value: str) -> tuple
         parsed = int(calls), float(seconds)
     except ValueError:
         raise click.BadParameter("expected CALLS/SECONDS (e.g. 25/5) or 'off'") from None
-    if parsed[0] < 1 or parsed[1] <= 0:
+    if parsed[0] < 1 or not 0 < parsed[1] < math.inf:
         raise click.BadParameter("CALLS must be at least 1 and SECONDS more than 0")
     return parsed
 
@@ -162,6 +165,10 @@ def _make_emulator(options: dict[str, Any]) -> Any:
     except OSError as e:
         raise LsqsyncError(
             f"emulator: cannot listen on {options['host']}:{options['port']}: {e.strerror or e}"
+        ) from None
+    except sqlite3.Error as e:
+        raise LsqsyncError(
+            f"emulator: --db {options['db']}: not a usable SQLite file ({e})"
         ) from None
 
 
@@ -298,6 +305,103 @@ def validate(
     result = validation.validate(config_path, validation.parse_vars(var_pairs, var_files), online)
     click.echo(report(result.problems, fmt, result.summary), nl=False)
     raise SystemExit(EXIT_ERROR if result.problems else EXIT_OK)
+
+
+# -- plans ------------------------------------------------------------------------------------
+
+PLAN_FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
+    show_default=True, help="markdown: for a pull-request comment.",
+)  # fmt: skip
+COLOR = click.option(
+    "--color/--no-color",
+    default=None,
+    help="Colour the text format (default: on a TTY without NO_COLOR).",
+)
+
+
+def _use_color(choice: bool | None) -> bool:
+    import os
+
+    if choice is not None:
+        return choice
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _progress() -> Callable[[str], None] | None:
+    if not sys.stderr.isatty():
+        return None
+    return lambda message: click.echo(f"lsqsync: {message}", err=True)
+
+
+@cli.command()
+@CONFIG
+@_vars_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the plan (JSON) for review and for apply.",
+)
+@PLAN_FORMAT
+@COLOR
+@click.option(
+    "--detailed-exitcode",
+    is_flag=True,
+    help="Exit 0 when there are no changes, 2 when there are, 1 on error.",
+)
+@click.option(
+    "--target", "targets", multiple=True, metavar="RULE", help="Plan only this rule (repeatable)."
+)
+@click.option(
+    "--allow-large",
+    is_flag=True,
+    help="Allow a plan over the safety limits (recorded in the plan).",
+)
+@click.option(
+    "--now",
+    "now",
+    metavar="'YYYY-MM-DD HH:MM:SS'",
+    help="The UTC time templates see as now (default: the current time).",
+)
+def plan(
+    config_path: Path | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    out: Path | None,
+    fmt: Literal["text", "json", "markdown"],
+    color: bool | None,
+    detailed_exitcode: bool,
+    targets: tuple[str, ...],
+    allow_large: bool,
+    now: str | None,
+) -> None:
+    """Read the opportunities the rules select and show what would change."""
+    from lsqsync import planning
+    from lsqsync.plan import planfile, render
+    from lsqsync.validate import parse_vars
+
+    result = planning.make_plan(
+        config_path, parse_vars(var_pairs, var_files), targets=targets,
+        allow_large=allow_large, now=now, progress=_progress(),
+    )  # fmt: skip
+    if out is not None:
+        planfile.save(result, out)
+    click.echo(render.render(result, fmt, color=_use_color(color) and fmt == "text"), nl=False)
+    if out is not None:
+        click.echo(f"Saved the plan to {out} (digest {result.digest[:12]}).", err=True)
+    raise SystemExit(EXIT_CHANGES if detailed_exitcode and not result.empty else EXIT_OK)
+
+
+@cli.command()
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@PLAN_FORMAT
+@COLOR
+def show(plan_file: Path, fmt: Literal["text", "json", "markdown"], color: bool | None) -> None:
+    """Render a saved plan (checks its schema and digest; needs no network)."""
+    from lsqsync.plan import planfile, render
+
+    saved = planfile.load(plan_file)
+    click.echo(render.render(saved, fmt, color=_use_color(color) and fmt == "text"), nl=False)
 
 
 # -- schemas ---------------------------------------------------------------------------------

@@ -33,7 +33,9 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_version_names_the_schema_versions(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["--version"], capsys)
     assert code == 0
-    assert out == f"lsqsync {__version__} (config schema v1, rules schema v1)\n"
+    # cli.py still formats "{name} schema v{n}"; resources.versions_text() says "plan format v1"
+    # (Terraform's word) once cli.py's _version_message uses it.
+    assert out == f"lsqsync {__version__} (config schema v1, rules schema v1, plan schema v1)\n"
 
 
 @pytest.mark.parametrize("name", resources.SCHEMA_NAMES)
@@ -49,10 +51,11 @@ def test_schema_prints_the_shipped_schema(name: str, capsys: pytest.CaptureFixtu
     ("args", "message"),
     [
         (["nope"], "No such command 'nope'"),
-        (["schema", "nope"], "Invalid value for '{config|rules}'"),
+        (["schema", "nope"], "Invalid value for '{config|rules|plan}'"),
         (["emulator", "serve", "--rate-limit", "fast"], "expected CALLS/SECONDS"),
         (["emulator", "serve", "--rate-limit", "0/5"], "CALLS must be at least 1"),
         (["emulator", "serve", "--fault-rate", "2"], "0<=x<=1"),
+        (["emulator", "serve", "--rate-limit", "5/nan"], "CALLS must be at least 1"),
     ],
 )
 def test_usage_errors_exit_1_not_2(
@@ -131,6 +134,16 @@ def test_emulator_run_gives_the_command_the_connection_and_its_exit_code() -> No
     assert done.returncode == 7
     assert done.stdout == "200\n"
     assert BANNER.match(done.stderr.splitlines()[0])
+
+
+def test_emulator_serve_reports_a_db_that_is_not_sqlite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "not.db"
+    db.write_text("this is not a database, it is a text file of some length\n" * 10)
+    code, _, err = run_main(["emulator", "serve", "--db", str(db)], capsys)
+    assert code == 1
+    assert f"error: emulator: --db {db}: not a usable SQLite file (" in err
 
 
 def test_emulator_run_reports_a_missing_command(capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import random
 import socket
 import tempfile
@@ -69,6 +70,11 @@ class Settings:
                 value, allowed
             ):
                 raise bad_request(f"setting {key!r} cannot be {value!r}")
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                low = 1 if key in ("rate_limit_calls", "rate_limit_seconds") else 0
+                high = 1 if key.endswith("_rate") else math.inf
+                if not (math.isfinite(value) and low <= value <= high):
+                    raise bad_request(f"setting {key!r} must be in [{low}, {high}]")
             setattr(self, key, value)
 
 
@@ -76,13 +82,16 @@ class Settings:
 class _Window:
     """The account-wide strict sliding window: at most N accepted calls whose *arrival* lies
     within the last W seconds. Whether refused calls count against the window is UNKNOWN; the
-    emulator counts only accepted calls, so a client that keeps retrying is not locked out."""
+    docs say the API "stops processing" until time has passed, so the emulator counts only
+    accepted calls. (A client that paces itself, as lsqsync's does, never meets the difference.)
+    The arrival time is taken under the lock, so arrivals are stored in order."""
 
     arrivals: deque[float] = field(default_factory=deque)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def admit(self, now: float, calls: int, seconds: float) -> bool:
+    def admit(self, calls: int, seconds: float) -> bool:
         with self.lock:
+            now = time.monotonic()
             while self.arrivals and self.arrivals[0] <= now - seconds:
                 self.arrivals.popleft()
             if len(self.arrivals) >= calls:
@@ -131,7 +140,9 @@ class Emulator:
     @property
     def url(self) -> str:
         host, port = self.httpd.server_address[:2]
-        return f"http://{host!s}:{port}"
+        # Bound to every interface: loopback reaches it, and clients accept http:// only there.
+        shown = "127.0.0.1" if host == "0.0.0.0" else host  # noqa: S104
+        return f"http://{shown!s}:{port}"
 
     def chance(self, rate: float) -> bool:
         if rate <= 0:
@@ -230,7 +241,14 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         self.route = parts.path
         self.query = {k.lower(): v for k, v in parse_qsl(parts.query, keep_blank_values=True)}
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._respond(400, _error("MXInvalidInputException", "Invalid Content-Length."))
+            return
         self.body = self.rfile.read(length) if length else b""
         if self.route.startswith("/_emulator/"):
             self._respond(*self._admin(method))
@@ -245,7 +263,7 @@ class _Handler(BaseHTTPRequestHandler):
             "arrived_at": arrived,
         }
         try:
-            status, payload = self._api(method, arrived)
+            status, payload = self._api(method)
         except _Dropped:
             entry.update(status=None, dropped=True, duration_ms=(time.time() - arrived) * 1000)
             self.emu.record(entry)
@@ -267,14 +285,14 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _api(self, method: str, arrived: float) -> tuple[int, Any]:
+    def _api(self, method: str) -> tuple[int, Any]:
         emu, s = self.emu, self.emu.settings
         access = self.headers.get("x-LSQ-AccessKey") or self.query.get("accesskey")
         secret = self.headers.get("x-LSQ-SecretKey") or self.query.get("secretkey")
         if access != emu.access_key or secret != emu.secret_key:
             return 401, _error("MXUnAuthorizedAccessException", "Invalid access key or secret key")
         if s.rate_limit_calls is not None and not emu.window.admit(
-            arrived, s.rate_limit_calls, s.rate_limit_seconds
+            s.rate_limit_calls, s.rate_limit_seconds
         ):
             return 429, _error(
                 "MXAPIRateLimitExceededException",
@@ -295,6 +313,9 @@ class _Handler(BaseHTTPRequestHandler):
             status, payload = 200, handler(self)
         except ApiFailure as failure:
             status, payload = failure.status, _error(failure.exception_type, str(failure))
+        except Exception as e:  # a bug or an input the emulator did not foresee: answer, as a
+            log.exception("emulator: %s failed", self.route)  # server would, never hang up
+            status, payload = 500, _error("System.Exception", f"{type(e).__name__}: {e}")
         if emu.chance(s.drop_rate):
             raise _Dropped
         return status, payload
@@ -441,9 +462,11 @@ def search(h: _Handler) -> dict[str, Any]:
         page_size = int(paging.get("PageSize", 10))
     except (TypeError, ValueError, AttributeError):
         raise bad_request("Paging.PageIndex and Paging.PageSize must be numbers.") from None
-    if page_index < 1 or not 1 <= page_size <= MAX_PAGE_SIZE:
+    if not 1 <= page_index <= 10**9 or not 1 <= page_size <= MAX_PAGE_SIZE:
         raise bad_request(f"PageIndex must be at least 1 and PageSize 1 to {MAX_PAGE_SIZE}.")
     sorting = body.get("Sorting") or {}
+    if not isinstance(sorting, dict):
+        raise bad_request("Sorting must be an object with ColumnName and Direction.")
     sort_column = str(sorting.get("ColumnName") or "CreatedOn")
     desc = str(sorting.get("Direction", "1")) == "1"
     total, rows = h.emu.store.search(

@@ -277,6 +277,13 @@ class Store:
                 )
             raw = entry.get("Value")
             text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
+            if f.mandatory and not text.strip():
+                # Whether clearing a mandatory field is refused is UNKNOWN; the defensive reading
+                # is that the row fails.
+                raise RowFailure(
+                    "MXMandatoryAttributeMissingException",
+                    f"Field name : '{f.schema_name}' of datatype : '{f.data_type}' is mandatory.",
+                )
             try:
                 changes[f.schema_name] = values.parse(f, text, self.active_user_ids)
             except LookupError as missing:
@@ -340,6 +347,7 @@ def generate(
     }
     leads: list[tuple[str, str, str, str, str]] = []
     opps: list[tuple[Any, ...]] = []
+    deals = 0  # the AutoId counter of type 12003
 
     def pick(seq: Sequence[str]) -> str:
         return seq[int(r() * len(seq))]
@@ -352,6 +360,7 @@ def generate(
         return lead_id
 
     def opportunity(opp_id: str, t: model.OpportunityTypeDef, lead_id: str) -> None:
+        nonlocal deals
         created = int(r() * _DAYS * 86400)
         modified = created + int(r() * 30 * 86400)
         x = r()
@@ -379,7 +388,8 @@ def generate(
             fields["mx_Custom_12"] = "1" if r() < 0.3 else "0"
             fields["mx_Custom_13"] = _stamp(modified)
         else:
-            auto_id = f"DEAL-{len(opps) + 1:06d}"
+            deals += 1
+            auto_id = f"DEAL-{deals:06d}"
             fields["mx_Custom_15"] = auto_id
             fields["mx_Custom_8"] = _stamp(modified) if status != "Open" else None
             fields["mx_Custom_11"] = f"+91-8{int(r() * 9e8) + 10**8}"

@@ -226,3 +226,50 @@ def test_the_rate_limit_can_be_switched_off_at_run_time(emu: Emulator) -> None:
         emu.url + "/_emulator/settings", json={"rate_limit_calls": None}, timeout=5
     )
     assert response.json()["rate_limit_calls"] is None
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"fault_rate": 7}, {"rate_limit_calls": 0}, {"latency_ms": -1}, {"drop_rate": -0.5}],
+)
+def test_settings_out_of_range_are_refused(emu: Emulator, changes: dict[str, object]) -> None:
+    response = requests.post(emu.url + "/_emulator/settings", json=changes, timeout=5)
+    assert response.status_code == 400
+    assert "must be in" in response.json()["ExceptionMessage"]
+
+
+def test_a_bad_content_length_is_400(emu: Emulator) -> None:
+    import socket
+
+    host, port = emu.httpd.server_address[:2]
+    with socket.create_connection((str(host), port), timeout=5) as conn:
+        conn.sendall(f"POST {BULK} HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n".encode())
+        chunks = []
+        while chunk := conn.recv(4096):  # the server closes the connection after answering
+            chunks.append(chunk)
+        answer = b"".join(chunks).decode()
+    assert answer.startswith("HTTP/1.1 400 ")
+    assert "Invalid Content-Length." in answer
+
+
+def test_clearing_a_mandatory_field_fails_the_row(emu: Emulator, http: requests.Session) -> None:
+    body = [
+        {
+            "ProspectOpportunityId": LOAN,
+            "OpportunityEventCode": 12000,
+            "Fields": [{"SchemaName": "Status", "Value": ""}],
+        }
+    ]
+    (row,) = http.post(emu.url + BULK, json=body, timeout=5).json()["Response"]
+    assert row["OpportunityUpdated"] is False
+    assert row["ExceptionType"] == "MXMandatoryAttributeMissingException"
+
+
+def test_autoid_values_count_per_type() -> None:
+    _, opps = generate(1, 10)
+    assert [o[2] for o in opps if o[1] == 12003] == [f"DEAL-{i:06d}" for i in range(1, 7)]
+
+
+def test_an_emulator_bound_to_every_interface_is_reached_on_loopback() -> None:
+    with Emulator(host="0.0.0.0", opportunities=0) as emu:  # noqa: S104
+        assert emu.url.startswith("http://127.0.0.1:")

@@ -263,6 +263,20 @@ def test_search_rows_are_flat_with_iso_dates(emu: Emulator, http: requests.Sessi
         ),
         ({"OpportunityEventCode": 99, "AdvancedSearch": advanced(99)}, 500, "does not exist"),
         ([], 400, "JSON object"),
+        (
+            {"OpportunityEventCode": 12000, "AdvancedSearch": advanced(12000), "Sorting": "x"},
+            400,
+            "Sorting must be an object",
+        ),
+        (
+            {
+                "OpportunityEventCode": 12000,
+                "AdvancedSearch": advanced(12000),
+                "Paging": {"PageIndex": 10**20, "PageSize": 10},
+            },
+            400,
+            "PageIndex must be",
+        ),
     ],
 )
 def test_search_refuses_bad_calls(
