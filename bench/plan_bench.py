@@ -10,7 +10,6 @@ render), and the peak RSS. Baseline in the same run: the reads alone (fetch with
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import tempfile
@@ -18,11 +17,10 @@ import time
 from pathlib import Path
 
 from bench.common import machine, today
-from lsqsync.browse import open_client
-from lsqsync.config import connection_from_env, load_config
+from lsqsync.config import load_config
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.fetch import fetch
-from lsqsync.lsq import RateLimiter
+from lsqsync.lsq import LsqClient
 from lsqsync.plan import render
 from lsqsync.plan.planner import PlanOptions, build_plan
 from lsqsync.rules.project import load_project
@@ -81,12 +79,10 @@ def main() -> None:
         (root / "rules").mkdir()
         (root / "lsqsync.yml").write_text(CONFIG)
         (root / "rules" / "bench.yml").write_text(RULES)
-        os.environ.update(LSQ_HOST=emu.url, LSQ_ACCESS_KEY=DEMO_ACCESS_KEY,
-                          LSQ_SECRET_KEY=DEMO_SECRET_KEY)  # fmt: skip
         project = load_project(load_config(root / "lsqsync.yml"))
         rows = []
         for _ in range(args.runs):
-            with open_client(connection_from_env(), RateLimiter(None)) as client:
+            with LsqClient(emu.url, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None) as client:
                 started = time.perf_counter()
                 snapshot = fetch(client, project.rules)
                 read = time.perf_counter() - started

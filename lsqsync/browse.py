@@ -8,23 +8,12 @@ import json
 from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
-from lsqsync.config import Connection
-from lsqsync.lsq import FieldMeta, LsqClient, RateLimiter
+from lsqsync.lsq import FieldMeta, LsqClient
 
 Format = Literal["text", "json"]
 
 DEFAULT_COLUMNS = ("Status", "Owner", "ModifiedOn")
 _CELL = 40
-
-
-def open_client(connection: Connection, limiter: RateLimiter | None = None) -> LsqClient:
-    """The one client of a process, under the account-wide limit (25 calls / 5 s default)."""
-    return LsqClient(
-        connection.host,
-        connection.access_key,
-        connection.secret_key,
-        limiter=limiter or RateLimiter(25, 5.0),
-    )
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cut: int | None = _CELL) -> str:

@@ -196,24 +196,30 @@ def run(command: Sequence[str], **options: Any) -> None:
 
 # -- reading LeadSquared --------------------------------------------------------------------
 
+CONFIG = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(path_type=Path),
+    help="lsqsync.yml, or its folder (default: ./lsqsync.yml).",
+)
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
 )
 
 
-def _client() -> Any:
-    from lsqsync.browse import open_client
-    from lsqsync.config import connection_from_env
+def _client(config_path: Path | None) -> Any:
+    from lsqsync.config import open_client, optional_config
 
-    return open_client(connection_from_env())
+    return open_client(optional_config(config_path))
 
 
 @cli.command()
-def whoami() -> None:
+@CONFIG
+def whoami(config_path: Path | None) -> None:
     """Check the host and keys: print the API user and the account's API host."""
     from lsqsync import browse
 
-    with _client() as client:
+    with _client(config_path) as client:
         click.echo(browse.whoami(client), nl=False)
 
 
@@ -225,11 +231,12 @@ def types() -> None:
 @types.command("show")
 @click.argument("code", type=int)
 @FORMAT
-def types_show(code: int, fmt: Literal["text", "json"]) -> None:
+@CONFIG
+def types_show(code: int, fmt: Literal["text", "json"], config_path: Path | None) -> None:
     """The fields of opportunity type CODE: schema names, data types, flags, options."""
     from lsqsync import browse
 
-    with _client() as client:
+    with _client(config_path) as client:
         click.echo(browse.type_fields(client, code, fmt), nl=False)
 
 
@@ -248,23 +255,20 @@ def opportunities() -> None:
     help="Comma-separated schema names.",
 )
 @FORMAT
-def opportunities_list(code: int, limit: int, columns: str, fmt: Literal["text", "json"]) -> None:
+@CONFIG
+def opportunities_list(
+    code: int, limit: int, columns: str, fmt: Literal["text", "json"], config_path: Path | None
+) -> None:
     """The first opportunities of a type, oldest first (Owner shown as an email)."""
     from lsqsync import browse
 
     wanted = [c.strip() for c in columns.split(",") if c.strip()]
-    with _client() as client:
+    with _client(config_path) as client:
         click.echo(browse.list_opportunities(client, code, wanted, limit, fmt), nl=False)
 
 
 # -- rules ------------------------------------------------------------------------------------
 
-CONFIG = click.option(
-    "--config",
-    "config_path",
-    type=click.Path(path_type=Path),
-    help="lsqsync.yml, or its folder (default: ./lsqsync.yml).",
-)
 VARS = [
     click.option("--var", "var_pairs", multiple=True, metavar="NAME=VALUE",
                  help="Override a variable of lsqsync.yml (repeatable)."),

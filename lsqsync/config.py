@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lsqsync.errors import ConfigError
+from lsqsync.lsq import LsqClient, RateLimiter
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -45,6 +46,27 @@ def connection_from_env(
             "from the environment (keys: My Account > Settings > API and Webhooks)"
         )
     return Connection(host, env[ENV_ACCESS_KEY].strip(), env[ENV_SECRET_KEY].strip())
+
+
+def open_client(config: Config | None = None) -> LsqClient:
+    """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
+    and the account-wide rate limit of lsqsync.yml (25 calls / 5 s by default)."""
+    rate = config.rate_limit if config is not None else RateLimit()
+    connection = connection_from_env(default_host=config.host if config is not None else None)
+    return LsqClient(
+        connection.host,
+        connection.access_key,
+        connection.secret_key,
+        limiter=RateLimiter(rate.calls, rate.per_seconds),
+    )
+
+
+def optional_config(path: Path | None) -> Config | None:
+    """lsqsync.yml for commands that work without one: the given file, else ./lsqsync.yml if
+    there is one."""
+    if path is None and not Path(CONFIG_FILE).is_file():
+        return None
+    return load_config(path)
 
 
 # -- lsqsync.yml --------------------------------------------------------------------------------
@@ -102,15 +124,21 @@ def load_config(path: Path | None = None) -> Config:
     if path.is_dir():
         path = path / CONFIG_FILE
         shown = display_path(path)
+
+    def unreadable(message: str) -> ProjectInvalid:
+        return ProjectInvalid([Problem(Location(shown, 1, 1), "", message)])
+
     try:
         document = load(path, shown)
     except FileNotFoundError:
-        raise ConfigError(
-            f"{shown}: not found (a project is a folder with lsqsync.yml; use --config PATH "
-            "to point elsewhere)"
+        raise unreadable(
+            "not found (a project is a folder with lsqsync.yml; use --config PATH to point "
+            "elsewhere)"
         ) from None
+    except UnicodeDecodeError:
+        raise unreadable("not UTF-8 text") from None
     except OSError as e:
-        raise ConfigError(f"{shown}: cannot read: {e.strerror or e}") from None
+        raise unreadable(f"cannot read: {e.strerror or e}") from None
     except YamlError as e:
         raise ProjectInvalid([Problem(e.location, "", e.message)]) from None
     problems = schemacheck.check(document, "config")

@@ -14,11 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from lsqsync import __version__
-from lsqsync.browse import open_client
-from lsqsync.config import Config, connection_from_env, display_path
+from lsqsync.config import Config, display_path, open_client
 from lsqsync.errors import ConfigError
 from lsqsync.fetch import Progress, fetch
-from lsqsync.lsq import RateLimiter
 from lsqsync.plan.model import Plan
 from lsqsync.plan.planner import PlanOptions, build_plan, targeted
 from lsqsync.rules.project import Project
@@ -74,9 +72,7 @@ def make_plan(
 ) -> Plan:
     config, project = load(config_path, variables)
     rules = targeted(project, targets)
-    connection = connection_from_env(default_host=config.host)
-    limiter = RateLimiter(config.rate_limit.calls, config.rate_limit.per_seconds)
-    with open_client(connection, limiter) as client:
+    with open_client(config) as client:
         snapshot = fetch(client, rules, progress)
         host = client.host
     created = datetime.now(UTC)

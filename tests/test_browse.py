@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,22 @@ def test_plain_http_to_a_remote_host_is_refused(
     assert "http://" in err
     assert "https://" in err
     assert connected.requests == []
+
+
+def test_the_host_and_rate_limit_come_from_lsqsync_yml_when_there_is_one(
+    connected: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("LSQ_HOST")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lsqsync.yml").write_text(f"version: 1\nhost: {connected.url}\n")
+    code, out, _ = run(["whoami"], capsys)
+    assert code == 0
+    assert out.startswith(f"host:  {connected.url}\n")
+    (tmp_path / "other.yml").write_text("version: 1\nhost: http://127.0.0.1:1\n")
+    monkeypatch.setenv("LSQ_HOST", connected.url)  # the environment wins over the file
+    code, out, _ = run(["whoami", "--config", "other.yml"], capsys)
+    assert code == 0
+    assert out.startswith(f"host:  {connected.url}\n")
