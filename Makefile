@@ -30,7 +30,8 @@ test: lint typecheck $(VENV)/.installed
 # the demo keys to the command, and stops it afterwards.
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/lsqsync emulator run --opportunities 200 -- \
-	  $(SHELL) -ec 'lsqsync whoami; lsqsync opportunities list --type 12003 --limit 5'
+	  $(SHELL) -ec 'lsqsync whoami; lsqsync opportunities list --type 12003 --limit 5; \
+	    lsqsync validate; lsqsync plan --out .lsqsync/demo-plan.json --max-details 3'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

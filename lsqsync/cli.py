@@ -30,8 +30,7 @@ EXIT_INTERRUPTED = 130
 
 
 def _version_message() -> str:
-    schemas = ", ".join(f"{name} schema v{v}" for name, v in resources.schema_versions().items())
-    return f"%(prog)s %(version)s ({schemas})"
+    return f"%(prog)s %(version)s ({resources.versions_text()})"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -362,6 +361,13 @@ def _progress() -> Callable[[str], None] | None:
     help="Allow a plan over the safety limits (recorded in the plan).",
 )
 @click.option(
+    "--max-details",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Opportunities shown in detail (text; the saved plan has all).",
+)
+@click.option(
     "--now",
     "now",
     metavar="'YYYY-MM-DD HH:MM:SS'",
@@ -377,6 +383,7 @@ def plan(
     detailed_exitcode: bool,
     targets: tuple[str, ...],
     allow_large: bool,
+    max_details: int,
     now: str | None,
 ) -> None:
     """Read the opportunities the rules select and show what would change."""
@@ -384,13 +391,18 @@ def plan(
     from lsqsync.plan import planfile, render
     from lsqsync.validate import parse_vars
 
-    result = planning.make_plan(
+    config, result = planning.make_plan(
         config_path, parse_vars(var_pairs, var_files), targets=targets,
         allow_large=allow_large, now=now, progress=_progress(),
     )  # fmt: skip
     if out is not None:
         planfile.save(result, out)
-    click.echo(render.render(result, fmt, color=_use_color(color) and fmt == "text"), nl=False)
+    text = render.render(
+        result, fmt, color=_use_color(color) and fmt == "text", max_details=max_details,
+        safety=(config.max_changes, config.max_change_ratio),
+        saved_as=str(out) if out is not None else None,
+    )  # fmt: skip
+    click.echo(text, nl=False)
     if out is not None:
         click.echo(f"Saved the plan to {out} (digest {result.digest[:12]}).", err=True)
     raise SystemExit(EXIT_CHANGES if detailed_exitcode and not result.empty else EXIT_OK)
@@ -400,12 +412,28 @@ def plan(
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @PLAN_FORMAT
 @COLOR
-def show(plan_file: Path, fmt: Literal["text", "json", "markdown"], color: bool | None) -> None:
+@click.option(
+    "--max-details",
+    type=click.IntRange(0),
+    default=1000,
+    show_default=True,
+    help="Opportunities shown in detail (text).",
+)
+def show(
+    plan_file: Path, fmt: Literal["text", "json", "markdown"], color: bool | None, max_details: int
+) -> None:
     """Render a saved plan (checks its schema and digest; needs no network)."""
+    from lsqsync.config import optional_config
     from lsqsync.plan import planfile, render
 
     saved = planfile.load(plan_file)
-    click.echo(render.render(saved, fmt, color=_use_color(color) and fmt == "text"), nl=False)
+    config = optional_config(None)
+    text = render.render(
+        saved, fmt, color=_use_color(color) and fmt == "text", max_details=max_details,
+        safety=(config.max_changes, config.max_change_ratio) if config else render.SAFETY,
+        saved_as=str(plan_file),
+    )  # fmt: skip
+    click.echo(text, nl=False)
 
 
 # -- schemas ---------------------------------------------------------------------------------

@@ -66,3 +66,8 @@ class OutcomeUnknown(ApiError):
 
     For a write, the change may or may not have landed; the caller must re-read to find out.
     """
+
+
+class PlanInvalid(LsqsyncError):
+    """A plan file that cannot be used: unreadable, not a plan, a format this version cannot
+    read, or modified after it was made. The message starts with the file's name."""

@@ -69,7 +69,8 @@ def make_plan(
     allow_large: bool = False,
     now: str | None = None,
     progress: Progress | None = None,
-) -> Plan:
+) -> tuple[Config, Plan]:
+    """The project's configuration and the plan."""
     config, project = load(config_path, variables)
     rules = targeted(project, targets)
     with open_client(config) as client:
@@ -85,4 +86,4 @@ def make_plan(
         allow_large=allow_large,
         git_commit=git_commit(config.root),
     )
-    return build_plan(project, snapshot, host, options)
+    return config, build_plan(project, snapshot, host, options)

@@ -8,7 +8,11 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCHEMA_NAMES = ("config", "rules")
+SCHEMA_NAMES = ("config", "rules", "plan")
+
+# The key holding each schema's format version: the plan follows Terraform's ``format_version``.
+_VERSION_KEYS = {"plan": "format_version"}
+_VERSION_LABELS = {"plan": "plan format"}
 
 
 @cache
@@ -26,5 +30,16 @@ def schema_text(name: str) -> str:
 
 
 def schema_versions() -> dict[str, int]:
-    """The format version each schema accepts (its ``version`` constant)."""
-    return {name: schema(name)["properties"]["version"]["const"] for name in SCHEMA_NAMES}
+    """The format version each schema accepts (its ``version`` or ``format_version`` constant)."""
+    return {
+        name: schema(name)["properties"][_VERSION_KEYS.get(name, "version")]["const"]
+        for name in SCHEMA_NAMES
+    }
+
+
+def versions_text() -> str:
+    """``config schema v1, rules schema v1, plan format v1``: for ``lsqsync --version``."""
+    return ", ".join(
+        f"{_VERSION_LABELS.get(name, name + ' schema')} v{version}"
+        for name, version in schema_versions().items()
+    )

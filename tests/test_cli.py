@@ -35,7 +35,7 @@ def test_version_names_the_schema_versions(capsys: pytest.CaptureFixture[str]) -
     assert code == 0
     # cli.py still formats "{name} schema v{n}"; resources.versions_text() says "plan format v1"
     # (Terraform's word) once cli.py's _version_message uses it.
-    assert out == f"lsqsync {__version__} (config schema v1, rules schema v1, plan schema v1)\n"
+    assert out == f"lsqsync {__version__} (config schema v1, rules schema v1, plan format v1)\n"
 
 
 @pytest.mark.parametrize("name", resources.SCHEMA_NAMES)

@@ -71,9 +71,10 @@ class Settings:
             ):
                 raise bad_request(f"setting {key!r} cannot be {value!r}")
             if isinstance(value, int | float) and not isinstance(value, bool):
-                low = 1 if key in ("rate_limit_calls", "rate_limit_seconds") else 0
+                low = 1 if key == "rate_limit_calls" else 0
                 high = 1 if key.endswith("_rate") else math.inf
-                if not (math.isfinite(value) and low <= value <= high):
+                positive = key != "rate_limit_seconds" or value > 0
+                if not (math.isfinite(value) and low <= value <= high and positive):
                     raise bad_request(f"setting {key!r} must be in [{low}, {high}]")
             setattr(self, key, value)
 

@@ -145,7 +145,7 @@ def summarise(
     transitions: Counter[tuple[str, str | None, str]] = Counter()
     for opp in changes:
         per_type[opp.opportunity_type] += 1
-        for rule in set(f.rule for f in opp.changes):
+        for rule in {f.rule for f in opp.changes}:
             per_rule_opps[rule] += 1
         for f in opp.changes:
             per_rule_fields[f.rule] += 1
@@ -240,7 +240,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
                     "fields": r.fields,
                 }
                 for r in s.rules
-            ],  # fmt: skip
+            ],
             "types": [
                 {
                     "opportunity_type": t.opportunity_type,
@@ -249,7 +249,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
                     "changing": t.changing,
                 }
                 for t in s.types
-            ],  # fmt: skip
+            ],
             "transitions": [
                 {"field": t.field, "before": t.before, "after": t.after, "count": t.count}
                 for t in s.transitions

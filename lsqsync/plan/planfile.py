@@ -1,0 +1,222 @@
+"""Saved plans: written atomically, read back only if they are exactly what was made.
+
+A saved plan holds the real values (apply writes them and re-checks the ``before`` values);
+masking is for renderings only. ``load`` refuses a file that is not JSON, does not match
+``plan.schema.json`` (every problem, each at its JSON path), has a format this version cannot
+read, or whose changes, inputs or summary were modified after the plan was made.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+from jsonschema.exceptions import ValidationError
+
+from lsqsync import __version__, resources
+from lsqsync.errors import LsqsyncError, PlanInvalid
+from lsqsync.plan.model import (
+    FORMAT_VERSION,
+    Plan,
+    Summary,
+    compute_digest,
+    dumps,
+    from_json,
+    summarise,
+)
+from lsqsync.rules.problems import format_path
+
+
+def save(plan: Plan, path: Path | str) -> None:
+    """Write ``plan`` to ``path`` atomically (a temporary file beside it, then ``os.replace``),
+    creating the folder. The file is readable by its owner only: it holds real values."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(dumps(plan))
+                out.flush()
+                os.fsync(out.fileno())
+            os.replace(temp, path)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+    except OSError as e:
+        raise LsqsyncError(f"{path}: cannot write the plan: {e.strerror or e}") from None
+
+
+def load(path: Path | str) -> Plan:
+    """The plan saved at ``path``; PlanInvalid (message starting with the path) when it cannot be
+    used as it is."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise PlanInvalid(f"{name}: cannot read the plan: {e.strerror or e}") from None
+    except UnicodeDecodeError as e:
+        raise PlanInvalid(f"{name}: not a JSON file: {e}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise PlanInvalid(f"{name}: not a JSON file: {e}") from None
+    return parse(data, name)
+
+
+def parse(data: Any, name: str) -> Plan:
+    """A plan from its decoded JSON form, checked like ``load`` does; ``name`` starts messages."""
+    _check_format_version(data, name)
+    problems = _problems(data)
+    if problems:
+        count = len(problems)
+        raise PlanInvalid(
+            f"{name}: not a valid lsqsync plan ({count} problem{'s' if count != 1 else ''}):\n"
+            + "\n".join(f"{name}: {p}" for p in problems)
+        )
+    plan = from_json(data)
+    digest = compute_digest(plan.inputs, plan.changes)
+    if digest != plan.digest:
+        raise PlanInvalid(
+            f"{name}: the plan was modified after it was made: its digest is {plan.digest[:8]}…"
+            f" but its inputs and changes hash to {digest[:8]}…; make a new plan"
+        )
+    if _recomputed_summary(plan) != plan.summary:
+        raise PlanInvalid(
+            f"{name}: the plan was modified after it was made: its summary does not match its "
+            "changes; make a new plan"
+        )
+    return plan
+
+
+def _check_format_version(data: Any, name: str) -> None:
+    if not isinstance(data, dict) or "format_version" not in data:
+        return  # the schema reports it
+    version = data["format_version"]
+    if version == FORMAT_VERSION or not isinstance(version, int) or isinstance(version, bool):
+        return  # the right one, or not a version at all: the schema reports the latter
+    message = (
+        f"{name}: unknown plan format_version {version}:"
+        f" lsqsync {__version__} reads format_version {FORMAT_VERSION}"
+    )
+    made_by = data.get("lsqsync_version")
+    if isinstance(made_by, str):
+        message += f"; the plan was made by lsqsync {made_by}: show or apply it with that version"
+        message += ", or make a new plan"
+    else:
+        message += "; make a new plan"
+    raise PlanInvalid(message)
+
+
+def _recomputed_summary(plan: Plan) -> Summary:
+    # The digest covers inputs and changes only; the summary a reviewer reads first must agree
+    # with the changes it summarises (rule sources and type totals come from the plan itself).
+    s = plan.summary
+    return summarise(
+        plan.changes,
+        {r.name: r.source for r in s.rules},
+        {t.opportunity_type: (t.name, t.total) for t in s.types},
+    )
+
+
+@cache
+def _validator() -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(resources.schema("plan"))
+
+
+@cache
+def _change_shape() -> tuple[frozenset[str], frozenset[str], re.Pattern[str]]:
+    schema = resources.schema("plan")
+    item = schema["properties"]["changes"]["items"]
+    fields = item["properties"]["fields"]["items"]
+    source = re.compile(schema["$defs"]["source"]["pattern"])
+    return frozenset(item["properties"]), frozenset(fields["properties"]), source
+
+
+def changes_well_formed(changes: Any) -> bool:
+    """True only if ``changes`` satisfies plan.schema.json (never looser; it may be stricter,
+    e.g. about 12003.0 as a type code). The changes are what makes a plan big, and this is
+    tens of times faster than the validator: 100,000 opportunities in well under a second."""
+    change_keys, field_keys, source = _change_shape()
+    if type(changes) is not list:
+        return False
+    for c in changes:
+        if type(c) is not dict or c.keys() != change_keys:
+            return False
+        t, rules, fields = c["opportunity_type"], c["rules"], c["fields"]
+        if not (type(c["id"]) is str and c["id"] and type(t) is int and t >= 0):
+            return False
+        if not (type(rules) is list and rules and all(type(r) is str and r for r in rules)):
+            return False
+        if not (type(fields) is list and fields):
+            return False
+        for f in fields:
+            if not (
+                type(f) is dict
+                and f.keys() == field_keys
+                and type(f["field"]) is str
+                and f["field"]
+                and (f["before"] is None or type(f["before"]) is str)
+                and type(f["after"]) is str
+                and type(f["rule"]) is str
+                and f["rule"]
+                and type(f["source"]) is str
+                and source.search(f["source"])
+            ):
+                return False
+    return True
+
+
+def _problems(data: Any) -> list[str]:
+    """Every schema violation as ``path: message``, sorted by path."""
+    if isinstance(data, dict) and changes_well_formed(data.get("changes")):
+        # The validator needs only the rest; when in doubt it sees everything, for its messages.
+        data = {**data, "changes": []}
+    found: list[tuple[tuple[tuple[int, int | str], ...], str]] = []
+    for error in _validator().iter_errors(data):
+        path = tuple(error.absolute_path)
+        if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+            known = error.schema.get("properties", {}) if isinstance(error.schema, dict) else {}
+            found.extend(
+                (_order((*path, str(key))), f"{format_path((*path, str(key)))}: unknown key")
+                for key in error.instance
+                if key not in known
+            )
+        else:
+            where = format_path(path)
+            found.append(
+                (_order(path), f"{where}: {_message(error)}" if where else _message(error))
+            )
+    return [text for _, text in sorted(found)]
+
+
+def _order(path: tuple[str | int, ...]) -> tuple[tuple[int, int | str], ...]:
+    # changes[2] before changes[10]; keys and indexes never compare with each other
+    return tuple((0, p) if isinstance(p, int) else (1, p) for p in path)
+
+
+def _message(error: ValidationError) -> str:
+    instance = _short(error.instance)
+    if error.validator == "required":
+        return error.message.replace("is a required property", "is required")
+    if error.validator == "const":
+        return f"must be {error.validator_value!r}, not {instance}"
+    if error.validator == "type":
+        expected = error.validator_value
+        names = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        article = "an" if names[0] in "aeiou" else "a"
+        return f"must be {article} {names}, not {instance}"
+    if error.validator == "pattern":
+        return f"{instance} does not match {error.validator_value!r}"
+    return error.message if len(error.message) <= 200 else error.message[:199] + "…"
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 60 else text[:59] + "…"

@@ -1,0 +1,428 @@
+"""Plans for people and machines: text for a terminal, Markdown for a pull request, JSON.
+
+One small renderer per format, each turning the same prepared data (``_View``) into lines; none
+of them prints or reads the clock, so the same plan always renders the same way.
+
+JSON is the machine form and carries the real values (``apply`` needs them). Text and Markdown
+are what people and CI logs see: there, every value of a ``mask``ed field is ``***`` (summary
+included), user ids are shown as "Name <email>", and control or invisible characters in values
+are escaped so that a value cannot forge a line or colour the terminal.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from lsqsync.plan.model import (
+    FieldChange,
+    OpportunityChange,
+    Plan,
+    TypeSummary,
+    dumps,
+)
+
+Format = Literal["text", "json", "markdown"]
+FORMATS: tuple[Format, ...] = ("text", "json", "markdown")
+
+MAX_DETAILS = 200  # opportunities shown in text before "… N more"
+MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
+SAFETY = (1000, 0.3)  # (safety.max_changes, safety.max_change_ratio), as in lsqsync.yml
+NEAR_LIMIT = 0.8  # warn once a plan reaches this share of a safety limit
+RATIO_MIN_TOTAL = 10  # the ratio limit applies to types with at least this many opportunities
+
+MASKED = "***"
+TIMES = "\u00d7"  # the multiplication sign, as in "Status: Open → Won (times) 120"
+EMPTY = "(empty)"
+
+
+def render(
+    plan: Plan,
+    fmt: Format,
+    *,
+    color: bool = False,
+    max_details: int = MAX_DETAILS,
+    safety: tuple[int, float] = SAFETY,
+    saved_as: str | None = None,
+) -> str:
+    """``plan`` as ``fmt``: "text" (``color`` adds ANSI colours; at most ``max_details``
+    opportunities in detail), "markdown" (for a pull-request comment, at most MARKDOWN_LIMIT
+    characters) or "json" (the saved form). ``safety`` is ``(max_changes, max_change_ratio)``,
+    for warnings when the plan comes close to a limit; ``saved_as`` names the plan file in the
+    "N more" line."""
+    if fmt not in RENDERERS:
+        raise ValueError(f"unknown plan format {fmt!r} (expected one of {', '.join(FORMATS)})")
+    return RENDERERS[fmt](plan, _Options(color, max_details, safety, saved_as))
+
+
+@dataclass(frozen=True)
+class _Options:
+    color: bool
+    max_details: int
+    safety: tuple[int, float]
+    saved_as: str | None
+
+
+# -- what every rendering shows ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Transition:
+    field: str
+    before: str
+    after: str
+    count: int
+
+
+class _View:
+    """A plan prepared for display: values masked, labelled and escaped; counts derived."""
+
+    def __init__(self, plan: Plan, safety: tuple[int, float]) -> None:
+        self.plan = plan
+        self.short = plan.digest[:8]
+        self._mask = frozenset(f.casefold() for f in plan.mask)
+        self._labels = {k.casefold(): v for k, v in plan.labels.items()}
+        self._type_names = {t.opportunity_type: t.name for t in plan.summary.types}
+        self.safety_notes = self._safety_notes(safety)
+
+    def _safety_notes(self, safety: tuple[int, float]) -> list[str]:
+        """What a reviewer must see first: the limits this plan overrides or comes close to."""
+        plan, (max_changes, max_ratio) = self.plan, safety
+        notes = []
+        if plan.inputs.allow_large:
+            notes.append("made with --allow-large: the safety limits were overridden")
+        count = plan.summary.opportunities
+        if count and count >= NEAR_LIMIT * max_changes:
+            where = "over" if count > max_changes else "close to"
+            notes.append(
+                f"{plural(count, 'opportunity', 'opportunities')} to change: {where} the limit"
+                f" of {max_changes} (safety.max_changes)"
+            )
+        for t in plan.summary.types:
+            if t.total < RATIO_MIN_TOTAL or not t.changing:
+                continue
+            share = t.changing / t.total
+            if share >= NEAR_LIMIT * max_ratio:
+                where = "over" if share > max_ratio else "close to"
+                notes.append(
+                    f"type {self.type_label(t.opportunity_type)}: {t.changing} of {t.total}"
+                    f" opportunities change ({percent(share)}): {where} the limit of"
+                    f" {percent(max_ratio)} (safety.max_change_ratio)"
+                )
+        return notes
+
+    def value(self, field: str, value: str | None) -> str:
+        if field.casefold() in self._mask:
+            return MASKED
+        if value is None or value == "":
+            return EMPTY
+        label = self._labels.get(value.casefold())
+        if label is not None:
+            return clean(label)
+        return quote(value)
+
+    def type_label(self, code: int) -> str:
+        name = self._type_names.get(code, "")
+        return f"{code} {clean(name)}" if name else str(code)
+
+    def opportunity_title(self, opp: OpportunityChange) -> str:
+        return (
+            f"opportunity {clean(opp.id)} (type {self.type_label(opp.opportunity_type)})"
+            f" [{', '.join(clean(r) for r in opp.rules)}]"
+        )
+
+    def provenance(self, change: FieldChange) -> str:
+        return f"# {clean(change.rule)} ({clean(change.source)})"
+
+    def transitions(self) -> list[_Transition]:
+        """The summary's transitions as shown; masking can make several look alike, so those
+        are merged."""
+        merged: Counter[tuple[str, str, str]] = Counter()
+        for t in self.plan.summary.transitions:
+            key = (clean(t.field), self.value(t.field, t.before), self.value(t.field, t.after))
+            merged[key] += t.count
+        ordered = sorted(merged.items(), key=lambda kv: -kv[1])  # stable: keeps the plan's order
+        return [_Transition(f, b, a, n) for (f, b, a), n in ordered]
+
+    def field_counts(self) -> list[tuple[str, int]]:
+        counts = Counter(f.field for opp in self.plan.changes for f in opp.changes)
+        return [
+            (clean(name), n) for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+        ]
+
+    def meta(self) -> list[tuple[str, str]]:
+        """The plan's identity and provenance, as (label, value) pairs."""
+        p = self.plan
+        rows = [
+            ("digest", p.digest),
+            ("host", clean(p.inputs.host)),
+            ("created", clean(p.created_at)),
+            ("expires", clean(p.expires_at)),
+            ("now", clean(p.inputs.now)),
+        ]
+        if p.git_commit:
+            rows.append(("git", clean(p.git_commit)))
+        if p.state_lineage is not None:
+            rows.append(("state", f"lineage {clean(p.state_lineage)} serial {p.state_serial}"))
+        if p.inputs.targets:
+            rows.append(("targets", ", ".join(clean(t) for t in p.inputs.targets)))
+        if p.mask:
+            rows.append(("masked", ", ".join(clean(m) for m in p.mask)))
+        return rows
+
+    def cost(self) -> str:
+        c = self.plan.cost
+        return (
+            f"API cost: {plural(c.read_calls, 'read call')} made;"
+            f" {plural(c.write_calls, 'write call')} to apply"
+            f" (≥ {seconds(c.min_seconds)} s at the rate limit)"
+        )
+
+    def total(self) -> str:
+        s = self.plan.summary
+        if self.plan.empty:
+            return "No changes. LeadSquared already matches the rules."
+        return (
+            f"Plan: {plural(s.opportunities, 'opportunity', 'opportunities')} to change"
+            f" ({plural(s.fields, 'field')})."
+        )
+
+
+# -- small formatting helpers -----------------------------------------------------------------
+
+
+def clean(text: str) -> str:
+    """``text`` with control and invisible characters escaped (``\\n``, ``\\u202e``…), so that it
+    stays on one line and cannot move the cursor or colour a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if ch in named:
+        return named[ch]
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def quote(value: str) -> str:
+    """A value in double quotes, escaped like a JSON string (``"a \\"b\\"\\nc"``)."""
+    return '"' + clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else many or singular + 's'}"
+
+
+def percent(share: float) -> str:
+    return f"{round(share * 100, 1):g}%"
+
+
+def seconds(value: float) -> str:
+    # a lower bound: round down, so that "≥" stays true (but 3 * 0.1 is still 0.3)
+    tenths = math.floor(value * 10 + 1e-9)
+    return f"{tenths / 10:g}" if value < 100 else str(tenths // 10)
+
+
+# -- text -------------------------------------------------------------------------------------
+
+BOLD, RED, GREEN, YELLOW, RESET = "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[0m"
+
+
+def _text(plan: Plan, options: _Options) -> str:
+    view = _View(plan, options.safety)
+
+    def paint(code: str, text: str) -> str:
+        return f"{code}{text}{RESET}" if options.color else text
+
+    tilde = paint(YELLOW, "~")
+    lines = [paint(BOLD, f"lsqsync plan {view.short}")]
+    width = max(len(label) for label, _ in view.meta()) + 1
+    lines += [f"  {label + ':':<{width}} {value}" for label, value in view.meta()]
+    if not plan.empty:
+        s = plan.summary
+        lines += ["", f"Summary: {_counts(s.opportunities, s.fields)}", "  by rule:"]
+        lines += [
+            f"    {clean(r.name)} ({clean(r.source)}): {_counts(r.opportunities, r.fields)}"
+            for r in s.rules
+        ]
+        lines.append("  by type:")
+        lines += [f"    {view.type_label(t.opportunity_type)}: {_share(t)}" for t in s.types]
+        lines.append("  by field:")
+        lines += [
+            f"    {name}: {plural(n, 'opportunity', 'opportunities')}"
+            for name, n in view.field_counts()
+        ]
+        lines.append("  most frequent changes:")
+        lines += [
+            f"    {t.field}: {paint(RED, t.before)} → {paint(GREEN, t.after)} {TIMES}{t.count}"
+            for t in view.transitions()
+        ]
+    warnings = [*view.safety_notes, *(clean(w) for w in plan.warnings)]
+    if warnings:
+        lines.append("")
+        lines += [f"Warning: {w}" for w in warnings]
+    shown = plan.changes[: max(options.max_details, 0)]
+    if shown:
+        lines += ["", f"Symbols: {tilde} update in place"]
+    for opp in shown:
+        lines += ["", f"{tilde} {view.opportunity_title(opp)}"]
+        lines += [
+            f"    {tilde} {clean(f.field)}: {paint(RED, view.value(f.field, f.before))}"
+            f" -> {paint(GREEN, view.value(f.field, f.after))}   {view.provenance(f)}"
+            for f in opp.changes
+        ]
+    hidden = len(plan.changes) - len(shown)
+    if hidden:
+        lines += [
+            "",
+            f"… {plural(hidden, 'more opportunity', 'more opportunities')} in the saved plan"
+            f" (lsqsync show {options.saved_as or 'FILE'})",
+        ]
+    lines += ["", view.cost(), "", paint(BOLD, view.total())]
+    return "\n".join(lines) + "\n"
+
+
+def _counts(opportunities: int, fields: int) -> str:
+    return f"{plural(opportunities, 'opportunity', 'opportunities')}, {plural(fields, 'field')}"
+
+
+def _share(t: TypeSummary) -> str:
+    share = f" ({percent(t.changing / t.total)})" if t.total else ""
+    return f"{t.changing} of {t.total} changing{share}"
+
+
+# -- markdown ---------------------------------------------------------------------------------
+
+_MD_SPECIAL = frozenset("\\`*_[]<>|~&@#$")
+
+
+def md(text: str) -> str:
+    """Text for a Markdown paragraph or table cell: every character Markdown (or GitHub: mentions,
+    math, issue links) could act on is backslash-escaped; the text is already on one line."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+
+
+def _code(text: str) -> str:
+    fence = "`"
+    while fence in text:
+        fence += "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> list[str]:
+    def row(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    return [row(header), row(["---:" if a == "r" else "---" for a in align]), *map(row, rows)]
+
+
+def _markdown(plan: Plan, options: _Options) -> str:
+    view = _View(plan, options.safety)
+    s = plan.summary
+    head = [f"### lsqsync plan {_code(view.short)}", ""]
+    for note in view.safety_notes:  # a paragraph each: GitHub joins adjacent lines in files
+        head += [f"**⚠️ {md(note)}**", ""]
+    head += [f"- {label}: {_code(value)}" for label, value in view.meta()]
+    if not plan.empty:
+        head += ["", f"#### Summary: {_counts(s.opportunities, s.fields)}", ""]
+        head += _table(
+            ["Rule", "Source", "Opportunities", "Fields"],
+            "llrr",
+            [[md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
+             for r in s.rules],
+        )  # fmt: skip
+        head.append("")
+        head += _table(
+            ["Type", "Changing", "Total", "Share"],
+            "lrrr",
+            [
+                [
+                    md(view.type_label(t.opportunity_type)),
+                    str(t.changing),
+                    str(t.total),
+                    percent(t.changing / t.total) if t.total else "",
+                ]
+                for t in s.types
+            ],
+        )
+        head.append("")
+        head += _table(
+            ["Field", "Opportunities"], "lr", [[md(f), str(n)] for f, n in view.field_counts()]
+        )
+        head += ["", "Most frequent changes:", ""]
+        head += _table(
+            ["Field", "Before", "After", "Count"],
+            "lllr",
+            [[md(t.field), md(t.before), md(t.after), str(t.count)] for t in view.transitions()],
+        )
+    if plan.warnings:
+        head += ["", "#### Warnings", ""]
+        head += [f"- {md(clean(w))}" for w in plan.warnings]
+    head += ["", md(view.cost())]
+    tail = ["", view.total()]
+    return _fit(head, _diff_blocks(view), tail, len(plan.changes), s.fields)
+
+
+def _diff_blocks(view: _View) -> Iterator[str]:
+    """One block of ``diff`` lines per opportunity: GitHub colours ``-`` red and ``+`` green."""
+    for opp in view.plan.changes:
+        lines = [f"~ {view.opportunity_title(opp)}"]
+        for f in opp.changes:
+            name = clean(f.field)
+            lines.append(f"-     {name}: {view.value(f.field, f.before)}")
+            lines.append(f"+     {name}: {view.value(f.field, f.after)}   {view.provenance(f)}")
+        yield "\n".join(lines) + "\n"
+
+
+def _fit(head: list[str], blocks: Iterator[str], tail: list[str], total: int, fields: int) -> str:
+    """Head, as many whole opportunity blocks (of ``total``) as fit in MARKDOWN_LIMIT, tail."""
+    top, bottom = "\n".join(head) + "\n", "\n".join(tail) + "\n"
+    if not total:
+        return _cap(top, len(bottom)) + bottom
+    title = f"Details: {_counts(total, fields)}"
+    open_, close = f"\n<details><summary>{title}</summary>\n\n```diff\n", "```\n\n</details>\n"
+    note = (
+        f"\ndetails truncated: {{}} of {total} opportunities shown;"
+        " the full plan is in the artifact\n"
+    )
+    reserve = len(open_) + len(close) + len(note) + len(str(total)) + len(bottom)
+    top = _cap(top, reserve)
+    budget = MARKDOWN_LIMIT - len(top) - reserve
+    shown: list[str] = []
+    for block in blocks:
+        if len(block) > budget:
+            break
+        shown.append(block)
+        budget -= len(block)
+    body = top
+    if shown:
+        body += open_ + "".join(shown) + close
+    if len(shown) < total:
+        body += note.format(len(shown))
+    return body + bottom
+
+
+def _cap(top: str, reserve: int) -> str:
+    # Only a pathological summary (thousands of rules or warnings) gets here: cut it at a line.
+    room = MARKDOWN_LIMIT - reserve
+    if len(top) <= room:
+        return top
+    marker = "\n\n… summary truncated; the full plan is in the artifact\n"
+    return top[: top.rfind("\n", 0, room - len(marker)) + 1] + marker
+
+
+def _json(plan: Plan, options: _Options) -> str:
+    return dumps(plan)
+
+
+RENDERERS: dict[str, Callable[[Plan, _Options], str]] = {
+    "text": _text,
+    "json": _json,
+    "markdown": _markdown,
+}

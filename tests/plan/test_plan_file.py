@@ -1,0 +1,219 @@
+"""Saved plans: written atomically, read back only as they were made."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from plan_helpers import make_plan
+
+from lsqsync import __version__
+from lsqsync.errors import LsqsyncError, PlanInvalid
+from lsqsync.plan import planfile
+from lsqsync.plan.model import compute_digest, dumps, from_json, to_json
+
+
+def test_save_then_load_gives_the_same_plan(tmp_path: Path) -> None:
+    plan = make_plan()
+    path = tmp_path / "plans" / "q4" / "plan.json"  # folders are created
+    planfile.save(plan, path)
+    assert path.read_text(encoding="utf-8") == dumps(plan)
+    assert planfile.load(path) == plan
+    assert planfile.load(str(path)) == plan
+
+
+def test_save_replaces_atomically_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text("an older plan")
+    planfile.save(make_plan([]), path)
+    assert planfile.load(path) == make_plan([])
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+    # it holds real values: readable by its owner only
+    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+
+
+def test_a_failed_save_says_where_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    target = tmp_path / "plan.json"
+    target.mkdir()
+    with pytest.raises(LsqsyncError) as error:
+        planfile.save(make_plan(), target)
+    assert str(error.value) == f"{target}: cannot write the plan: Is a directory"
+    assert [p.name for p in tmp_path.iterdir()] == ["plan.json"]
+    assert list(target.iterdir()) == []
+
+
+# -- load refuses what it cannot trust --------------------------------------------------------
+
+
+def saved(tmp_path: Path, change: Callable[[dict[str, Any]], object] | None = None) -> Path:
+    data = to_json(make_plan())
+    if change is not None:
+        change(data)
+    path = tmp_path / "plan.json"
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False), encoding="utf-8")
+    return path
+
+
+def load_error(path: Path) -> str:
+    with pytest.raises(PlanInvalid) as error:
+        planfile.load(path)
+    return str(error.value)
+
+
+def test_a_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.json"
+    assert load_error(path) == f"{path}: cannot read the plan: No such file or directory"
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (
+            b"{not json",
+            "Expecting property name enclosed in double quotes: line 1 column 2 (char 1)",
+        ),
+        (b"", "Expecting value: line 1 column 1 (char 0)"),
+        (b"\xff\xfe{}", "'utf-8' codec can't decode byte 0xff in position 0: invalid start byte"),
+    ],
+)  # fmt: skip
+def test_not_json(tmp_path: Path, content: bytes, reason: str) -> None:
+    path = tmp_path / "plan.json"
+    path.write_bytes(content)
+    assert load_error(path) == f"{path}: not a JSON file: {reason}"
+
+
+def test_every_schema_problem_is_named_by_its_json_path(tmp_path: Path) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["comment"] = "reviewed by Ana"
+        data["digest"] = "3f2a1b9c"
+        del data["summary"]["types"]
+        data["changes"][0]["fields"][1]["after"] = 5
+        data["changes"][3]["opportunity_type"] = "12003"
+        data["changes"][0]["fields"][0]["note"] = "x"
+
+    path = saved(tmp_path, change)
+    assert load_error(path) == (
+        f"{path}: not a valid lsqsync plan (6 problems):\n"
+        f"{path}: changes[0].fields[0].note: unknown key\n"
+        f"{path}: changes[0].fields[1].after: must be a string, not 5\n"
+        f'{path}: changes[3].opportunity_type: must be an integer, not "12003"\n'
+        f"{path}: comment: unknown key\n"
+        f"{path}: digest: \"3f2a1b9c\" does not match '^[0-9a-f]{{64}}$'\n"
+        f"{path}: summary: 'types' is required"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("[]", "must be an object, not []"),
+        ('{"format_version": "1"}', 'format_version: must be 1, not "1"'),
+    ],
+)
+def test_one_schema_problem(tmp_path: Path, content: str, problem: str) -> None:
+    path = tmp_path / "plan.json"
+    path.write_text(content)
+    message = load_error(path)
+    assert message.startswith(f"{path}: not a valid lsqsync plan (")
+    assert f"\n{path}: {problem}" in message
+
+
+def test_a_long_value_is_shortened_in_messages(tmp_path: Path) -> None:
+    path = saved(tmp_path, lambda d: d["changes"][0]["fields"][0].update(before=["x" * 100]))
+    assert load_error(path).endswith(
+        f'{path}: changes[0].fields[0].before: must be a string or null, not ["{"x" * 57}…'
+    )
+
+
+@pytest.mark.parametrize(
+    ("made_by", "advice"),
+    [
+        ("0.9.0", "the plan was made by lsqsync 0.9.0: show or apply it with that version"),
+        (None, "make a new plan"),
+    ],
+)
+def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: str) -> None:
+    def change(data: dict[str, Any]) -> None:
+        data["format_version"] = 2
+        data["something_new"] = {"a": 1}  # a newer format may have anything: not reported
+        if made_by is None:
+            del data["lsqsync_version"]
+        else:
+            data["lsqsync_version"] = made_by
+
+    path = saved(tmp_path, change)
+    assert load_error(path) == (
+        f"{path}: unknown plan format_version 2: lsqsync {__version__} reads format_version 1;"
+        f" {advice}{', or make a new plan' if made_by else ''}"
+    )
+
+
+def test_a_tampered_digest(tmp_path: Path) -> None:
+    real = make_plan().digest
+    path = saved(tmp_path, lambda d: d.update(digest="0" * 64))
+    assert load_error(path) == (
+        f"{path}: the plan was modified after it was made: its digest is 00000000… but its"
+        f" inputs and changes hash to {real[:8]}…; make a new plan"
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda d: d["changes"][0]["fields"][0].update(after="Lost"), id="after"),
+        pytest.param(lambda d: d["changes"][1]["fields"][0].update(before=None), id="before"),
+        pytest.param(lambda d: d["changes"].pop(2), id="a removed opportunity"),
+        pytest.param(lambda d: d["inputs"].update(allow_large=True), id="allow_large"),
+        pytest.param(lambda d: d["inputs"].update(host="https://api.leadsquared.com"), id="host"),
+    ],
+)
+def test_a_tampered_change_or_input(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object]
+) -> None:
+    data = to_json(make_plan())
+    change(data)
+    recomputed = from_json(data)
+    digest = compute_digest(recomputed.inputs, recomputed.changes)
+    path = saved(tmp_path, change)
+    assert load_error(path) == (
+        f"{path}: the plan was modified after it was made: its digest is {data['digest'][:8]}…"
+        f" but its inputs and changes hash to {digest[:8]}…; make a new plan"
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda d: d["summary"].update(opportunities=1), id="count"),
+        pytest.param(lambda d: d["summary"]["rules"][0].update(fields=1), id="rule"),
+        pytest.param(lambda d: d["summary"]["types"][0].update(changing=0), id="type"),
+        pytest.param(lambda d: d["summary"]["transitions"].pop(0), id="transition"),
+    ],
+)
+def test_a_tampered_summary(tmp_path: Path, change: Callable[[dict[str, Any]], object]) -> None:
+    # the digest does not cover the summary, but a reviewer reads the summary first
+    path = saved(tmp_path, change)
+    assert load_error(path) == (
+        f"{path}: the plan was modified after it was made: its summary does not match its"
+        " changes; make a new plan"
+    )
+
+
+def test_an_expired_plan_still_loads(tmp_path: Path) -> None:
+    # expiry is apply's decision; `show` must still be able to display an old plan
+    path = saved(tmp_path, lambda d: d.update(expires_at="2000-01-01T00:00:00Z"))
+    assert planfile.load(path).expires_at == "2000-01-01T00:00:00Z"
+
+
+def test_a_relative_name_is_reported_as_given(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("plan.json").write_text("nope")
+    assert load_error(Path("plan.json")).startswith("plan.json: not a JSON file: ")
+    assert os.path.exists("plan.json")
