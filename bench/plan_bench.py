@@ -21,7 +21,7 @@ from lsqsync.config import load_config
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.fetch import fetch
 from lsqsync.lsq import LsqClient
-from lsqsync.plan import render
+from lsqsync.plan import planfile, render
 from lsqsync.plan.planner import PlanOptions, build_plan
 from lsqsync.rules.project import load_project
 
@@ -96,6 +96,7 @@ def main() -> None:
             started = time.perf_counter()
             text = render.render(plan, "text")
             markdown = render.render(plan, "markdown")
+            planfile.save(plan, root / "plan.json")
             rendered = time.perf_counter() - started
             rows.append((read, planned, rendered, plan.summary.opportunities, plan.summary.fields))
             del snapshot, plan, text, markdown
@@ -108,7 +109,7 @@ def main() -> None:
           f"({changing / n:.0%}), {fields:,} fields; {args.runs} runs, medians")  # fmt: skip
     print(f"reads (HTTP, baseline)   {reads:6.2f} s")
     print(f"plan (evaluate, diff)    {plans:6.2f} s")
-    print(f"render (text + markdown) {renders:6.2f} s")
+    print(f"render + save (text, markdown, JSON) {renders:6.2f} s")
     print(f"outside HTTP             {plans + renders:6.2f} s  (target < 5 s)")
     print(f"wall                     {reads + plans + renders:6.2f} s")
     print(f"peak RSS (with the emulator in-process) {peak_rss_mb():.0f} MB (target < 500 MB)")

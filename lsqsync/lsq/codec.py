@@ -40,8 +40,19 @@ class InvalidValue(ValueError):
     """A desired value the field cannot take."""
 
 
+_KINDS: dict[tuple[str, str], str] = {}
+
+
 def kind(field: FieldMeta) -> str:
     """The comparison family of a field: number, date, datetime, boolean, user or text."""
+    key = (field.schema_name, field.data_type)
+    found = _KINDS.get(key)
+    if found is None:
+        found = _KINDS[key] = _kind(field)
+    return found
+
+
+def _kind(field: FieldMeta) -> str:
     t = field.data_type.lower()
     if field.is_user_valued:
         return "user"

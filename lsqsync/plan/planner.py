@@ -10,6 +10,7 @@ and the safety limits.
 from __future__ import annotations
 
 import math
+import operator
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -113,10 +114,7 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
                 f"rule '{rule.name}': {len(missing)} of its opportunities were not found in "
                 f"type {rule.opportunity_type}: {shown}"
             )
-        for record, row in selection:
-            _plan_record(
-                rule, record, row, data, (active, everyone), project, options, problems, desired
-            )
+        _plan_rule(rule, selection, data, (active, everyone), project, options, problems, desired)
 
     changes: list[OpportunityChange] = []
     for (code, opp_id), fields in sorted(desired.items()):
@@ -227,10 +225,9 @@ def _select(
     return out, missing
 
 
-def _plan_record(
+def _plan_rule(
     rule: Rule,
-    record: OpportunityRecord,
-    row: Mapping[str, str] | None,
+    selection: Sequence[tuple[OpportunityRecord, Mapping[str, str] | None]],
     data: TypeData,
     users: tuple[Mapping[str, str], Mapping[str, str]],
     project: Project,
@@ -238,26 +235,40 @@ def _plan_record(
     problems: _Problems,
     desired: dict[tuple[int, str], dict[str, _Desired]],
 ) -> None:
+    """Evaluate one rule over the records it selects. Everything that does not depend on the
+    record (condition bounds, literal values) is worked out once, before the loop."""
     meta = data.meta
     active, everyone = users
-    opp = {
-        name: codec.for_template(codec.read(f, value))
-        for name, value in record.values.items()
-        if (f := meta.field(name)) is not None
-    }
+    predicates: list[tuple[str, Callable[[Any], bool]]] = []
     for condition in rule.where:
         f = meta.field(condition.field)
         if f is None:
             return  # reported by the static check
         try:
-            if not _holds(condition, f, record.values.get(condition.field), everyone):
-                return
+            predicates.append((condition.field, _predicate(condition, f, everyone)))
         except codec.InvalidValue as e:
-            problems.add(condition.location, "", f"where: {e}", record.id)
+            problems.static.append(Problem(condition.location, condition.path, f"where: {e}"))
             return
-    context = {
-        "opp": opp,
-        "row": row,
+    targets: list[tuple[FieldValue, FieldMeta, str | None]] = []
+    for value in rule.set:
+        f = meta.field(value.field)
+        if f is None or f.read_only or f.is_system or f.is_auto_id:
+            continue  # reported by the static check (CreatedOn with allow_created_on aside)
+        wire = None
+        if value.template is None:
+            try:
+                wire = codec.to_wire(f, value.literal, active)
+            except codec.InvalidValue as e:
+                problems.static.append(Problem(value.location, value.path, str(e)))
+                continue
+        targets.append((value, f, wire))
+    templated = rule.when is not None or any(wire is None for _, _, wire in targets)
+    # Only the fields the templates name are typed for them: typing every field of every
+    # record was most of the planner's time at 100,000 opportunities.
+    referenced = [
+        (n, f) for n in sorted(rule.referenced_fields) if (f := meta.field(n)) is not None
+    ]
+    base_context = {
         "vars": project.vars,
         "now": options.now,
         "rule": {
@@ -267,41 +278,47 @@ def _plan_record(
         },
         "user": _user_function(active),
     }
-    if rule.when is not None:
-        try:
-            if not rule.when.render(context):
-                return
-        except TemplateProblem as e:
-            problems.add(rule.location, "when", str(e), record.id)
-            return
-    for value in rule.set:
-        f = meta.field(value.field)
-        if f is None or f.read_only or f.is_system or f.is_auto_id:
-            continue  # reported by the static check (CreatedOn with allow_created_on aside)
-        try:
-            wanted = value.literal if value.template is None else value.template.render(context)
-            wire = codec.to_wire(f, wanted, active)
-        except (TemplateProblem, codec.InvalidValue) as e:
-            problems.add(value.location, "", str(e), record.id)
+    for record, row in selection:
+        values = record.values
+        if not all(holds(values.get(name)) for name, holds in predicates):
             continue
-        if value.template is not None:
-            bad_option = _option_problem(f, wire)
-            if bad_option:
-                problems.add(value.location, "", bad_option, record.id)
+        context: dict[str, Any] = {}
+        if templated:
+            opp = {n: codec.for_template(codec.read(f, values.get(n))) for n, f in referenced}
+            context = {**base_context, "opp": opp, "row": row}
+        if rule.when is not None:
+            try:
+                if not rule.when.render(context):
+                    continue
+            except TemplateProblem as e:
+                problems.add(rule.location, "when", str(e), record.id)
                 continue
-        key = (rule.opportunity_type, record.id.lower())
-        earlier = desired[key].get(f.schema_name)
-        if earlier is None:
-            desired[key][f.schema_name] = _Desired(wire, rule, value)
-        elif codec.read(f, earlier.wire) != codec.read(f, wire):
-            problems.add(
-                value.location,
-                "",
-                f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
-                f"'{rule.name}' ({_source(value.location)}) want different values for "
-                f"{f.schema_name}: {earlier.wire!r} and {wire!r}",
-                record.id,
-            )
+        for value, f, literal_wire in targets:
+            wire = literal_wire
+            if wire is None:
+                assert value.template is not None
+                try:
+                    wire = codec.to_wire(f, value.template.render(context), active)
+                except (TemplateProblem, codec.InvalidValue) as e:
+                    problems.add(value.location, "", str(e), record.id)
+                    continue
+                bad_option = _option_problem(f, wire)
+                if bad_option:
+                    problems.add(value.location, "", bad_option, record.id)
+                    continue
+            wanted = desired[(rule.opportunity_type, record.id.lower())]
+            earlier = wanted.get(f.schema_name)
+            if earlier is None:
+                wanted[f.schema_name] = _Desired(wire, rule, value)
+            elif codec.read(f, earlier.wire) != codec.read(f, wire):
+                problems.add(
+                    value.location,
+                    "",
+                    f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
+                    f"'{rule.name}' ({_source(value.location)}) want different values for "
+                    f"{f.schema_name}: {earlier.wire!r} and {wire!r}",
+                    record.id,
+                )
 
 
 def _option_problem(f: FieldMeta, wire: str) -> str | None:
@@ -324,41 +341,52 @@ def _user_function(active: Mapping[str, str]) -> Callable[[str], str]:
     return user
 
 
-def _holds(condition: Condition, f: FieldMeta, raw: Any, users: Mapping[str, str]) -> bool:
-    current = codec.read(f, raw)
+def _predicate(
+    condition: Condition, f: FieldMeta, users: Mapping[str, str]
+) -> Callable[[Any], bool]:
+    """A test of a record's raw value, with the condition's value typed once, as the field's."""
     op, value = condition.op, condition.value
+
+    def read(raw: Any) -> Any:
+        return codec.read(f, raw)
+
     if op == "empty":
-        return (current is None) is bool(value)
+        want_empty = bool(value)
+        return lambda raw: (read(raw) is None) is want_empty
+    if op in ("contains", "startswith"):
+        needle = str(value)
+        if op == "contains":
+            return lambda raw: needle in (codec.text(read(raw)) or "")
+        return lambda raw: (codec.text(read(raw)) or "").startswith(needle)
 
     def typed(v: Any) -> Any:
         if codec.kind(f) == "text":
             return None if v is None else str(v).strip()
         return codec.read(f, codec.to_wire(f, v, users))
 
-    if op == "eq":
-        return bool(current == typed(value))
-    if op == "ne":
-        return bool(current != typed(value))
     if op in ("in", "not_in"):
-        inside = current in [typed(v) for v in value]
-        return inside if op == "in" else not inside
-    if op in ("contains", "startswith"):
-        text = codec.text(current) or ""
-        return str(value) in text if op == "contains" else text.startswith(str(value))
+        bounds = [typed(v) for v in value]
+        inside = op == "in"
+        return lambda raw: (read(raw) in bounds) is inside
     bound = typed(value)
-    if current is None or bound is None:
-        return False
-    try:
-        return bool(
-            {
-                "gt": current > bound,
-                "gte": current >= bound,
-                "lt": current < bound,
-                "lte": current <= bound,
-            }[op]
-        )
-    except TypeError:  # e.g. a value that did not parse as a number: text vs Decimal
-        return False
+    if op == "eq":
+        return lambda raw: bool(read(raw) == bound)
+    if op == "ne":
+        return lambda raw: bool(read(raw) != bound)
+    compare: Callable[[Any, Any], bool] = {
+        "gt": operator.gt, "gte": operator.ge, "lt": operator.lt, "lte": operator.le,
+    }[op]  # fmt: skip
+
+    def ordered(raw: Any) -> bool:
+        current = read(raw)
+        if current is None or bound is None:
+            return False
+        try:
+            return bool(compare(current, bound))
+        except TypeError:  # e.g. a value that did not parse as a number: text vs Decimal
+            return False
+
+    return ordered
 
 
 def _check_dependents(
