@@ -8,10 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from lsqsync.config import Config, connection_from_env, load_config
-from lsqsync.errors import ConfigError
+from lsqsync.config import Config, load_config
+from lsqsync.errors import ApiRejected, ConfigError
+from lsqsync.rules import yamlsource
 from lsqsync.rules.problems import Problem, ProjectInvalid
 from lsqsync.rules.project import Project, load_project
 
@@ -31,10 +30,13 @@ def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any
     """``--var-file`` mappings in order, then ``--var k=v`` pairs (strings) on top."""
     out: dict[str, Any] = {}
     for path in files:
+        # Loaded as rule files are: duplicate keys are errors, dates stay strings.
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as e:
-            raise ConfigError(f"--var-file {path}: {e}") from None
+            data = yamlsource.load(path).data
+        except yamlsource.YamlError as e:
+            raise ConfigError(f"--var-file {e.location}: {e.message}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--var-file {path}: cannot read: {e}") from None
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise ConfigError(f"--var-file {path}: expected a mapping of names to values")
         out.update(data)
@@ -58,14 +60,17 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
         return Result(e.problems, 0, 0)
     problems: tuple[Problem, ...] = ()
     if online:
-        from lsqsync.browse import open_client
-        from lsqsync.lsq import RateLimiter
+        from lsqsync.config import open_client
+        from lsqsync.lsq import OpportunityType
         from lsqsync.rules import online as online_check
 
-        connection = connection_from_env(default_host=config.host)
-        limiter = RateLimiter(config.rate_limit.calls, config.rate_limit.per_seconds)
-        with open_client(connection, limiter) as client:
-            codes = sorted({r.opportunity_type for r in project.rules})
-            types = {code: client.opportunity_type(code) for code in codes}
-        problems = tuple(online_check.check(project, types))
+        types: dict[int, OpportunityType] = {}
+        missing: dict[int, str] = {}
+        with open_client(config) as client:
+            for code in sorted({r.opportunity_type for r in project.rules}):
+                try:
+                    types[code] = client.opportunity_type(code)
+                except ApiRejected as e:  # e.g. no such type: a problem of the rules using it
+                    missing[code] = e.exception_message or str(e)
+        problems = tuple(online_check.check(project, types, missing))
     return Result(problems, len(project.rules), len(project.files))

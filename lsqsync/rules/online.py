@@ -15,11 +15,23 @@ from lsqsync.rules.project import Project, Rule
 from lsqsync.rules.yamlsource import Location
 
 
-def check(project: Project, types: Mapping[int, OpportunityType]) -> list[Problem]:
+def check(
+    project: Project,
+    types: Mapping[int, OpportunityType],
+    missing: Mapping[int, str] | None = None,
+) -> list[Problem]:
+    """``types`` by code; ``missing``: why a code the rules use could not be fetched."""
+    missing = missing or {}
     problems: list[Problem] = []
     for rule in project.rules:
-        t = types[rule.opportunity_type]
-        for field, location, writing in _fields(rule):
+        t = types.get(rule.opportunity_type)
+        if t is None:  # the caller could not fetch it; ``missing`` says why
+            why = missing.get(rule.opportunity_type, "not found")
+            problems.append(
+                Problem(rule.location, "", f"opportunity type {rule.opportunity_type}: {why}")
+            )
+            continue
+        for field, location, path, writing in _fields(rule):
             meta = t.field(field)
             if meta is None:
                 close = difflib.get_close_matches(field, [f.schema_name for f in t.fields], n=1)
@@ -27,13 +39,13 @@ def check(project: Project, types: Mapping[int, OpportunityType]) -> list[Proble
                 problems.append(
                     Problem(
                         location,
-                        "",
+                        path,
                         f"'{field}' is not a field of opportunity type {t.code} ({t.name}){hint}",
                     )
                 )
             elif writing and (meta.read_only or meta.is_auto_id) and not meta.is_system:
                 problems.append(
-                    Problem(location, "", f"'{field}' is read-only in opportunity type {t.code}")
+                    Problem(location, path, f"'{field}' is read-only in opportunity type {t.code}")
                 )
         for value in rule.set:
             meta = t.field(value.field)
@@ -41,13 +53,13 @@ def check(project: Project, types: Mapping[int, OpportunityType]) -> list[Proble
                 continue
             message = _literal_problem(meta, value.literal)
             if message:
-                problems.append(Problem(value.location, "", message))
+                problems.append(Problem(value.location, value.path, message))
     return problems
 
 
-def _fields(rule: Rule) -> list[tuple[str, Location, bool]]:
-    return [(c.field, c.location, False) for c in rule.where] + [
-        (v.field, v.location, True) for v in rule.set
+def _fields(rule: Rule) -> list[tuple[str, Location, str, bool]]:
+    return [(c.field, c.location, c.path, False) for c in rule.where] + [
+        (v.field, v.location, v.path, True) for v in rule.set
     ]
 
 

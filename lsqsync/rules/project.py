@@ -27,6 +27,7 @@ class Condition:
     op: str  # eq, ne, in, not_in, gt, gte, lt, lte, contains, startswith, empty
     value: Any
     location: Location
+    path: str = ""  # rules[0].where.Status, for messages
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class FieldValue:
     literal: Any
     template: templates.Compiled | None
     location: Location
+    path: str = ""  # rules[0].set.Status, for messages
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
         except (OSError, UnicodeDecodeError) as e:
             problems.append(Problem(Location(shown, 1, 1), "", f"cannot read: {e}"))
             continue
-        for rule in _rules(document, config, variables, problems):
+        for rule, plannable in _rules(document, config, variables, problems):
             if rule.name in names:
                 problems.append(
                     Problem(
@@ -94,7 +96,8 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
                     )
                 )
             names.setdefault(rule.name, rule.location)
-            rules.append(rule)
+            if plannable:
+                rules.append(rule)
     if problems:
         raise ProjectInvalid(problems)
     return Project(config, tuple(rules), tuple(display_path(p) for p in files), variables)
@@ -124,7 +127,8 @@ def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
 
 def _rules(
     document: Document, config: Config, variables: Mapping[str, Any], problems: list[Problem]
-) -> Iterable[Rule]:
+) -> Iterable[tuple[Rule, bool]]:
+    """Each rule with a name, and whether it can be planned (it has no schema problems)."""
     if document.data is None:
         problems.append(
             Problem(document.where(()), "", "the file is empty (expected version: 1 and rules)")
@@ -138,9 +142,10 @@ def _rules(
     for i, raw in enumerate(document.data["rules"]):
         if isinstance(raw, dict):
             rule = _rule(document, ("rules", i), raw, config, variables, problems)
-            # A rule with schema problems is still checked for more, but not planned.
-            if f"rules[{i}]" not in broken:
-                yield rule
+            # A rule with schema problems is still checked for more (its name too), but not
+            # planned.
+            if isinstance(raw.get("name"), str):
+                yield rule, f"rules[{i}]" not in broken
 
 
 def _rule(
@@ -160,7 +165,7 @@ def _rule(
     csv_data = None
     csv_spec = raw.get("csv")
     if isinstance(csv_spec, dict) and all(
-        isinstance(csv_spec.get(k), str) for k in ("path", "key")
+        isinstance(csv_spec.get(k), str) and csv_spec[k] for k in ("path", "key")
     ):
         csv_path = config.root / csv_spec["path"]
         result = csvsource.read(
@@ -198,7 +203,7 @@ def _rule(
                 )
 
     when = None
-    if isinstance(raw.get("when"), str):
+    if isinstance(raw.get("when"), str) and raw["when"]:  # (an empty one: a schema problem)
         analyse(("when",), raw["when"], expression=True)
         when = _compile(raw["when"], expression=True)
 
@@ -223,12 +228,15 @@ def _rule(
         if isinstance(value, str) and templates.is_template(value):
             analyse(("set", field), value, expression=False)
             template = _compile(value, expression=False)
-        values.append(FieldValue(field, value if template is None else None, template,
-                                 where("set", field)))  # fmt: skip
+        literal = value if template is None else None
+        path = format_path((*at, "set", field))
+        values.append(FieldValue(field, literal, template, where("set", field), path))
 
     where_spec = raw.get("where")
     conditions = tuple(
-        Condition(field, *_operator(spec), where("where", field))
+        Condition(
+            field, *_operator(spec), where("where", field), format_path((*at, "where", field))
+        )
         for field, spec in (where_spec if isinstance(where_spec, dict) else {}).items()
     )
     return Rule(

@@ -58,6 +58,9 @@ def _problems(document: Document, error: ValidationError) -> list[Problem]:
             )
         return out
     message = custom if isinstance(custom, str) else _message(error)
+    if "propertyNames" in error.schema_path:  # the instance is a key of the mapping at path
+        key = str(error.instance)
+        return [Problem(document.where((*path, key, "<key>")), format_path((*path, key)), message)]
     return [Problem(document.where(path), format_path(path), message)]
 
 

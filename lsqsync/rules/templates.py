@@ -1,28 +1,32 @@
 """Jinja templates in rule values and ``when`` expressions, run in a sandbox.
 
 Rules may come from an untrusted pull request and are planned in CI, next to the API keys. So
-templates run in Jinja's ``SandboxedEnvironment`` (no attribute starting with ``_``, no unsafe
-methods), with ``StrictUndefined`` (a misspelt name is an error, not an empty string), with no
-globals but lsqsync's own (no ``range``, ``lipsum``, ``cycler``, ``joiner``, ``namespace``,
-``dict``), a reduced set of filters (none that can build very large strings from small input),
-and ``*``/``**`` capped so that ``'x' * 10**9`` cannot exhaust memory.
+templates run in Jinja's ``ImmutableSandboxedEnvironment`` (no attribute starting with ``_``, no
+unsafe methods, no methods that change a list or dict: one rule cannot change the ``opp`` or
+``vars`` the next one sees), with ``StrictUndefined`` (a misspelt name is an error, not an empty
+string), with no globals but lsqsync's own (no ``range``, ``lipsum``, ``cycler``, ``joiner``,
+``namespace``, ``dict``), a reduced set of filters (none that can build very large strings from
+small input), and ``*``/``**`` capped so that ``'x' * 10**9`` cannot exhaust memory.
 
 Everything that can be found without data is found at ``validate`` time by walking the
 template's syntax tree: syntax errors, undefined names, access to private attributes, ``vars``
-names that are not defined, ``row`` in a rule without a CSV.
+names that are not defined, ``row`` in a rule without a CSV, filters and tests that are not
+available. What analysis passes compiles.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
-from jinja2.exceptions import SecurityError
+from jinja2.exceptions import SecurityError, TemplateAssertionError, TemplateError
 from jinja2.runtime import Context
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 CONTEXT_NAMES = ("opp", "row", "vars", "now", "rule", "user")
 RULE_ATTRIBUTES = ("name", "description", "opportunity_type")
@@ -41,13 +45,16 @@ class TemplateProblem(Exception):
     """A template that cannot be compiled or rendered; the message is for the user."""
 
 
-class _Environment(SandboxedEnvironment):
+class _Environment(ImmutableSandboxedEnvironment):
     intercepted_binops = frozenset(["*", "**"])
 
     def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
         if op == "**":
             if isinstance(right, int | float) and abs(right) > 1000:
                 raise SecurityError(f"exponent {right} is too large")
+            # (10 ** 1000) ** 1000 has a small exponent too, but a million digits.
+            if isinstance(left, int) and abs(left) > 1 and right * math.log10(abs(left)) > MAX_SIZE:
+                raise SecurityError(f"a number of more than {MAX_SIZE:,} digits is not allowed")
             return operator.pow(left, right)
         for seq, times in ((left, right), (right, left)):
             sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
@@ -85,12 +92,19 @@ def is_template(text: str) -> bool:
 def _parse(source: str, expression: bool) -> nodes.Template:
     try:
         if expression:
-            ENV.compile_expression(source)  # its syntax errors read better than the wrapped one
+            # Its syntax errors read better than the wrapped one's. An assertion error means it
+            # parses: analyse reports what does not compile (an unknown filter …).
+            with contextlib.suppress(TemplateAssertionError):
+                ENV.compile_expression(source)
             return ENV.parse("{{ (" + source + ") }}")
         return ENV.parse(source)
     except TemplateSyntaxError as e:
-        where = "" if expression or source.count("\n") == 0 else f" (template line {e.lineno})"
-        raise TemplateProblem(f"template syntax error: {e.message}{where}") from None
+        raise TemplateProblem(_syntax_error(e, source, expression)) from None
+
+
+def _syntax_error(e: TemplateSyntaxError, source: str, expression: bool) -> str:
+    where = "" if expression or source.count("\n") == 0 else f" (template line {e.lineno})"
+    return f"template syntax error: {e.message}{where}"
 
 
 def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool) -> Analysis:
@@ -102,6 +116,9 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
     problems: list[str] = []
     defined_vars = set(vars)
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
+    if any(True for _ in tree.find_all(nodes.For)):
+        assigned.add("loop")  # Jinja defines it inside {% for %}
+    assigned.update(m.name for m in tree.find_all(nodes.Macro))
     for name in sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - assigned):
         if name in _REMOVED:
             problems.append(f"'{name}' is not available in rule templates")
@@ -133,6 +150,19 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
     names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     if "row" in names and not has_row:
         problems.append("'row' is only defined in rules that read a csv")
+    # Jinja finds an unknown filter or test when compiling, or (in a branch of an if) only when
+    # rendering: look for them here.
+    for node in tree.find_all((nodes.Filter, nodes.Test)):
+        assert isinstance(node, nodes.Filter | nodes.Test)
+        is_filter = isinstance(node, nodes.Filter)
+        if node.name not in (ENV.filters if is_filter else ENV.tests):
+            kind = "filter" if is_filter else "test"
+            problems.append(f"the {kind} '{node.name}' is not available in rule templates")
+    if not problems:  # what analyse passes must compile
+        try:
+            ENV.compile_expression(source) if expression else ENV.compile(source)
+        except TemplateSyntaxError as e:
+            problems.append(_syntax_error(e, source, expression))
     return Analysis(
         opp_fields=frozenset(opp_fields),
         row_fields=frozenset(row_fields),
@@ -169,6 +199,8 @@ class Compiled:
             raise TemplateProblem(f"not allowed in rule templates (sandbox): {e}") from None
         except (ArithmeticError, TypeError, ValueError, LookupError) as e:
             raise TemplateProblem(f"template error: {type(e).__name__}: {e}") from None
+        except TemplateError as e:  # e.g. select('no-such-test')
+            raise TemplateProblem(f"template error: {e.message or type(e).__name__}") from None
 
 
 def compile_template(source: str) -> Compiled:

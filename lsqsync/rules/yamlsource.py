@@ -1,7 +1,8 @@
 """YAML loading that remembers where every value came from.
 
 Rule files come from people (and from untrusted pull requests), so loading is strict: the safe
-loader only, duplicate keys are errors, and timestamps stay strings (PyYAML would otherwise turn
+loader only, no tags on mappings and lists, duplicate keys are errors, aliases cannot multiply a
+small file into millions of values, and timestamps stay strings (PyYAML would otherwise turn
 ``2024-01-01`` into a ``date``). Each value's position is kept by its path, so that a schema
 error's ``absolute_path`` maps straight to ``file:line:col``.
 """
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +44,16 @@ class _Resolver(yaml.resolver.Resolver):
 
 
 # The safe resolver's implicit types, less timestamps: a date stays the string it was written as.
+# (Less the "=" value key too, which the safe loader turns back into a string.)
+_NOT_RESOLVED = ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:value")
 _Resolver.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in _NOT_RESOLVED]
     for first, resolvers in yaml.resolver.Resolver.yaml_implicit_resolvers.items()
 }
+_MERGE = "tag:yaml.org,2002:merge"
+_PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
+# Aliases may repeat what they name, but not grow a small file into millions of values.
+MAX_EXPANSION = 100_000
 
 
 class _Loader(
@@ -107,7 +114,12 @@ def loads(text: str, file: str) -> Document:
     if node is None:
         return Document(file, None, {(): Location(file, 1, 1)})
     positions: dict[PathKey, Location] = {}
-    data = _build(node, (), file, positions, _Loader(""))
+    try:
+        data = _build(node, (), file, positions, _Loader(""), _Repeats())
+    except RecursionError:
+        raise YamlError(
+            Location(file, 1, 1), "the document nests too deeply (an alias inside itself?)"
+        ) from None
     return Document(file, data, positions)
 
 
@@ -122,37 +134,92 @@ def _build(
     file: str,
     positions: dict[PathKey, Location],
     constructor: _Loader,
+    repeats: _Repeats,
 ) -> Any:
+    repeats.count(node, file)
     positions[path] = _location(file, node.start_mark)
+    if node.tag not in _PLAIN_COLLECTIONS and not isinstance(node, yaml.ScalarNode):
+        # (!!python/object/apply:os.system [..] would otherwise load as a plain list)
+        raise YamlError(_location(file, node.start_mark), f"the tag {node.tag!r} is not allowed")
     if isinstance(node, yaml.MappingNode):
-        constructor.flatten_mapping(node)  # merge keys (<<) as the safe loader does them
+        # Merge keys (<<) as the safe loader does them: the mapping's own keys override merged
+        # ones, and of several merged mappings the first listed wins.
+        own = [(k, v) for k, v in node.value if k.tag != _MERGE]
+        pairs = [(k, v, False) for k, v in _merged(node, file, {id(node)})]
         out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = _build(key_node, (*path, "<key>"), file, {}, constructor)
+        own_keys: set[Any] = set()
+        for key_node, value_node, is_own in [*pairs, *((k, v, True) for k, v in own)]:
+            key = _build(key_node, (*path, "<key>"), file, {}, constructor, repeats)
             if not isinstance(key, str | int | float | bool) and key is not None:
                 raise YamlError(
                     _location(file, key_node.start_mark), "a mapping key must be a scalar"
                 )
-            if key in out:
+            if key in own_keys:
+                first = positions[(*path, str(key), "<key>")].line
                 raise YamlError(
                     _location(file, key_node.start_mark),
-                    f"duplicate key {key!r} (first at line {positions[(*path, str(key))].line})",
+                    f"duplicate key {key!r} (first at line {first})",
                 )
+            if key in out and not is_own:
+                continue
+            if is_own:
+                own_keys.add(key)
             key_path = (*path, str(key))
-            out[key] = _build(value_node, key_path, file, positions, constructor)
+            out[key] = _build(value_node, key_path, file, positions, constructor, repeats)
             # A missing-property error points at the mapping; a bad value at the value. Keep the
             # key's own position too, for messages about the key itself.
             positions[(*path, str(key), "<key>")] = _location(file, key_node.start_mark)
         return out
     if isinstance(node, yaml.SequenceNode):
         return [
-            _build(child, (*path, i), file, positions, constructor)
+            _build(child, (*path, i), file, positions, constructor, repeats)
             for i, child in enumerate(node.value)
         ]
     try:
         return constructor.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as e:
         raise YamlError(_location(file, node.start_mark), _yaml_message(e)) from None
+
+
+@dataclass
+class _Repeats:
+    """How many values aliases have repeated so far (an alias of aliases multiplies them)."""
+
+    seen: set[int] = field(default_factory=set)
+    repeated: int = 0
+
+    def count(self, node: yaml.Node, file: str) -> None:
+        if id(node) not in self.seen:
+            self.seen.add(id(node))
+            return
+        self.repeated += 1
+        if self.repeated > MAX_EXPANSION:
+            raise YamlError(
+                _location(file, node.start_mark),
+                f"aliases repeat more than {MAX_EXPANSION:,} values (an alias of aliases?)",
+            )
+
+
+def _merged(node: yaml.MappingNode, file: str, seen: set[int]) -> list[tuple[Any, Any]]:
+    """The key/value pairs ``node``'s merge keys bring in, the winning one of a key first; each
+    merged mapping once (what it brings the second time never wins)."""
+    pairs: list[tuple[Any, Any]] = []
+    for key_node, value_node in node.value:
+        if key_node.tag != _MERGE:
+            continue
+        sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+        for source in sources:
+            if not isinstance(source, yaml.MappingNode):
+                raise YamlError(
+                    _location(file, source.start_mark),
+                    "a merge key (<<) takes a mapping or a list of mappings",
+                )
+            if id(source) in seen:
+                continue
+            seen.add(id(source))
+            pairs.extend((k, v) for k, v in source.value if k.tag != _MERGE)
+            pairs.extend(_merged(source, file, seen))
+    return pairs
 
 
 def walk_paths(data: Any, path: PathKey = ()) -> Iterator[PathKey]:

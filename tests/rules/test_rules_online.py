@@ -1,0 +1,170 @@
+"""``validate --online``: field names, writable fields, options and lengths checked against the
+opportunity types of a LeadSquared account (the emulator)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from lsqsync.cli import main
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+
+CONFIG = "version: 1\nrules: [rules/]\nvars: {region: APAC}\n"
+
+PROBLEMS = """\
+version: 1
+rules:
+  - name: online-problems
+    opportunity_type: 12003
+    where:
+      Stauts: Open
+      mx_Custom_99: {gt: 1}
+    set:
+      mx_Custom_14: web
+      mx_Custom_15: D-0001
+      Status: Closed
+      mx_Custom_10: high
+      mx_Custom_9: "%s"
+  - name: lowercase-status
+    opportunity_type: 12000
+    set:
+      Status: won
+      mx_Custom_9: "{{ opp.Status }} is a template: not checked"
+      mx_Custom_11: null
+  - name: unknown-type
+    opportunity_type: 99999
+    set: {Status: Won}
+""" % ("x" * 201)
+
+VALID = """\
+version: 1
+rules:
+  - name: close-signed-deals
+    opportunity_type: 12003
+    where:
+      Status: Open
+      mx_Custom_6: {gt: 100000}
+    when: "opp.mx_Custom_2 in ['Negotiation', 'Proposal']"
+    set:
+      Status: Won
+      mx_Custom_2: Closed Won
+      mx_Custom_8: "{{ now }}"
+      mx_Custom_9: "Closed by rule {{ rule.name }}"
+      mx_Custom_10: High
+      mx_Custom_13: true
+  - name: reassign-loans
+    opportunity_type: 12000
+    csv: {path: data/reassign.csv, key: opportunity_id}
+    set:
+      Owner: "{{ row.new_owner }}"
+      mx_Custom_11: ABCDE1234F
+"""
+
+
+@pytest.fixture
+def connected(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    monkeypatch.setenv("LSQ_HOST", emu.url)
+    monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
+    monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
+    return emu
+
+
+def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rules: str) -> Path:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "lsqsync.yml").write_text(CONFIG, encoding="utf-8")
+    (tmp_path / "rules" / "online.yml").write_text(rules, encoding="utf-8")
+    (tmp_path / "data" / "reassign.csv").write_text(
+        "opportunity_id,new_owner\nc5a7f37c-b789-44c9-929b-74aa6250b539,george.bailey@example.com\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _validate(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["validate", *args])
+    out, err = capsys.readouterr()
+    code = exit_info.value.code
+    assert isinstance(code, int)
+    return code, out, err
+
+
+def test_online_problems(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, PROBLEMS)
+    code, out, err = _validate(["--online"], capsys)
+    assert (code, out.splitlines(), err) == (
+        1,
+        [
+            "rules/online.yml:6:15: rules[0].where.Stauts: 'Stauts' is not a field of opportunity "
+            "type 12003 (Enterprise Deal) (did you mean 'Status'?)",
+            "rules/online.yml:7:21: rules[0].where.mx_Custom_99: 'mx_Custom_99' is not a field of "
+            "opportunity type 12003 (Enterprise Deal) (did you mean 'mx_Custom_9'?)",
+            "rules/online.yml:9:21: rules[0].set.mx_Custom_14: 'mx_Custom_14' is read-only in "
+            "opportunity type 12003",
+            "rules/online.yml:10:21: rules[0].set.mx_Custom_15: 'mx_Custom_15' is read-only in "
+            "opportunity type 12003",
+            "rules/online.yml:11:15: rules[0].set.Status: 'Closed' is not an option of Status "
+            "(Open, Won, Lost); LeadSquared would store it anyway",
+            "rules/online.yml:12:21: rules[0].set.mx_Custom_10: 'high' is not an option of "
+            "mx_Custom_10 (Low, Medium, High) (did you mean 'High'?); LeadSquared would store it "
+            "anyway",
+            "rules/online.yml:13:20: rules[0].set.mx_Custom_9: mx_Custom_9 holds at most 200 "
+            "characters, not 201",
+            "rules/online.yml:17:15: rules[1].set.Status: 'won' is not an option of Status "
+            "(Open, Won, Lost) (did you mean 'Won'?); LeadSquared would store it anyway",
+            "rules/online.yml:20:11: opportunity type 99999: Opportunity type with code '99999' "
+            "does not exist.",
+            "9 problems found",
+        ],
+        "",
+    )
+
+
+def test_a_valid_project_is_valid_online(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, VALID)
+    assert _validate(["--online"], capsys) == (0, "valid: 2 rules in 1 file\n", "")
+    assert _validate(["--online", "--format", "github"], capsys) == (0, "", "")
+
+
+def test_offline_problems_are_reported_without_calling_leadsquared(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, VALID.replace("mx_Custom_10: High", "ModifiedOn: x"))
+    monkeypatch.delenv("LSQ_HOST")
+    assert _validate(["--online"], capsys) == (
+        1,
+        "rules/online.yml:14:7: rules[0].set.ModifiedOn: 'ModifiedOn' is a system field and "
+        "cannot be set\n1 problem found\n",
+        "",
+    )
+
+
+def test_online_needs_the_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("LSQ_HOST", "LSQ_ACCESS_KEY", "LSQ_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    _project(tmp_path, monkeypatch, VALID)
+    assert _validate(["--online"], capsys) == (
+        1,
+        "",
+        "error: LSQ_HOST and LSQ_ACCESS_KEY and LSQ_SECRET_KEY not set: lsqsync reads the "
+        "LeadSquared host and API keys from the environment (keys: My Account > Settings > API "
+        "and Webhooks)\n",
+    )

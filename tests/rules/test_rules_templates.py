@@ -1,0 +1,343 @@
+"""Rule templates and ``when`` expressions: what static analysis finds without data, what they
+render to, and the sandbox: every escape fails, at validate time where the syntax tree shows it,
+else when rendering, always as a TemplateProblem with a clear message."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from lsqsync.rules import templates
+from lsqsync.rules.templates import (
+    ENV,
+    Analysis,
+    TemplateProblem,
+    analyse,
+    compile_expression,
+    compile_template,
+    is_template,
+)
+
+OPP = {
+    "Status": "Open",
+    "mx_Custom_2": "Proposal",
+    "mx_Custom_6": 250000,
+    "mx_Custom_13": False,
+    "Owner": "george.bailey@example.com",
+}
+CONTEXT: dict[str, Any] = {
+    "opp": OPP,
+    "row": {"opportunity_id": "opp-1", "new_owner": "mary.hatch@example.com", "reason": "leave"},
+    "vars": {"region": "APAC", "threshold": 100000},
+    "now": "2024-06-30 18:00:00",
+    "rule": {"name": "close-signed-deals", "description": "", "opportunity_type": 12003},
+    "user": lambda email: f"user:{email}",
+}
+VARS = ("region", "threshold")
+
+
+UNCLOSED = "template syntax error: unexpected end of template, expected 'end of print statement'."
+NO_SHOUT = "the filter 'shout' is not available in rule templates"
+
+
+def _static(source: str, expression: bool = False, has_row: bool = True) -> tuple[str, ...]:
+    return analyse(source, expression=expression, vars=VARS, has_row=has_row).problems
+
+
+def _render_problem(source: str, context: Mapping[str, Any] = CONTEXT) -> str:
+    with pytest.raises(TemplateProblem) as e:
+        compile_template(source).render(context)
+    return str(e.value)
+
+
+# -- analysis ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "expression", "expected"),
+    [
+        ("Closed", False, Analysis()),
+        (
+            "{{ opp.Status }} {{ opp['mx_Custom_2'] }} {{ opp.mx_Custom_6 | int }}",
+            False,
+            Analysis(opp_fields=frozenset({"Status", "mx_Custom_2", "mx_Custom_6"})),
+        ),
+        (
+            "{{ row.new_owner }}{{ row['reason'] }}",
+            False,
+            Analysis(row_fields=frozenset({"new_owner", "reason"}), uses_row=True),
+        ),
+        ("{{ user(row.new_owner) }}", False,
+         Analysis(row_fields=frozenset({"new_owner"}), uses_row=True, uses_user=True)),
+        # Only the field is read; what is done with its value is not a field.
+        ("{{ opp.mx_Custom_9.upper() }}", False, Analysis(opp_fields=frozenset({"mx_Custom_9"}))),
+        ("opp.Status == 'Open' and opp.mx_Custom_6 > vars.threshold", True,
+         Analysis(opp_fields=frozenset({"Status", "mx_Custom_6"}))),
+        # A computed key cannot be known without data.
+        ("{% set f = 'Status' %}{{ opp[f] }}", False, Analysis()),
+        ("{{ rule.name }} {{ rule.description }} {{ rule.opportunity_type }} {{ now }}", False,
+         Analysis()),
+    ],
+)  # fmt: skip
+def test_analysis_finds_the_fields_a_template_reads(
+    source: str, expression: bool, expected: Analysis
+) -> None:
+    assert analyse(source, expression=expression, vars=VARS, has_row=True) == expected
+
+
+@pytest.mark.parametrize(
+    ("source", "expression", "has_row", "problems"),
+    [
+        ("{{ today }}", False, True,
+         ("'today' is undefined (templates can use opp, row, vars, now, rule, user)",)),
+        ("{{ vars.team }}", False, True, ("'vars.team' is undefined (vars: region, threshold)",)),
+        ("{{ rule.id }}", False, True,
+         ("'rule.id' is undefined (rule has name, description, opportunity_type)",)),
+        ("{{ row.a }}", False, False, ("'row' is only defined in rules that read a csv",)),
+        ("row.a == 1", True, False, ("'row' is only defined in rules that read a csv",)),
+        ("{{ opp.Status ", False, True, (UNCLOSED,)),
+        ("{{ 1 }}\n{{ 2 }}\n{{ opp.Status ", False, True, (UNCLOSED + " (template line 3)",)),
+        ("opp.Status ==", True, True, ("template syntax error: unexpected 'end of template'",)),
+        ("opp.Status == 'Open' }}", True, True,
+         ("template syntax error: chunk after expression",)),
+        ("{{ opp | shout }}", False, True, (NO_SHOUT,)),
+        ("opp.Status | shout", True, True, (NO_SHOUT,)),
+        ("{% if opp.X %}{{ opp.X | shout }}{% endif %}", False, True, (NO_SHOUT,)),
+        ("{{ 1 if opp.X is open else 2 }}", False, True,
+         ("the test 'open' is not available in rule templates",)),
+        ("{% for loop in [1] %}{% endfor %}", False, True,
+         ("template syntax error: Can't assign to special loop variable in for-loop target",)),
+        # Names the template defines itself are defined.
+        ("{% set x = 1 %}{% for y in [x] %}{{ loop.index }}{{ y }}{% endfor %}", False, True, ()),
+        ("{% macro m(a) %}{{ a }}{% endmacro %}{{ m(1) }}", False, True, ()),
+        ("{% with a = 1 %}{{ a }}{% endwith %}{% set b %}x{% endset %}{{ b }}", False, True, ()),
+    ],
+)  # fmt: skip
+def test_analysis_problems(
+    source: str, expression: bool, has_row: bool, problems: tuple[str, ...]
+) -> None:
+    assert _static(source, expression, has_row) == problems
+
+
+def test_everything_analysis_passes_compiles() -> None:
+    for source in ("{{ opp.Status }}", "{% for x in [1] %}{{ loop.index }}{% endfor %}"):
+        assert (_static(source), compile_template(source).source) == ((), source)
+    assert (_static("opp.Status", True), compile_expression("opp.Status").expression) == ((), True)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("Won", False), ("{{ x }}", True), ("{% if %}", True), ("{# note #}", True), ("{ x }", False)],
+)
+def test_is_template(text: str, expected: bool) -> None:
+    assert is_template(text) is expected
+
+
+# -- rendering -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "value"),
+    [
+        ("opp.Status == 'Open'", True),
+        ("opp.mx_Custom_2 in ['Negotiation', 'Proposal'] and vars.region == 'APAC'", True),
+        ("opp.mx_Custom_6 > vars.threshold", True),
+        ("opp.mx_Custom_6 < 1000 or opp.mx_Custom_13", False),
+        ("not opp.mx_Custom_13", True),
+        ("row.reason != ''", True),
+        ("rule.opportunity_type == 12003", True),
+        ("opp.Status", "Open"),
+        ("opp.mx_Custom_6 // 1000", 250),
+    ],
+)
+def test_when_expressions_render_to_values(source: str, value: object) -> None:
+    rendered = compile_expression(source).render(CONTEXT)
+    assert (rendered, type(rendered)) == (value, type(value))
+
+
+@pytest.mark.parametrize(
+    ("source", "text"),
+    [
+        ("Closed by rule {{ rule.name }} (was {{ opp.Status }})",
+         "Closed by rule close-signed-deals (was Open)"),
+        ("{{ now }}", "2024-06-30 18:00:00"),
+        ("{{ user(row.new_owner) }}", "user:mary.hatch@example.com"),
+        ("{{ opp.mx_Custom_6 }}", "250000"),
+        ("{{ vars.region | lower }}-{{ row.reason | title }}", "apac-Leave"),
+        ("{% if opp.mx_Custom_6 > vars.threshold %}High{% else %}Low{% endif %}", "High"),
+        ("{{ 'x' * 3 }}{{ 2 ** 10 }}", "xxx1024"),
+        ("{{ '{0[Status]}'.format(opp) }}", "Open"),
+    ],
+)  # fmt: skip
+def test_templates_render_to_text(source: str, text: str) -> None:
+    assert compile_template(source).render(CONTEXT) == text
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ opp.Nope }}", "template error: 'dict object' has no attribute 'Nope'"),
+        ("{{ vars.nope }}", "template error: 'dict object' has no attribute 'nope'"),
+        ("{{ missing }}", "template error: 'missing' is undefined"),
+        ("{{ opp.Status + 1 }}",
+         'template error: TypeError: can only concatenate str (not "int") to str'),
+        ("{{ 1 / 0 }}", "template error: ZeroDivisionError: division by zero"),
+        ("{{ opp.Status | int(strict) }}", "template error: 'strict' is undefined"),
+        ("{{ [1, 2] | select('nosuch') | list }}", "template error: No test named 'nosuch'."),
+        ("{{ [1] | map('shout') | list }}", "template error: No filter named 'shout'."),
+        ("{% include 'x' %}",
+         "template error: TypeError: no loader for this environment specified"),
+    ],
+)  # fmt: skip
+def test_render_problems(source: str, message: str) -> None:
+    assert _render_problem(source) == message
+
+
+def test_compile_reports_syntax_errors() -> None:
+    with pytest.raises(TemplateProblem) as template:
+        compile_template("{{ x")
+    with pytest.raises(TemplateProblem) as expression:
+        compile_expression("x ==")
+    assert (str(template.value), str(expression.value)) == (
+        "template syntax error: unexpected end of template, expected 'end of print statement'.",
+        "template syntax error: unexpected 'end of template'",
+    )
+
+
+# -- the sandbox ---------------------------------------------------------------------------------
+
+SANDBOX = "not allowed in rule templates (sandbox): "
+UNSAFE_CLASS = SANDBOX + "access to attribute '__class__' of 'dict' object is unsafe."
+
+
+@pytest.mark.parametrize(
+    ("source", "problems"),
+    [
+        ("{{ opp.__class__ }}",
+         ("access to '__class__' is not allowed in rule templates (sandbox)",)),
+        ("{{ ''.__class__.__mro__[1].__subclasses__() }}",
+         ("access to '__subclasses__' is not allowed in rule templates (sandbox)",
+          "access to '__mro__' is not allowed in rule templates (sandbox)",
+          "access to '__class__' is not allowed in rule templates (sandbox)")),
+        ("{{ config }}", ("'config' is not available in rule templates",)),
+        ("{{ request.environ }}", ("'request' is not available in rule templates",)),
+        ("{{ lipsum.__globals__.os.popen('id').read() }}",
+         ("'lipsum' is not available in rule templates",
+          "access to '__globals__' is not allowed in rule templates (sandbox)")),
+        ("{{ cycler.__init__.__globals__.os }}",
+         ("'cycler' is not available in rule templates",
+          "access to '__globals__' is not allowed in rule templates (sandbox)",
+          "access to '__init__' is not allowed in rule templates (sandbox)")),
+        ("{{ joiner() }}", ("'joiner' is not available in rule templates",)),
+        ("{{ range(10 ** 9) | list }}", ("'range' is not available in rule templates",)),
+        ("{{ self }}", ("'self' is not available in rule templates",)),
+        ("{{ self._TemplateReference__context }}",
+         ("'self' is not available in rule templates",
+          "access to '_TemplateReference__context' is not allowed in rule templates (sandbox)")),
+        ("{{ opp | attr('__class__') }}",
+         ("the filter 'attr' is not available in rule templates",)),
+        ("{{ opp['__class__'] }}",
+         ("access to '__class__' is not allowed in rule templates (sandbox)",)),
+        ("{% set c = opp %}{{ c.__class__ }}",
+         ("access to '__class__' is not allowed in rule templates (sandbox)",)),
+        ("{% set r = range %}{{ r(3) }}", ("'range' is not available in rule templates",)),
+        ("{% set ns = namespace(n=0) %}{{ ns.n }}",
+         ("'namespace' is not available in rule templates",)),
+        ("{{ dict(a=1) }}", ("'dict' is not available in rule templates",)),
+        ("{{ user.__globals__ }}",
+         ("access to '__globals__' is not allowed in rule templates (sandbox)",)),
+        ("{{ opp.items.__self__ }}",
+         ("access to '__self__' is not allowed in rule templates (sandbox)",)),
+        ("{{ opp | format('x') }}", ("the filter 'format' is not available in rule templates",)),
+        ("{{ 'x' | indent(10 ** 9) }}",
+         ("the filter 'indent' is not available in rule templates",)),
+        ("{{ 'x' | center(10 ** 9) }}",
+         ("the filter 'center' is not available in rule templates",)),
+        ("{{ opp | xmlattr }}", ("the filter 'xmlattr' is not available in rule templates",)),
+    ],
+)  # fmt: skip
+def test_escapes_are_found_without_data(source: str, problems: tuple[str, ...]) -> None:
+    assert _static(source) == problems
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("{{ opp.__class__ }}", UNSAFE_CLASS),
+        ("{{ config }}", "template error: 'config' is undefined"),
+        ("{{ lipsum }}", "template error: 'lipsum' is undefined"),
+        ("{{ range(10) }}", "template error: 'range' is undefined"),
+        ("{{ namespace() }}", "template error: 'namespace' is undefined"),
+        ("{{ dict() }}", "template error: 'dict' is undefined"),
+        ("{{ cycler.__init__ }}",
+         SANDBOX + "access to attribute '__init__' of 'StrictUndefined' object is unsafe."),
+        ("{{ opp | attr('__class__') }}", "template syntax error: No filter named 'attr'."),
+    ],
+)  # fmt: skip
+def test_escapes_also_fail_when_rendered(source: str, message: str) -> None:
+    assert _render_problem(source) == message
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        # Sizes: * and ** are capped.
+        ("{{ 'x' * 10 ** 9 }}", SANDBOX + "a result longer than 100,000 is not allowed"),
+        ("{{ 10 ** 9 * 'x' }}", SANDBOX + "a result longer than 100,000 is not allowed"),
+        ("{{ [0] * 10 ** 6 }}", SANDBOX + "a result longer than 100,000 is not allowed"),
+        ("{% set s = 'x' * 1000 %}{{ s * 1000 }}",
+         SANDBOX + "a result longer than 100,000 is not allowed"),
+        ("{{ 2 ** 10000 }}", SANDBOX + "exponent 10000 is too large"),
+        ("{{ 2 ** -10000 }}", SANDBOX + "exponent -10000 is too large"),
+        ("{{ ((10 ** 1000) ** 1000) ** 1000 }}",
+         SANDBOX + "a number of more than 100,000 digits is not allowed"),
+        ("{% set n = 10 ** 1000 %}{{ n ** 101 }}",
+         SANDBOX + "a number of more than 100,000 digits is not allowed"),
+        # Private attributes by a computed name: only the value shows it.
+        ("{% set k = '__class__' %}{{ opp[k] }}",
+         UNSAFE_CLASS),
+        ("{{ opp['__cla' ~ 'ss__'] }}",
+         UNSAFE_CLASS),
+        ("{% for k in ['__class__'] %}{{ opp[k] }}{% endfor %}",
+         UNSAFE_CLASS),
+        ("{{ opp | selectattr('__class__') | list }}",
+         SANDBOX + "access to attribute '__class__' of 'str' object is unsafe."),
+        ("{{ [opp] | map('attr', '__class__') | list }}",
+         "template error: No filter named 'attr'."),
+        # Format strings reach attributes too: the sandbox checks them.
+        ("{{ '{0.__class__}'.format(opp) }}",
+         UNSAFE_CLASS),
+        ("{{ '{0.items.__self__}'.format(opp) }}",
+         SANDBOX + "access to attribute '__self__' of 'builtin_function_or_method' object is "
+         "unsafe."),
+        ("{{ '{0.__class__}'.format_map(opp) }}",
+         "template error: IndexError: tuple index out of range"),
+        ("{{ '{x.__class__}'.format_map({'x': opp}) }}",
+         UNSAFE_CLASS),
+        # Templates cannot change what they are given (what the next rule would see).
+        ("{{ row.update({'reason': 'x'}) }}",
+         SANDBOX + "access to attribute 'update' of 'dict' object is unsafe."),
+        ("{{ opp.pop('Status') }}",
+         SANDBOX + "access to attribute 'pop' of 'dict' object is unsafe."),
+        ("{% set l = [] %}{{ l.append(1) }}",
+         SANDBOX + "access to attribute 'append' of 'list' object is unsafe."),
+    ],
+)  # fmt: skip
+def test_what_only_data_shows_fails_when_rendered(source: str, message: str) -> None:
+    assert (_static(source), _render_problem(source)) == ((), message)
+
+
+def test_rendering_leaves_the_context_as_it_was() -> None:
+    context = {"opp": {"Status": "Open"}, "vars": {"region": "APAC"}}
+    for source in ("{{ opp.update({'Status': 'Won'}) }}", "{{ vars.clear() }}"):
+        with pytest.raises(TemplateProblem):
+            compile_template(source).render(context)
+    assert context == {"opp": {"Status": "Open"}, "vars": {"region": "APAC"}}
+
+
+def test_the_environment_has_no_globals_and_only_the_listed_filters() -> None:
+    assert (ENV.globals, sorted(ENV.filters)) == ({}, sorted(templates._FILTERS))
+    assert not {"attr", "format", "indent", "center", "wordwrap", "xmlattr", "tojson", "pprint",
+                "urlize", "batch", "slice", "filesizeformat"} & set(ENV.filters)  # fmt: skip
