@@ -104,6 +104,23 @@ class Config:
         return Document(self.file, None, self.positions).where(path)
 
 
+def inside_project(root: Path, entry: str) -> Path | str:
+    """The path ``entry`` names, if it lies inside the project folder ``root``; else why not.
+
+    Rules and configuration may come from an untrusted pull request that CI plans with the API
+    keys in its environment: a file outside the project (``/proc/self/environ``, ``../..``, a
+    symbolic link leading out) must never be read, let alone quoted in a message.
+    """
+    if Path(entry).is_absolute():
+        return "must be a path relative to the project folder"
+    path = root / entry
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return "must stay inside the project folder (no '..' or links leading out)"
+    return path
+
+
 def display_path(path: Path) -> str:
     """``path`` relative to the working directory when it is below it (as CI annotations and
     editors expect), else as given."""

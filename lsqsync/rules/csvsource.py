@@ -10,6 +10,8 @@ from pathlib import Path
 from lsqsync.rules.problems import Problem
 from lsqsync.rules.yamlsource import Location
 
+MAX_BYTES = 64 * 2**20  # far more than any sheet of opportunities; /dev/zero is refused
+
 
 @dataclass(frozen=True)
 class CsvRow:
@@ -31,6 +33,13 @@ def read(
 ) -> CsvData | list[Problem]:
     """Read a UTF-8 CSV (BOM or not) with a header row; ``key`` must be a column whose values
     are present and unique. Returns the data, or every problem found."""
+    if path.exists() and not path.is_file():
+        return [Problem(referenced_at, referenced_path, f"{shown} is not a regular file")]
+    if path.is_file() and path.stat().st_size > MAX_BYTES:
+        return [
+            Problem(referenced_at, referenced_path,
+                    f"CSV file {shown} is larger than {MAX_BYTES // 2**20} MiB")
+        ]  # fmt: skip
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lsqsync.config import Config, display_path
+from lsqsync.config import Config, display_path, inside_project
 from lsqsync.rules import csvsource, schemacheck, templates
 from lsqsync.rules.problems import Problem, ProjectInvalid, format_path
 from lsqsync.rules.yamlsource import Document, Location, PathKey, YamlError, load
@@ -106,12 +106,25 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
 def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
     files: list[Path] = []
     for i, entry in enumerate(config.rules):
-        path = config.root / entry
+        path = inside_project(config.root, entry)
+        if isinstance(path, str):
+            problems.append(Problem(config.where(("rules", i)), f"rules[{i}]", f"{entry}: {path}"))
+            continue
         if path.is_dir():
-            found = sorted(
-                p for pattern in ("*.yml", "*.yaml") for p in path.rglob(pattern) if p.is_file()
-            )
-            files.extend(found)
+            for found in sorted(p for pattern in ("*.yml", "*.yaml") for p in path.rglob(pattern)):
+                if isinstance(
+                    inside_project(config.root, str(found.relative_to(config.root))), str
+                ):
+                    problems.append(
+                        Problem(Location(display_path(found), 1, 1), "",
+                                "a link leading out of the project folder: not read")
+                    )  # fmt: skip
+                elif found.is_file():
+                    files.append(found)
+                else:
+                    problems.append(
+                        Problem(Location(display_path(found), 1, 1), "", "not a readable file")
+                    )
         elif path.is_file():
             files.append(path)
         else:
@@ -167,18 +180,23 @@ def _rule(
     if isinstance(csv_spec, dict) and all(
         isinstance(csv_spec.get(k), str) and csv_spec[k] for k in ("path", "key")
     ):
-        csv_path = config.root / csv_spec["path"]
-        result = csvsource.read(
-            csv_path,
-            display_path(csv_path),
-            csv_spec["key"],
-            where("csv", "path"),
-            format_path((*at, "csv", "path")),
-        )
-        if isinstance(result, list):
-            problems.extend(result)
+        csv_path = inside_project(config.root, csv_spec["path"])
+        if isinstance(csv_path, str):
+            problems.append(
+                Problem(where("csv", "path"), format_path((*at, "csv", "path")), csv_path)
+            )
         else:
-            csv_data = result
+            result = csvsource.read(
+                csv_path,
+                display_path(csv_path),
+                csv_spec["key"],
+                where("csv", "path"),
+                format_path((*at, "csv", "path")),
+            )
+            if isinstance(result, list):
+                problems.extend(result)
+            else:
+                csv_data = result
 
     referenced: set[str] = set()
     uses_user = False

@@ -150,7 +150,7 @@ def test_a_missing_or_unreadable_file_is_a_problem_of_the_rule(tmp_path: Path) -
     folder = csvsource.read(tmp_path, "data", "id", RULE, PATH)
     assert (_problems(missing), _problems(folder)) == (
         ["rules/r.yml:6:17: rules[0].csv.path: CSV file data/nope.csv not found"],
-        ["rules/r.yml:6:17: rules[0].csv.path: cannot read CSV file data: Is a directory"],
+        ["rules/r.yml:6:17: rules[0].csv.path: data is not a regular file"],
     )
 
 

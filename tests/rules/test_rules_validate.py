@@ -280,11 +280,14 @@ def test_every_example_rule_file_validates_on_its_own(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     config = tmp_path / "lsqsync.yml"
+    shutil.copytree(ROOT / "rules" / "data", tmp_path / "rules" / "data")
+    shutil.copy(example, tmp_path / "rules" / example.name)
     config.write_text(
-        (ROOT / "lsqsync.yml").read_text().replace("rules: [rules/]", f"rules: [{example}]"),
+        (ROOT / "lsqsync.yml")
+        .read_text()
+        .replace("rules: [rules/]", f"rules: [rules/{example.name}]"),
         encoding="utf-8",
     )
-    shutil.copytree(ROOT / "rules" / "data", tmp_path / "rules" / "data")
     monkeypatch.chdir(tmp_path)
     count = len(yaml.safe_load(example.read_text())["rules"])
     assert _run(["validate"], capsys) == (
@@ -323,3 +326,31 @@ def test_the_example_files_validate_against_the_schemas() -> None:
         for e in rules.iter_errors(yaml.safe_load(f.read_text()))
     ] + [e.message for e in config.iter_errors(yaml.safe_load((ROOT / "lsqsync.yml").read_text()))]
     assert errors == []
+
+
+def test_links_leading_out_of_the_project_are_never_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.csv").write_text("opportunity_id,new_owner\nSECRET-VALUE,x\n")
+    (outside / "evil.yml").write_text("SECRET-VALUE: 1\n")
+    project = tmp_path / "project"
+    (project / "rules").mkdir(parents=True)
+    (project / "lsqsync.yml").write_text("version: 1\n")
+    (project / "rules" / "evil.yml").symlink_to(outside / "evil.yml")
+    (project / "sheet.csv").symlink_to(outside / "secret.csv")
+    (project / "rules" / "r.yml").write_text(
+        "version: 1\nrules:\n  - name: r\n    opportunity_type: 12000\n"
+        "    csv: {path: sheet.csv, key: nope}\n    set: {Status: Won}\n"
+    )
+    monkeypatch.chdir(project)
+    code, out, err = _run(["validate"], capsys)
+    assert (code, err) == (1, "")
+    assert out == (
+        "rules/evil.yml:1:1: a link leading out of the project folder: not read\n"
+        "rules/r.yml:5:17: rules[0].csv.path: must stay inside the project folder "
+        "(no '..' or links leading out)\n"
+        "2 problems found\n"
+    )
+    assert "SECRET-VALUE" not in out
