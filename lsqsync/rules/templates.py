@@ -25,6 +25,7 @@ from typing import Any
 
 from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
 from jinja2.exceptions import SecurityError, TemplateAssertionError, TemplateError
+from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -38,17 +39,53 @@ _FILTERS = (
     "round", "select", "selectattr", "sort", "string", "sum", "title", "trim", "truncate",
     "unique", "upper",
 )  # fmt: skip
-MAX_SIZE = 100_000  # longest string or list a template may build with * (and largest exponent)
+MAX_SIZE = 100_000  # longest string or list a template may build (and most digits of a number)
+# String methods that build a large string from a small template ('x'.ljust(10**9)), or format
+# with Python's mini-language (which reaches attributes: '{0.__class__}'.format(x)).
+_BLOCKED_METHODS = frozenset(
+    ["format", "format_map", "ljust", "rjust", "center", "zfill", "expandtabs", "replace", "join",
+     "encode", "translate"]
+)  # fmt: skip
+# Statements a field value never needs and that reach other templates.
+_BLOCKED_NODES = {
+    nodes.Include: "{% include %}",
+    nodes.Extends: "{% extends %}",
+    nodes.Import: "{% import %}",
+    nodes.FromImport: "{% from … import %}",
+}
 
 
 class TemplateProblem(Exception):
     """A template that cannot be compiled or rendered; the message is for the user."""
 
 
+def _weight(value: Any) -> int:
+    """How much memory a value stands for: characters, plus the weight of list items."""
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list | tuple):
+        return len(value) + sum(_weight(v) for v in value)
+    return 1
+
+
+def _checked(size: int) -> None:
+    if size > MAX_SIZE:
+        raise SecurityError(f"a result longer than {MAX_SIZE:,} is not allowed")
+
+
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*", "**"])
+    intercepted_binops = frozenset(["*", "**", "%"])
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if isinstance(obj, str) and attr in _BLOCKED_METHODS:
+            return False
+        return bool(super().is_safe_attribute(obj, attr, value))
 
     def call_binop(self, context: Context, op: str, left: Any, right: Any) -> Any:
+        if op == "%":
+            if isinstance(left, str):
+                raise SecurityError("%-formatting of text is not available; use ~ and filters")
+            return operator.mod(left, right)
         if op == "**":
             if isinstance(right, int | float) and abs(right) > 1000:
                 raise SecurityError(f"exponent {right} is too large")
@@ -57,21 +94,39 @@ class _Environment(ImmutableSandboxedEnvironment):
                 raise SecurityError(f"a number of more than {MAX_SIZE:,} digits is not allowed")
             return operator.pow(left, right)
         for seq, times in ((left, right), (right, left)):
-            sized = isinstance(seq, str | list | tuple) and isinstance(times, int)
-            if sized and len(seq) * times > MAX_SIZE:
-                raise SecurityError(f"a result longer than {MAX_SIZE:,} is not allowed")
+            if isinstance(seq, str | list | tuple) and isinstance(times, int):
+                _checked(_weight(seq) * times)
         return operator.mul(left, right)
+
+
+def _join(value: Any, d: str = "", attribute: Any = None) -> str:
+    items = list(value)
+    _checked(sum(_weight(str(v)) for v in items) + len(d) * max(0, len(items) - 1))
+    return str(_FILTER_IMPLEMENTATIONS["join"](_EVAL, items, d, attribute))
+
+
+def _replace(s: str, old: str, new: str, count: int | None = None) -> str:
+    text, old, new = str(s), str(old), str(new)
+    occurrences = text.count(old) if old else len(text) + 1
+    if count is not None:
+        occurrences = min(occurrences, count)
+    _checked(len(text) + occurrences * max(0, len(new) - len(old)))
+    return str(_FILTER_IMPLEMENTATIONS["replace"](_EVAL, text, old, new, count))
 
 
 def _environment() -> _Environment:
     env = _Environment(undefined=StrictUndefined, autoescape=False)
     env.globals.clear()
     env.filters = {name: env.filters[name] for name in _FILTERS}
+    env.filters["join"] = _join
+    env.filters["replace"] = _replace
     env.tests = dict(env.tests)
     return env
 
 
+_FILTER_IMPLEMENTATIONS = dict(ImmutableSandboxedEnvironment().filters)
 ENV = _environment()
+_EVAL = EvalContext(ENV)
 
 
 @dataclass(frozen=True)
@@ -147,6 +202,21 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
                 problems.append(
                     f"'rule.{attr}' is undefined (rule has {', '.join(RULE_ATTRIBUTES)})"
                 )
+    for node_type, statement in _BLOCKED_NODES.items():
+        if any(True for _ in tree.find_all(node_type)):
+            problems.append(f"{statement} is not available in rule templates")
+    for loop in tree.find_all(nodes.For):
+        if any(True for _ in loop.find_all(nodes.For)):
+            problems.append("loops inside loops are not available in rule templates")
+            break
+    for node in tree.find_all(nodes.Getattr):
+        assert isinstance(node, nodes.Getattr)
+        if node.attr in _BLOCKED_METHODS and not (
+            isinstance(node.node, nodes.Name) and node.node.name in ("opp", "row", "vars")
+        ):
+            problems.append(
+                f"'.{node.attr}()' is not available in rule templates (use ~ and filters)"
+            )
     names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
     if "row" in names and not has_row:
         problems.append("'row' is only defined in rules that read a csv")
@@ -199,6 +269,8 @@ class Compiled:
             raise TemplateProblem(f"not allowed in rule templates (sandbox): {e}") from None
         except (ArithmeticError, TypeError, ValueError, LookupError) as e:
             raise TemplateProblem(f"template error: {type(e).__name__}: {e}") from None
+        except (MemoryError, RecursionError) as e:
+            raise TemplateProblem(f"template too costly to render ({type(e).__name__})") from None
         except TemplateError as e:  # e.g. select('no-such-test')
             raise TemplateProblem(f"template error: {e.message or type(e).__name__}") from None
 
@@ -208,7 +280,17 @@ def compile_template(source: str) -> Compiled:
         template = ENV.from_string(source)
     except TemplateSyntaxError as e:
         raise TemplateProblem(f"template syntax error: {e.message}") from None
-    return Compiled(source, False, lambda ctx: template.render(**ctx))
+
+    def render(context: Mapping[str, Any]) -> str:
+        # Streamed, so that output larger than any field is refused before it is built.
+        out, size = [], 0
+        for chunk in template.generate(**context):
+            size += len(chunk)
+            _checked(size)
+            out.append(chunk)
+        return "".join(out)
+
+    return Compiled(source, False, render)
 
 
 def compile_expression(source: str) -> Compiled:
