@@ -72,5 +72,6 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
                     types[code] = client.opportunity_type(code)
                 except ApiRejected as e:  # e.g. no such type: a problem of the rules using it
                     missing[code] = e.exception_message or str(e)
-        problems = tuple(online_check.check(project, types, missing))
+            active = {u.email.lower(): u.id.lower() for u in client.users() if u.active}
+        problems = tuple(online_check.check(project, types, missing, active))
     return Result(problems, len(project.rules), len(project.files))

@@ -93,11 +93,15 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
     """The plan, or ProjectInvalid listing every problem, or UnsafePlan."""
     rules = targeted(project, options.targets)
     problems = _Problems()
-    problems.static.extend(
-        online.check(_with_rules(project, rules), {c: t.meta for c, t in snapshot.types.items()})
-    )
     users = snapshot.users or ()
     active = {u.email.lower(): u.id.lower() for u in users if u.active}
+    problems.static.extend(
+        online.check(
+            _with_rules(project, rules),
+            {c: t.meta for c, t in snapshot.types.items()},
+            users=active if snapshot.users is not None else None,
+        )
+    )
     # Conditions may name any user: reassigning from deactivated owners is a common rule.
     everyone = {u.email.lower(): u.id.lower() for u in users}
     warnings: list[str] = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-from lsqsync.lsq import FieldMeta, OpportunityType
+from lsqsync.lsq import FieldMeta, OpportunityType, codec
 from lsqsync.rules.problems import Problem
 from lsqsync.rules.project import Project, Rule
 from lsqsync.rules.yamlsource import Location
@@ -19,8 +19,10 @@ def check(
     project: Project,
     types: Mapping[int, OpportunityType],
     missing: Mapping[int, str] | None = None,
+    users: Mapping[str, str] | None = None,
 ) -> list[Problem]:
-    """``types`` by code; ``missing``: why a code the rules use could not be fetched."""
+    """``types`` by code; ``missing``: why a code the rules use could not be fetched;
+    ``users``: lower-cased email → id of the active users (None: user values not checked)."""
     missing = missing or {}
     problems: list[Problem] = []
     for rule in project.rules:
@@ -47,13 +49,40 @@ def check(
                 problems.append(
                     Problem(location, path, f"'{field}' is read-only in opportunity type {t.code}")
                 )
+        literal_wires: dict[str, str] = {}
         for value in rule.set:
             meta = t.field(value.field)
-            if meta is None or value.template is not None or value.literal is None:
+            if meta is None or value.template is not None:
                 continue
-            message = _literal_problem(meta, value.literal)
+            message = _literal_problem(meta, value.literal, users)
             if message:
                 problems.append(Problem(value.location, value.path, message))
+            else:
+                literal_wires[meta.schema_name] = codec.to_wire(meta, value.literal, users or {})
+        problems.extend(_dependent_problems(rule, t, literal_wires))
+        for condition in rule.where:
+            meta = t.field(condition.field)
+            if meta is None or condition.op in ("empty", "contains", "startswith"):
+                continue
+            bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
+            options = meta.options or tuple(
+                o for opts in meta.dependent_options.values() for o in opts
+            )
+            if options and condition.op in ("eq", "in"):
+                for bound in bounds:
+                    if bound is not None and str(bound) not in options:
+                        problems.append(
+                            Problem(condition.location, condition.path,
+                                    f"'{bound}' is not an option of {meta.schema_name} "
+                                    f"({', '.join(options)}): the condition can never hold")
+                        )  # fmt: skip
+            if codec.kind(meta) in ("text", "user"):
+                continue  # any text compares; users may be inactive (reassigning from them)
+            for bound in bounds:
+                try:
+                    codec.to_wire(meta, bound)
+                except codec.InvalidValue as e:
+                    problems.append(Problem(condition.location, condition.path, str(e)))
     return problems
 
 
@@ -63,16 +92,49 @@ def _fields(rule: Rule) -> list[tuple[str, Location, str, bool]]:
     ]
 
 
-def _literal_problem(meta: FieldMeta, literal: object) -> str | None:
-    text = str(literal)
+def _literal_problem(
+    meta: FieldMeta, literal: object, users: Mapping[str, str] | None
+) -> str | None:
+    """What is wrong with writing ``literal`` to the field, if anything."""
+    if literal is None or (isinstance(literal, str) and not literal.strip()):
+        if meta.mandatory:
+            return f"{meta.schema_name} is mandatory and cannot be cleared"
+        return None
+    if meta.is_user_valued and users is None:
+        return None  # the users were not read: the planner checks it
+    try:
+        wire = codec.to_wire(meta, literal, users)
+    except codec.InvalidValue as e:
+        return str(e)
     options = meta.options or tuple(o for opts in meta.dependent_options.values() for o in opts)
-    if options and text not in options:
-        close = [o for o in options if o.lower() == text.lower()]
+    if options and wire not in options:
+        close = [o for o in options if o.lower() == wire.lower()]
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return (
-            f"'{text}' is not an option of {meta.schema_name} ({', '.join(options)}){hint}; "
+            f"'{wire}' is not an option of {meta.schema_name} ({', '.join(options)}){hint}; "
             "LeadSquared would store it anyway"
         )
-    if meta.max_length is not None and len(text) > meta.max_length:
-        return f"{meta.schema_name} holds at most {meta.max_length} characters, not {len(text)}"
     return None
+
+
+def _dependent_problems(rule: Rule, t: OpportunityType, wires: Mapping[str, str]) -> list[Problem]:
+    """A rule that sets both a dependent dropdown (Stage) and its parent (Status) literally must
+    set an option allowed under that parent value."""
+    out = []
+    for value in rule.set:
+        meta = t.field(value.field)
+        if meta is None or not meta.parent_field or meta.schema_name not in wires:
+            continue
+        parent = wires.get(meta.parent_field)
+        allowed = meta.dependent_options.get(parent or "")
+        child = wires[meta.schema_name]
+        if parent and allowed is not None and child and child not in allowed:
+            out.append(
+                Problem(
+                    value.location,
+                    value.path,
+                    f"{meta.schema_name} '{child}' is not allowed under {meta.parent_field} "
+                    f"'{parent}' (allowed: {', '.join(allowed)})",
+                )
+            )
+    return out

@@ -168,3 +168,64 @@ def test_online_needs_the_connection(
         "LeadSquared host and API keys from the environment (keys: My Account > Settings > API "
         "and Webhooks)\n",
     )
+
+
+TYPES_AND_VALUES = """\
+version: 1
+rules:
+  - name: wrong-values
+    opportunity_type: 12003
+    where:
+      Status: Opne
+      mx_Custom_6: {gt: lots}
+      mx_Custom_12: {in: ["2026-01-01", soon]}
+    set:
+      mx_Custom_6: abc
+      mx_Custom_7: "12.5.6"
+      mx_Custom_8: yesterday
+      mx_Custom_13: maybe
+      Owner: nobody@example.com
+      mx_Custom_1: null
+  - name: stage-under-status
+    opportunity_type: 12003
+    set:
+      Status: Won
+      mx_Custom_2: Negotiation
+"""
+
+
+def test_online_checks_values_against_the_field_types(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, TYPES_AND_VALUES)
+    code, out, err = _validate(["--online"], capsys)
+    assert (code, out.splitlines(), err) == (
+        1,
+        [
+            "rules/online.yml:6:15: rules[0].where.Status: 'Opne' is not an option of Status "
+            "(Open, Won, Lost): the condition can never hold",
+            "rules/online.yml:7:20: rules[0].where.mx_Custom_6: mx_Custom_6 (Number): 'lots' is "
+            "not a number",
+            "rules/online.yml:8:21: rules[0].where.mx_Custom_12: mx_Custom_12 (Date): 'soon' is "
+            "not a date",
+            "rules/online.yml:10:20: rules[0].set.mx_Custom_6: mx_Custom_6 (Number): 'abc' is not "
+            "a number",
+            "rules/online.yml:11:20: rules[0].set.mx_Custom_7: mx_Custom_7 (Decimal): '12.5.6' is "
+            "not a number",
+            "rules/online.yml:12:20: rules[0].set.mx_Custom_8: mx_Custom_8 (DateTime): "
+            "'yesterday' is not a date",
+            "rules/online.yml:13:21: rules[0].set.mx_Custom_13: mx_Custom_13 (Boolean): 'maybe' "
+            "is not a boolean (use true or false)",
+            "rules/online.yml:14:14: rules[0].set.Owner: Owner: no active user with email "
+            "'nobody@example.com'",
+            "rules/online.yml:15:20: rules[0].set.mx_Custom_1: mx_Custom_1 is mandatory and "
+            "cannot be cleared",
+            "rules/online.yml:20:20: rules[1].set.mx_Custom_2: mx_Custom_2 'Negotiation' is not "
+            "allowed under Status 'Won' (allowed: Closed Won, Onboarding)",
+            "10 problems found",
+        ],
+        "",
+    )
