@@ -9,6 +9,7 @@ error's ``absolute_path`` maps straight to ``file:line:col``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -97,20 +98,35 @@ def _location(file: str, mark: Any) -> Location:
 def load(path: Path, display: str | None = None) -> Document:
     """Load one YAML file. Raises YamlError (bad YAML, duplicate keys) and OSError."""
     name = display or str(path)
-    text = path.read_text(encoding="utf-8-sig")
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        before = data[: e.start]
+        line = before.count(b"\n") + 1
+        col = len(before) - (before.rfind(b"\n") + 1) + 1
+        raise YamlError(
+            Location(name, line, col), "not UTF-8 text (save the file as UTF-8)"
+        ) from None
     return loads(text, name)
 
 
 def loads(text: str, file: str) -> Document:
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except yaml.reader.ReaderError as e:  # a control character, found on reading
+        raise YamlError(_position(file, text, e.position), _reader_message(e)) from None
     try:
         node = loader.get_single_node()
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         location = _location(file, mark) if mark else Location(file, 1, 1)
         raise YamlError(location, _yaml_message(e)) from None
+    except yaml.reader.ReaderError as e:
+        raise YamlError(_position(file, text, e.position), _reader_message(e)) from None
     finally:
-        loader.dispose()
+        with contextlib.suppress(UnboundLocalError):
+            loader.dispose()
     if node is None:
         return Document(file, None, {(): Location(file, 1, 1)})
     positions: dict[PathKey, Location] = {}
@@ -121,6 +137,17 @@ def loads(text: str, file: str) -> Document:
             Location(file, 1, 1), "the document nests too deeply (an alias inside itself?)"
         ) from None
     return Document(file, data, positions)
+
+
+def _position(file: str, text: str, offset: int) -> Location:
+    before = text[:offset]
+    return Location(file, before.count("\n") + 1, offset - (before.rfind("\n") + 1) + 1)
+
+
+def _reader_message(e: yaml.reader.ReaderError) -> str:
+    char = e.character
+    shown = f"U+{char:04X}" if isinstance(char, int) else repr(char)
+    return f"character {shown} is not allowed in YAML ({e.reason})"
 
 
 def _yaml_message(e: yaml.MarkedYAMLError) -> str:

@@ -235,3 +235,23 @@ def test_load_reads_utf8_with_or_without_a_bom(tmp_path: Path) -> None:
     path.write_bytes(b"name: Jos\xe9\n")
     with pytest.raises(UnicodeDecodeError):
         load(path)
+
+
+def test_a_file_that_is_not_utf8_is_a_located_problem(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.yml"
+    path.write_bytes(b"version: 1\nname: caf\xe9\n")
+    with pytest.raises(YamlError) as caught:
+        load(path, "rules/latin1.yml")
+    assert (str(caught.value.location), caught.value.message) == (
+        "rules/latin1.yml:2:10",
+        "not UTF-8 text (save the file as UTF-8)",
+    )
+
+
+def test_a_control_character_is_a_located_problem() -> None:
+    with pytest.raises(YamlError) as caught:
+        loads("version: 1\nrules: []\n\x07\n", "rules/bell.yml")
+    assert (str(caught.value.location), caught.value.message) == (
+        "rules/bell.yml:3:1",
+        "character U+0007 is not allowed in YAML (special characters are not allowed)",
+    )
