@@ -350,9 +350,15 @@ def _predicate(
 ) -> Callable[[Any], bool]:
     """A test of a record's raw value, with the condition's value typed once, as the field's."""
     op, value = condition.op, condition.value
+    # Field values repeat a lot (Status, Stage, Owner …): type each distinct one once.
+    typed_values: dict[Any, Any] = {}
 
     def read(raw: Any) -> Any:
-        return codec.read(f, raw)
+        try:
+            return typed_values[raw]
+        except KeyError:
+            result = typed_values[raw] = codec.read(f, raw)
+            return result
 
     if op == "empty":
         want_empty = bool(value)
