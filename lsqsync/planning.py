@@ -71,6 +71,7 @@ def make_plan(
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
+    now = parse_now(now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)
     rules = targeted(project, targets)
     with open_client(config) as client:
@@ -78,7 +79,7 @@ def make_plan(
         host = client.host
     created = datetime.now(UTC)
     options = PlanOptions(
-        now=parse_now(now),
+        now=now,
         created_at=created,
         lsqsync_version=__version__,
         input_files=input_files(config, project),

@@ -25,6 +25,9 @@ from lsqsync.lsq.models import FieldMeta
 
 Typed = Decimal | date | datetime | bool | str | None
 
+# A Decimal field keeps two places (as read back: "23500.00"). How many places a tenant keeps
+# is UNKNOWN; two is what every read shows, so more is refused rather than rounded silently.
+DECIMAL_PLACES = 2
 NUMERIC = frozenset({"number", "decimal", "currency", "integer"})
 _NUMBER = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$|^[+-]?\.\d+$")
 _US = re.compile(
@@ -169,7 +172,14 @@ def to_wire(field: FieldMeta, desired: Any, users_by_email: Mapping[str, str] | 
     k = kind(field)
     try:
         if k == "number":
-            return format(parse_number(desired).normalize(), "f")
+            number = parse_number(desired).normalize()
+            places = -int(number.as_tuple().exponent)
+            if field.data_type.lower() == "decimal" and places > DECIMAL_PLACES:
+                # Stored with two places, it would read back different and never converge.
+                raise ValueError(
+                    f"'{desired}' has {places} decimal places; the field keeps {DECIMAL_PLACES}"
+                )
+            return format(number, "f")
         if k == "date":
             return parse_datetime(desired).date().isoformat()
         if k == "datetime":

@@ -115,7 +115,8 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
                 f" and {len(missing) - 10} more" if len(missing) > 10 else ""
             )
             warnings.append(
-                f"rule '{rule.name}': {len(missing)} of its opportunities were not found in "
+                f"rule '{rule.name}': {len(missing)} of its opportunities "
+                f"{'was' if len(missing) == 1 else 'were'} not found in "
                 f"type {rule.opportunity_type}: {shown}"
             )
         _plan_rule(rule, selection, data, (active, everyone), project, options, problems, desired)
@@ -243,6 +244,7 @@ def _plan_rule(
     record (condition bounds, literal values) is worked out once, before the loop."""
     meta = data.meta
     active, everyone = users
+    masked = set(project.config.mask)
     predicates: list[tuple[str, Callable[[Any], bool]]] = []
     for condition in rule.where:
         f = meta.field(condition.field)
@@ -295,7 +297,9 @@ def _plan_rule(
                 if not rule.when.render(context):
                     continue
             except TemplateProblem as e:
-                problems.add(rule.location, "when", str(e), record.id)
+                problems.add(
+                    rule.when_location or rule.location, f"{rule.path}.when", str(e), record.id
+                )
                 continue
         for value, f, literal_wire in targets:
             wire = literal_wire
@@ -303,8 +307,24 @@ def _plan_rule(
                 assert value.template is not None
                 try:
                     wire = codec.to_wire(f, value.template.render(context), active)
-                except (TemplateProblem, codec.InvalidValue) as e:
+                except TemplateProblem as e:
                     problems.add(value.location, "", str(e), record.id)
+                    continue
+                except codec.InvalidValue as e:
+                    message = (
+                        str(e)
+                        if f.schema_name not in masked
+                        else (f"{f.schema_name}: the value cannot be written (masked)")
+                    )
+                    problems.add(value.location, "", message, record.id)
+                    continue
+                if not wire and f.mandatory:
+                    problems.add(
+                        value.location,
+                        "",
+                        f"{f.schema_name} is mandatory and cannot be cleared",
+                        record.id,
+                    )
                     continue
                 bad_option = _option_problem(f, wire)
                 if bad_option:
@@ -320,7 +340,11 @@ def _plan_rule(
                     "",
                     f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
                     f"'{rule.name}' ({_source(value.location)}) want different values for "
-                    f"{f.schema_name}: {earlier.wire!r} and {wire!r}",
+                    + (
+                        f"{f.schema_name} (masked)"
+                        if f.schema_name in masked
+                        else f"{f.schema_name}: {earlier.wire!r} and {wire!r}"
+                    ),
                     record.id,
                 )
 
@@ -412,6 +436,11 @@ def _check_dependents(
             continue
         if child.schema_name not in fields and parent not in fields:
             continue
+        both = (fields.get(child.schema_name), fields.get(parent))
+        if all(d is not None and d.value.template is None for d in both) and (
+            both[0] is not None and both[1] is not None and both[0].rule is both[1].rule
+        ):
+            continue  # one rule's literal pair: the static check reports it once
         parent_value = (
             fields[parent].wire if parent in fields else record.values.get(parent)
         ) or ""

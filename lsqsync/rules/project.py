@@ -54,6 +54,8 @@ class Rule:
     location: Location  # of the rule's name
     referenced_fields: frozenset[str]  # opp fields read by when and templates
     uses_user: bool  # a template calls user(...)
+    when_location: Location | None = None
+    path: str = ""  # rules[0], for messages
 
     @property
     def read_fields(self) -> frozenset[str]:
@@ -267,6 +269,8 @@ def _rule(
         when=when,
         set=tuple(values),
         location=where("name"),
+        when_location=where("when") if when is not None else None,
+        path=format_path(at),
         referenced_fields=frozenset(referenced),
         uses_user=uses_user,
     )

@@ -115,7 +115,10 @@ def _replace(s: str, old: str, new: str, count: int | None = None) -> str:
 
 
 def _environment() -> _Environment:
-    env = _Environment(undefined=StrictUndefined, autoescape=False)
+    # An empty field is None: it renders as "", never as the word "None".
+    env = _Environment(
+        undefined=StrictUndefined, autoescape=False, finalize=lambda v: "" if v is None else v
+    )
     env.globals.clear()
     env.filters = {name: env.filters[name] for name in _FILTERS}
     env.filters["join"] = _join

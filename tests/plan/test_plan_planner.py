@@ -314,7 +314,7 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
         """,
         [deal(A)],
         [
-            f"rules/r.yml:3:11: when: opportunity {A}: template error: "
+            f"rules/r.yml:5:11: rules[0].when: opportunity {A}: template error: "
             "ZeroDivisionError: division by zero"
         ],
     ),
