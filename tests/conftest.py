@@ -30,3 +30,12 @@ def http() -> Iterator[requests.Session]:
     with requests.Session() as s:
         s.headers.update(AUTH)
         yield s
+
+
+@pytest.fixture
+def connected(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
+    """The emulator, with LSQ_HOST and the demo keys in the environment."""
+    monkeypatch.setenv("LSQ_HOST", emu.url)
+    monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
+    monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
+    return emu

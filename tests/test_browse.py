@@ -8,16 +8,8 @@ from pathlib import Path
 import pytest
 
 from lsqsync.cli import main
-from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+from lsqsync.emulator import DEMO_ACCESS_KEY, Emulator
 from lsqsync.emulator.model import USERS
-
-
-@pytest.fixture
-def connected(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    monkeypatch.setenv("LSQ_HOST", emu.url)
-    monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
-    monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
-    return emu
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

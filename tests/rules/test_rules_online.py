@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from lsqsync.cli import main
-from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+from lsqsync.emulator import Emulator
 
 CONFIG = "version: 1\nrules: [rules/]\nvars: {region: APAC}\n"
 
@@ -60,14 +60,6 @@ rules:
       Owner: "{{ row.new_owner }}"
       mx_Custom_11: ABCDE1234F
 """
-
-
-@pytest.fixture
-def connected(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
-    monkeypatch.setenv("LSQ_HOST", emu.url)
-    monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
-    monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
-    return emu
 
 
 def _project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rules: str) -> Path:
