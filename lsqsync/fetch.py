@@ -31,12 +31,13 @@ class Snapshot:
     read_calls: int
 
 
-def is_guid(value: str) -> bool:
+def guid(value: str) -> str | None:
+    """The opportunity id ``value`` names in its canonical form (lower case, hyphens), or None
+    when it is not a GUID (an AutoId value). Ids may be written in any form uuid accepts."""
     try:
-        uuid.UUID(value)
+        return str(uuid.UUID(value.strip()))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 def selected_ids(rule: Rule) -> tuple[str, ...] | None:
@@ -70,7 +71,7 @@ def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = 
         # AutoId values can only be resolved by reading the type: whether GetOpportunitiesById
         # accepts them is UNKNOWN, so the defensive reading is that it does not.
         complete = any(ids is None for ids in selections) or (
-            auto_id is not None and any(not is_guid(i) for i in named)
+            auto_id is not None and any(guid(i) is None for i in named)
         )
         if complete:
             records: list[OpportunityRecord] = []
@@ -82,7 +83,7 @@ def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = 
         else:
             say(f"reading {len(named):,} opportunities of type {code}")
             records = client.opportunities_by_id(
-                code, sorted(i for i in named if is_guid(i)), columns
+                code, sorted({g for i in named if (g := guid(i)) is not None}), columns
             )
             total = client.count_opportunities(code)
         auto_ids = (

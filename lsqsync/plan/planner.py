@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lsqsync.errors import LsqsyncError
-from lsqsync.fetch import Snapshot, TypeData, is_guid, selected_ids
+from lsqsync.fetch import Snapshot, TypeData, guid, selected_ids
 from lsqsync.lsq import FieldMeta, OpportunityRecord, User, codec
 from lsqsync.plan.model import (
     Cost,
@@ -109,6 +109,8 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
 
     for rule in rules:
         data = snapshot.types[rule.opportunity_type]
+        if any(data.meta.field(name) is None for name in rule.referenced_fields):
+            continue  # reported once by the static check; rendering would repeat it per record
         selection, missing = _select(rule, data)
         if missing:
             shown = ", ".join(missing[:10]) + (
@@ -221,7 +223,7 @@ def _select(
     out: list[tuple[OpportunityRecord, Mapping[str, str] | None]] = []
     missing = []
     for key in ids:
-        opp_id = key.lower() if is_guid(key) else data.auto_ids.get(key, "").lower()
+        opp_id = guid(key) or data.auto_ids.get(key, "").lower()
         record = data.records.get(opp_id)
         if record is None:
             missing.append(key)

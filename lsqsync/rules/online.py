@@ -49,6 +49,15 @@ def check(
                 problems.append(
                     Problem(location, path, f"'{field}' is read-only in opportunity type {t.code}")
                 )
+        known = [f.schema_name for f in t.fields]
+        for name in sorted(rule.referenced_fields - set(known)):
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(
+                Problem(rule.location, rule.path,
+                        f"a template reads opp.{name}, which is not a field of opportunity type "
+                        f"{t.code} ({t.name}){hint}")
+            )  # fmt: skip
         literal_wires: dict[str, str] = {}
         for value in rule.set:
             meta = t.field(value.field)

@@ -419,3 +419,32 @@ def test_owner_labels_name_the_users(tmp_path: Path) -> None:
     labels: Mapping[str, str] = p.labels
     assert labels == {GEORGE: "George Bailey <george.bailey@example.com>",
                       MARY: "Mary Hatch <mary.hatch@example.com>"}  # fmt: skip
+
+
+def test_ids_may_be_written_in_any_guid_form(tmp_path: Path) -> None:
+    rules = """
+    - name: r
+      opportunity_type: 12003
+      ids: ["00000001000040008000000000000000", "{00000002-0000-4000-8000-000000000000}",
+            "urn:uuid:00000003-0000-4000-8000-000000000000"]
+      set: {mx_Custom_10: High}
+    """
+    p = plan(tmp_path, rules, [deal(A), deal(B), deal(C)])
+    assert [c.id for c in p.changes] == [A, B, C]
+    assert p.warnings == ()
+
+
+def test_a_template_reading_an_unknown_field_is_one_problem(tmp_path: Path) -> None:
+    rules = """
+    - name: r
+      opportunity_type: 12003
+      set: {mx_Custom_9: "{{ opp.mx_Custom_42 }} {{ opp.Stauts }}"}
+    """
+    with pytest.raises(ProjectInvalid) as caught:
+        plan(tmp_path, rules, [deal(A), deal(B)])
+    assert problems(caught) == [
+        "rules/r.yml:3:11: rules[0]: a template reads opp.Stauts, which is not a field of "
+        "opportunity type 12003 (Enterprise Deal) (did you mean 'Status'?)",
+        "rules/r.yml:3:11: rules[0]: a template reads opp.mx_Custom_42, which is not a field of "
+        "opportunity type 12003 (Enterprise Deal) (did you mean 'mx_Custom_2'?)",
+    ]
