@@ -88,7 +88,8 @@ def read(
                 Problem(
                     Location(shown, line, 1),
                     "",
-                    f"{len(record)} values for {len(columns)} columns",
+                    f"{len(record)} value{'s' if len(record) != 1 else ''} for "
+                    f"{len(columns)} columns",
                 )
             )
             continue

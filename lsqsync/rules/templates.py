@@ -167,6 +167,12 @@ def _syntax_error(e: TemplateSyntaxError, source: str, expression: bool) -> str:
 
 def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool) -> Analysis:
     """Check a template (or a ``when`` expression) without data."""
+    if expression and source.lstrip().startswith(("{{", "{%")):
+        return Analysis(
+            problems=(
+                "'when' is an expression: write it without {{ }} (e.g. when: \"opp.Status == 'Open'\")",
+            )
+        )
     try:
         tree = _parse(source, expression)
     except TemplateProblem as e:

@@ -96,7 +96,7 @@ def test_a_quoted_value_may_span_lines(tmp_path: Path) -> None:
         (
             b"opportunity_id,owner\nopp-1\nopp-2,b,c\n",
             [
-                "data/sheet.csv:2:1: 1 values for 2 columns",
+                "data/sheet.csv:2:1: 1 value for 2 columns",
                 "data/sheet.csv:3:1: 3 values for 2 columns",
             ],
         ),
@@ -122,7 +122,7 @@ def test_a_quoted_value_may_span_lines(tmp_path: Path) -> None:
             [
                 "data/sheet.csv:2:1: empty key 'opportunity_id'",
                 "data/sheet.csv:4:1: duplicate key opportunity_id='opp-1' (first on line 3)",
-                "data/sheet.csv:5:1: 1 values for 2 columns",
+                "data/sheet.csv:5:1: 1 value for 2 columns",
             ],
         ),
     ],
