@@ -170,7 +170,8 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
     if expression and source.lstrip().startswith(("{{", "{%")):
         return Analysis(
             problems=(
-                "'when' is an expression: write it without {{ }} (e.g. when: \"opp.Status == 'Open'\")",
+                "'when' is an expression: write it without {{ }} "
+                "(e.g. when: \"opp.Status == 'Open'\")",
             )
         )
     try:
