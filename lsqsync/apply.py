@@ -1,0 +1,209 @@
+"""``lsqsync apply``: send a reviewed plan to LeadSquared, exactly, under the rate limit.
+
+The pipeline for one plan:
+
+1. refuse a plan that cannot be applied as reviewed (another state lineage, expired, rule files
+   changed on disk since — see ``refusals``);
+2. re-read the planned opportunities (GetOpportunitiesById, 2,000 a call) and decide field by
+   field: still the plan's ``before`` → send; already the plan's ``after`` → already-current,
+   not sent; anything else → stale, not sent (somebody changed it since the plan);
+3. send the rest in batches of at most 25 opportunities from several workers that share the
+   one account-wide rate limiter, so that the limit, not latency, sets the pace;
+4. map each batch's results back by row; a whole-call ``MX…`` 500 is split in halves until the
+   bad row is isolated; a batch whose outcome is unknown (dropped connection, timeout) is
+   re-read and resolved — applied if the values landed, re-sent once if not.
+
+Every batch is journaled in the state file before it is sent and its result after (one
+transaction per batch), so an interrupted run can be resumed without re-sending anything that
+was confirmed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+from lsqsync.errors import ApiRejected, OutcomeUnknown
+from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
+from lsqsync.lsq.client import MAX_BULK_ITEMS
+from lsqsync.plan.model import FieldChange, OpportunityChange
+
+log = logging.getLogger(__name__)
+
+Status = Literal["applied", "failed", "stale", "already-current", "unknown"]
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    opportunity_id: str
+    opportunity_type: int
+    change: FieldChange
+    status: Status
+    message: str = ""
+    current: str | None = None  # what LeadSquared held when it was checked (stale fields)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """One opportunity's fields that are still to be sent."""
+
+    change: OpportunityChange
+    fields: tuple[FieldChange, ...]
+
+    @property
+    def item(self) -> BulkUpdateItem:
+        return BulkUpdateItem(
+            self.change.id, self.change.opportunity_type, {f.field: f.after for f in self.fields}
+        )
+
+
+@dataclass(frozen=True)
+class Freshness:
+    pending: tuple[Pending, ...]
+    settled: tuple[FieldResult, ...]  # already-current and stale fields: decided, not sent
+    read_calls: int
+
+
+def check_freshness(
+    changes: Sequence[OpportunityChange],
+    current: Mapping[str, Mapping[str, str | None]],
+    types: Mapping[int, OpportunityType],
+    confirmed: frozenset[tuple[str, str]] = frozenset(),
+) -> Freshness:
+    """Decide every planned field against the values just read (``current``: lower-cased
+    opportunity id → field → raw value; an opportunity absent from it was deleted).
+    ``confirmed`` (opportunity id, field) pairs were applied by an earlier attempt of this plan
+    and are skipped entirely. Pure."""
+    pending: list[Pending] = []
+    settled: list[FieldResult] = []
+    for change in changes:
+        values = current.get(change.id.lower())
+        to_send: list[FieldChange] = []
+        for f in change.changes:
+            if (change.id.lower(), f.field) in confirmed:
+                continue
+            meta = types[change.opportunity_type].field(f.field)
+            if values is None or meta is None:
+                why = "the opportunity no longer exists" if values is None else "unknown field"
+                settled.append(FieldResult(change.id, change.opportunity_type, f, "stale", why))
+                continue
+            now = values.get(f.field)
+            if codec.same(meta, now, f.before or ""):
+                to_send.append(f)
+            elif codec.same(meta, now, f.after):
+                settled.append(
+                    FieldResult(change.id, change.opportunity_type, f, "already-current")
+                )
+            else:
+                settled.append(
+                    FieldResult(
+                        change.id,
+                        change.opportunity_type,
+                        f,
+                        "stale",
+                        "changed in LeadSquared since the plan",
+                        codec.canonical(meta, now),
+                    )
+                )
+        if to_send:
+            pending.append(Pending(change, tuple(to_send)))
+    return Freshness(tuple(pending), tuple(settled), 0)
+
+
+def batches(
+    pending: Sequence[Pending], size: int = MAX_BULK_ITEMS
+) -> Iterator[tuple[Pending, ...]]:
+    """At most ``size`` opportunities a call; all of an opportunity's fields in one item."""
+    for start in range(0, len(pending), size):
+        yield tuple(pending[start : start + size])
+
+
+@dataclass
+class BatchOutcome:
+    results: list[FieldResult] = field(default_factory=list)
+    calls: int = 0
+    unknown: list[Pending] = field(default_factory=list)  # to re-read and resolve
+
+
+def send_batch(client: LsqClient, batch: Sequence[Pending]) -> BatchOutcome:
+    """Send one batch; on a whole-call ``MX…`` verdict, split it in halves until the bad row is
+    isolated (the good rows are applied, the bad one reported with the API's message). A row
+    that fails is not retried. An unanswered call leaves its rows unknown."""
+    outcome = BatchOutcome()
+    _send(client, list(batch), outcome)
+    return outcome
+
+
+def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> None:
+    outcome.calls += 1
+    try:
+        rows = client.bulk_update([p.item for p in batch])
+    except OutcomeUnknown:
+        outcome.unknown.extend(batch)
+        return
+    except ApiRejected as e:
+        if e.status is not None and e.status >= 500 and len(batch) > 1:
+            middle = len(batch) // 2
+            log.info("apply: batch of %d refused (%s); splitting", len(batch), e.exception_type)
+            _send(client, batch[:middle], outcome)
+            _send(client, batch[middle:], outcome)
+            return
+        message = e.exception_message or str(e)
+        for p in batch:
+            outcome.results.extend(_each(p, "failed", f"{e.exception_type or 'error'}: {message}"))
+        return
+    for p, row in zip(batch, rows, strict=True):
+        if row.outcome == "applied":
+            outcome.results.extend(_each(p, "applied"))
+        elif row.outcome == "failed":
+            reason = f"{row.exception_type}: {row.message}" if row.exception_type else row.message
+            outcome.results.extend(_each(p, "failed", reason or "rejected by LeadSquared"))
+        else:
+            outcome.unknown.append(p)
+
+
+def _each(p: Pending, status: Status, message: str = "") -> list[FieldResult]:
+    return [
+        FieldResult(p.change.id, p.change.opportunity_type, f, status, message) for f in p.fields
+    ]
+
+
+def read_current(
+    client: LsqClient, changes: Sequence[OpportunityChange]
+) -> dict[str, dict[str, str | None]]:
+    """The current values of the planned fields (lower-cased id → field → raw value), read by
+    id (2,000 a call) per opportunity type. Deleted opportunities are absent."""
+    by_type: dict[int, tuple[set[str], set[str]]] = {}
+    for c in changes:
+        ids, fields = by_type.setdefault(c.opportunity_type, (set(), set()))
+        ids.add(c.id)
+        fields.update(f.field for f in c.changes)
+    current: dict[str, dict[str, str | None]] = {}
+    for code, (ids, fields) in sorted(by_type.items()):
+        for record in client.opportunities_by_id(code, sorted(ids), sorted(fields)):
+            current[record.id.lower()] = dict(record.values)
+    return current
+
+
+def resolve_unknown(
+    unknown: Sequence[Pending],
+    current: Mapping[str, Mapping[str, str | None]],
+    types: Mapping[int, OpportunityType],
+) -> tuple[list[FieldResult], list[Pending]]:
+    """After an unanswered call: fields whose value landed are applied; the rest are to be
+    re-sent once (those still at their ``before``) or are stale (changed by someone else)."""
+    results: list[FieldResult] = []
+    resend: list[Pending] = []
+    for p in unknown:
+        again = OpportunityChange(p.change.id, p.change.opportunity_type, p.change.rules, p.fields)
+        fresh = check_freshness([again], current, types)
+        for r in fresh.settled:
+            results.append(
+                FieldResult(r.opportunity_id, r.opportunity_type, r.change, "applied")
+                if r.status == "already-current"
+                else r
+            )
+        resend.extend(fresh.pending)
+    return results, resend

@@ -1,0 +1,170 @@
+"""The apply engine's parts: freshness, batching, bisection, unknown outcomes — over real HTTP
+against the emulator where LeadSquared is involved."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import requests
+
+from lsqsync.apply import (
+    Pending,
+    batches,
+    check_freshness,
+    read_current,
+    resolve_unknown,
+    send_batch,
+)
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+from lsqsync.emulator.model import TYPES
+from lsqsync.lsq import LsqClient, OpportunityType
+from lsqsync.plan.model import FieldChange, OpportunityChange
+
+META = {code: OpportunityType.from_api(t.metadata(), code=code) for code, t in TYPES.items()}
+LOAN = "c5a7f37c-b789-44c9-929b-74aa6250b539"
+DEAL = "4f530c63-4c93-4150-8b8e-83487befb3b2"
+
+
+def change(opp_id: str, code: int, *fields: tuple[str, str | None, str]) -> OpportunityChange:
+    return OpportunityChange(
+        opp_id,
+        code,
+        ("r",),
+        tuple(FieldChange(f, b, a, "r", "rules/r.yml:3") for f, b, a in fields),
+    )
+
+
+@pytest.fixture
+def client(emu: Emulator) -> Iterator[LsqClient]:
+    with LsqClient(
+        emu.url, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None, sleep=lambda _: None
+    ) as c:
+        yield c
+
+
+def stored(emu: Emulator, opp_id: str) -> dict[str, object]:
+    fields: dict[str, object] = requests.get(
+        f"{emu.url}/_emulator/opportunities/{opp_id}", timeout=5
+    ).json()["fields"]
+    return fields
+
+
+def api_calls(emu: Emulator) -> int:
+    return len(requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"])
+
+
+def test_freshness_decides_each_field() -> None:
+    c = change(
+        LOAN, 12000,
+        ("mx_Custom_6", "20000", "25000"),  # still the before value: sent
+        ("mx_Custom_9", None, "note"),  # already the after value: not sent
+        ("Status", "Open", "Won"),  # changed by someone since: stale
+    )  # fmt: skip
+    current = {LOAN: {"mx_Custom_6": "20,000.00", "mx_Custom_9": "note", "Status": "Lost"}}
+    fresh = check_freshness([c], current, META)
+    assert [(p.change.id, [f.field for f in p.fields]) for p in fresh.pending] == [
+        (LOAN, ["mx_Custom_6"])
+    ]
+    assert [(r.change.field, r.status, r.message, r.current) for r in fresh.settled] == [
+        ("mx_Custom_9", "already-current", "", None),
+        ("Status", "stale", "changed in LeadSquared since the plan", "Lost"),
+    ]
+
+
+def test_freshness_skips_confirmed_fields_and_deleted_opportunities() -> None:
+    c = change(LOAN, 12000, ("mx_Custom_6", "20000", "25000"), ("mx_Custom_9", None, "x"))
+    fresh = check_freshness([c], {LOAN: {"mx_Custom_6": "20000"}}, META,
+                            frozenset({(LOAN, "mx_Custom_9")}))  # fmt: skip
+    assert [f.field for p in fresh.pending for f in p.fields] == ["mx_Custom_6"]
+    gone = check_freshness([c], {}, META)
+    assert {(r.status, r.message) for r in gone.settled} == {
+        ("stale", "the opportunity no longer exists")
+    }
+
+
+def test_batches_hold_at_most_25_opportunities() -> None:
+    pending = [
+        Pending(change(f"{i:08d}-0000-4000-8000-000000000000", 12000, ("mx_Custom_9", None, "x")),
+                (FieldChange("mx_Custom_9", None, "x", "r", "s"),))
+        for i in range(60)
+    ]  # fmt: skip
+    assert [len(b) for b in batches(pending)] == [25, 25, 10]
+
+
+def test_a_batch_is_applied_and_read_back(emu: Emulator, client: LsqClient) -> None:
+    c = change(LOAN, 12000, ("mx_Custom_6", "20000", "25000"), ("mx_Custom_9", None, "hello"))
+    fresh = check_freshness([c], read_current(client, [c]), META)
+    outcome = send_batch(client, fresh.pending)
+    assert [(r.change.field, r.status) for r in outcome.results] == [
+        ("mx_Custom_6", "applied"),
+        ("mx_Custom_9", "applied"),
+    ]
+    assert (stored(emu, LOAN)["mx_Custom_6"], stored(emu, LOAN)["mx_Custom_9"]) == (
+        "25000",
+        "hello",
+    )
+    again = check_freshness([c], read_current(client, [c]), META)
+    assert again.pending == ()
+    assert {r.status for r in again.settled} == {"already-current"}
+
+
+def test_a_bad_row_is_isolated_by_splitting_the_batch(emu: Emulator, client: LsqClient) -> None:
+    search = list(client.search_opportunities(12000, ["mx_Custom_6"], page_size=8))[:8]
+    good = [Pending(change(r.id, 12000, ("mx_Custom_6", r.values["mx_Custom_6"], "1")),
+                    (FieldChange("mx_Custom_6", r.values["mx_Custom_6"], "1", "r", "s"),))
+            for r in search[:7]]  # fmt: skip
+    bad = Pending(
+        change(search[7].id, 12000, ("mx_Custom_6", None, "lots")),
+        (FieldChange("mx_Custom_6", None, "lots", "r", "s"),),
+    )
+    batch = [*good[:3], bad, *good[3:]]
+    requests.delete(emu.url + "/_emulator/requests", timeout=5)
+
+    outcome = send_batch(client, batch)
+
+    by_id = {r.opportunity_id: (r.status, r.message) for r in outcome.results}
+    assert by_id[bad.change.id][0] == "failed"
+    assert by_id[bad.change.id][1].startswith(
+        "MXInvalidDataTypeException: Field name : 'mx_Custom_6'"
+    )
+    assert all(by_id[p.change.id] == ("applied", "") for p in good)
+    assert all(stored(emu, p.change.id)["mx_Custom_6"] == "1" for p in good)
+    # 8 rows, 1 bad: 8 → 4 + 4, 4 → 2 + 2, 2 → 1 + 1: the bad row costs 7 calls, not 8
+    assert outcome.calls == api_calls(emu) == 7
+    assert outcome.unknown == []
+
+
+def test_a_row_the_api_refuses_fails_alone(emu: Emulator, client: LsqClient) -> None:
+    wrong_type = Pending(change(LOAN, 12003, ("mx_Custom_9", None, "x")),
+                         (FieldChange("mx_Custom_9", None, "x", "r", "s"),))  # fmt: skip
+    fine = Pending(change(DEAL, 12003, ("mx_Custom_9", None, "y")),
+                   (FieldChange("mx_Custom_9", None, "y", "r", "s"),))  # fmt: skip
+    outcome = send_batch(client, [wrong_type, fine])
+    assert [(r.opportunity_id, r.status) for r in outcome.results] == [
+        (LOAN, "failed"),
+        (DEAL, "applied"),
+    ]
+    assert outcome.results[0].message.startswith("MXInvalidEntityException: Opportunity ")
+
+
+def test_an_unanswered_batch_is_resolved_by_reading_back(emu: Emulator, client: LsqClient) -> None:
+    c = change(LOAN, 12000, ("mx_Custom_9", None, "landed"))
+    fresh = check_freshness([c], read_current(client, [c]), META)
+    emu.settings.drop_rate = 1.0
+    outcome = send_batch(client, fresh.pending)
+    emu.settings.drop_rate = 0.0
+    assert (outcome.results, [p.change.id for p in outcome.unknown]) == ([], [LOAN])
+
+    results, resend = resolve_unknown(outcome.unknown, read_current(client, [c]), META)
+
+    assert [(r.change.field, r.status) for r in results] == [("mx_Custom_9", "applied")]
+    assert resend == []
+
+
+def test_an_unknown_write_that_did_not_land_is_sent_again(client: LsqClient) -> None:
+    c = change(LOAN, 12000, ("mx_Custom_9", None, "never sent"))
+    unknown = list(check_freshness([c], read_current(client, [c]), META).pending)
+    results, resend = resolve_unknown(unknown, read_current(client, [c]), META)
+    assert results == []
+    assert [f.field for p in resend for f in p.fields] == ["mx_Custom_9"]
