@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from lsqsync.errors import ApiRejected, OutcomeUnknown
@@ -207,3 +208,32 @@ def resolve_unknown(
             )
         resend.extend(fresh.pending)
     return results, resend
+
+
+def refusals(
+    plan_lineage: str | None,
+    state_lineage: str,
+    expires_at: datetime,
+    now: datetime,
+    planned_files: Mapping[str, str],
+    current_files: Mapping[str, str | None],
+    ignore_rule_changes: bool = False,
+) -> list[str]:
+    """Why a saved plan cannot be applied as reviewed (empty: it can). ``current_files`` holds
+    the sha256 of each planned file as it is on disk now (None: gone). A state serial that moved
+    since the plan is not a refusal: the per-field freshness check decides."""
+    reasons = []
+    if plan_lineage is not None and plan_lineage != state_lineage:
+        reasons.append(
+            f"the plan was made against state lineage {plan_lineage}, but this state file is "
+            f"lineage {state_lineage} (another project or a recreated state file)"
+        )
+    if now >= expires_at:
+        reasons.append(f"the plan expired at {expires_at:%Y-%m-%dT%H:%M:%SZ}; make a new plan")
+    changed = sorted(p for p, digest in planned_files.items() if current_files.get(p) != digest)
+    if changed and not ignore_rule_changes:
+        reasons.append(
+            "files changed on disk since the plan: " + ", ".join(changed) + " (make a new plan, "
+            "or pass --ignore-rule-changes to apply the reviewed plan anyway; it is recorded)"
+        )
+    return reasons

@@ -168,3 +168,27 @@ def test_an_unknown_write_that_did_not_land_is_sent_again(client: LsqClient) -> 
     results, resend = resolve_unknown(unknown, read_current(client, [c]), META)
     assert results == []
     assert [f.field for p in resend for f in p.fields] == ["mx_Custom_9"]
+
+
+def test_refusals_say_exactly_why() -> None:
+    from datetime import datetime
+
+    from lsqsync.apply import refusals
+
+    expires = datetime(2026, 11, 28, 10)
+    assert (
+        refusals(None, "L1", expires, datetime(2026, 11, 27), {"r.yml": "a"}, {"r.yml": "a"}) == []
+    )
+    reasons = refusals(
+        "L0", "L1", expires, datetime(2026, 11, 28, 10), {"r.yml": "a", "d.csv": "b"},
+        {"r.yml": "x", "d.csv": None},
+    )  # fmt: skip
+    assert reasons == [
+        "the plan was made against state lineage L0, but this state file is lineage L1 "
+        "(another project or a recreated state file)",
+        "the plan expired at 2026-11-28T10:00:00Z; make a new plan",
+        "files changed on disk since the plan: d.csv, r.yml (make a new plan, or pass "
+        "--ignore-rule-changes to apply the reviewed plan anyway; it is recorded)",
+    ]
+    assert refusals(None, "L1", expires, datetime(2026, 11, 27), {"r.yml": "a"}, {"r.yml": "x"},
+                    ignore_rule_changes=True) == []  # fmt: skip
