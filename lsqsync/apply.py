@@ -33,7 +33,7 @@ from lsqsync.plan.model import FieldChange, OpportunityChange
 
 log = logging.getLogger(__name__)
 
-Status = Literal["applied", "failed", "stale", "already-current", "unknown"]
+Status = Literal["applied", "failed", "stale", "already_current", "unknown"]
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ def check_freshness(
                 to_send.append(f)
             elif codec.same(meta, now, f.after):
                 settled.append(
-                    FieldResult(change.id, change.opportunity_type, f, "already-current")
+                    FieldResult(change.id, change.opportunity_type, f, "already_current")
                 )
             else:
                 settled.append(
@@ -153,19 +153,21 @@ def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> Non
             return
         message = e.exception_message or str(e)
         for p in batch:
-            outcome.results.extend(_each(p, "failed", f"{e.exception_type or 'error'}: {message}"))
+            outcome.results.extend(
+                each_field(p, "failed", f"{e.exception_type or 'error'}: {message}")
+            )
         return
     for p, row in zip(batch, rows, strict=True):
         if row.outcome == "applied":
-            outcome.results.extend(_each(p, "applied"))
+            outcome.results.extend(each_field(p, "applied"))
         elif row.outcome == "failed":
             reason = f"{row.exception_type}: {row.message}" if row.exception_type else row.message
-            outcome.results.extend(_each(p, "failed", reason or "rejected by LeadSquared"))
+            outcome.results.extend(each_field(p, "failed", reason or "rejected by LeadSquared"))
         else:
             outcome.unknown.append(p)
 
 
-def _each(p: Pending, status: Status, message: str = "") -> list[FieldResult]:
+def each_field(p: Pending, status: Status, message: str = "") -> list[FieldResult]:
     return [
         FieldResult(p.change.id, p.change.opportunity_type, f, status, message) for f in p.fields
     ]
@@ -203,7 +205,7 @@ def resolve_unknown(
         for r in fresh.settled:
             results.append(
                 FieldResult(r.opportunity_id, r.opportunity_type, r.change, "applied")
-                if r.status == "already-current"
+                if r.status == "already_current"
                 else r
             )
         resend.extend(fresh.pending)

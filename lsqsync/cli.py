@@ -26,6 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_CHANGES = 2
+EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130
 
 
@@ -434,6 +435,116 @@ def show(
         saved_as=str(plan_file),
     )  # fmt: skip
     click.echo(text, nl=False)
+
+
+# -- apply and the state file ---------------------------------------------------------------------
+
+
+@cli.command("apply")
+@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@CONFIG
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="Batches in flight at once (all share the account's rate limit).",
+)
+@click.option(
+    "--lock-timeout",
+    type=click.FloatRange(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for another run's lock before giving up.",
+)
+@click.option(
+    "--ignore-rule-changes",
+    is_flag=True,
+    help="Apply the reviewed plan even though rule files changed since (recorded).",
+)
+def apply_command(
+    plan_file: Path,
+    config_path: Path | None,
+    workers: int,
+    lock_timeout: float,
+    ignore_rule_changes: bool,
+) -> None:
+    """Apply a saved plan: re-check each field, send 25 opportunities a call, record it all.
+
+    Applying the same plan again resumes it: confirmed fields are never sent twice. Exit 3 when
+    some fields failed, were stale or have an unknown outcome; 130 when interrupted.
+    """
+    from lsqsync.applying import ApplyOptions, apply_plan_file
+
+    options = ApplyOptions(
+        workers=workers, lock_timeout=lock_timeout, ignore_rule_changes=ignore_rule_changes
+    )
+    summary = apply_plan_file(plan_file, config_path, options, _progress())
+    click.echo(summary.text(), nl=False)
+    if summary.interrupted:
+        raise SystemExit(EXIT_INTERRUPTED)
+    raise SystemExit(EXIT_OK if summary.clean else EXIT_INCOMPLETE)
+
+
+@cli.group("state")
+def state_group() -> None:
+    """The state file: runs, their per-field results, the lock."""
+
+
+def _state_file(config_path: Path | None) -> Any:
+    from lsqsync.config import load_config
+    from lsqsync.state import StateFile
+
+    config = load_config(config_path)
+    return StateFile.open(config.root / config.state, create=False), config
+
+
+@state_group.command("runs")
+@CONFIG
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def state_runs(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
+    """Every apply run, oldest first."""
+    from lsqsync.state import render_runs
+
+    st, _ = _state_file(config_path)
+    with st:
+        click.echo(render_runs(st.runs(), fmt), nl=False)
+
+
+@state_group.command("show")
+@click.argument("run_id")
+@CONFIG
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json", "csv"]),
+    default="text",
+    show_default=True,
+    help="csv: one row per field, for a spreadsheet.",
+)
+def state_show(run_id: str, config_path: Path | None, fmt: Literal["text", "json", "csv"]) -> None:
+    """One run and the result of each field it planned."""
+    from lsqsync.state import render_run
+
+    st, config = _state_file(config_path)
+    with st:
+        run = st.run(run_id)
+        click.echo(render_run(run, st.results(run.id), fmt, mask=config.mask), nl=False)
+
+
+@state_group.command("unlock")
+@click.argument("lock_id")
+@CONFIG
+def state_unlock(lock_id: str, config_path: Path | None) -> None:
+    """Remove a stale lock; needs its exact id (shown in the 'locked' error)."""
+    st, _ = _state_file(config_path)
+    with st:
+        lock = st.unlock(lock_id)
+    click.echo(
+        f"Removed the lock {lock.id} held by {lock.holder} (pid {lock.pid}) since {lock.since}."
+    )
 
 
 # -- schemas ---------------------------------------------------------------------------------

@@ -71,3 +71,17 @@ class OutcomeUnknown(ApiError):
 class PlanInvalid(LsqsyncError):
     """A plan file that cannot be used: unreadable, not a plan, a format this version cannot
     read, or modified after it was made. The message starts with the file's name."""
+
+
+class StateError(LsqsyncError):
+    """The state file cannot be used: not SQLite, not an lsqsync state file, a schema version
+    newer than this lsqsync knows, an unknown or ambiguous run, a wrong lock id."""
+
+
+class StateLocked(LsqsyncError):
+    """Another process holds the state file's lock (the message names the holder and lock id)."""
+
+
+class PlanRefused(LsqsyncError):
+    """A saved plan that cannot be applied as reviewed (another lineage, expired, files
+    changed since)."""

@@ -46,6 +46,17 @@ def input_files(config: Config, project: Project) -> dict[str, str]:
     return out
 
 
+def _state_position(config: Config) -> tuple[str | None, int | None]:
+    """The state file's lineage and serial, which bind a plan to it (None before any apply)."""
+    from lsqsync.state import StateFile
+
+    path = config.root / config.state
+    if not path.exists():
+        return None, None
+    with StateFile.open(path, create=False) as st:
+        return st.lineage, st.serial
+
+
 def git_commit(folder: Path) -> str | None:
     try:
         done = subprocess.run(
@@ -77,6 +88,7 @@ def make_plan(
     with open_client(config) as client:
         snapshot = fetch(client, rules, progress)
         host = client.host
+    lineage, serial = _state_position(config)
     created = datetime.now(UTC)
     options = PlanOptions(
         now=now,
@@ -86,5 +98,7 @@ def make_plan(
         targets=tuple(targets),
         allow_large=allow_large,
         git_commit=git_commit(config.root),
+        state_lineage=lineage,
+        state_serial=serial,
     )
     return config, build_plan(project, snapshot, host, options)

@@ -67,7 +67,7 @@ def test_freshness_decides_each_field() -> None:
         (LOAN, ["mx_Custom_6"])
     ]
     assert [(r.change.field, r.status, r.message, r.current) for r in fresh.settled] == [
-        ("mx_Custom_9", "already-current", "", None),
+        ("mx_Custom_9", "already_current", "", None),
         ("Status", "stale", "changed in LeadSquared since the plan", "Lost"),
     ]
 
@@ -106,7 +106,7 @@ def test_a_batch_is_applied_and_read_back(emu: Emulator, client: LsqClient) -> N
     )
     again = check_freshness([c], read_current(client, [c]), META)
     assert again.pending == ()
-    assert {r.status for r in again.settled} == {"already-current"}
+    assert {r.status for r in again.settled} == {"already_current"}
 
 
 def test_a_bad_row_is_isolated_by_splitting_the_batch(emu: Emulator, client: LsqClient) -> None:

@@ -1,0 +1,239 @@
+"""``lsqsync apply PLAN``: the I/O around the apply engine — the plan file, the state file and
+its lock, the client, the workers, Ctrl-C — and the run's summary."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from lsqsync import apply, state
+from lsqsync.config import Config, load_config, open_client
+from lsqsync.errors import PlanRefused
+from lsqsync.lsq import LsqClient, OpportunityType
+from lsqsync.plan import planfile
+from lsqsync.plan.model import Plan
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    workers: int = 4
+    lock_timeout: float = 0.0
+    lock_expiry: float | None = 3600.0
+    ignore_rule_changes: bool = False
+
+
+@dataclass(frozen=True)
+class ApplySummary:
+    run_id: str
+    outcome: str
+    counts: dict[str, int]
+    opportunities: int
+    calls: int
+    seconds: float
+    runs_since: tuple[str, ...]
+    interrupted: bool = False
+
+    @property
+    def clean(self) -> bool:
+        return not any(self.counts.get(s, 0) for s in ("failed", "stale", "unknown"))
+
+    def text(self) -> str:
+        c = self.counts
+        lines = [
+            f"Run {self.run_id}: {self.outcome}.",
+            f"  applied: {c.get('applied', 0)}, already current: {c.get('already_current', 0)}, "
+            f"stale: {c.get('stale', 0)}, failed: {c.get('failed', 0)}, "
+            f"unknown: {c.get('unknown', 0)} (fields of {self.opportunities} opportunities)",
+            f"  {self.calls} API calls in {self.seconds:.1f} s",
+        ]
+        if self.runs_since:
+            lines.append(
+                "  runs since the plan was made: "
+                + ", ".join(self.runs_since)
+                + " (each field was checked against LeadSquared before writing)"
+            )
+        if not self.clean:
+            lines.append(f"  details: lsqsync state show {self.run_id}")
+        return "\n".join(lines) + "\n"
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return None
+
+
+def _to_state(r: apply.FieldResult) -> state.FieldResult:
+    return state.FieldResult(
+        r.opportunity_id,
+        r.opportunity_type,
+        r.change.field,
+        r.change.before,
+        r.change.after,
+        r.status,
+        r.change.rule,
+        r.message or None,
+    )
+
+
+def apply_plan_file(
+    plan_path: Path,
+    config_path: Path | None,
+    options: ApplyOptions,
+    progress: Progress | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ApplySummary:
+    plan = planfile.load(plan_path)
+    config = load_config(config_path)
+    with state.StateFile.open(config.root / config.state) as st:
+        reasons = apply.refusals(
+            plan.state_lineage,
+            st.lineage,
+            datetime.strptime(plan.expires_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+            now(),
+            plan.inputs.files,
+            {p: _sha256(Path(p)) for p in plan.inputs.files},
+            options.ignore_rule_changes,
+        )
+        if reasons:
+            raise PlanRefused(f"{plan_path}: refused: " + "; ".join(reasons))
+        lock = st.acquire_lock("apply", timeout=options.lock_timeout, expiry=options.lock_expiry)
+        try:
+            flags = (
+                ("--ignore-rule-changes", options.ignore_rule_changes),
+                ("--allow-large", plan.inputs.allow_large),
+            )
+            overrides = [name for name, on in flags if on]
+            since = tuple(r.id for r in st.runs_since(plan.state_serial or 0))
+            run = st.begin_run(plan.digest, overrides=overrides)
+            with open_client(config) as client:
+                return _run(plan, config, client, st, run.id, options, since, progress)
+        finally:
+            st.release_lock(lock.id)
+
+
+def _run(
+    plan: Plan,
+    config: Config,
+    client: LsqClient,
+    st: state.StateFile,
+    run_id: str,
+    options: ApplyOptions,
+    since: tuple[str, ...],
+    progress: Progress | None,
+) -> ApplySummary:
+    say = progress or (lambda _: None)
+    started, calls_before = time.monotonic(), client.calls
+    types: dict[int, OpportunityType] = {
+        code: client.opportunity_type(code)
+        for code in sorted({c.opportunity_type for c in plan.changes})
+    }
+    say(f"re-reading {len(plan.changes):,} opportunities")
+    fresh = apply.check_freshness(
+        plan.changes, apply.read_current(client, plan.changes), types, st.confirmed(plan.digest)
+    )
+    st.record_results(run_id, [_to_state(r) for r in fresh.settled])
+    stop = threading.Event()
+    unknown: list[apply.Pending] = []
+    interrupted = False
+    try:
+        unknown = _send_all(client, st, run_id, list(fresh.pending), options, stop, say)
+    except KeyboardInterrupt:
+        interrupted = True
+    if unknown and not interrupted:
+        say(f"re-reading {len(unknown)} opportunities whose outcome is unknown")
+        changes = [p.change for p in unknown]
+        resolved, resend = apply.resolve_unknown(
+            unknown, apply.read_current(client, changes), types
+        )
+        st.record_results(run_id, [_to_state(r) for r in resolved])
+        still = _send_all(client, st, run_id, resend, options, stop, say) if resend else []
+        twice = [r for p in still for r in apply.each_field(p, "unknown", "no answer, twice")]
+        st.record_results(run_id, [_to_state(r) for r in twice])
+    counts = st.run(run_id).counts
+    outcome: state.Outcome = (
+        "interrupted" if interrupted
+        else "succeeded" if not (counts.failed or counts.stale or counts.unknown)
+        else "partial"
+    )  # fmt: skip
+    finished = st.finish_run(run_id, outcome)
+    return ApplySummary(
+        run_id=run_id,
+        outcome=outcome,
+        counts={
+            "applied": finished.counts.applied,
+            "already_current": finished.counts.already_current,
+            "stale": finished.counts.stale,
+            "failed": finished.counts.failed,
+            "unknown": finished.counts.unknown,
+        },
+        opportunities=len(plan.changes),
+        calls=client.calls - calls_before,
+        seconds=time.monotonic() - started,
+        runs_since=since,
+        interrupted=interrupted,
+    )
+
+
+def _send_all(
+    client: LsqClient,
+    st: state.StateFile,
+    run_id: str,
+    pending: Sequence[apply.Pending],
+    options: ApplyOptions,
+    stop: threading.Event,
+    say: Progress,
+) -> list[apply.Pending]:
+    """Send every batch from ``options.workers`` threads; journal each before it is sent and
+    record it when it comes back (from this thread: the state file has one writer). Returns the
+    opportunities whose outcome is unknown. On Ctrl-C: no new batch is sent, the in-flight ones
+    are recorded, and KeyboardInterrupt is raised again."""
+    queue = list(apply.batches(pending))
+    total = len(queue)
+    in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
+    unknown: list[apply.Pending] = []
+    done = 0
+    interrupted = False
+    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+        while queue or in_flight:
+            try:
+                while queue and len(in_flight) < options.workers * 2 and not stop.is_set():
+                    batch = queue.pop(0)
+                    payload = json.dumps([p.item.to_api() for p in batch]).encode()
+                    journal = st.begin_batch(run_id, [p.change.id for p in batch], payload)
+                    in_flight[pool.submit(apply.send_batch, client, batch)] = (journal.batch, batch)
+                if not in_flight:
+                    break
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+            except KeyboardInterrupt:
+                stop.set()
+                interrupted = True
+                queue.clear()
+                finished, _ = wait(in_flight)  # let in-flight batches finish and be recorded
+            for future in finished:
+                number, batch = in_flight.pop(future)
+                outcome = future.result()
+                status: Literal["done", "unknown"] = "unknown" if outcome.unknown else "done"
+                st.record_batch_result(
+                    run_id, number, status, [_to_state(r) for r in outcome.results]
+                )
+                unknown.extend(outcome.unknown)
+                done += 1
+                say(f"batch {done}/{total} sent")
+    if interrupted:
+        raise KeyboardInterrupt
+    return unknown

@@ -1,0 +1,145 @@
+"""lsqsync apply, end to end over real HTTP against the emulator and a real state file."""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import requests
+
+from lsqsync.cli import main
+from lsqsync.emulator import Emulator
+from lsqsync.emulator.model import USERS
+from lsqsync.state import StateFile
+
+ROOT = Path(__file__).parents[2]
+NOW = ["--now", "2026-11-27 10:00:00"]
+# the loan reassigned by rules/data/reassign.csv is owned by neither George nor Sam
+SAM = next(u.id for u in USERS if u.first_name == "Sam")
+NO_CHANGES = "No changes. LeadSquared already matches the rules.\n"
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+@pytest.fixture
+def project(connected: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The repository's example project, in a temporary folder."""
+    shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
+    shutil.copytree(ROOT / "rules", tmp_path / "rules")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def planned(out: str) -> tuple[int, int]:
+    """(opportunities, fields) from a plan's last line."""
+    match = re.search(r"Plan: (\d+) opportunit(?:y|ies) to change \((\d+) fields?\)\.\n$", out)
+    assert match, out[-200:]
+    return int(match[1]), int(match[2])
+
+
+def writes(emu: Emulator) -> list[dict[str, object]]:
+    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
+    return [e for e in log if str(e["path"]).endswith("/Bulk/Update/ByOpportunityId")]
+
+
+def test_a_plan_applied_end_to_end_leaves_nothing_to_do(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["plan", "--out", "p.json", *NOW], capsys)
+    assert code == 0
+    opportunities, fields = planned(out)
+    assert opportunities > 0
+
+    code, out, _ = run(["apply", "p.json"], capsys)
+
+    assert code == 0
+    assert out.splitlines()[1] == (
+        f"  applied: {fields}, already current: 0, stale: 0, failed: 0, unknown: 0 "
+        f"(fields of {opportunities} opportunities)"
+    )
+    assert len(writes(connected)) == math.ceil(opportunities / 25)
+    assert run(["plan", "--detailed-exitcode", *NOW], capsys)[0] == 0
+    assert run(["plan", *NOW], capsys)[1].endswith(NO_CHANGES)
+    with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
+        assert st.serial == 1
+        (only,) = st.runs()
+        assert (only.outcome, only.counts.applied) == ("succeeded", fields)
+
+
+def test_a_field_edited_after_the_plan_is_stale_not_clobbered(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    loan = "c5a7f37c-b789-44c9-929b-74aa6250b539"  # reassigned by rules/data/reassign.csv
+    edit = [{"ProspectOpportunityId": loan, "OpportunityEventCode": 12000,
+             "Fields": [{"SchemaName": "Owner", "Value": SAM}]}]  # fmt: skip
+    requests.post(
+        connected.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
+        json=edit,
+        headers={"x-LSQ-AccessKey": connected.access_key, "x-LSQ-SecretKey": connected.secret_key},
+        timeout=5,
+    ).raise_for_status()
+
+    code, out, _ = run(["apply", "p.json"], capsys)
+
+    assert code == 3
+    assert "stale: 1," in out
+    stored = requests.get(f"{connected.url}/_emulator/opportunities/{loan}", timeout=5).json()
+    assert stored["fields"]["Owner"] == SAM
+
+
+def test_faults_and_drops_end_with_every_field_applied_once(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["plan", "--out", "p.json", *NOW], capsys)
+    opportunities, fields = planned(out)
+    connected.settings.fault_rate = 0.1
+    connected.settings.drop_rate = 0.05
+    code, out, _ = run(["apply", "p.json"], capsys)
+    connected.settings.fault_rate = connected.settings.drop_rate = 0.0
+    assert (code, out.splitlines()[1]) == (
+        0,
+        f"  applied: {fields}, already current: 0, stale: 0, failed: 0, unknown: 0 "
+        f"(fields of {opportunities} opportunities)",
+    )
+    assert run(["plan", *NOW], capsys)[1].endswith(NO_CHANGES)
+
+
+def test_a_plan_whose_rules_changed_is_refused(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    with (project / "rules" / "deals.yml").open("a") as f:
+        f.write("# edited after review\n")
+    code, out, err = run(["apply", "p.json"], capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: p.json: refused: files changed on disk since the plan: rules/deals.yml (make a "
+        "new plan, or pass --ignore-rule-changes to apply the reviewed plan anyway; it is "
+        "recorded)\n"
+    )
+    assert writes(connected) == []
+    assert run(["apply", "p.json", "--ignore-rule-changes"], capsys)[0] == 0
+
+
+def test_a_second_apply_waits_for_the_lock_then_names_the_holder(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    (project / ".lsqsync").mkdir(exist_ok=True)
+    with StateFile.open(project / ".lsqsync" / "state.db") as holder:
+        lock = holder.acquire_lock("apply")
+        code, out, err = run(["apply", "p.json", "--lock-timeout", "0.2"], capsys)
+        holder.release_lock(lock.id)
+    assert (code, out) == (1, "")
+    assert err.startswith("error: ")
+    assert lock.id in err
+    assert writes(connected) == []

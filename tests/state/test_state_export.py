@@ -1,0 +1,227 @@
+"""`lsqsync state runs` and `lsqsync state show RUN --format text|json|csv`: exact output."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from typing import Any
+
+import pytest
+from state_helpers import DIGEST, OPP_A, OPP_B, Clock, result
+
+from lsqsync.state import Counts, FieldResult, Run, StateFile, render_run, render_runs
+
+RUN = Run(
+    id="20240501-100000-3fa2c1",
+    who="ci@runner-1",
+    where="https://github.com/acme/crm-rules/actions/runs/42",
+    plan_digest="ab" * 32,
+    started="2024-05-01T10:00:00Z",
+    finished="2024-05-01T10:01:05Z",
+    outcome="partial",
+    overrides=("ignore-rule-changes",),
+    serial=4,
+    counts=Counts(applied=2, already_current=1, stale=1, failed=1),
+)
+RUNNING = Run(
+    id="20240501-110000-0a0b0c",
+    who="alice@laptop",
+    where="/home/alice/crm",
+    plan_digest="cd" * 32,
+    started="2024-05-01T11:00:00Z",
+    finished=None,
+    outcome="running",
+    overrides=(),
+    serial=None,
+)
+RESULTS = (
+    FieldResult(OPP_A, 12003, "Status", "Open", "Won", "applied", "close-won"),
+    FieldResult(OPP_A, 12003, "mx_Custom_11", "98450 12345", "98450 00000", "applied", "fix-phone"),
+    FieldResult(OPP_B, 12003, "Owner", None, '=HYPERLINK("http://x")', "stale", "owners", "now u9"),
+    FieldResult(
+        OPP_B, 12003, "Status", "Open", "Won", "failed", "close-won", "MXInvalid: Status\nlocked"
+    ),
+    FieldResult(OPP_B, 12004, "mx_Amount", "-12.5", "-12.5", "already_current", "amounts"),
+)
+MASK = ("mx_Custom_11",)
+
+TEXT = """\
+Run 20240501-100000-3fa2c1: partial
+  plan       abababababababababababababababababababababababababababababababab
+  who        ci@runner-1
+  where      https://github.com/acme/crm-rules/actions/runs/42
+  started    2024-05-01T10:00:00Z
+  finished   2024-05-01T10:01:05Z
+  serial     4
+  overrides  ignore-rule-changes
+  results    2 applied, 1 already current, 1 stale, 1 failed, 0 unknown
+
+OPPORTUNITY                           TYPE   FIELD         BEFORE   AFTER                       STATUS           RULE       MESSAGE
+4f530c63-4c93-4150-8b8e-83487befb3b2  12003  Status        "Open"   "Won"                       applied          close-won
+4f530c63-4c93-4150-8b8e-83487befb3b2  12003  mx_Custom_11  ***      ***                         applied          fix-phone
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Owner         (empty)  "=HYPERLINK(\\"http://x\\")"  stale            owners     now u9
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Status        "Open"   "Won"                       failed           close-won  MXInvalid: Status\\nlocked
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12004  mx_Amount     "-12.5"  "-12.5"                     already_current  amounts
+"""  # noqa: E501 - the table is as wide as it is
+
+CSV = (
+    "run,opportunity,type,field,before,after,status,message,rule\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,Status,Open,Won,applied,,"
+    "close-won\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_11,***,***,"
+    "applied,,fix-phone\r\n"
+    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Owner,,"
+    '"\'=HYPERLINK(""http://x"")",stale,now u9,owners\r\n'
+    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Status,Open,Won,failed,"
+    '"MXInvalid: Status\nlocked",close-won\r\n'
+    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12004,mx_Amount,-12.5,-12.5,"
+    "already_current,,amounts\r\n"
+)
+
+
+def run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "who": run.who,
+        "where": run.where,
+        "plan_digest": run.plan_digest,
+        "started": run.started,
+        "finished": run.finished,
+        "outcome": run.outcome,
+        "serial": run.serial,
+        "overrides": list(run.overrides),
+        "counts": {
+            "applied": run.counts.applied,
+            "already_current": run.counts.already_current,
+            "stale": run.counts.stale,
+            "failed": run.counts.failed,
+            "unknown": run.counts.unknown,
+        },
+    }
+
+
+def test_show_as_text() -> None:
+    assert render_run(RUN, RESULTS, "text", mask=MASK) == TEXT
+
+
+def test_show_a_run_without_results_as_text() -> None:
+    assert render_run(RUNNING, (), "text") == (
+        "Run 20240501-110000-0a0b0c: running\n"
+        "  plan       cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd\n"
+        "  who        alice@laptop\n"
+        "  where      /home/alice/crm\n"
+        "  started    2024-05-01T11:00:00Z\n"
+        "  finished   -\n"
+        "  serial     -\n"
+        "  overrides  none\n"
+        "  results    0 applied, 0 already current, 0 stale, 0 failed, 0 unknown\n"
+        "\n"
+        "No field results.\n"
+    )
+
+
+def test_show_as_json() -> None:
+    expected = {
+        "format_version": 1,
+        "run": run_json(RUN),
+        "results": [
+            {
+                "opportunity_id": r.opportunity_id,
+                "opportunity_type": r.opportunity_type,
+                "field": r.field,
+                "before": "***" if r.field in MASK else r.before,
+                "after": "***" if r.field in MASK else r.after,
+                "status": r.status,
+                "message": r.message,
+                "rule": r.rule,
+            }
+            for r in RESULTS
+        ],
+    }
+    out = render_run(RUN, RESULTS, "json", mask=MASK)
+    assert out == json.dumps(expected, indent=2) + "\n"
+    assert json.loads(out)["results"][2]["before"] is None
+
+
+def test_show_as_csv_for_a_spreadsheet() -> None:
+    out = render_run(RUN, RESULTS, "csv", mask=MASK)
+    assert out == CSV
+    rows = list(csv.reader(io.StringIO(out)))
+    assert len(rows) == 1 + len(RESULTS)
+    assert rows[3][5] == '\'=HYPERLINK("http://x")'  # shown as text, not run as a formula
+    assert rows[4][7] == "MXInvalid: Status\nlocked"  # the API's message, whole
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ("=1+1", "'=1+1"),
+        ("+44 20 7946 0958", "'+44 20 7946 0958"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("-", "'-"),
+        ("-12.5", "-12.5"),
+        ("+3", "+3"),
+        ("Won", "Won"),
+    ],
+)
+def test_csv_cells_never_become_formulas(value: str, cell: str) -> None:
+    out = render_run(RUN, [result(OPP_A, after=value)], "csv")
+    assert list(csv.reader(io.StringIO(out)))[1][5] == cell
+
+
+def test_runs_as_text_and_json() -> None:
+    assert render_runs([RUN, RUNNING]) == (
+        "RUN                     STARTED               OUTCOME  SERIAL  APPLIED  CURRENT  STALE  "
+        "FAILED  UNKNOWN  PLAN          WHO\n"
+        "20240501-100000-3fa2c1  2024-05-01T10:00:00Z  partial  4       2        1        1      "
+        "1       0        abababababab  ci@runner-1\n"
+        "20240501-110000-0a0b0c  2024-05-01T11:00:00Z  running  -       0        0        0      "
+        "0       0        cdcdcdcdcdcd  alice@laptop\n"
+    )
+    assert render_runs([]) == "No runs yet.\n"
+    assert render_runs([RUN, RUNNING], "json") == (
+        json.dumps({"format_version": 1, "runs": [run_json(RUN), run_json(RUNNING)]}, indent=2)
+        + "\n"
+    )
+
+
+def test_unknown_formats_are_refused() -> None:
+    with pytest.raises(ValueError, match=r"unknown format 'xml' \(expected one of text, json, csv"):
+        render_run(RUN, RESULTS, "xml")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"unknown format 'csv' \(expected one of text, json\)"):
+        render_runs([RUN], "csv")  # type: ignore[arg-type]
+
+
+def test_a_value_cannot_forge_a_line_in_text() -> None:
+    forged = result(OPP_A, after="Won\n4f53  12003  Status  x  applied", rule="r\x1b[31m")
+    lines = render_run(RUNNING, [forged], "text").splitlines()
+    assert len(lines) == 12  # 9 about the run, a blank line, the header, one row
+    assert '"Won\\n4f53  12003  Status  x  applied"' in lines[-1]
+    assert "r\\u001b[31m" in lines[-1]
+
+
+def test_show_a_recorded_run(state: StateFile, clock: Clock) -> None:
+    state.acquire_lock("apply")
+    run = state.begin_run(DIGEST, who="ci@runner-1", where="/w")
+    batch = state.begin_batch(run.id, [OPP_A, OPP_B], b"[]")
+    state.record_batch_result(
+        run.id, batch.batch, "done", [result(OPP_A), result(OPP_B, status="failed", message="x")]
+    )
+    clock.advance(5)
+    state.finish_run(run.id, "partial")
+    shown = state.run(run.id[:12])
+    data = json.loads(render_run(shown, state.results(shown.id), "json"))
+    assert data["run"]["counts"] == {
+        "applied": 1,
+        "already_current": 0,
+        "stale": 0,
+        "failed": 1,
+        "unknown": 0,
+    }
+    assert (data["run"]["serial"], data["run"]["finished"]) == (1, "2024-05-01T10:00:05Z")
+    assert [(r["opportunity_id"], r["status"]) for r in data["results"]] == [
+        (OPP_A, "applied"),
+        (OPP_B, "failed"),
+    ]
+    assert render_runs(state.runs()).splitlines()[1].startswith(f"{run.id}  2024-05-01T10:00:00Z")

@@ -1,0 +1,283 @@
+"""The lock: contention between real processes, waiting, takeover of dead and expired locks,
+unlock by exact id."""
+
+from __future__ import annotations
+
+import getpass
+import logging
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from state_helpers import DIGEST, OPP_A, START, Clock, child, raw, result
+
+from lsqsync.errors import StateError, StateLocked
+from lsqsync.state import StateFile, default_who
+
+HOST = socket.gethostname()
+
+# Holds the lock until its stdin is closed; prints the lock id.
+HOLD = """
+import sys
+from lsqsync.state import StateFile
+with StateFile.open(sys.argv[1]) as sf:
+    print(sf.acquire_lock("apply").id, flush=True)
+    sys.stdin.read()
+"""
+
+# Waits for "go", tries the lock once, says whether it got it, then holds it until stdin closes.
+RACE = """
+import sys
+from lsqsync.errors import StateLocked
+from lsqsync.state import StateFile
+with StateFile.open(sys.argv[1]) as sf:
+    sys.stdin.readline()
+    try:
+        sf.acquire_lock("apply")
+    except StateLocked:
+        print("locked", flush=True)
+    else:
+        print("got", flush=True)
+    sys.stdin.read()
+"""
+
+# Takes the lock, begins a run and dies without releasing anything.
+DIE = """
+import os, sys
+from lsqsync.state import StateFile
+sf = StateFile.open(sys.argv[1])
+lock = sf.acquire_lock("apply")
+run = sf.begin_run("d" * 64)
+print(lock.id, lock.since, run.id, flush=True)
+os._exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_second_process_waits_then_fails_naming_the_holder(state_path: Path) -> None:
+    with child(HOLD, str(state_path)) as holder:
+        assert holder.stdout is not None
+        assert holder.stdin is not None
+        lock_id = holder.stdout.readline().strip()
+        with StateFile.open(state_path) as sf:
+            held = sf.current_lock()
+            assert held is not None
+            assert (held.id, held.pid) == (lock_id, holder.pid)
+            start = time.monotonic()
+            with pytest.raises(StateLocked) as caught:
+                sf.acquire_lock("apply", timeout=0.3, poll=0.05)
+            assert 0.3 <= time.monotonic() - start < 3
+            assert str(caught.value) == (
+                f"{state_path} is locked by {default_who()} (pid {holder.pid} on {HOST}) for "
+                f"apply since {held.since}; waited 0.3s. Lock id: {lock_id}. If that process "
+                f"is gone: lsqsync state unlock {lock_id}"
+            )
+            # The holder finishes while the second process waits: the second gets the lock.
+            threading.Timer(0.2, holder.stdin.close).start()
+            lock = sf.acquire_lock("apply", timeout=10, poll=0.05)
+            assert (lock.pid, lock.operation) == (os.getpid(), "apply")
+        assert holder.wait(5) == 0
+
+
+@pytest.mark.slow
+def test_exactly_one_of_several_racing_processes_gets_the_lock(state_path: Path) -> None:
+    # The file does not exist yet: creating it races too.
+    racers = [child(RACE, str(state_path)) for _ in range(4)]
+    try:
+        for racer in racers:
+            assert racer.stdin is not None
+            racer.stdin.write("go\n")
+            racer.stdin.flush()
+        answers = sorted(r.stdout.readline().strip() for r in racers if r.stdout)
+        assert answers == ["got", "locked", "locked", "locked"]
+    finally:
+        for racer in racers:
+            racer.communicate(timeout=10)
+    with raw(state_path) as db:
+        assert db.execute("SELECT count(*) FROM state").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+
+
+def test_waiting_polls_with_the_injected_sleep_until_the_timeout(
+    state_path: Path, clock: Clock
+) -> None:
+    now = [100.0]
+    sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        now[0] += seconds
+
+    with StateFile.open(state_path, now=clock) as holder, StateFile.open(state_path) as waiter:
+        held = holder.acquire_lock("apply", "r1")
+        with pytest.raises(StateLocked, match=r"waited 1s\. Lock id"):
+            waiter.acquire_lock("apply", timeout=1.0, poll=0.3, sleep=sleep, clock=lambda: now[0])
+        assert sleeps == pytest.approx([0.3, 0.3, 0.3, 0.1])
+        sleeps.clear()
+        with pytest.raises(StateLocked) as caught:
+            waiter.acquire_lock("drift", sleep=sleep)
+        assert sleeps == []  # the default timeout is 0: no waiting
+        assert str(caught.value) == (
+            f"{state_path} is locked by {default_who()} (pid {os.getpid()} on {HOST}) for apply "
+            f"(run r1) since 2024-05-01T10:00:00Z; waited 0s. Lock id: {held.id}. "
+            f"If that process is gone: lsqsync state unlock {held.id}"
+        )
+
+
+def test_the_lock_of_a_dead_process_is_taken_over_and_its_run_interrupted(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with child(DIE, str(state_path)) as dead:
+        out, _ = dead.communicate(timeout=10)
+    old_id, since, run_id = out.split()
+    with StateFile.open(state_path) as sf:
+        lock = sf.acquire_lock("apply")
+        assert lock.id != old_id
+        run = sf.run(run_id)
+        assert (run.outcome, run.finished) == ("interrupted", lock.since)
+    assert (
+        f"state: taking over lock {old_id} of {default_who()} (pid {dead.pid} on {HOST}, "
+        f"apply since {since}): its process {dead.pid} is gone"
+    ) in caplog.text
+    assert f"state: run={run_id} was left running; marking it interrupted" in caplog.text
+    assert [r.levelname for r in caplog.records if "taking over" in r.message] == ["WARNING"]
+
+
+def test_a_dead_pid_on_another_host_is_not_ours_to_judge(state_path: Path, clock: Clock) -> None:
+    with child(DIE, str(state_path)) as dead:
+        dead.communicate(timeout=10)
+    with raw(state_path) as db:
+        db.execute("UPDATE lock SET host = 'runner-7'")
+    with StateFile.open(state_path, now=clock) as sf:
+        with pytest.raises(StateLocked, match=f"pid {dead.pid} on runner-7"):
+            sf.acquire_lock("apply")
+        clock.advance(3600)  # the lock was taken at the real time, long after START
+        with pytest.raises(StateLocked):
+            sf.acquire_lock("apply", expiry=3600)
+
+
+def test_an_expired_lock_is_taken_over_and_its_holder_stops(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first_clock, second_clock = Clock(), Clock()
+    first = StateFile.open(state_path, now=first_clock)
+    second = StateFile.open(state_path, now=second_clock)
+    try:
+        old = first.acquire_lock("apply")
+        run = first.begin_run(DIGEST)
+        first_clock.advance(500)
+        in_flight = first.begin_batch(run.id, [OPP_A], b"[]")  # refreshes the heartbeat
+        second_clock.advance(1000)  # 500 s since the holder was last seen
+        with pytest.raises(StateLocked):
+            second.acquire_lock("apply", expiry=900)
+        second_clock.advance(401)
+        taken = second.acquire_lock("apply", expiry=900)
+        assert (
+            f"state: taking over lock {old.id} of {old.holder} (pid {os.getpid()} on {HOST}, "
+            "apply since 2024-05-01T10:00:00Z): not seen for 901s, more than the lock expiry "
+            "of 900s"
+        ) in caplog.text
+        assert second.run(run.id).outcome == "interrupted"
+        # The first process learns it before sending anything more...
+        with pytest.raises(StateLocked) as caught:
+            first.begin_batch(run.id, [OPP_A], b"[]")
+        assert str(caught.value) == (
+            f"{state_path}: this process's lock {old.id} was taken over by {taken.holder} "
+            f"(pid {taken.pid} on {HOST}, lock id {taken.id}); stopping before it can send a "
+            "batch"
+        )
+        # ...still records what its batch in flight did, and cannot release the new lock.
+        first.record_batch_result(run.id, in_flight.batch, "done", [result(OPP_A)])
+        assert first.release_lock(old.id) is False
+        assert "state: lock=" + old.id + " was no longer held when released" in caplog.text
+        assert second.current_lock() == taken
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_lock_seen_within_the_expiry_is_not_taken_over(state_path: Path) -> None:
+    with (
+        StateFile.open(state_path, now=Clock(START)) as holder,
+        StateFile.open(state_path, now=Clock(START)) as other,
+    ):
+        holder.acquire_lock("apply")
+        with pytest.raises(StateLocked):
+            other.acquire_lock("apply", expiry=0.5)  # same second: not expired
+
+
+def test_unlock_needs_the_exact_id(state: StateFile, caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(StateError) as caught:
+        state.unlock("anything")
+    assert str(caught.value) == f"{state.path} is not locked"
+    lock = state.acquire_lock("apply")
+    with pytest.raises(StateError) as caught:
+        state.unlock(lock.id[:8])
+    assert str(caught.value) == (
+        f"{state.path}: {lock.id[:8]!r} is not the current lock's id; the current lock is "
+        f"{lock.id}, held by {lock.holder} (pid {lock.pid} on {HOST}) for apply since "
+        "2024-05-01T10:00:00Z"
+    )
+    assert state.current_lock() == lock
+    assert state.unlock(lock.id) == lock
+    assert state.current_lock() is None
+    assert f"state: lock {lock.id} of {lock.holder} (pid {lock.pid} on {HOST}) removed" in (
+        caplog.text
+    )
+    # The process that held it no longer may send.
+    with pytest.raises(StateLocked, match=r"taken over by nobody \(it was removed with unlock\)"):
+        state.begin_run(DIGEST)
+
+
+def test_one_lock_per_state_file_object_and_close_releases_it(state_path: Path) -> None:
+    with StateFile.open(state_path) as sf:
+        lock = sf.acquire_lock("apply")
+        with pytest.raises(StateError, match=f"already holds the lock {lock.id}"):
+            sf.acquire_lock("apply")
+        assert sf.release_lock(lock.id) is True
+        again = sf.acquire_lock("apply")
+    with StateFile.open(state_path) as sf:
+        assert sf.current_lock() is None
+        assert again.id != lock.id
+
+
+def test_takeover_and_release_log_at_the_right_levels(
+    state: StateFile, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="lsqsync.state")
+    lock = state.acquire_lock("apply")
+    state.release_lock(lock.id)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", f"state: lock={lock.id} taken for apply"),
+        ("INFO", f"state: lock={lock.id} released"),
+    ]
+
+
+def test_who_is_unknown_without_a_login_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_user() -> str:
+        raise KeyError("getpwuid(): uid not found: 1001")
+
+    monkeypatch.setattr(getpass, "getuser", no_user)
+    assert default_who() == f"unknown@{HOST}"
+
+
+def test_a_process_of_another_user_counts_as_alive(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with child(DIE, str(state_path)) as dead:
+        dead.communicate(timeout=10)
+
+    def not_permitted(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    with StateFile.open(state_path) as sf:
+        monkeypatch.setattr(os, "kill", not_permitted)
+        with pytest.raises(StateLocked):
+            sf.acquire_lock("apply")
+        monkeypatch.undo()
+        with raw(state_path) as db:
+            db.execute("UPDATE lock SET pid = 0")  # no real process has pid 0
+        assert sf.acquire_lock("apply").pid == os.getpid()
