@@ -146,7 +146,21 @@ def _run(
     fresh = apply.check_freshness(
         plan.changes, apply.read_current(client, plan.changes), types, st.confirmed(plan.digest)
     )
-    st.record_results(run_id, [_to_state(r) for r in fresh.settled])
+    # Batches an earlier attempt sent without recording their answer (killed, or no answer):
+    # a planned value found on their records was written by lsqsync — applied, not merely
+    # already current — so that drift and rollback know it.
+    pending = st.pending_batches(plan.digest)
+    in_flight = {i.lower() for b in pending for i in b.opportunity_ids}
+    settled = [
+        apply.FieldResult(r.opportunity_id, r.opportunity_type, r.change, "applied")
+        if r.status == "already_current" and r.opportunity_id.lower() in in_flight
+        else r
+        for r in fresh.settled
+    ]
+    if pending:
+        st.resolve_batches(run_id, pending, [_to_state(r) for r in settled])
+    else:
+        st.record_results(run_id, [_to_state(r) for r in settled])
     stop = threading.Event()
     unknown: list[apply.Pending] = []
     interrupted = False

@@ -143,3 +143,46 @@ def test_a_second_apply_waits_for_the_lock_then_names_the_holder(
     assert err.startswith("error: ")
     assert lock.id in err
     assert writes(connected) == []
+
+
+def test_a_batch_left_unrecorded_by_a_killed_run_is_resolved_not_resent(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from lsqsync.plan import planfile
+
+    code, out, _ = run(["plan", "--out", "p.json", *NOW], capsys)
+    opportunities, fields = planned(out)
+    plan = planfile.load(project / "p.json")
+    # A run that journaled its only batch, sent it (it landed), and was killed before recording.
+    body = [
+        {"ProspectOpportunityId": c.id, "OpportunityEventCode": c.opportunity_type,
+         "Fields": [{"SchemaName": f.field, "Value": f.after} for f in c.changes]}
+        for c in plan.changes
+    ]  # fmt: skip
+    with StateFile.open(project / ".lsqsync" / "state.db") as st:
+        lock = st.acquire_lock("apply")
+        killed = st.begin_run(plan.digest)
+        st.begin_batch(killed.id, [c.id for c in plan.changes], json.dumps(body).encode())
+        st.release_lock(lock.id)
+    requests.post(
+        connected.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
+        json=body,
+        headers={"x-LSQ-AccessKey": connected.access_key, "x-LSQ-SecretKey": connected.secret_key},
+        timeout=5,
+    ).raise_for_status()
+    requests.delete(connected.url + "/_emulator/requests", timeout=5)
+
+    code, out, _ = run(["apply", "p.json"], capsys)
+
+    assert code == 0
+    assert out.splitlines()[1] == (
+        f"  applied: {fields}, already current: 0, stale: 0, failed: 0, unknown: 0 "
+        f"(fields of {opportunities} opportunities)"
+    )
+    assert writes(connected) == []  # nothing sent twice
+    with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
+        assert len(st.last_written_values()) == fields
+        assert st.pending_batches(plan.digest) == ()
+        assert st.run(killed.id).outcome == "interrupted"
