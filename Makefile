@@ -31,7 +31,8 @@ test: lint typecheck $(VENV)/.installed
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/lsqsync emulator run --opportunities 200 -- \
 	  $(SHELL) -ec 'lsqsync whoami; lsqsync opportunities list --type 12003 --limit 5; \
-	    lsqsync validate; lsqsync plan --out .lsqsync/demo-plan.json --max-details 3'
+	    lsqsync validate; lsqsync plan --out .lsqsync/demo-plan.json --max-details 3; \
+	    lsqsync apply .lsqsync/demo-plan.json; lsqsync plan --max-details 0 | tail -n 1'
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist
