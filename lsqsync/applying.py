@@ -42,6 +42,7 @@ class ApplySummary:
     counts: dict[str, int]
     opportunities: int
     calls: int
+    rate_limited: int
     seconds: float
     runs_since: tuple[str, ...]
     interrupted: bool = False
@@ -57,7 +58,7 @@ class ApplySummary:
             f"  applied: {c.get('applied', 0)}, already current: {c.get('already_current', 0)}, "
             f"stale: {c.get('stale', 0)}, failed: {c.get('failed', 0)}, "
             f"unknown: {c.get('unknown', 0)} (fields of {self.opportunities} opportunities)",
-            f"  {self.calls} API calls in {self.seconds:.1f} s",
+            f"  {self.calls} API calls ({self.rate_limited} answered 429) in {self.seconds:.1f} s",
         ]
         if self.runs_since:
             lines.append(
@@ -137,7 +138,7 @@ def _run(
     progress: Progress | None,
 ) -> ApplySummary:
     say = progress or (lambda _: None)
-    started, calls_before = time.monotonic(), client.calls
+    started, calls_before, refused_before = time.monotonic(), client.calls, client.rate_limited
     types: dict[int, OpportunityType] = {
         code: client.opportunity_type(code)
         for code in sorted({c.opportunity_type for c in plan.changes})
@@ -197,6 +198,7 @@ def _run(
         },
         opportunities=len(plan.changes),
         calls=client.calls - calls_before,
+        rate_limited=client.rate_limited - refused_before,
         seconds=time.monotonic() - started,
         runs_since=since,
         interrupted=interrupted,

@@ -99,6 +99,11 @@ class LsqClient:
         return self._transport.calls
 
     @property
+    def rate_limited(self) -> int:
+        """Calls answered 429 (or 403 over the limit) so far."""
+        return self._transport.rate_limited
+
+    @property
     def limiter(self) -> RateLimiter:
         return self._transport.limiter
 

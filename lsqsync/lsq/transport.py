@@ -198,6 +198,7 @@ class Transport:
         self._rng = rng or random.Random()
         self._session = session if session is not None else _new_session()
         self._calls = 0
+        self._rate_limited = 0
         self._calls_lock = threading.Lock()
         self._session.headers.update(
             {
@@ -216,6 +217,11 @@ class Transport:
     def calls(self) -> int:
         """HTTP calls made so far (retries included): what the rate limit counts."""
         return self._calls
+
+    @property
+    def rate_limited(self) -> int:
+        """Calls answered as over the rate limit (429) so far."""
+        return self._rate_limited
 
     def close(self) -> None:
         self._session.close()
@@ -259,6 +265,8 @@ class Transport:
             if wait is None:
                 wait = self._backoff(count)
             if result.kind == "rate_limited":
+                with self._calls_lock:
+                    self._rate_limited += 1
                 # Every thread holds off, not just this one: the budget is account-wide.
                 self.limiter.penalize(wait)
             log.warning(

@@ -192,3 +192,15 @@ def test_refusals_say_exactly_why() -> None:
     ]
     assert refusals(None, "L1", expires, datetime(2026, 11, 27), {"r.yml": "a"}, {"r.yml": "x"},
                     ignore_rule_changes=True) == []  # fmt: skip
+
+
+def test_the_client_counts_the_429s_it_meets(emu: Emulator) -> None:
+    from lsqsync.errors import RateLimited
+
+    emu.settings.rate_limit_calls, emu.settings.rate_limit_seconds = 1, 60
+    with LsqClient(emu.url, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None,
+                   sleep=lambda _: None, rate_limit_retries=2) as c:  # fmt: skip
+        c.who_am_i()
+        with pytest.raises(RateLimited):
+            c.who_am_i()
+        assert (c.calls, c.rate_limited) == (4, 3)
