@@ -250,6 +250,9 @@ class Transport:
             result = self._attempt(method, path, url, params, data, headers, write)
             if isinstance(result, _Ok):
                 return result.payload
+            if result.kind == "rate_limited":
+                with self._calls_lock:
+                    self._rate_limited += 1
             limit = {
                 "rate_limited": self._rate_limit_retries,
                 "server": self._max_retries,
@@ -265,8 +268,6 @@ class Transport:
             if wait is None:
                 wait = self._backoff(count)
             if result.kind == "rate_limited":
-                with self._calls_lock:
-                    self._rate_limited += 1
                 # Every thread holds off, not just this one: the budget is account-wide.
                 self.limiter.penalize(wait)
             log.warning(
