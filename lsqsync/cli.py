@@ -547,6 +547,52 @@ def state_unlock(lock_id: str, config_path: Path | None) -> None:
     )
 
 
+@cli.command()
+@CONFIG
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True
+)
+def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
+    """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any)."""
+    from lsqsync import undo
+    from lsqsync.config import open_client
+
+    st, config = _state_file(config_path)
+    with st, open_client(config) as client:
+        drifted = undo.drift(client, st)
+    click.echo(undo.render_drift(drifted, fmt, config.mask), nl=False)
+    raise SystemExit(EXIT_CHANGES if drifted else EXIT_OK)
+
+
+@cli.command()
+@click.argument("run_id")
+@CONFIG
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to save the rollback plan (review it, then apply it).",
+)
+@PLAN_FORMAT
+def rollback(
+    run_id: str, config_path: Path | None, out: Path, fmt: Literal["text", "json", "markdown"]
+) -> None:
+    """Write a plan that puts back what run RUN_ID changed, where nobody changed it since."""
+    from lsqsync import undo
+    from lsqsync.config import open_client
+    from lsqsync.plan import planfile, render
+
+    st, config = _state_file(config_path)
+    with st, open_client(config) as client:
+        result = undo.rollback(
+            client, st, run_id, mask=config.mask,
+            rate=(config.rate_limit.calls, config.rate_limit.per_seconds),
+        )  # fmt: skip
+    planfile.save(result.plan, out)
+    click.echo(render.render(result.plan, fmt, saved_as=str(out)), nl=False)
+    click.echo(f"Saved the rollback plan to {out} (digest {result.plan.digest[:12]}).", err=True)
+
+
 # -- schemas ---------------------------------------------------------------------------------
 
 

@@ -186,3 +186,53 @@ def test_a_batch_left_unrecorded_by_a_killed_run_is_resolved_not_resent(
         assert len(st.last_written_values()) == fields
         assert st.pending_batches(plan.digest) == ()
         assert st.run(killed.id).outcome == "interrupted"
+
+
+def test_drift_after_a_hand_edit_and_rollback_of_a_run(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from lsqsync.plan import planfile
+
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    assert run(["apply", "p.json"], capsys)[0] == 0
+    assert run(["drift"], capsys)[:2] == (
+        0,
+        "No drift: LeadSquared holds every value lsqsync last wrote.\n",
+    )
+    plan = planfile.load(project / "p.json")
+    edited, field = plan.changes[0], plan.changes[0].changes[0]
+    hand_edit = [{"ProspectOpportunityId": edited.id, "OpportunityEventCode":
+                  edited.opportunity_type, "Fields": [{"SchemaName": field.field,
+                                                       "Value": "hand edit"}]}]  # fmt: skip
+    requests.post(
+        connected.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
+        json=hand_edit,
+        headers={"x-LSQ-AccessKey": connected.access_key, "x-LSQ-SecretKey": connected.secret_key},
+        timeout=5,
+    ).raise_for_status()
+
+    code, out, _ = run(["drift"], capsys)
+    assert code == 2
+    assert out.endswith("Drift: 1 fields changed outside lsqsync.\n")
+    assert f"~ {edited.id} (type {edited.opportunity_type}) {field.field}: wrote " in out
+
+    with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
+        (applied_run,) = st.runs()
+    code, out, _ = run(["rollback", applied_run.id, "--out", "back.json"], capsys)
+    assert code == 0
+    assert (
+        f"1 fields changed since run {applied_run.id} are left alone: {edited.id} {field.field}"
+        in out
+    )
+    _, fields = planned(out)
+    code, out, _ = run(["apply", "back.json"], capsys)
+    assert code == 0
+    assert f"  applied: {fields}," in out
+    for c in plan.changes:
+        stored = requests.get(f"{connected.url}/_emulator/opportunities/{c.id}", timeout=5).json()
+        for f in c.changes:
+            if (c.id, f.field) == (edited.id, field.field):
+                assert stored["fields"][f.field] == "hand edit"  # nobody's edit is clobbered
+            else:
+                back = stored["fields"][f.field]
+                assert back == f.before or (back is None and f.before is None), (c.id, f.field)
