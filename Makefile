@@ -26,13 +26,11 @@ typecheck: $(VENV)/.installed
 test: lint typecheck $(VENV)/.installed
 	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COV_FLOOR)
 
-# The demo runs against a throw-away emulator: `emulator run` starts it, exports LSQ_HOST and
-# the demo keys to the command, and stops it afterwards.
+# The demo (demo/run.sh) runs against a throw-away emulator: `emulator run` starts it, exports
+# LSQ_HOST and the demo keys to the command, and stops it afterwards.
 demo: $(VENV)/.installed
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/lsqsync emulator run --opportunities 200 -- \
-	  $(SHELL) -ec 'lsqsync whoami; lsqsync opportunities list --type 12003 --limit 5; \
-	    lsqsync validate; lsqsync plan --out .lsqsync/demo-plan.json --max-details 3; \
-	    lsqsync apply .lsqsync/demo-plan.json; lsqsync plan --max-details 0 | tail -n 1'
+	  $(SHELL) demo/run.sh
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist

@@ -574,8 +574,19 @@ def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
     help="Where to save the rollback plan (review it, then apply it).",
 )
 @PLAN_FORMAT
+@click.option(
+    "--max-details",
+    type=click.IntRange(0),
+    default=200,
+    show_default=True,
+    help="Opportunities shown in detail (text; the saved plan has all).",
+)
 def rollback(
-    run_id: str, config_path: Path | None, out: Path, fmt: Literal["text", "json", "markdown"]
+    run_id: str,
+    config_path: Path | None,
+    out: Path,
+    fmt: Literal["text", "json", "markdown"],
+    max_details: int,
 ) -> None:
     """Write a plan that puts back what run RUN_ID changed, where nobody changed it since."""
     from lsqsync import undo
@@ -589,7 +600,9 @@ def rollback(
             rate=(config.rate_limit.calls, config.rate_limit.per_seconds),
         )  # fmt: skip
     planfile.save(result.plan, out)
-    click.echo(render.render(result.plan, fmt, saved_as=str(out)), nl=False)
+    click.echo(
+        render.render(result.plan, fmt, max_details=max_details, saved_as=str(out)), nl=False
+    )
     click.echo(f"Saved the rollback plan to {out} (digest {result.plan.digest[:12]}).", err=True)
 
 

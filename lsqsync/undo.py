@@ -164,10 +164,8 @@ def rollback(
         summary=summarise(
             ordered,
             {name: source},
-            {
-                code: (t.name, len({c.id for c in ordered if c.opportunity_type == code}))
-                for code, t in types.items()
-            },
+            # the types' sizes, so the shares shown are shares of the account
+            {code: (t.name, client.count_opportunities(code)) for code, t in types.items()},
         ),
         cost=Cost(0, write_calls, max(0, math.ceil(write_calls / rate[0]) - 1) * rate[1]),
         changes=ordered,
