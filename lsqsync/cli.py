@@ -317,6 +317,18 @@ PLAN_FORMAT = click.option(
     "--format", "fmt", type=click.Choice(["text", "json", "markdown"]), default="text",
     show_default=True, help="markdown: for a pull-request comment.",
 )  # fmt: skip
+
+
+def _max_details(default: int) -> Callable[[F], F]:
+    return click.option(
+        "--max-details",
+        type=click.IntRange(0),
+        default=default,
+        show_default=True,
+        help="Opportunities shown in detail (text; a saved plan has all).",
+    )
+
+
 COLOR = click.option(
     "--color/--no-color",
     default=None,
@@ -361,13 +373,7 @@ def _progress() -> Callable[[str], None] | None:
     is_flag=True,
     help="Allow a plan over the safety limits (recorded in the plan).",
 )
-@click.option(
-    "--max-details",
-    type=click.IntRange(0),
-    default=200,
-    show_default=True,
-    help="Opportunities shown in detail (text; the saved plan has all).",
-)
+@_max_details(200)
 @click.option(
     "--now",
     "now",
@@ -413,13 +419,7 @@ def plan(
 @click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @PLAN_FORMAT
 @COLOR
-@click.option(
-    "--max-details",
-    type=click.IntRange(0),
-    default=1000,
-    show_default=True,
-    help="Opportunities shown in detail (text).",
-)
+@_max_details(1000)
 def show(
     plan_file: Path, fmt: Literal["text", "json", "markdown"], color: bool | None, max_details: int
 ) -> None:
@@ -574,13 +574,7 @@ def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
     help="Where to save the rollback plan (review it, then apply it).",
 )
 @PLAN_FORMAT
-@click.option(
-    "--max-details",
-    type=click.IntRange(0),
-    default=200,
-    show_default=True,
-    help="Opportunities shown in detail (text; the saved plan has all).",
-)
+@_max_details(200)
 def rollback(
     run_id: str,
     config_path: Path | None,

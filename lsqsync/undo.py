@@ -4,7 +4,6 @@ against what LeadSquared holds now."""
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from lsqsync import __version__, apply, state
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import (
-    Cost,
     FieldChange,
     Inputs,
     OpportunityChange,
@@ -21,6 +19,7 @@ from lsqsync.plan.model import (
     compute_digest,
     sort_changes,
     summarise,
+    write_cost,
 )
 
 
@@ -155,7 +154,6 @@ def rollback(
         host=client.host,
         targets=(name,),
     )
-    write_calls = math.ceil(len(ordered) / 25)
     plan = Plan(
         lsqsync_version=__version__,
         created_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -167,7 +165,7 @@ def rollback(
             # the types' sizes, so the shares shown are shares of the account
             {code: (t.name, client.count_opportunities(code)) for code, t in types.items()},
         ),
-        cost=Cost(0, write_calls, max(0, math.ceil(write_calls / rate[0]) - 1) * rate[1]),
+        cost=write_cost(0, len(ordered), *rate),
         changes=ordered,
         digest=compute_digest(inputs, ordered),
         state_lineage=st.lineage,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -74,6 +75,13 @@ class Cost:
     read_calls: int  # made to build the plan
     write_calls: int  # needed to apply it: ⌈opportunities / 25⌉
     min_seconds: float  # the least time the writes take under the configured rate limit
+
+
+def write_cost(read_calls: int, opportunities: int, calls: int, per_seconds: float) -> Cost:
+    """Bulk Update takes 25 opportunities a call; under a limit of ``calls`` per
+    ``per_seconds``, the first window's calls go at once and each further window waits."""
+    write_calls = math.ceil(opportunities / 25)
+    return Cost(read_calls, write_calls, max(0, math.ceil(write_calls / calls) - 1) * per_seconds)
 
 
 @dataclass(frozen=True)

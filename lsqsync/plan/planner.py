@@ -9,7 +9,6 @@ and the safety limits.
 
 from __future__ import annotations
 
-import math
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +20,6 @@ from lsqsync.errors import LsqsyncError
 from lsqsync.fetch import Snapshot, TypeData, guid, selected_ids
 from lsqsync.lsq import FieldMeta, OpportunityRecord, User, codec
 from lsqsync.plan.model import (
-    Cost,
     FieldChange,
     Inputs,
     OpportunityChange,
@@ -29,6 +27,7 @@ from lsqsync.plan.model import (
     compute_digest,
     sort_changes,
     summarise,
+    write_cost,
 )
 from lsqsync.rules import online
 from lsqsync.rules.problems import Problem, ProjectInvalid
@@ -36,7 +35,6 @@ from lsqsync.rules.project import Condition, FieldValue, Project, Rule
 from lsqsync.rules.templates import TemplateProblem
 from lsqsync.rules.yamlsource import Location
 
-BATCH = 25
 SHOWN_IDS = 5
 
 
@@ -167,7 +165,6 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         allow_large=options.allow_large,
     )
     type_totals = {c: (t.meta.name, t.total) for c, t in snapshot.types.items()}
-    write_calls = math.ceil(len(ordered) / BATCH)
     rate = config.rate_limit
     return Plan(
         lsqsync_version=options.lsqsync_version,
@@ -175,11 +172,7 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         expires_at=_stamp(options.created_at + options.expires_in),
         inputs=inputs,
         summary=summarise(ordered, {r.name: _source(r.location) for r in rules}, type_totals),
-        cost=Cost(
-            read_calls=snapshot.read_calls,
-            write_calls=write_calls,
-            min_seconds=max(0, math.ceil(write_calls / rate.calls) - 1) * rate.per_seconds,
-        ),
+        cost=write_cost(snapshot.read_calls, len(ordered), rate.calls, rate.per_seconds),
         changes=ordered,
         digest=compute_digest(inputs, ordered),
         git_commit=options.git_commit,
