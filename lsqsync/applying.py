@@ -122,7 +122,12 @@ def apply_plan_file(
             since = tuple(r.id for r in st.runs_since(plan.state_serial or 0))
             run = st.begin_run(plan.digest, overrides=overrides)
             with open_client(config) as client:
-                return _run(plan, config, client, st, run.id, options, since, progress)
+                try:
+                    return _run(plan, config, client, st, run.id, options, since, progress)
+                except KeyboardInterrupt:  # before any batch was sent: nothing in flight
+                    return _summary(
+                        st.finish_run(run.id, "interrupted"), len(plan.changes), 0, 0, 0.0, since
+                    )
         finally:
             st.release_lock(lock.id)
 
@@ -185,23 +190,41 @@ def _run(
         else "succeeded" if not (counts.failed or counts.stale or counts.unknown)
         else "partial"
     )  # fmt: skip
-    finished = st.finish_run(run_id, outcome)
+    return _summary(
+        st.finish_run(run_id, outcome),
+        len(plan.changes),
+        client.calls - calls_before,
+        client.rate_limited - refused_before,
+        time.monotonic() - started,
+        since,
+    )
+
+
+def _summary(
+    run: state.Run,
+    opportunities: int,
+    calls: int,
+    rate_limited: int,
+    seconds: float,
+    since: tuple[str, ...],
+) -> ApplySummary:
+    c = run.counts
     return ApplySummary(
-        run_id=run_id,
-        outcome=outcome,
+        run_id=run.id,
+        outcome=run.outcome,
         counts={
-            "applied": finished.counts.applied,
-            "already_current": finished.counts.already_current,
-            "stale": finished.counts.stale,
-            "failed": finished.counts.failed,
-            "unknown": finished.counts.unknown,
+            "applied": c.applied,
+            "already_current": c.already_current,
+            "stale": c.stale,
+            "failed": c.failed,
+            "unknown": c.unknown,
         },
-        opportunities=len(plan.changes),
-        calls=client.calls - calls_before,
-        rate_limited=client.rate_limited - refused_before,
-        seconds=time.monotonic() - started,
+        opportunities=opportunities,
+        calls=calls,
+        rate_limited=rate_limited,
+        seconds=seconds,
         runs_since=since,
-        interrupted=interrupted,
+        interrupted=run.outcome == "interrupted",
     )
 
 

@@ -98,3 +98,56 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
                 assert applied == planned, trial
     # most kills must land while the apply is running, or the test proves little
     assert killed_running >= TRIALS // 2, killed_running
+
+
+def _interrupt_once(root: Path, env: dict[str, str], after: float) -> tuple[int, int, int]:
+    """Apply, Ctrl-C after ``after`` seconds, resume: (fields applied before the interrupt,
+    by the resume, planned)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "lsqsync", "apply", "p.json", "--workers", "1"],
+        cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    time.sleep(after)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, (out, err)
+    assert b": interrupted." in out
+    with StateFile.open(root / ".lsqsync" / "state.db", create=False) as st:
+        first = st.runs()[-1]
+        assert first.outcome == "interrupted"
+        assert all(b.status != "sending" for b in st.batches(first.id))  # in-flight recorded
+        before = first.counts.applied
+    resumed = subprocess.run(
+        [sys.executable, "-m", "lsqsync", "apply", "p.json"],
+        cwd=root, env=env, capture_output=True, check=False,
+    )  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr.decode()
+    with StateFile.open(root / ".lsqsync" / "state.db", create=False) as st:
+        second = st.runs()[-1]
+        return before, second.counts.applied, planfile.load(root / "p.json").summary.fields
+
+
+@pytest.mark.slow
+def test_ctrl_c_records_in_flight_batches_exits_130_and_resumes(tmp_path: Path) -> None:
+    settings = Settings(rate_limit_calls=None, latency_ms=300, jitter_ms=0)
+    with Emulator(opportunities=400, settings=settings) as emu:
+        env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
+               "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
+        mid_send = False
+        for attempt, after in enumerate((2.0, 1.7, 2.4)):
+            root = tmp_path / f"attempt{attempt}"
+            root.mkdir()
+            shutil.copy(ROOT / "lsqsync.yml", root / "lsqsync.yml")
+            shutil.copytree(ROOT / "rules", root / "rules")
+            requests.post(emu.url + "/_emulator/reset", timeout=10).raise_for_status()
+            plan = subprocess.run(
+                [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", "--allow-large"],
+                cwd=root, env=env, capture_output=True, check=False,
+            )  # fmt: skip
+            assert plan.returncode == 0, plan.stderr.decode()
+            before, after_resume, planned = _interrupt_once(root, env, after)
+            assert before + after_resume == planned  # nothing sent twice, nothing lost
+            if 0 < before < planned:
+                mid_send = True
+                break
+        assert mid_send, "no interrupt landed while batches were being sent"
