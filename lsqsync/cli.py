@@ -441,8 +441,26 @@ def show(
 
 
 @cli.command("apply")
-@click.argument("plan_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument(
+    "plan_file", required=False, type=click.Path(exists=True, dir_okay=False, path_type=Path)
+)
 @CONFIG
+@_vars_options
+@click.option(
+    "--target",
+    "targets",
+    multiple=True,
+    metavar="RULE",
+    help="Without PLAN_FILE: plan only this rule (repeatable).",
+)
+@click.option(
+    "--allow-large", is_flag=True, help="Without PLAN_FILE: allow a plan over the safety limits."
+)
+@click.option(
+    "--auto-approve",
+    is_flag=True,
+    help="Without PLAN_FILE: apply the new plan without asking (needed with no TTY).",
+)
 @click.option(
     "--workers",
     type=click.IntRange(1, 16),
@@ -463,18 +481,31 @@ def show(
     help="Apply the reviewed plan even though rule files changed since (recorded).",
 )
 def apply_command(
-    plan_file: Path,
+    plan_file: Path | None,
     config_path: Path | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    targets: tuple[str, ...],
+    allow_large: bool,
+    auto_approve: bool,
     workers: int,
     lock_timeout: float,
     ignore_rule_changes: bool,
 ) -> None:
     """Apply a saved plan: re-check each field, send 25 opportunities a call, record it all.
 
-    Applying the same plan again resumes it: confirmed fields are never sent twice. Exit 3 when
+    Applying the same plan again resumes it: confirmed fields are never sent twice. Without
+    PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve). Exit 3 when
     some fields failed, were stale or have an unknown outcome; 130 when interrupted.
     """
     from lsqsync.applying import ApplyOptions, apply_plan_file
+
+    if plan_file is None:
+        plan_file = _plan_and_confirm(
+            config_path, var_pairs, var_files, targets, allow_large, auto_approve
+        )
+        if plan_file is None:
+            raise SystemExit(EXIT_OK)
 
     options = ApplyOptions(
         workers=workers, lock_timeout=lock_timeout, ignore_rule_changes=ignore_rule_changes
@@ -484,6 +515,48 @@ def apply_command(
     if summary.interrupted:
         raise SystemExit(EXIT_INTERRUPTED)
     raise SystemExit(EXIT_OK if summary.clean else EXIT_INCOMPLETE)
+
+
+def _plan_and_confirm(
+    config_path: Path | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    targets: tuple[str, ...],
+    allow_large: bool,
+    auto_approve: bool,
+) -> Path | None:
+    """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do."""
+    from lsqsync import planning
+    from lsqsync.errors import LsqsyncError
+    from lsqsync.plan import planfile, render
+    from lsqsync.validate import parse_vars
+
+    if not auto_approve and not sys.stdin.isatty():
+        raise LsqsyncError(
+            "apply without a plan file needs --auto-approve when there is no terminal to ask "
+            "on (or make a plan with 'lsqsync plan --out FILE' and apply the file)"
+        )
+    config, result = planning.make_plan(
+        config_path, parse_vars(var_pairs, var_files), targets=targets, allow_large=allow_large,
+        progress=_progress(),
+    )  # fmt: skip
+    shown = render.render(
+        result, "text", color=_use_color(None), safety=(config.max_changes, config.max_change_ratio)
+    )
+    click.echo(shown, nl=False)
+    if result.empty:
+        return None
+    if not auto_approve:
+        answer = click.prompt(
+            f"Apply plan {result.digest[:12]}? Only 'yes' will be accepted", default="",
+            show_default=False,
+        )  # fmt: skip
+        if answer.strip() != "yes":
+            click.echo("Not applied.", err=True)
+            return None
+    path = config.root / ".lsqsync" / f"plan-{result.digest[:12]}.json"
+    planfile.save(result, path)
+    return path
 
 
 @cli.group("state")

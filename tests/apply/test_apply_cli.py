@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import math
 import re
 import shutil
@@ -236,3 +237,46 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
             else:
                 back = stored["fields"][f.field]
                 assert back == f.before or (back is None and f.before is None), (c.id, f.field)
+
+
+def test_apply_without_a_plan_file_needs_a_yes_or_auto_approve(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # no terminal here: refused before anything is read
+    code, out, err = run(["apply"], capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: apply without a plan file needs --auto-approve when there is no terminal to ask "
+        "on (or make a plan with 'lsqsync plan --out FILE' and apply the file)\n"
+    )
+    assert requests.get(connected.url + "/_emulator/requests", timeout=5).json()["requests"] == []
+
+    code, out, _ = run(["apply", "--auto-approve"], capsys)
+    assert code == 0
+    _, fields = planned(out.split("\nRun ")[0] + "\n")
+    assert f"  applied: {fields}, already current: 0," in out
+    code, out, _ = run(["apply", "--auto-approve"], capsys)
+    assert (code, out.splitlines()[-1]) == (0, "No changes. LeadSquared already matches the rules.")
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(("answer", "applied"), [("no\n", False), ("yes\n", True)])
+def test_apply_without_a_plan_file_asks_on_a_terminal(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    applied: bool,
+) -> None:
+    monkeypatch.setattr("sys.stdin", _Terminal(answer))
+    code, out, err = run(["apply"], capsys)
+    assert code == 0
+    assert "? Only 'yes' will be accepted: " in out
+    assert ("Run " in out) is applied
+    assert ("Not applied." in err) is not applied
+    assert bool(writes(connected)) is applied
