@@ -280,3 +280,25 @@ def test_apply_without_a_plan_file_asks_on_a_terminal(
     assert ("Run " in out) is applied
     assert ("Not applied." in err) is not applied
     assert bool(writes(connected)) is applied
+
+
+def test_no_key_in_any_file_or_output_of_the_whole_story(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    outputs = [
+        run(["plan", "--out", "p.json", "--format", fmt, *NOW], capsys)
+        for fmt in ("text", "json", "markdown")
+    ]
+    outputs.append(run(["apply", "p.json"], capsys))
+    with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
+        (first,) = st.runs()
+    for args in (["state", "runs"], ["drift", "--format", "json"], ["show", "p.json"],
+                 ["rollback", first.id, "--out", "back.json"]):  # fmt: skip
+        outputs.append(run(args, capsys))
+    for fmt in ("text", "json", "csv"):
+        outputs.append(run(["state", "show", first.id, "--format", fmt], capsys))
+    texts = [out + err for _, out, err in outputs]
+    texts += [p.read_bytes().decode("latin-1") for p in project.rglob("*") if p.is_file()]
+    for key in (connected.access_key, connected.secret_key):
+        assert not any(key in text for text in texts)
+    assert len(texts) > 12
