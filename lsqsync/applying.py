@@ -243,6 +243,7 @@ def _send_all(
     are recorded, and KeyboardInterrupt is raised again."""
     queue = list(apply.batches(pending))
     total = len(queue)
+    opportunities, sent, started = len(pending), 0, time.monotonic()
     in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
     unknown: list[apply.Pending] = []
     done = 0
@@ -272,7 +273,13 @@ def _send_all(
                 )
                 unknown.extend(outcome.unknown)
                 done += 1
-                say(f"batch {done}/{total} sent")
+                sent += len(batch)
+                rate = sent / max(time.monotonic() - started, 1e-9)
+                eta = (opportunities - sent) / rate if rate else 0.0
+                say(
+                    f"apply: {sent:,}/{opportunities:,} opportunities ({done}/{total} batches), "
+                    f"{rate:.1f}/s, about {eta:.0f} s to go"
+                )
     if interrupted:
         raise KeyboardInterrupt
     return unknown

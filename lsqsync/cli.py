@@ -344,10 +344,24 @@ def _use_color(choice: bool | None) -> bool:
     return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
 
 
-def _progress() -> Callable[[str], None] | None:
-    if not sys.stderr.isatty():
+def _progress(every: float | None = None) -> Callable[[str], None] | None:
+    """Progress lines on stderr: all of them on a terminal; otherwise (CI logs) at most one
+    every ``every`` seconds, or none when ``every`` is None."""
+    import time
+
+    if sys.stderr.isatty():
+        return lambda message: click.echo(f"lsqsync: {message}", err=True)
+    if every is None:
         return None
-    return lambda message: click.echo(f"lsqsync: {message}", err=True)
+    last = [float("-inf")]
+
+    def periodic(message: str) -> None:
+        now = time.monotonic()
+        if now - last[0] >= every:
+            last[0] = now
+            click.echo(f"lsqsync: {message}", err=True)
+
+    return periodic
 
 
 @cli.command()
@@ -510,7 +524,7 @@ def apply_command(
     options = ApplyOptions(
         workers=workers, lock_timeout=lock_timeout, ignore_rule_changes=ignore_rule_changes
     )
-    summary = apply_plan_file(plan_file, config_path, options, _progress())
+    summary = apply_plan_file(plan_file, config_path, options, _progress(every=10.0))
     click.echo(summary.text(), nl=False)
     if summary.interrupted:
         raise SystemExit(EXIT_INTERRUPTED)

@@ -59,7 +59,7 @@ def test_a_plan_applied_end_to_end_leaves_nothing_to_do(
     opportunities, fields = planned(out)
     assert opportunities > 0
 
-    code, out, _ = run(["apply", "p.json"], capsys)
+    code, out, err = run(["apply", "p.json"], capsys)
 
     assert code == 0
     assert out.splitlines()[1] == (
@@ -67,6 +67,8 @@ def test_a_plan_applied_end_to_end_leaves_nothing_to_do(
         f"(fields of {opportunities} opportunities)"
     )
     assert len(writes(connected)) == math.ceil(opportunities / 25)
+    # no terminal: the first progress line, then at most one every 10 s
+    assert err == f"lsqsync: re-reading {opportunities:,} opportunities\n"
     assert run(["plan", "--detailed-exitcode", *NOW], capsys)[0] == 0
     assert run(["plan", *NOW], capsys)[1].endswith(NO_CHANGES)
     with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
