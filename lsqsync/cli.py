@@ -490,6 +490,13 @@ def show(
     help="Seconds to wait for another run's lock before giving up.",
 )
 @click.option(
+    "--lock-expiry",
+    type=click.FloatRange(min=1),
+    default=3600.0,
+    show_default=True,
+    help="Seconds without a sign of life after which another run's lock is taken over.",
+)
+@click.option(
     "--ignore-rule-changes",
     is_flag=True,
     help="Apply the reviewed plan even though rule files changed since (recorded).",
@@ -504,6 +511,7 @@ def apply_command(
     auto_approve: bool,
     workers: int,
     lock_timeout: float,
+    lock_expiry: float,
     ignore_rule_changes: bool,
 ) -> None:
     """Apply a saved plan: re-check each field, send 25 opportunities a call, record it all.
@@ -522,7 +530,10 @@ def apply_command(
             raise SystemExit(EXIT_OK)
 
     options = ApplyOptions(
-        workers=workers, lock_timeout=lock_timeout, ignore_rule_changes=ignore_rule_changes
+        workers=workers,
+        lock_timeout=lock_timeout,
+        lock_expiry=lock_expiry,
+        ignore_rule_changes=ignore_rule_changes,
     )
     summary = apply_plan_file(plan_file, config_path, options, _progress(every=10.0))
     click.echo(summary.text(), nl=False)

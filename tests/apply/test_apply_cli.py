@@ -304,3 +304,19 @@ def test_no_key_in_any_file_or_output_of_the_whole_story(
     for key in (connected.access_key, connected.secret_key):
         assert not any(key in text for text in texts)
     assert len(texts) > 12
+
+
+def test_a_lock_not_refreshed_for_lock_expiry_seconds_is_taken_over(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    (project / ".lsqsync").mkdir(exist_ok=True)
+    with StateFile.open(project / ".lsqsync" / "state.db") as holder:
+        lock = holder.acquire_lock("apply")
+        time.sleep(1.2)
+        code, out, _ = run(["apply", "p.json", "--lock-expiry", "1"], capsys)
+        assert code == 0
+        assert "applied: " in out
+        assert holder.release_lock(lock.id) is False  # it was taken over
