@@ -151,3 +151,35 @@ def test_ctrl_c_records_in_flight_batches_exits_130_and_resumes(tmp_path: Path) 
                 mid_send = True
                 break
         assert mid_send, "no interrupt landed while batches were being sent"
+
+
+@pytest.mark.slow
+def test_a_second_apply_process_is_refused_while_the_first_holds_the_lock(tmp_path: Path) -> None:
+    settings = Settings(rate_limit_calls=None, latency_ms=500, jitter_ms=0)
+    with Emulator(opportunities=100, settings=settings) as emu:
+        env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
+               "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
+        shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
+        shutil.copytree(ROOT / "rules", tmp_path / "rules")
+        plan = subprocess.run(
+            [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json"],
+            cwd=tmp_path, env=env, capture_output=True, check=False,
+        )  # fmt: skip
+        assert plan.returncode == 0, plan.stderr.decode()
+        first = subprocess.Popen(
+            [sys.executable, "-m", "lsqsync", "apply", "p.json", "--workers", "1"],
+            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        time.sleep(1.0)  # it holds the lock while it reads and sends
+        second = subprocess.run(
+            [sys.executable, "-m", "lsqsync", "apply", "p.json", "--lock-timeout", "0.5"],
+            cwd=tmp_path, env=env, capture_output=True, check=False, text=True,
+        )  # fmt: skip
+        out, _ = first.communicate(timeout=60)
+        assert first.returncode == 0, out
+        assert second.returncode == 1
+        assert second.stdout == ""
+        assert second.stderr.startswith("error: ")
+        assert f"(pid {first.pid} on " in second.stderr
+        assert "for apply" in second.stderr
+        assert "lsqsync state unlock " in second.stderr
