@@ -320,3 +320,46 @@ def test_a_lock_not_refreshed_for_lock_expiry_seconds_is_taken_over(
         assert code == 0
         assert "applied: " in out
         assert holder.release_lock(lock.id) is False  # it was taken over
+
+
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        ({"expires_at": "2020-01-01T00:00:00Z"},
+         "the plan expired at 2020-01-01T00:00:00Z; make a new plan"),
+        ({"state": {"lineage": "00000000-0000-4000-8000-000000000000", "serial": 3}},
+         "the plan was made against state lineage 00000000-0000-4000-8000-000000000000, but "
+         "this state file is lineage "),
+    ],
+)  # fmt: skip
+def test_expired_plans_and_plans_of_another_state_are_refused(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    edit: dict[str, object],
+    reason: str,
+) -> None:
+    import json
+
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    saved = json.loads((project / "p.json").read_text())
+    (project / "p.json").write_text(json.dumps({**saved, **edit}))
+    code, out, err = run(["apply", "p.json"], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(f"error: p.json: refused: {reason}")
+    assert writes(connected) == []
+
+
+def test_a_plan_edited_after_review_is_refused(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    saved = json.loads((project / "p.json").read_text())
+    saved["changes"][0]["fields"][0]["after"] = "something nobody reviewed"
+    (project / "p.json").write_text(json.dumps(saved))
+    code, out, err = run(["apply", "p.json"], capsys)
+    assert (code, out) == (1, "")
+    assert "the plan was modified after it was made" in err
+    assert writes(connected) == []
