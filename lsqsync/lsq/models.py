@@ -213,6 +213,11 @@ class FieldMeta:
         return self.data_type.lower() == "user" or self.schema_name in USER_VALUED_FIELDS
 
     @property
+    def all_options(self) -> tuple[str, ...]:
+        """Every value a dropdown allows (for a dependent one, under any parent value)."""
+        return self.options or tuple(o for opts in self.dependent_options.values() for o in opts)
+
+    @property
     def is_auto_id(self) -> bool:
         return self.data_type.replace("_", "").lower() == "autoid"
 

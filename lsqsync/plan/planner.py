@@ -321,7 +321,7 @@ def _plan_rule(
                         record.id,
                     )
                     continue
-                bad_option = _option_problem(f, wire)
+                bad_option = online.option_problem(f, wire)
                 if bad_option:
                     problems.add(value.location, "", bad_option, record.id)
                     continue
@@ -342,16 +342,6 @@ def _plan_rule(
                     ),
                     record.id,
                 )
-
-
-def _option_problem(f: FieldMeta, wire: str) -> str | None:
-    options = f.options or tuple(o for opts in f.dependent_options.values() for o in opts)
-    if wire and options and wire not in options:
-        return (
-            f"'{wire}' is not an option of {f.schema_name} ({', '.join(options)}); "
-            "LeadSquared would store it anyway"
-        )
-    return None
 
 
 def _user_function(active: Mapping[str, str]) -> Callable[[str], str]:

@@ -74,9 +74,7 @@ def check(
             if meta is None or condition.op in ("empty", "contains", "startswith"):
                 continue
             bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
-            options = meta.options or tuple(
-                o for opts in meta.dependent_options.values() for o in opts
-            )
+            options = meta.all_options
             if options and condition.op in ("eq", "in"):
                 for bound in bounds:
                     if bound is not None and str(bound) not in options:
@@ -115,15 +113,20 @@ def _literal_problem(
         wire = codec.to_wire(meta, literal, users)
     except codec.InvalidValue as e:
         return str(e)
-    options = meta.options or tuple(o for opts in meta.dependent_options.values() for o in opts)
-    if options and wire not in options:
-        close = [o for o in options if o.lower() == wire.lower()]
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        return (
-            f"'{wire}' is not an option of {meta.schema_name} ({', '.join(options)}){hint}; "
-            "LeadSquared would store it anyway"
-        )
-    return None
+    return option_problem(meta, wire)
+
+
+def option_problem(meta: FieldMeta, wire: str) -> str | None:
+    """A dropdown value that is not one of the field's options (LeadSquared would store it)."""
+    options = meta.all_options
+    if not wire or not options or wire in options:
+        return None
+    close = [o for o in options if o.lower() == wire.lower()]
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (
+        f"'{wire}' is not an option of {meta.schema_name} ({', '.join(options)}){hint}; "
+        "LeadSquared would store it anyway"
+    )
 
 
 def _dependent_problems(rule: Rule, t: OpportunityType, wires: Mapping[str, str]) -> list[Problem]:

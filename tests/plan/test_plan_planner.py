@@ -247,7 +247,7 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
         [deal(A), deal(B)],
         [
             f"rules/r.yml:5:25: opportunities {A}, {B}: 'LOW' is not an option of mx_Custom_10 "
-            "(Low, Medium, High); LeadSquared would store it anyway"
+            "(Low, Medium, High) (did you mean 'Low'?); LeadSquared would store it anyway"
         ],
     ),
     (
