@@ -46,6 +46,16 @@ def planned(out: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:
+    """A Bulk Update made outside lsqsync (a person, another integration)."""
+    requests.post(
+        emu.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
+        json=body,
+        headers={"x-LSQ-AccessKey": emu.access_key, "x-LSQ-SecretKey": emu.secret_key},
+        timeout=5,
+    ).raise_for_status()
+
+
 def writes(emu: Emulator) -> list[dict[str, object]]:
     log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
     return [e for e in log if str(e["path"]).endswith("/Bulk/Update/ByOpportunityId")]
@@ -84,12 +94,7 @@ def test_a_field_edited_after_the_plan_is_stale_not_clobbered(
     loan = "c5a7f37c-b789-44c9-929b-74aa6250b539"  # reassigned by rules/data/reassign.csv
     edit = [{"ProspectOpportunityId": loan, "OpportunityEventCode": 12000,
              "Fields": [{"SchemaName": "Owner", "Value": SAM}]}]  # fmt: skip
-    requests.post(
-        connected.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
-        json=edit,
-        headers={"x-LSQ-AccessKey": connected.access_key, "x-LSQ-SecretKey": connected.secret_key},
-        timeout=5,
-    ).raise_for_status()
+    write_directly(connected, edit)
 
     code, out, _ = run(["apply", "p.json"], capsys)
 
@@ -169,12 +174,7 @@ def test_a_batch_left_unrecorded_by_a_killed_run_is_resolved_not_resent(
         killed = st.begin_run(plan.digest)
         st.begin_batch(killed.id, [c.id for c in plan.changes], json.dumps(body).encode())
         st.release_lock(lock.id)
-    requests.post(
-        connected.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
-        json=body,
-        headers={"x-LSQ-AccessKey": connected.access_key, "x-LSQ-SecretKey": connected.secret_key},
-        timeout=5,
-    ).raise_for_status()
+    write_directly(connected, body)
     requests.delete(connected.url + "/_emulator/requests", timeout=5)
 
     code, out, _ = run(["apply", "p.json"], capsys)
@@ -207,12 +207,7 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
     hand_edit = [{"ProspectOpportunityId": edited.id, "OpportunityEventCode":
                   edited.opportunity_type, "Fields": [{"SchemaName": field.field,
                                                        "Value": "hand edit"}]}]  # fmt: skip
-    requests.post(
-        connected.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
-        json=hand_edit,
-        headers={"x-LSQ-AccessKey": connected.access_key, "x-LSQ-SecretKey": connected.secret_key},
-        timeout=5,
-    ).raise_for_status()
+    write_directly(connected, hand_edit)
 
     code, out, _ = run(["drift"], capsys)
     assert code == 2
