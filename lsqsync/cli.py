@@ -708,6 +708,29 @@ def schema_command(name: str) -> None:
     click.echo(resources.schema_text(name), nl=False)
 
 
+# -- shell completion ------------------------------------------------------------------------
+
+COMPLETE_VAR = "_LSQSYNC_COMPLETE"
+
+
+@cli.command("completion")
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion_command(shell: str) -> None:
+    """Print the completion script for SHELL (commands, options, choices).
+
+    \b
+    bash: add   eval "$(lsqsync completion bash)"   to ~/.bashrc
+    zsh:  add   eval "$(lsqsync completion zsh)"    to ~/.zshrc
+    fish: run   lsqsync completion fish > ~/.config/fish/completions/lsqsync.fish
+    """
+    from click.shell_completion import get_completion_class
+
+    complete = get_completion_class(shell)
+    assert complete is not None  # click ships bash, zsh and fish
+    script = complete(cli, {}, "lsqsync", COMPLETE_VAR).source()
+    click.echo(script, nl=not script.endswith("\n"))
+
+
 # -- the boundary ----------------------------------------------------------------------------
 
 

@@ -33,8 +33,6 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_version_names_the_schema_versions(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["--version"], capsys)
     assert code == 0
-    # cli.py still formats "{name} schema v{n}"; resources.versions_text() says "plan format v1"
-    # (Terraform's word) once cli.py's _version_message uses it.
     assert out == f"lsqsync {__version__} (config schema v1, rules schema v1, plan format v1)\n"
 
 
@@ -150,3 +148,41 @@ def test_emulator_run_reports_a_missing_command(capsys: pytest.CaptureFixture[st
     code, _, err = run_main(["emulator", "run", "--", "no-such-command-here"], capsys)
     assert code == 127
     assert "error: command not found: no-such-command-here" in err
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_prints_the_script_for_the_shell(
+    shell: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_main(["completion", shell], capsys)
+    assert code == 0
+    assert "_LSQSYNC_COMPLETE" in out
+    assert "lsqsync" in out
+
+
+def test_completion_refuses_an_unknown_shell(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run_main(["completion", "tcsh"], capsys)
+    assert code == 1
+    assert out == ""
+    assert "'tcsh' is not one of 'bash', 'zsh', 'fish'" in err
+
+
+@pytest.mark.parametrize(
+    ("words", "cword", "offered"),
+    [
+        ("lsqsync sta", 1, "state"),
+        ("lsqsync state s", 2, "show"),
+        ("lsqsync completion ", 2, "zsh"),
+    ],
+)
+def test_completion_round_trip_offers_commands(words: str, cword: int, offered: str) -> None:
+    # What the bash script sends back to lsqsync on <TAB>: click's bash_complete protocol.
+    env = {
+        **os.environ,
+        "_LSQSYNC_COMPLETE": "bash_complete",
+        "COMP_WORDS": words,
+        "COMP_CWORD": str(cword),
+    }
+    done = subprocess.run(LSQSYNC, capture_output=True, text=True, check=False, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"plain,{offered}" in done.stdout.splitlines()
