@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -394,6 +395,15 @@ def _progress(every: float | None = None) -> Callable[[str], None] | None:
     metavar="'YYYY-MM-DD HH:MM:SS'",
     help="The UTC time templates see as now (default: the current time).",
 )
+@click.option(
+    "--expires-in",
+    "expires_in",
+    type=click.FloatRange(min=0, min_open=True, max=24 * 30),
+    default=24.0,
+    show_default=True,
+    metavar="HOURS",
+    help="How long the saved plan may be applied (apply refuses it later).",
+)
 def plan(
     config_path: Path | None,
     var_pairs: tuple[str, ...],
@@ -406,6 +416,7 @@ def plan(
     allow_large: bool,
     max_details: int,
     now: str | None,
+    expires_in: float,
 ) -> None:
     """Read the opportunities the rules select and show what would change."""
     from lsqsync import planning
@@ -414,7 +425,8 @@ def plan(
 
     config, result = planning.make_plan(
         config_path, parse_vars(var_pairs, var_files), targets=targets,
-        allow_large=allow_large, now=now, progress=_progress(),
+        allow_large=allow_large, now=now, expires_in=timedelta(hours=expires_in),
+        progress=_progress(),
     )  # fmt: skip
     if out is not None:
         planfile.save(result, out)
@@ -617,13 +629,16 @@ def state_runs(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["text", "json", "csv"]),
+    type=click.Choice(["text", "json", "csv", "markdown"]),
     default="text",
     show_default=True,
-    help="csv: one row per field, for a spreadsheet.",
+    help="csv: one row per field, for a spreadsheet; markdown: for a pull-request comment.",
 )
-def state_show(run_id: str, config_path: Path | None, fmt: Literal["text", "json", "csv"]) -> None:
-    """One run and the result of each field it planned."""
+def state_show(
+    run_id: str, config_path: Path | None, fmt: Literal["text", "json", "csv", "markdown"]
+) -> None:
+    """One run and the result of each field it planned (RUN_ID may be a unique prefix, or
+    'last' for the most recent run)."""
     from lsqsync.state import render_run
 
     st, config = _state_file(config_path)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import subprocess
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ def make_plan(
     targets: Sequence[str] = (),
     allow_large: bool = False,
     now: str | None = None,
+    expires_in: timedelta = timedelta(hours=24),
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
@@ -97,6 +98,7 @@ def make_plan(
         input_files=input_files(config, project),
         targets=tuple(targets),
         allow_large=allow_large,
+        expires_in=expires_in,
         git_commit=git_commit(config.root),
         state_lineage=lineage,
         state_serial=serial,

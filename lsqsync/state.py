@@ -62,14 +62,14 @@ from types import TracebackType
 from typing import Any, Literal, get_args
 
 from lsqsync.errors import StateError, StateLocked
-from lsqsync.plan.render import clean, quote
+from lsqsync.plan.render import MARKDOWN_LIMIT, clean, md, quote
 
 logger = logging.getLogger(__name__)
 
 Outcome = Literal["running", "succeeded", "partial", "failed", "interrupted"]
 BatchStatus = Literal["sending", "done", "failed", "unknown"]
 ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown"]
-RunFormat = Literal["text", "json", "csv"]
+RunFormat = Literal["text", "json", "csv", "markdown"]
 RunsFormat = Literal["text", "json"]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
@@ -509,7 +509,13 @@ class StateFile:
         return self._runs("SELECT * FROM runs WHERE serial > ? ORDER BY serial", (serial,))
 
     def run(self, id_or_prefix: str) -> Run:
-        """The run with this id, or the only run whose id starts with it."""
+        """The run with this id, the only run whose id starts with it, or (``last``) the most
+        recent run."""
+        if id_or_prefix == LAST:
+            latest = self._runs("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1")
+            if not latest:
+                raise StateError(f"{self.path}: no runs yet, so there is no last run")
+            return latest[0]
         exact = self._runs("SELECT * FROM runs WHERE id = ?", (id_or_prefix,))
         if exact:
             return exact[0]
@@ -992,6 +998,7 @@ def _locked_message(path: Path, holder: Lock, timeout: float) -> str:
 
 # -- exports ----------------------------------------------------------------------------------
 
+LAST = "last"  # `lsqsync state show last`: the most recent run
 MASKED = "***"
 EMPTY = "(empty)"
 _COUNT_LABELS = (
@@ -1121,6 +1128,8 @@ def render_run(
                 )
             )
         return out.getvalue()
+    if fmt == "markdown":
+        return _run_markdown(run, results, mask)
     return _run_text(run, results, mask)
 
 
@@ -1155,6 +1164,58 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
             )
         )
     return "\n".join(lines) + "\n" + _table(rows)
+
+
+MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
+
+
+def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    """A run for a pull-request comment: what happened, the counts, and every field that needs a
+    person (stale, failed, unknown); applied fields are only counted."""
+    c = run.counts
+    lines = [
+        f"### lsqsync apply `{run.id}`: {run.outcome}",
+        "",
+        f"- plan: `{run.plan_digest}`",
+        f"- who: {md(clean(run.who))}",
+        f"- where: {md(clean(run.where))}",
+        f"- started: {run.started}, finished: {run.finished or '-'}",
+        f"- overrides: {md(clean(', '.join(run.overrides))) or 'none'}",
+        "",
+        "| " + " | ".join(label.capitalize() for _, label in _COUNT_LABELS) + " |",
+        "|" + "---:|" * len(_COUNT_LABELS),
+        "| " + " | ".join(str(getattr(c, k)) for k, _ in _COUNT_LABELS) + " |",
+    ]
+    problems = [r for r in results if r.status not in CONFIRMED]
+    if not problems:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "",
+        f"#### Fields that were not written ({len(problems)})",
+        "",
+        "| Opportunity | Field | Status | Before | After | Message |",
+        "|---|---|---|---|---|---|",
+    ]
+    tail = [
+        "",
+        f"Every result: `lsqsync state show {run.id} --format csv`. Stale fields changed in "
+        "LeadSquared after the plan and were left alone; plan again to review them.",
+    ]
+    size = sum(len(x) + 1 for x in lines + tail)
+    for shown, r in enumerate(problems):
+        row = "| " + " | ".join(
+            md(clean(x))
+            for x in (
+                r.opportunity_id, r.field, r.status, _shown(r.before, r.field in mask),
+                _shown(r.after, r.field in mask), r.message or "",
+            )
+        ) + " |"  # fmt: skip
+        if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
+            lines.append(f"| … {len(problems) - shown} more | | | | | |")
+            break
+        lines.append(row)
+        size += len(row) + 1
+    return "\n".join(lines + tail) + "\n"
 
 
 def _run_json(run: Run) -> dict[str, Any]:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import re
 import shutil
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -64,10 +66,13 @@ def writes(emu: Emulator) -> list[dict[str, object]]:
 def test_a_plan_applied_end_to_end_leaves_nothing_to_do(
     connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(["plan", "--out", "p.json", *NOW], capsys)
+    code, out, _ = run(["plan", "--out", "p.json", "--expires-in", "168", *NOW], capsys)
     assert code == 0
     opportunities, fields = planned(out)
     assert opportunities > 0
+    saved = json.loads((project / "p.json").read_text())
+    stamps = [datetime.fromisoformat(saved[k]) for k in ("created_at", "expires_at")]
+    assert stamps[1] - stamps[0] == timedelta(days=7)
 
     code, out, err = run(["apply", "p.json"], capsys)
 
@@ -85,6 +90,10 @@ def test_a_plan_applied_end_to_end_leaves_nothing_to_do(
         assert st.serial == 1
         (only,) = st.runs()
         assert (only.outcome, only.counts.applied) == ("succeeded", fields)
+    code, out, _ = run(["state", "show", "last", "--format", "markdown"], capsys)
+    assert code == 0
+    assert out.startswith(f"### lsqsync apply `{only.id}`: succeeded\n")
+    assert "not written" not in out
 
 
 def test_a_field_edited_after_the_plan_is_stale_not_clobbered(

@@ -153,6 +153,52 @@ def test_show_as_csv_for_a_spreadsheet() -> None:
     assert rows[4][7] == "MXInvalid: Status\nlocked"  # the API's message, whole
 
 
+MARKDOWN = """\
+### lsqsync apply `20240501-100000-3fa2c1`: partial
+
+- plan: `abababababababababababababababababababababababababababababababab`
+- who: ci\\@runner-1
+- where: https://github.com/acme/crm-rules/actions/runs/42
+- started: 2024-05-01T10:00:00Z, finished: 2024-05-01T10:01:05Z
+- overrides: ignore-rule-changes
+
+| Applied | Already current | Stale | Failed | Unknown |
+|---:|---:|---:|---:|---:|
+| 2 | 1 | 1 | 1 | 0 |
+
+#### Fields that were not written (2)
+
+| Opportunity | Field | Status | Before | After | Message |
+|---|---|---|---|---|---|
+| 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Owner | stale | (empty) | "=HYPERLINK(\\\\"http://x\\\\")" | now u9 |
+| 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Status | failed | "Open" | "Won" | MXInvalid: Status\\\\nlocked |
+
+Every result: `lsqsync state show 20240501-100000-3fa2c1 --format csv`. Stale fields changed in \
+LeadSquared after the plan and were left alone; plan again to review them.
+"""  # noqa: E501 - the table is as wide as it is
+
+
+def test_show_as_markdown_for_a_pull_request_comment() -> None:
+    assert render_run(RUN, RESULTS, "markdown", mask=MASK) == MARKDOWN
+
+
+def test_markdown_counts_applied_fields_and_lists_only_the_rest() -> None:
+    applied = [r for r in RESULTS if r.status == "applied"]
+    out = render_run(RUN, applied, "markdown", mask=MASK)
+    assert out.endswith("| 2 | 1 | 1 | 1 | 0 |\n")
+    assert "not written" not in out
+    assert "98450" not in out
+
+
+def test_markdown_lists_at_most_200_problem_fields() -> None:
+    many = [result(OPP_A, field=f"mx_Custom_{i}", status="failed") for i in range(250)]
+    out = render_run(RUN, many, "markdown")
+    rows = [line for line in out.splitlines() if line.startswith(f"| {OPP_A}")]
+    assert len(rows) == 200
+    assert "| … 50 more | | | | | |" in out
+    assert "Fields that were not written (250)" in out
+
+
 @pytest.mark.parametrize(
     ("value", "cell"),
     [

@@ -109,6 +109,16 @@ def test_a_run_by_id_or_unique_prefix(locked: StateFile, clock: Clock) -> None:
     assert [r.id for r in locked.runs()] == [first.id, second.id, third.id]
 
 
+def test_last_is_the_most_recent_run(locked: StateFile, clock: Clock) -> None:
+    with pytest.raises(StateError) as caught:
+        locked.run("last")
+    assert str(caught.value) == f"{locked.path}: no runs yet, so there is no last run"
+    locked.begin_run(DIGEST)
+    clock.advance(1)
+    second = locked.begin_run(DIGEST)
+    assert locked.run("last") == second
+
+
 def test_a_batch_is_journaled_before_it_is_sent_and_updated_after(
     locked: StateFile, clock: Clock
 ) -> None:
