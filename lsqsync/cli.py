@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shlex
 import sqlite3
 import sys
 import traceback
@@ -711,6 +712,48 @@ def rollback(
         render.render(result.plan, fmt, max_details=max_details, saved_as=str(out)), nl=False
     )
     click.echo(f"Saved the rollback plan to {out} (digest {result.plan.digest[:12]}).", err=True)
+
+
+# -- a new rule repository ------------------------------------------------------------------
+
+
+@cli.command("init")
+@click.argument(
+    "directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
+)
+@click.option(
+    "--branch",
+    default="main",
+    show_default=True,
+    help="The branch pull requests merge into: the workflow applies plans merged there.",
+)
+def init_command(directory: Path, branch: str) -> None:
+    """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule, the
+    schemas for editors, .gitignore, a pre-commit hook and a GitHub Actions workflow.
+
+    An existing file is never overwritten: it is listed as skipped.
+    """
+    from lsqsync.config import display_path
+    from lsqsync.scaffold import init
+
+    try:
+        result = init(directory, branch)
+    except OSError as e:
+        raise LsqsyncError(f"init: {e.filename or directory}: {e.strerror or e}") from None
+    where = display_path(directory)
+    for path in result.created:
+        click.echo(f"created  {path}")
+    for path in result.skipped:
+        click.echo(f"skipped  {path} (already there)")
+    if not result.created:
+        click.echo(f"Nothing to do: {where} already has every file.")
+        return
+    go = "" if where == "." else f"cd {shlex.quote(where)} && "
+    click.echo(
+        f"\nNext: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY and LSQ_SECRET_KEY "
+        "and run lsqsync plan.\nFor CI, add those three to the repository's Actions settings "
+        "(.github/workflows/lsqsync.yml says how)."
+    )
 
 
 # -- schemas ---------------------------------------------------------------------------------

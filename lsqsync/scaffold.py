@@ -1,0 +1,72 @@
+"""``lsqsync init``: a new rule repository, ready for editors, pre-commit and GitHub Actions.
+
+The files come from ``lsqsync/templates/init/`` and the schemas lsqsync ships; an existing file
+is never overwritten."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from lsqsync import __version__
+from lsqsync.errors import LsqsyncError
+from lsqsync.resources import schema_text
+
+# where each file goes → its template (dot-files are stored without the dot, so that git and
+# tools do not take the templates for this repository's own files)
+TEMPLATES = {
+    "lsqsync.yml": "lsqsync.yml",
+    "rules/example.yml": "rules/example.yml",
+    ".gitignore": "gitignore",
+    ".pre-commit-config.yaml": "pre-commit-config.yaml",
+    ".github/workflows/lsqsync.yml": "workflow.yml",
+}
+# the `$schema` lines of lsqsync.yml and the rule files point at these copies
+SCHEMAS = {"schemas/config.schema.json": "config", "schemas/rules.schema.json": "rules"}
+_BRANCH = re.compile(r"[A-Za-z0-9._/-]+")
+
+
+@dataclass(frozen=True)
+class InitResult:
+    created: tuple[str, ...]
+    skipped: tuple[str, ...]  # already there: left as they were
+
+
+def files(branch: str = "main") -> dict[str, str]:
+    """Every file ``init`` writes (path relative to the new repository → content)."""
+    if not _BRANCH.fullmatch(branch) or branch.startswith(("-", "/")) or ".." in branch:
+        raise LsqsyncError(f"--branch {branch!r} is not a branch name")
+    root = resources.files("lsqsync").joinpath("templates", "init")
+    out = {
+        path: root.joinpath(*template.split("/"))
+        .read_text("utf-8")
+        .replace("@VERSION@", __version__)
+        .replace("@BRANCH@", branch)
+        for path, template in TEMPLATES.items()
+    }
+    out.update({path: schema_text(name) for path, name in SCHEMAS.items()})
+    return out
+
+
+def init(directory: Path, branch: str = "main") -> InitResult:
+    """Write the files of a new rule repository into ``directory`` (created if needed), skipping
+    every file that already exists."""
+    if directory.exists() and not directory.is_dir():
+        raise LsqsyncError(f"{directory}: not a folder")
+    created, skipped = [], []
+    for path, content in files(branch).items():
+        target = directory / path
+        if target.exists() or target.is_symlink():
+            skipped.append(path)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with target.open("x", encoding="utf-8", newline="\n") as f:  # x: never overwrite
+                f.write(content)
+        except FileExistsError:  # appeared since the check
+            skipped.append(path)
+            continue
+        created.append(path)
+    return InitResult(tuple(created), tuple(skipped))
