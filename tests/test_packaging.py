@@ -1,4 +1,4 @@
-"""The wheel carries the schemas: build it, install it into a fresh venv, run it from there."""
+"""The wheel carries the schemas and templates: build it, install it into a fresh venv, run it from there."""
 
 from __future__ import annotations
 
@@ -70,3 +70,8 @@ def test_the_wheel_installs_and_reads_its_schemas(tmp_path: Path) -> None:
     assert version.startswith(f"lsqsync {__version__} (")
     schema = json.loads(run(env / "bin" / "lsqsync", "schema", "rules", cwd=tmp_path))
     assert schema["title"] == "lsqsync rule file"
+    # the templates of `lsqsync init` are package data too
+    run(env / "bin" / "lsqsync", "init", "repo", cwd=tmp_path)
+    workflow = tmp_path / "repo" / ".github" / "workflows" / "lsqsync.yml"
+    assert f'LSQSYNC_VERSION: "{__version__}"' in workflow.read_text()
+    assert run(env / "bin" / "lsqsync", "validate", cwd=tmp_path / "repo").startswith("valid:")

@@ -1,0 +1,138 @@
+"""`lsqsync init`: a new rule repository that validates, plans and applies as it is."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lsqsync import __version__
+from lsqsync.cli import main
+from lsqsync.emulator import Emulator
+from lsqsync.resources import schema_text
+from lsqsync.scaffold import SCHEMAS, TEMPLATES, files
+
+EVERY_FILE = [*TEMPLATES, *SCHEMAS]
+
+
+def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    out, err = capsys.readouterr()
+    return int(exit_info.value.code or 0), out, err
+
+
+def test_init_validate_plan_and_apply_in_a_fresh_folder(
+    connected: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run(["init"], capsys)
+    assert (code, err) == (0, "")
+    assert out.splitlines()[: len(EVERY_FILE)] == [f"created  {p}" for p in EVERY_FILE]
+    assert "Next: lsqsync validate, then set LSQ_HOST" in out
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == (
+        sorted(EVERY_FILE)
+    )
+
+    assert run(["validate"], capsys)[:2] == (0, "valid: 1 rule in 1 file\n")
+    code, out, _ = run(["plan", "--out", "p.json"], capsys)
+    assert code == 0
+    assert "flag-high-value" in out
+    changes = json.loads((tmp_path / "p.json").read_text())["changes"]
+    assert changes, "the example rule changes some of the emulator's deals"
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 0
+    assert out.startswith("Run ")
+    assert ": succeeded.\n" in out
+    assert run(["plan", "--detailed-exitcode"], capsys)[0] == 0  # nothing left to do
+    # the state file lands where .gitignore keeps it out of the repository
+    assert (tmp_path / ".lsqsync" / "state.db").is_file()
+    assert ".lsqsync/" in (tmp_path / ".gitignore").read_text().splitlines()
+
+
+def test_init_never_overwrites_and_says_what_it_skipped(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "example.yml").write_text("mine\n")
+    (tmp_path / ".gitignore").write_text("node_modules/\n")
+    code, out, _ = run(["init", str(tmp_path)], capsys)
+    assert code == 0
+    assert "skipped  rules/example.yml (already there)\n" in out
+    assert "skipped  .gitignore (already there)\n" in out
+    assert "created  lsqsync.yml\n" in out
+    assert (tmp_path / "rules" / "example.yml").read_text() == "mine\n"
+    assert (tmp_path / ".gitignore").read_text() == "node_modules/\n"
+    assert f"Next: cd {tmp_path} && lsqsync validate" in out
+
+    code, out, _ = run(["init", str(tmp_path)], capsys)
+    assert code == 0
+    assert out.endswith("already has every file.\n")
+    assert "created" not in out
+
+
+def test_init_creates_the_folder_and_names_the_branch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "new" / "rules-repo"
+    assert run(["init", str(target), "--branch", "release/2026"], capsys)[0] == 0
+    workflow = yaml.safe_load((target / ".github/workflows/lsqsync.yml").read_text())
+    assert workflow[True]["push"]["branches"] == ["release/2026"]  # YAML 1.1 reads `on` as True
+    assert workflow["env"]["LSQSYNC_VERSION"] == __version__
+
+
+@pytest.mark.parametrize("branch", ["", "-x", "a b", "../main", "/main", "a;b"])
+def test_a_bad_branch_name_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], branch: str
+) -> None:
+    code, out, err = run(["init", str(tmp_path), "--branch", branch], capsys)
+    assert (code, out) == (1, "")
+    assert err == f"error: --branch {branch!r} is not a branch name\n"
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_init_into_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "f").write_text("")
+    code, out, err = run(["init", str(tmp_path / "f")], capsys)
+    assert (code, out) == (1, "")
+    assert err.endswith(f"Directory '{tmp_path / 'f'}' is a file.\n")
+
+
+def test_a_folder_that_cannot_be_made_is_reported(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "f").write_text("")
+    code, out, err = run(["init", str(tmp_path / "f" / "repo")], capsys)
+    assert (code, out) == (1, "")
+    assert err == f"error: init: {tmp_path / 'f' / 'repo'}: Not a directory\n"
+
+
+def test_the_schema_lines_point_at_the_schemas_init_writes(tmp_path: Path) -> None:
+    written = files()
+    for path, content in written.items():
+        if not path.endswith((".yml", ".yaml")) or "$schema=" not in content:
+            continue
+        line = content.splitlines()[0]
+        assert line.startswith("# yaml-language-server: $schema="), path
+        target = os.path.normpath(os.path.join(os.path.dirname(path), line.split("=", 1)[1]))
+        assert target in SCHEMAS, (path, target)
+        assert written[target] == schema_text(SCHEMAS[target])
+    assert {p for p, c in written.items() if "$schema=" in c} == {
+        "lsqsync.yml",
+        "rules/example.yml",
+    }
+
+
+def test_the_pre_commit_config_uses_this_version_of_the_hook() -> None:
+    config = yaml.safe_load(files()[".pre-commit-config.yaml"])
+    (repo,) = config["repos"]
+    assert repo["rev"] == f"v{__version__}"
+    assert [h["id"] for h in repo["hooks"]] == ["lsqsync-validate"]
+    hooks = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
+    assert "lsqsync-validate" in [h["id"] for h in hooks]
