@@ -136,3 +136,12 @@ def test_the_pre_commit_config_uses_this_version_of_the_hook() -> None:
     assert [h["id"] for h in repo["hooks"]] == ["lsqsync-validate"]
     hooks = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
     assert "lsqsync-validate" in [h["id"] for h in hooks]
+
+
+def test_the_library_refuses_a_file_as_the_folder(tmp_path: Path) -> None:
+    from lsqsync.errors import LsqsyncError
+    from lsqsync.scaffold import init
+
+    (tmp_path / "f").write_text("")
+    with pytest.raises(LsqsyncError, match=r"/f: not a folder$"):
+        init(tmp_path / "f")
