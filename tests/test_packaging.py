@@ -1,4 +1,4 @@
-"""The wheel carries the schemas and templates: build it, install it into a fresh venv, run it from there."""
+"""The wheel carries the schemas and templates: build it, install it in a fresh venv, run it."""
 
 from __future__ import annotations
 
