@@ -1,10 +1,12 @@
 """A burst of calls through the client's rate limiter against the emulator's sliding window.
 
 The emulator counts calls by *arrival* in a strict sliding window, with simulated network
-latency and jitter. Three clients send the same burst from several threads:
+latency and jitter. Three clients (and any ``--margins``) send the same burst from several threads:
 
-- ``limiter``   : the client's limiter with its default margin (the shipped behaviour);
-- ``no-margin`` : the limiter with margin 0 — a slot reused exactly one window later;
+- ``limiter``   : the client's limiter with its default, adaptive margin (the shipped
+  behaviour);
+- ``no-margin`` : the limiter with a fixed margin of 0 — a slot reused exactly one window later;
+- ``margin M``  : (``--margins``) the limiter with a fixed margin of M seconds;
 - ``baseline``  : no client-side limiter; the client only backs off after each 429.
 
 Figures: wall time against the theoretical minimum set by the rate limit, calls per second,
@@ -56,6 +58,10 @@ def main() -> None:
     parser.add_argument("--latency-ms", type=float, default=30.0)
     parser.add_argument("--jitter-ms", type=float, default=30.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--margins", default="", help="extra limiters with these margins (s), comma-separated"
+    )
+    parser.add_argument("--only-margins", action="store_true", help="skip the default three")
     args = parser.parse_args()
     # The baseline's retries would log one warning per 429; the figures say enough.
     logging.getLogger("lsqsync").setLevel(logging.ERROR)
@@ -73,9 +79,15 @@ def main() -> None:
     )
     clients = {
         "limiter": lambda: RateLimiter(LIMIT, args.window),
-        "no-margin": lambda: RateLimiter(LIMIT, args.window, margin=0.0),
+        "no-margin": lambda: RateLimiter(LIMIT, args.window, margin=0.0, max_margin=0.0),
         "baseline": lambda: None,
     }
+    if args.only_margins:
+        clients.clear()
+    for m in filter(None, args.margins.split(",")):
+        clients[f"margin {float(m):g}"] = lambda m=float(m): RateLimiter(
+            LIMIT, args.window, margin=m, max_margin=m
+        )
     with Emulator(opportunities=0, settings=settings) as emu:
         for name, make in clients.items():
             runs = [burst(emu, make(), args.calls, args.threads) for _ in range(args.runs)]

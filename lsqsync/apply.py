@@ -4,9 +4,10 @@ The pipeline for one plan:
 
 1. refuse a plan that cannot be applied as reviewed (another state lineage, expired, rule files
    changed on disk since — see ``refusals``);
-2. re-read the planned opportunities (GetOpportunitiesById, 2,000 a call) and decide field by
-   field: still the plan's ``before`` → send; already the plan's ``after`` → already-current,
-   not sent; anything else → stale, not sent (somebody changed it since the plan);
+2. re-read the planned opportunities (GetOpportunitiesById, 2,000 a call, every call and the
+   type metadata at once) and decide field by field: still the plan's ``before`` → send;
+   already the plan's ``after`` → already-current, not sent; anything else → stale, not sent
+   (somebody changed it since the plan);
 3. send the rest in batches of at most 25 opportunities from several workers that share the
    one account-wide rate limiter, so that the limit, not latency, sets the pace;
 4. map each batch's results back by row; a whole-call ``MX…`` 500 is split in halves until the
@@ -22,13 +23,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from lsqsync.errors import ApiRejected, OutcomeUnknown
 from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
-from lsqsync.lsq.client import MAX_BULK_ITEMS
+from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL
+from lsqsync.lsq.models import OpportunityRecord
 from lsqsync.plan.model import FieldChange, OpportunityChange
 
 log = logging.getLogger(__name__)
@@ -174,20 +177,37 @@ def each_field(p: Pending, status: Status, message: str = "") -> list[FieldResul
 
 
 def read_current(
-    client: LsqClient, changes: Sequence[OpportunityChange]
+    client: LsqClient,
+    changes: Sequence[OpportunityChange],
+    pool: Executor | None = None,
 ) -> dict[str, dict[str, str | None]]:
     """The current values of the planned fields (lower-cased id → field → raw value), read by
-    id (2,000 a call) per opportunity type. Deleted opportunities are absent."""
+    id (2,000 a call) per opportunity type. Deleted opportunities are absent. With a ``pool``
+    the calls go out together: each costs a round trip, and none needs another's answer."""
     by_type: dict[int, tuple[set[str], set[str]]] = {}
     for c in changes:
         ids, fields = by_type.setdefault(c.opportunity_type, (set(), set()))
         ids.add(c.id)
         fields.update(f.field for f in c.changes)
+    calls = [
+        (code, chunk, sorted(fields))
+        for code, (ids, fields) in sorted(by_type.items())
+        for chunk in _chunks(sorted(ids), MAX_IDS_PER_CALL)
+    ]
+
+    def read(call: tuple[int, list[str], list[str]]) -> list[OpportunityRecord]:
+        return client.opportunities_by_id(*call)
+
     current: dict[str, dict[str, str | None]] = {}
-    for code, (ids, fields) in sorted(by_type.items()):
-        for record in client.opportunities_by_id(code, sorted(ids), sorted(fields)):
+    for records in pool.map(read, calls) if pool is not None else map(read, calls):
+        for record in records:
             current[record.id.lower()] = dict(record.values)
     return current
+
+
+def _chunks(items: list[str], size: int) -> Iterator[list[str]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def resolve_unknown(

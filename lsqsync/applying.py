@@ -144,14 +144,17 @@ def _run(
 ) -> ApplySummary:
     say = progress or (lambda _: None)
     started, calls_before, refused_before = time.monotonic(), client.calls, client.rate_limited
-    types: dict[int, OpportunityType] = {
-        code: client.opportunity_type(code)
-        for code in sorted({c.opportunity_type for c in plan.changes})
-    }
     say(f"re-reading {len(plan.changes):,} opportunities")
-    fresh = apply.check_freshness(
-        plan.changes, apply.read_current(client, plan.changes), types, st.confirmed(plan.digest)
-    )
+    # The type metadata and every chunk of the re-read go out together: none needs another's
+    # answer, and one round trip before the first write is all the latency the run pays.
+    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+        metadata = {
+            code: pool.submit(client.opportunity_type, code)
+            for code in sorted({c.opportunity_type for c in plan.changes})
+        }
+        current = apply.read_current(client, plan.changes, pool)
+        types: dict[int, OpportunityType] = {code: f.result() for code, f in metadata.items()}
+    fresh = apply.check_freshness(plan.changes, current, types, st.confirmed(plan.digest))
     # Batches an earlier attempt sent without recording their answer (killed, or no answer):
     # a planned value found on their records was written by lsqsync — applied, not merely
     # already current — so that drift and rollback know it.

@@ -3,8 +3,14 @@
 LeadSquared counts calls by their *arrival* in a strict sliding window that covers the whole
 account. The limiter keeps a sliding log of the times it granted a call and lets at most
 ``calls`` grants lie within ``per_seconds + margin``: a slot granted at t is reused no earlier
-than t + per_seconds + margin, so network jitter cannot make two arrivals land inside one
-window.
+than t + per_seconds + margin. The margin covers the difference in *one-way* latency (grant to
+arrival) between the two calls that share a slot one window apart: if the earlier one took d1
+to arrive and the later one d2, they land W + margin + d2 - d1 apart, which must stay above W.
+
+The margin starts small and adapts: a 429 means the spread was larger than the margin (or that
+another integration is using the account's budget), so the margin doubles, at most once a
+window and up to ``max_margin``. A run thus pays a 429 at most a few times instead of paying a
+worst-case margin in every window.
 """
 
 from __future__ import annotations
@@ -18,24 +24,32 @@ from collections.abc import Callable
 # loop in acquire() would spin.
 _EPSILON = 1e-9
 
-# Default margin: the spread of one-way latency between two calls (send scheduling, network
-# jitter, queueing before the server stamps the arrival). Internet jitter is tens of
-# milliseconds and rarely exceeds 0.2 s, so 0.25 s covers it and costs 5% of the documented
-# 5 s window. For short windows (the emulator scaled down in tests and benchmarks) jitter is
-# loopback-small, so the margin is capped at 10% of the window instead of swallowing it.
-_MARGIN_SECONDS = 0.25
-_MARGIN_SHARE = 0.10
+# The starting margin: 0.1 s covers a one-way latency spread of 100 ms (internet jitter is
+# typically tens of milliseconds) and costs 2% of the documented 5 s window. For short windows
+# (the emulator scaled down in tests and benchmarks) it is at most 5% of the window.
+_MARGIN_SECONDS = 0.10
+_MARGIN_SHARE = 0.05
+# How far 429s may widen it: 0.5 s, or 10% of a short window. Past that, more margin costs
+# more than the odd 429 it avoids.
+_MAX_MARGIN_SECONDS = 0.50
+_MAX_MARGIN_SHARE = 0.10
 
 
 def default_margin(per_seconds: float) -> float:
     return min(_MARGIN_SECONDS, _MARGIN_SHARE * per_seconds)
 
 
+def default_max_margin(per_seconds: float) -> float:
+    return min(_MAX_MARGIN_SECONDS, _MAX_MARGIN_SHARE * per_seconds)
+
+
 class RateLimiter:
     """At most ``calls`` calls per ``per_seconds`` (plus ``margin``), shared by every thread.
 
     ``calls=None`` (or :meth:`off`) means no limit. ``acquire()`` blocks until a call may be
-    made; ``penalize(seconds)`` (after a 429) holds every acquisition until that time passed.
+    made; after a 429, ``refused()`` widens the margin and ``penalize(seconds)`` holds every
+    acquisition until that time passed. ``max_margin`` bounds the widening (at least
+    ``margin``; equal to it: a fixed margin).
     """
 
     def __init__(
@@ -44,6 +58,7 @@ class RateLimiter:
         per_seconds: float = 5.0,
         *,
         margin: float | None = None,
+        max_margin: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -51,16 +66,20 @@ class RateLimiter:
             raise ValueError("calls must be at least 1 (or None for no limit)")
         if per_seconds <= 0:
             raise ValueError("per_seconds must be positive")
-        if margin is not None and margin < 0:
+        if (margin is not None and margin < 0) or (max_margin is not None and max_margin < 0):
             raise ValueError("margin must not be negative")
         self.calls = calls
         self.per_seconds = per_seconds
         self.margin = default_margin(per_seconds) if margin is None else margin
+        self.max_margin = max(
+            self.margin, default_max_margin(per_seconds) if max_margin is None else max_margin
+        )
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._grants: deque[float] = deque()
         self._blocked_until = float("-inf")
+        self._widened_at = float("-inf")
 
     @classmethod
     def off(cls) -> RateLimiter:
@@ -99,6 +118,19 @@ class RateLimiter:
             # Never sleep holding the lock: penalize() and the other threads' bookkeeping must
             # go on while this one waits.
             self._sleep(wait)
+
+    def refused(self) -> None:
+        """A call was answered 429: double the margin (from at least a quarter of the maximum),
+        at most once a window — the calls already granted under the old margin may be refused
+        too, and they say nothing about the new one."""
+        if self.calls is None:
+            return
+        with self._lock:
+            now = self._clock()
+            if self.margin >= self.max_margin or now - self._widened_at < self.window:
+                return
+            self.margin = min(self.max_margin, max(2 * self.margin, self.max_margin / 4))
+            self._widened_at = now
 
     def penalize(self, seconds: float) -> None:
         """Hold every acquisition until ``seconds`` from now (never shortens a longer hold)."""

@@ -5,8 +5,8 @@ How a failure is handled depends on what it says about the request:
 =============================================== ===========================================
 failure                                         handling
 =============================================== ===========================================
-429, or 403 saying the limit was exceeded       penalize the limiter, back off, retry, then
-                                                RateLimited
+429, or 403 saying the limit was exceeded       widen the limiter's margin, penalize it,
+                                                back off, retry, then RateLimited
 connection not established (nothing was sent)   back off, retry, then ConnectionFailed
 sent but no answer (timeout, dropped)           write: OutcomeUnknown at once;
                                                 read: back off, retry, then OutcomeUnknown
@@ -268,7 +268,10 @@ class Transport:
             if wait is None:
                 wait = self._backoff(count)
             if result.kind == "rate_limited":
-                # Every thread holds off, not just this one: the budget is account-wide.
+                # Every thread holds off, not just this one: the budget is account-wide. And
+                # the margin widens: arrivals came closer than it allowed for (or another
+                # integration is using the account's budget).
+                self.limiter.refused()
                 self.limiter.penalize(wait)
             log.warning(
                 "lsq: retry endpoint=%s attempt=%d/%d reason=%s wait=%.2fs",

@@ -3,7 +3,10 @@ against the emulator where LeadSquared is involved."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import pytest
 import requests
@@ -18,7 +21,7 @@ from lsqsync.apply import (
 )
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 from lsqsync.emulator.model import TYPES
-from lsqsync.lsq import LsqClient, OpportunityType
+from lsqsync.lsq import LsqClient, OpportunityRecord, OpportunityType
 from lsqsync.plan.model import FieldChange, OpportunityChange
 
 META = {code: OpportunityType.from_api(t.metadata(), code=code) for code, t in TYPES.items()}
@@ -81,6 +84,47 @@ def test_freshness_skips_confirmed_fields_and_deleted_opportunities() -> None:
     assert {(r.status, r.message) for r in gone.settled} == {
         ("stale", "the opportunity no longer exists")
     }
+
+
+class ReadsTogether:
+    """A client whose GetOpportunitiesById calls each wait until ``parties`` of them are in
+    flight: calls made one after another break the barrier instead of passing it."""
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=10)
+        self.calls: list[tuple[int, int, tuple[str, ...]]] = []
+        self.lock = threading.Lock()
+
+    def opportunities_by_id(
+        self, event_code: int, ids: Sequence[str], columns: Sequence[str]
+    ) -> list[OpportunityRecord]:
+        with self.lock:
+            self.calls.append((event_code, len(ids), tuple(columns)))
+        self.barrier.wait()
+        return [OpportunityRecord(i, event_code, dict.fromkeys(columns, "v")) for i in ids]
+
+
+def test_the_re_read_sends_its_chunks_together_with_a_pool() -> None:
+    loans = [
+        change(f"{i:08d}-0000-4000-8000-000000000000", 12000, ("mx_Custom_9", None, "x"))
+        for i in range(4100)
+    ]
+    changes = [*loans, change(DEAL, 12003, ("mx_Custom_10", None, "High"))]
+    reads = ReadsTogether(4)  # 2,000 + 2,000 + 100 ids of type 12000, 1 of type 12003
+    with ThreadPoolExecutor(4) as pool:
+        current = read_current(cast(LsqClient, reads), changes, pool)
+    assert sorted(reads.calls) == [
+        (12000, 100, ("mx_Custom_9",)),
+        (12000, 2000, ("mx_Custom_9",)),
+        (12000, 2000, ("mx_Custom_9",)),
+        (12003, 1, ("mx_Custom_10",)),
+    ]
+    assert len(current) == 4101
+    assert current[DEAL.lower()] == {"mx_Custom_10": "v"}
+    # without a pool: the same calls and values, one after another
+    alone = ReadsTogether(1)
+    assert read_current(cast(LsqClient, alone), changes) == current
+    assert sorted(alone.calls) == sorted(reads.calls)
 
 
 def test_batches_hold_at_most_25_opportunities() -> None:

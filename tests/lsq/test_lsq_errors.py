@@ -150,6 +150,7 @@ def test_429_honours_retry_after_and_holds_the_shared_limiter(
     assert len(stub.seen) == 2
     assert sleeps == [2.0]
     assert clock.sleeps == [2.0]  # the limiter held the next acquisition for the penalty
+    assert limiter.margin == pytest.approx(0.2)  # and widened its margin from 0.1 s
     assert retry_lines(caplog) == [
         "lsq: retry endpoint=/v2/Authentication.svc/UserByAccessKey.Get attempt=1/7 "
         "reason=http_429_rate_limited wait=2.00s"
