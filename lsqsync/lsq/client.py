@@ -7,12 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
-import random
-import time
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, TypeVar
-
-import requests
+from typing import Any, TypeVar, Unpack
 
 from lsqsync.errors import ApiError
 from lsqsync.lsq.models import (
@@ -28,7 +24,7 @@ from lsqsync.lsq.models import (
     value_text,
 )
 from lsqsync.lsq.ratelimit import RateLimiter
-from lsqsync.lsq.transport import Transport
+from lsqsync.lsq.transport import Transport, TransportOptions
 
 log = logging.getLogger(__name__)
 
@@ -65,29 +61,9 @@ class LsqClient:
         secret_key: str,
         *,
         limiter: RateLimiter | None,
-        timeout: tuple[float, float] = (5.0, 60.0),
-        max_retries: int = 3,
-        rate_limit_retries: int = 6,
-        backoff_base: float = 1.0,
-        backoff_max: float = 30.0,
-        sleep: Callable[[float], None] = time.sleep,
-        session: requests.Session | None = None,
-        rng: random.Random | None = None,
+        **options: Unpack[TransportOptions],
     ) -> None:
-        self._transport = Transport(
-            host,
-            access_key,
-            secret_key,
-            limiter=limiter,
-            timeout=timeout,
-            max_retries=max_retries,
-            rate_limit_retries=rate_limit_retries,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            sleep=sleep,
-            session=session,
-            rng=rng,
-        )
+        self._transport = Transport(host, access_key, secret_key, limiter=limiter, **options)
 
     @property
     def host(self) -> str:

@@ -32,7 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
@@ -159,6 +159,19 @@ class _Failure:
     exception_type: str | None = None
     exception_message: str | None = None
     retry_after: float | None = None
+
+
+class TransportOptions(TypedDict, total=False):
+    """How a ``Transport`` (and the ``LsqClient`` over it) retries and waits."""
+
+    timeout: tuple[float, float]
+    max_retries: int
+    rate_limit_retries: int
+    backoff_base: float
+    backoff_max: float
+    sleep: Callable[[float], None]
+    session: requests.Session | None
+    rng: random.Random | None
 
 
 class Transport:
