@@ -23,8 +23,9 @@ lint: $(VENV)/.installed
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
 
+# two workers: the suite spends most of its time waiting on subprocesses and loopback HTTP
 test: lint typecheck $(VENV)/.installed
-	$(BIN)/pytest --cov --cov-report=term --cov-fail-under=$(COV_FLOOR)
+	$(BIN)/pytest -n 2 --cov --cov-report=term --cov-fail-under=$(COV_FLOOR)
 
 # The demo (demo/run.sh) runs against a throw-away emulator: `emulator run` starts it, exports
 # LSQ_HOST and the demo keys to the command, and stops it afterwards.
