@@ -745,6 +745,14 @@ def init_command(directory: Path, branch: str) -> None:
         click.echo(f"created  {path}")
     for path in result.skipped:
         click.echo(f"skipped  {path} (already there)")
+    if result.gitignore_missing:
+        click.echo(
+            "warning: .gitignore does not list "
+            + ", ".join(result.gitignore_missing)
+            + (": add them" if len(result.gitignore_missing) > 1 else ": add it")
+            + ", or the state file and saved plans (CRM values) may be committed",
+            err=True,
+        )
     if not result.created:
         click.echo(f"Nothing to do: {where} already has every file.")
         return

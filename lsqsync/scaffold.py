@@ -32,6 +32,9 @@ _BRANCH = re.compile(r"[A-Za-z0-9._/-]+")
 class InitResult:
     created: tuple[str, ...]
     skipped: tuple[str, ...]  # already there: left as they were
+    # lines of the .gitignore template missing from an existing .gitignore: without them the
+    # state file and saved plans (CRM values) could be committed
+    gitignore_missing: tuple[str, ...] = ()
 
 
 def files(branch: str = "main") -> dict[str, str]:
@@ -69,4 +72,17 @@ def init(directory: Path, branch: str = "main") -> InitResult:
             skipped.append(path)
             continue
         created.append(path)
-    return InitResult(tuple(created), tuple(skipped))
+    return InitResult(tuple(created), tuple(skipped), _missing_ignores(directory, branch))
+
+
+def _missing_ignores(directory: Path, branch: str) -> tuple[str, ...]:
+    wanted = [
+        line
+        for line in files(branch)[".gitignore"].splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    try:
+        have = set((directory / ".gitignore").read_text("utf-8", errors="replace").splitlines())
+    except OSError:
+        return tuple(wanted)
+    return tuple(line for line in wanted if line not in have)

@@ -62,8 +62,12 @@ def test_init_never_overwrites_and_says_what_it_skipped(
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "example.yml").write_text("mine\n")
     (tmp_path / ".gitignore").write_text("node_modules/\n")
-    code, out, _ = run(["init", str(tmp_path)], capsys)
+    code, out, err = run(["init", str(tmp_path)], capsys)
     assert code == 0
+    assert err == (
+        "warning: .gitignore does not list .lsqsync/, *.plan.json, lsqsync-plan.json: add them, "
+        "or the state file and saved plans (CRM values) may be committed\n"
+    )
     assert "skipped  rules/example.yml (already there)\n" in out
     assert "skipped  .gitignore (already there)\n" in out
     assert "created  lsqsync.yml\n" in out
@@ -71,8 +75,10 @@ def test_init_never_overwrites_and_says_what_it_skipped(
     assert (tmp_path / ".gitignore").read_text() == "node_modules/\n"
     assert f"Next: cd {tmp_path} && lsqsync validate" in out
 
-    code, out, _ = run(["init", str(tmp_path)], capsys)
+    (tmp_path / ".gitignore").write_text("node_modules/\n.lsqsync/\n*.plan.json\n")
+    code, out, err = run(["init", str(tmp_path)], capsys)
     assert code == 0
+    assert "does not list lsqsync-plan.json: add it, or" in err
     assert out.endswith("already has every file.\n")
     assert "created" not in out
 
