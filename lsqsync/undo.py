@@ -21,6 +21,7 @@ from lsqsync.plan.model import (
     summarise,
     write_cost,
 )
+from lsqsync.plan.render import plural
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Sequence[str] = ())
         f"{show(d.field, d.written)} (run {d.run_id}), now {show(d.field, d.current)}"
         for d in drifted
     ]
-    return "\n".join(lines) + f"\nDrift: {len(drifted)} fields changed outside lsqsync.\n"
+    return "\n".join(lines) + f"\nDrift: {plural(len(drifted), 'field')} changed outside lsqsync.\n"
 
 
 @dataclass(frozen=True)
