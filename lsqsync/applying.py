@@ -128,6 +128,11 @@ def apply_plan_file(
                     return _summary(
                         st.finish_run(run.id, "interrupted"), len(plan.changes), 0, 0, 0.0, since
                     )
+                except Exception:
+                    # e.g. the keys refused during the re-read: the run ends "failed" with the
+                    # results it recorded, instead of looking as if it were still running
+                    st.finish_run(run.id, "failed")
+                    raise
         finally:
             st.release_lock(lock.id)
 
@@ -147,13 +152,20 @@ def _run(
     say(f"re-reading {len(plan.changes):,} opportunities")
     # The type metadata and every chunk of the re-read go out together: none needs another's
     # answer, and one round trip before the first write is all the latency the run pays.
-    with ThreadPoolExecutor(max_workers=max(1, options.workers)) as pool:
+    pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
+    try:
         metadata = {
             code: pool.submit(client.opportunity_type, code)
             for code in sorted({c.opportunity_type for c in plan.changes})
         }
         current = apply.read_current(client, plan.changes, pool)
         types: dict[int, OpportunityType] = {code: f.result() for code, f in metadata.items()}
+    except BaseException:
+        # Ctrl-C or a failed read: drop the reads not yet started rather than wait for them
+        # (the ones in flight finish on their own; reads change nothing).
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
     fresh = apply.check_freshness(plan.changes, current, types, st.confirmed(plan.digest))
     # Batches an earlier attempt sent without recording their answer (killed, or no answer):
     # a planned value found on their records was written by lsqsync — applied, not merely

@@ -610,6 +610,16 @@ def _state_file(config_path: Path | None) -> Any:
     return StateFile.open(config.root / config.state, create=False), config
 
 
+@state_group.command("path")
+@CONFIG
+def state_path(config_path: Path | None) -> None:
+    """Print where the state file is (`state:` in lsqsync.yml), whether or not it exists yet."""
+    from lsqsync.config import display_path, load_config
+
+    config = load_config(config_path)
+    click.echo(display_path(config.root / config.state))
+
+
 @state_group.command("runs")
 @CONFIG
 @click.option(

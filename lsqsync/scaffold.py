@@ -25,7 +25,9 @@ TEMPLATES = {
 }
 # the `$schema` lines of lsqsync.yml and the rule files point at these copies
 SCHEMAS = {"schemas/config.schema.json": "config", "schemas/rules.schema.json": "rules"}
-_BRANCH = re.compile(r"[A-Za-z0-9._/-]+")
+# git's rules for a branch name (git check-ref-format --branch), for the characters a YAML
+# flow list and a shell can carry without quoting trouble
+_BRANCH = re.compile(r"(?!-)(?!.*(?://|\.\.|/\.|\.lock(?:/|$)|[/.]$))[A-Za-z0-9._/-]+")
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class InitResult:
 
 def files(branch: str = "main") -> dict[str, str]:
     """Every file ``init`` writes (path relative to the new repository → content)."""
-    if not _BRANCH.fullmatch(branch) or branch.startswith(("-", "/")) or ".." in branch:
+    if not _BRANCH.fullmatch(branch) or branch.startswith(("/", ".")):
         raise LsqsyncError(f"--branch {branch!r} is not a branch name")
     root = resources.files("lsqsync").joinpath("templates", "init")
     out = {
@@ -76,13 +78,17 @@ def init(directory: Path, branch: str = "main") -> InitResult:
 
 
 def _missing_ignores(directory: Path, branch: str) -> tuple[str, ...]:
-    wanted = [
-        line
-        for line in files(branch)[".gitignore"].splitlines()
-        if line.strip() and not line.startswith("#")
-    ]
+    """The patterns of lsqsync's .gitignore that the folder's .gitignore lacks (``/x/``, ``x``
+    and ``/x`` count as the same pattern)."""
+
+    def patterns(text: str) -> list[str]:
+        lines = (line.strip() for line in text.splitlines())
+        return [line for line in lines if line and not line.startswith("#")]
+
+    wanted = patterns(files(branch)[".gitignore"])
     try:
-        have = set((directory / ".gitignore").read_text("utf-8", errors="replace").splitlines())
+        text = (directory / ".gitignore").read_text("utf-8", errors="replace")
     except OSError:
         return tuple(wanted)
-    return tuple(line for line in wanted if line not in have)
+    have = {p.strip("/") for p in patterns(text)}
+    return tuple(p for p in wanted if p.strip("/") not in have)

@@ -75,7 +75,7 @@ def test_init_never_overwrites_and_says_what_it_skipped(
     assert (tmp_path / ".gitignore").read_text() == "node_modules/\n"
     assert f"Next: cd {tmp_path} && lsqsync validate" in out
 
-    (tmp_path / ".gitignore").write_text("node_modules/\n.lsqsync/\n*.plan.json\n")
+    (tmp_path / ".gitignore").write_text("node_modules/\n/.lsqsync\n  *.plan.json\n")
     code, out, err = run(["init", str(tmp_path)], capsys)
     assert code == 0
     assert "does not list lsqsync-plan.json: add it, or" in err
@@ -93,7 +93,10 @@ def test_init_creates_the_folder_and_names_the_branch(
     assert workflow["env"]["LSQSYNC_VERSION"] == __version__
 
 
-@pytest.mark.parametrize("branch", ["", "-x", "a b", "../main", "/main", "a;b"])
+@pytest.mark.parametrize(
+    "branch",
+    ["", "-x", "a b", "../main", "/main", "a;b", "a//b", "feat/", "main.lock", "a/.b", "x.", ".x"],
+)
 def test_a_bad_branch_name_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], branch: str
 ) -> None:
@@ -151,3 +154,24 @@ def test_the_library_refuses_a_file_as_the_folder(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("")
     with pytest.raises(LsqsyncError, match=r"/f: not a folder$"):
         init(tmp_path / "f")
+
+
+def test_state_path_follows_the_configuration(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    run(["init"], capsys)
+    assert run(["state", "path"], capsys)[:2] == (0, ".lsqsync/state.db\n")
+    config = tmp_path / "lsqsync.yml"
+    config.write_text(config.read_text().replace("state: .lsqsync/state.db", "state: ops/s.db"))
+    assert run(["state", "path"], capsys)[:2] == (0, "ops/s.db\n")
+    monkeypatch.chdir(tmp_path.parent)
+    assert run(["state", "path", "--config", str(tmp_path)], capsys)[1] == (
+        f"{tmp_path.name}/ops/s.db\n"
+    )
+
+
+@pytest.mark.parametrize("branch", ["1.10", "true", "release/2026"])
+def test_the_branch_stays_a_string_in_the_workflow(branch: str) -> None:
+    workflow = yaml.safe_load(files(branch)[".github/workflows/lsqsync.yml"])
+    assert workflow[True]["push"]["branches"] == [branch]

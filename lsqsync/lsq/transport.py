@@ -266,6 +266,9 @@ class Transport:
             if result.kind == "rate_limited":
                 with self._calls_lock:
                     self._rate_limited += 1
+                # The margin widens whether or not this call is retried: arrivals came closer
+                # than it allowed for (or another integration is using the account's budget).
+                self.limiter.refused()
             limit = {
                 "rate_limited": self._rate_limit_retries,
                 "server": self._max_retries,
@@ -275,17 +278,15 @@ class Transport:
                 "final": 0,
             }[result.kind]
             count = failures[result.kind] = failures.get(result.kind, 0) + 1
-            if count > limit:
-                raise self._error(result, path, count)
             wait = result.retry_after
             if wait is None:
                 wait = self._backoff(count)
             if result.kind == "rate_limited":
-                # Every thread holds off, not just this one: the budget is account-wide. And
-                # the margin widens: arrivals came closer than it allowed for (or another
-                # integration is using the account's budget).
-                self.limiter.refused()
+                # Every thread holds off, not just this one: the budget is account-wide (also
+                # when this call gives up: the others are still going).
                 self.limiter.penalize(wait)
+            if count > limit:
+                raise self._error(result, path, count)
             log.warning(
                 "lsq: retry endpoint=%s attempt=%d/%d reason=%s wait=%.2fs",
                 path,

@@ -367,3 +367,20 @@ def test_a_plan_edited_after_review_is_refused(
     assert (code, out) == (1, "")
     assert "the plan was modified after it was made" in err
     assert writes(connected) == []
+
+
+def test_keys_refused_during_the_re_read_stop_the_run_before_any_write(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    monkeypatch.setenv("LSQ_SECRET_KEY", "a-secret-key-that-is-not-the-account-s")
+    code, out, err = run(["apply", "p.json"], capsys)
+    assert (code, out) == (1, "")
+    assert err.splitlines()[1].startswith("error: LeadSquared refused the keys")
+    assert writes(connected) == []
+    with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
+        (only,) = st.runs()
+        assert (only.outcome, only.finished is not None, only.serial) == ("failed", True, None)

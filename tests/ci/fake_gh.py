@@ -37,6 +37,7 @@ class FakeGitHub:
                 "token": token,
                 "pulls": {},  # number → head sha
                 "commits": {},  # sha → numbers of the pull requests it belongs to
+                "merged": [],  # numbers of the merged pull requests
                 "comments": {},  # issue number → [{id, user: {login}, body}]
                 "next_comment_id": 1001,
                 "artifacts": {},  # run id → artifact name → folder
@@ -60,9 +61,13 @@ class FakeGitHub:
         data["pulls"][str(number)] = head_sha
         self.save(data)
 
-    def set_commit_pulls(self, sha: str, numbers: list[int]) -> None:
+    def set_commit_pulls(self, sha: str, numbers: list[int], *, merged: bool = True) -> None:
+        """``sha`` belongs to these pull requests: their merge (``merged``), or a commit of
+        theirs (GitHub lists open pull requests whose head is the commit too)."""
         data = self.load()
         data["commits"][sha] = numbers
+        if merged:
+            data["merged"] = sorted(set(data["merged"]) | set(numbers))
         self.save(data)
 
     def refuse_comment_writes(self, refuse: bool = True) -> None:
@@ -206,7 +211,12 @@ def _route(data: dict[str, Any], method: str, endpoint: str, fields: dict[str, s
 
 
 def _pull(data: dict[str, Any], number: int) -> dict[str, Any]:
-    return {"number": number, "head": {"sha": data["pulls"][str(number)]}}
+    return {
+        "number": number,
+        "head": {"sha": data["pulls"][str(number)]},
+        "base": {"ref": "main"},
+        "merged_at": "2026-11-27T10:00:00Z" if number in data["merged"] else None,
+    }
 
 
 def _require(data: dict[str, Any], scope: str, level: str) -> None:

@@ -336,6 +336,18 @@ class Event:
     sha: str  # GITHUB_SHA: the commit the job checks out
     run_id: int
 
+    @property
+    def ref(self) -> str:
+        """GITHUB_REF: the pushed branch, or the pull request's merge ref."""
+        if self.name == "pull_request":
+            return f"refs/pull/{self.payload['number']}/merge"
+        ref: str = self.payload["ref"]
+        return ref
+
+    @property
+    def ref_name(self) -> str:
+        return self.ref.removeprefix("refs/heads/").removeprefix("refs/pull/")
+
 
 @dataclass
 class StepResult:
@@ -431,6 +443,8 @@ class Runner:
             event=event.payload,
             repository=self.github.repository,
             sha=event.sha,
+            ref=event.ref,
+            ref_name=event.ref_name,
             token=self.github.token,
             run_id=str(event.run_id),
             server_url=SERVER_URL,
@@ -483,6 +497,8 @@ class Runner:
             "GITHUB_ACTIONS": "true",
             "GITHUB_REPOSITORY": self.github.repository,
             "GITHUB_SHA": event.sha,
+            "GITHUB_REF": event.ref,
+            "GITHUB_REF_NAME": event.ref_name,
             "GITHUB_RUN_ID": str(event.run_id),
             "GITHUB_RUN_ATTEMPT": "1",
             "GITHUB_SERVER_URL": SERVER_URL,

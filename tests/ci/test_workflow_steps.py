@@ -413,7 +413,7 @@ def test_a_plan_that_fails_is_shown_in_the_comment_and_fails_the_job(project: Pr
         f"<!-- lsqsync:plan run={event.run_id} sha={head} failed -->",
         "### lsqsync plan failed",
         "",
-        "```",
+        "````",
     ]
     error = plan.step("plan").stderr.strip().splitlines()[-1]
     assert error.startswith("error: LeadSquared refused the keys")
@@ -462,6 +462,49 @@ def test_a_push_after_the_last_plan_is_not_applied(project: Project) -> None:
     ] * 5
     assert (writes(project.emu), project.state_branch()) == ([], None)
     assert len(project.github.comments(7)) == 1
+
+
+def test_a_commit_pushed_to_main_is_not_applied_though_an_open_pull_request_has_it(
+    project: Project,
+) -> None:
+    head = project.push_to_pull(7, FIRST)
+    assert project.plan(7)[0].result == "success"
+    # main fast-forwarded to the pull request's head: no merge, the pull request stays open
+    project.git("checkout", "--quiet", "main")
+    project.git("merge", "--quiet", "--ff-only", "pr-7")
+    project.git("push", "--quiet", "origin", "main")
+    project.github.set_commit_pulls(head, [7], merged=False)
+
+    apply, _ = project.apply(head)
+
+    assert apply.result == "failure", apply
+    assert apply.step("reviewed").errors == [
+        f"{head} was not merged from a pull request: lsqsync applies only plans reviewed in one"
+    ]
+    assert (writes(project.emu), project.state_branch()) == ([], None)
+
+
+def test_a_refused_apply_says_it_did_not_start(project: Project) -> None:
+    project.push_to_pull(7, FIRST)
+    assert project.plan(7)[0].result == "success"
+    # another change to the rules reaches main before the merge: the plan no longer matches
+    project.git("checkout", "--quiet", "main")
+    (project.clone / "rules" / "example.yml").write_text(EXAMPLE + "# reviewed elsewhere\n")
+    project.git("commit", "--quiet", "-am", "a rule edited on main")
+    project.git("push", "--quiet", "origin", "main")
+
+    apply, _ = project.apply(project.merge(7))
+
+    assert apply.result == "failure", apply
+    assert apply.step("apply").outcome == "failure"
+    assert "files changed on disk since the plan: rules/example.yml" in apply.step("apply").stderr
+    assert writes(project.emu) == []
+    summary = project.github.comments(7)[-1]["body"]
+    assert summary.startswith("### lsqsync apply did not start\n\n````\n")
+    assert "refused: files changed on disk since the plan" in summary
+    assert summary == apply.summary
+    with StateFile.open(project.state_file(), create=False) as st:
+        assert st.runs() == ()  # the refusal started no run
 
 
 def forge(path: Path) -> str:

@@ -180,6 +180,19 @@ def test_429_that_persists_is_rate_limited(serve: Serve, sleeps: Sleeps) -> None
     assert len(sleeps) == 2
 
 
+def test_a_429_that_gives_up_still_holds_the_other_threads_and_widens_the_margin(
+    serve: Serve,
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(25, 5.0, clock=clock, sleep=clock.sleep)
+    _, client = serve(Reply(429, b"", {"Retry-After": "3"}), limiter=limiter, rate_limit_retries=0)
+    with pytest.raises(RateLimited):
+        client.users()
+    assert limiter.margin == 0.2  # doubled from 0.1
+    limiter.acquire()  # another thread's next call waits out the server's Retry-After
+    assert clock.sleeps == [3.0]
+
+
 @pytest.mark.parametrize("retry_after", ["soon", "-5", "nan", "Wed, 21 Oct 2015 07:28:00 GMT"])
 def test_unusable_retry_after_falls_back_to_backoff(
     serve: Serve, sleeps: Sleeps, retry_after: str
