@@ -400,10 +400,8 @@ def _progress(every: float | None = None) -> Callable[[str], None] | None:
     "--expires-in",
     "expires_in",
     type=click.FloatRange(min=0, min_open=True, max=24 * 30),
-    default=24.0,
-    show_default=True,
     metavar="HOURS",
-    help="How long the saved plan may be applied (apply refuses it later).",
+    help="How long the saved plan may be applied (apply refuses it later).  [default: 24]",
 )
 def plan(
     config_path: Path | None,
@@ -417,17 +415,17 @@ def plan(
     allow_large: bool,
     max_details: int,
     now: str | None,
-    expires_in: float,
+    expires_in: float | None,
 ) -> None:
     """Read the opportunities the rules select and show what would change."""
     from lsqsync import planning
     from lsqsync.plan import planfile, render
     from lsqsync.validate import parse_vars
 
+    lifetime = None if expires_in is None else timedelta(hours=expires_in)
     config, result = planning.make_plan(
         config_path, parse_vars(var_pairs, var_files), targets=targets,
-        allow_large=allow_large, now=now, expires_in=timedelta(hours=expires_in),
-        progress=_progress(),
+        allow_large=allow_large, now=now, expires_in=lifetime, progress=_progress(),
     )  # fmt: skip
     if out is not None:
         planfile.save(result, out)

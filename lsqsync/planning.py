@@ -17,7 +17,7 @@ from lsqsync import __version__
 from lsqsync.config import Config, display_path, open_client
 from lsqsync.errors import ConfigError
 from lsqsync.fetch import Progress, fetch
-from lsqsync.plan.model import Plan
+from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planner import PlanOptions, build_plan, targeted
 from lsqsync.rules.project import Project
 from lsqsync.validate import load
@@ -79,7 +79,7 @@ def make_plan(
     targets: Sequence[str] = (),
     allow_large: bool = False,
     now: str | None = None,
-    expires_in: timedelta = timedelta(hours=24),
+    expires_in: timedelta | None = None,
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
@@ -98,7 +98,7 @@ def make_plan(
         input_files=input_files(config, project),
         targets=tuple(targets),
         allow_large=allow_large,
-        expires_in=expires_in,
+        expires_in=expires_in or PLAN_LIFETIME,
         git_commit=git_commit(config.root),
         state_lineage=lineage,
         state_serial=serial,

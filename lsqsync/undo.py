@@ -7,11 +7,12 @@ import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from lsqsync import __version__, apply, state
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import (
+    PLAN_LIFETIME,
     FieldChange,
     Inputs,
     OpportunityChange,
@@ -158,7 +159,7 @@ def rollback(
     plan = Plan(
         lsqsync_version=__version__,
         created_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        expires_at=(moment + timedelta(hours=24)).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        expires_at=(moment + PLAN_LIFETIME).strftime("%Y-%m-%dT%H:%M:%SZ"),
         inputs=inputs,
         summary=summarise(
             ordered,

@@ -175,3 +175,14 @@ def test_state_path_follows_the_configuration(
 def test_the_branch_stays_a_string_in_the_workflow(branch: str) -> None:
     workflow = yaml.safe_load(files(branch)[".github/workflows/lsqsync.yml"])
     assert workflow[True]["push"]["branches"] == [branch]
+
+
+def test_the_default_plan_lifetime_in_plan_help_is_the_planner_s() -> None:
+    from click.testing import CliRunner
+
+    from lsqsync.cli import cli
+    from lsqsync.plan.model import PLAN_LIFETIME
+
+    help_text = " ".join(CliRunner().invoke(cli, ["plan", "--help"]).output.split())
+    hours = PLAN_LIFETIME.total_seconds() / 3600
+    assert f"apply refuses it later). [default: {hours:g}]" in help_text

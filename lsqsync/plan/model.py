@@ -14,10 +14,15 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 FORMAT_VERSION = 1
 TOP_TRANSITIONS = 10
+
+
+# How long a saved plan may be applied, unless `plan --expires-in` says otherwise.
+PLAN_LIFETIME = timedelta(hours=24)
 
 
 @dataclass(frozen=True)

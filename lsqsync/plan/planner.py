@@ -20,6 +20,7 @@ from lsqsync.errors import LsqsyncError
 from lsqsync.fetch import Snapshot, TypeData, guid, selected_ids
 from lsqsync.lsq import FieldMeta, OpportunityRecord, User, codec
 from lsqsync.plan.model import (
+    PLAN_LIFETIME,
     FieldChange,
     Inputs,
     OpportunityChange,
@@ -50,7 +51,7 @@ class PlanOptions:
     input_files: Mapping[str, str]  # path → sha256
     targets: tuple[str, ...] = ()
     allow_large: bool = False
-    expires_in: timedelta = timedelta(hours=24)
+    expires_in: timedelta = PLAN_LIFETIME
     git_commit: str | None = None
     state_lineage: str | None = None
     state_serial: int | None = None
