@@ -481,7 +481,12 @@ class Runner:
 
         secrets = dict(self.secrets, GITHUB_TOKEN=self.github.token)
         env: dict[str, str] = {}
-        base = {"github": github, "vars": self.variables, "secrets": secrets}
+        base = {
+            "github": github,
+            "vars": self.variables,
+            "secrets": secrets,
+            "needs": job_contexts["needs"],
+        }
         for level in (self.doc.get("env", {}), job.get("env", {})):
             scope = {**base, "env": Strict(env)}
             env = {**env, **{k: interpolate(v, scope) for k, v in level.items()}}

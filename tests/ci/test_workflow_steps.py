@@ -145,8 +145,13 @@ class Project:
         return self.run("validate", self.pull_request(number, fork))
 
     def plan(self, number: int, fork: str | None = None) -> tuple[JobResult, Event]:
+        return self.run_plan(number, fork)
+
+    def run_plan(
+        self, number: int, fork: str | None = None, validated: str = "success"
+    ) -> tuple[JobResult, Event]:
         event = self.pull_request(number, fork)
-        return self.run("plan", event, needs={"validate": "success"}), event
+        return self.run("plan", event, needs={"validate": validated}), event
 
     def apply(self, sha: str) -> tuple[JobResult, Event]:
         event = self.push(sha)
@@ -370,8 +375,36 @@ def test_each_job_runs_on_its_own_event_only(project: Project) -> None:
     assert project.run("validate", pushed).result == "skipped"
     assert project.run("plan", pushed, needs={"validate": "skipped"}).result == "skipped"
     assert project.run("apply", project.pull_request(7)).result == "skipped"
-    # a plan needs a valid pull request: validate's failure skips it
-    assert project.run("plan", project.pull_request(7), {"validate": "failure"}).result == "skipped"
+
+
+def test_a_push_that_does_not_validate_leaves_no_plan_in_the_comment(project: Project) -> None:
+    project.push_to_pull(7, FIRST)
+    assert project.plan(7)[0].result == "success"
+    (first,) = project.github.comments(7)
+    head = project.push_to_pull(7, {"rules/example.yml": EXAMPLE.replace("set:", "sett:")})
+    validate = project.validate(7)
+    assert validate.result == "failure"
+
+    plan, event = project.run_plan(7, validated="failure")
+
+    assert plan.result == "success", plan  # the validate check is the red one
+    assert plan.step("plan").outputs == {"exit-code": "invalid"}
+    assert project.github.artifact(event.run_id, "lsqsync-plan") is None
+    (comment,) = project.github.comments(7)
+    assert comment["id"] == first["id"]
+    assert comment["body"].splitlines() == [
+        f"<!-- lsqsync:plan run={event.run_id} sha={head} failed -->",
+        "### lsqsync plan not made",
+        "",
+        f"The rules of {head} do not validate: the `validate` check lists the problems.",
+    ]
+    assert writes(project.emu) == []
+    # merged anyway: the comment shows no plan, so nothing is applied
+    apply, _ = project.apply(project.merge(7))
+    assert apply.result == "failure"
+    assert apply.step("reviewed").errors == [
+        "pull request #7 has no plan comment from a successful plan: nothing was reviewed"
+    ]
 
 
 def test_a_pull_request_from_a_fork_is_validated_but_never_planned(project: Project) -> None:
