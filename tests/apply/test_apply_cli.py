@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from crm_helpers import write_directly, writes
 
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
@@ -46,21 +47,6 @@ def planned(out: str) -> tuple[int, int]:
     match = re.search(r"Plan: (\d+) opportunit(?:y|ies) to change \((\d+) fields?\)\.\n$", out)
     assert match, out[-200:]
     return int(match[1]), int(match[2])
-
-
-def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:
-    """A Bulk Update made outside lsqsync (a person, another integration)."""
-    requests.post(
-        emu.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
-        json=body,
-        headers={"x-LSQ-AccessKey": emu.access_key, "x-LSQ-SecretKey": emu.secret_key},
-        timeout=5,
-    ).raise_for_status()
-
-
-def writes(emu: Emulator) -> list[dict[str, object]]:
-    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
-    return [e for e in log if str(e["path"]).endswith("/Bulk/Update/ByOpportunityId")]
 
 
 def test_a_plan_applied_end_to_end_leaves_nothing_to_do(

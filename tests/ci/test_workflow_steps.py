@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 import requests
+from crm_helpers import write_directly, writes
 from fake_gh import FakeGitHub
 from runner import Event, JobResult, Runner
 
@@ -184,21 +185,6 @@ class Project:
         path = self.root / f"state-{len(list(self.root.glob('state-*.db')))}.db"
         path.write_bytes(blob)
         return path
-
-
-def writes(emu: Emulator) -> list[dict[str, Any]]:
-    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
-    return [e for e in log if str(e["path"]).endswith("/Bulk/Update/ByOpportunityId")]
-
-
-def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:
-    """A Bulk Update made outside lsqsync (a person, another integration)."""
-    requests.post(
-        emu.url + "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId",
-        json=body,
-        headers={"x-LSQ-AccessKey": emu.access_key, "x-LSQ-SecretKey": emu.secret_key},
-        timeout=5,
-    ).raise_for_status()
 
 
 def crm_value(emu: Emulator, opportunity: str, field: str) -> object:

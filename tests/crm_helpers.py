@@ -1,0 +1,27 @@
+"""What tests do to the emulator's CRM from outside lsqsync, and what they read back."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+
+from lsqsync.emulator import Emulator
+
+BULK_UPDATE = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
+
+
+def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:
+    """A Bulk Update made outside lsqsync (a person, another integration)."""
+    requests.post(
+        emu.url + BULK_UPDATE,
+        json=body,
+        headers={"x-LSQ-AccessKey": emu.access_key, "x-LSQ-SecretKey": emu.secret_key},
+        timeout=5,
+    ).raise_for_status()
+
+
+def writes(emu: Emulator) -> list[dict[str, Any]]:
+    """The Bulk Update calls in the emulator's request log."""
+    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
+    return [e for e in log if str(e["path"]).endswith(BULK_UPDATE)]
