@@ -6,10 +6,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -263,7 +265,7 @@ def _send_all(
     unknown: list[apply.Pending] = []
     done = 0
     interrupted = False
-    with ThreadPoolExecutor(max_workers=options.workers) as pool:
+    with _ctrl_c_sets(stop), ThreadPoolExecutor(max_workers=options.workers) as pool:
         while queue or in_flight:
             try:
                 while queue and len(in_flight) < options.workers * 2 and not stop.is_set():
@@ -295,6 +297,30 @@ def _send_all(
                     f"apply: {sent:,}/{opportunities:,} opportunities ({done}/{total} batches), "
                     f"{rate:.1f}/s, about {eta:.0f} s to go"
                 )
-    if interrupted:
+    if interrupted or stop.is_set():
         raise KeyboardInterrupt
     return unknown
+
+
+@contextmanager
+def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
+    """While batches are sent, Ctrl-C only sets ``stop``: no new batch is sent, and the ones in
+    flight finish (each bounded by the client's timeouts) and are recorded. Raised where it
+    lands, it could leave a batch journaled but never sent, or answered but not recorded, for a
+    resume to re-read. Signal handlers belong to the main thread: elsewhere (an embedding
+    program) Ctrl-C raises as usual and the except clause above copes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def interrupted(signum: int, frame: object) -> None:
+        if not stop.is_set():
+            log.warning("apply: interrupted: finishing the batches in flight, then stopping")
+        stop.set()
+
+    signal.signal(signal.SIGINT, interrupted)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from crm_helpers import writes
 
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.plan import planfile
@@ -100,14 +101,19 @@ def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     assert killed_running >= TRIALS // 2, killed_running
 
 
-def _interrupt_once(root: Path, env: dict[str, str], after: float) -> tuple[int, int, int]:
-    """Apply, Ctrl-C after ``after`` seconds, resume: (fields applied before the interrupt,
-    by the resume, planned)."""
+def _interrupt_once(root: Path, env: dict[str, str], emu: Emulator) -> tuple[int, int, int]:
+    """Apply, Ctrl-C as soon as the first write has reached LeadSquared (so that, with one
+    worker and 300 ms a call, the next batch is in flight), resume: (fields applied before the
+    interrupt, by the resume, planned)."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "lsqsync", "apply", "p.json", "--workers", "1"],
         cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
-    time.sleep(after)
+    deadline = time.monotonic() + 30
+    while not writes(emu):
+        assert proc.poll() is None, "apply ended before its first write"
+        assert time.monotonic() < deadline, "no write within 30 s"
+        time.sleep(0.02)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 130, (out, err)
@@ -130,27 +136,21 @@ def _interrupt_once(root: Path, env: dict[str, str], after: float) -> tuple[int,
 @pytest.mark.slow
 def test_ctrl_c_records_in_flight_batches_exits_130_and_resumes(tmp_path: Path) -> None:
     settings = Settings(rate_limit_calls=None, latency_ms=300, jitter_ms=0)
-    with Emulator(opportunities=400, settings=settings) as emu:
+    # enough opportunities for several batches: one worker keeps two in flight
+    with Emulator(opportunities=1000, settings=settings) as emu:
         env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
                "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
-        mid_send = False
-        for attempt, after in enumerate((2.0, 1.7, 2.4)):
-            root = tmp_path / f"attempt{attempt}"
-            root.mkdir()
-            shutil.copy(ROOT / "lsqsync.yml", root / "lsqsync.yml")
-            shutil.copytree(ROOT / "rules", root / "rules")
-            requests.post(emu.url + "/_emulator/reset", timeout=10).raise_for_status()
-            plan = subprocess.run(
-                [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", "--allow-large"],
-                cwd=root, env=env, capture_output=True, check=False,
-            )  # fmt: skip
-            assert plan.returncode == 0, plan.stderr.decode()
-            before, after_resume, planned = _interrupt_once(root, env, after)
-            assert before + after_resume == planned  # nothing sent twice, nothing lost
-            if 0 < before < planned:
-                mid_send = True
-                break
-        assert mid_send, "no interrupt landed while batches were being sent"
+        shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
+        shutil.copytree(ROOT / "rules", tmp_path / "rules")
+        plan = subprocess.run(
+            [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", "--allow-large"],
+            cwd=tmp_path, env=env, capture_output=True, check=False,
+        )  # fmt: skip
+        assert plan.returncode == 0, plan.stderr.decode()
+        requests.delete(emu.url + "/_emulator/requests", timeout=10).raise_for_status()
+        before, after_resume, planned = _interrupt_once(tmp_path, env, emu)
+        assert 0 < before < planned, (before, planned)  # interrupted while sending
+        assert before + after_resume == planned  # nothing sent twice, nothing lost
 
 
 @pytest.mark.slow
