@@ -156,7 +156,8 @@ def test_ctrl_c_records_in_flight_batches_exits_130_and_resumes(tmp_path: Path) 
 @pytest.mark.slow
 def test_a_second_apply_process_is_refused_while_the_first_holds_the_lock(tmp_path: Path) -> None:
     settings = Settings(rate_limit_calls=None, latency_ms=500, jitter_ms=0)
-    with Emulator(opportunities=100, settings=settings) as emu:
+    # several batches at 500 ms each with one worker: the first apply holds the lock for seconds
+    with Emulator(opportunities=400, settings=settings) as emu:
         env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
                "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
         shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
@@ -166,11 +167,17 @@ def test_a_second_apply_process_is_refused_while_the_first_holds_the_lock(tmp_pa
             cwd=tmp_path, env=env, capture_output=True, check=False,
         )  # fmt: skip
         assert plan.returncode == 0, plan.stderr.decode()
+        requests.delete(emu.url + "/_emulator/requests", timeout=10).raise_for_status()
         first = subprocess.Popen(
             [sys.executable, "-m", "lsqsync", "apply", "p.json", "--workers", "1"],
             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         )  # fmt: skip
-        time.sleep(1.0)  # it holds the lock while it reads and sends
+        deadline = time.monotonic() + 30
+        # its first call means it holds the lock (taken before any call), for seconds more
+        while not requests.get(emu.url + "/_emulator/requests", timeout=10).json()["requests"]:
+            assert first.poll() is None, "the first apply ended before its first call"
+            assert time.monotonic() < deadline, "no call within 30 s"
+            time.sleep(0.02)
         second = subprocess.run(
             [sys.executable, "-m", "lsqsync", "apply", "p.json", "--lock-timeout", "0.5"],
             cwd=tmp_path, env=env, capture_output=True, check=False, text=True,
