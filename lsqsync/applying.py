@@ -264,7 +264,6 @@ def _send_all(
     in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
     unknown: list[apply.Pending] = []
     done = 0
-    interrupted = False
     with _ctrl_c_sets(stop), ThreadPoolExecutor(max_workers=options.workers) as pool:
         while queue or in_flight:
             try:
@@ -278,7 +277,6 @@ def _send_all(
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
             except KeyboardInterrupt:
                 stop.set()
-                interrupted = True
                 queue.clear()
                 finished, _ = wait(in_flight)  # let in-flight batches finish and be recorded
             for future in finished:
@@ -297,7 +295,7 @@ def _send_all(
                     f"apply: {sent:,}/{opportunities:,} opportunities ({done}/{total} batches), "
                     f"{rate:.1f}/s, about {eta:.0f} s to go"
                 )
-    if interrupted or stop.is_set():
+    if stop.is_set():
         raise KeyboardInterrupt
     return unknown
 

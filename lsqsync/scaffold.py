@@ -61,7 +61,8 @@ def init(directory: Path, branch: str = "main") -> InitResult:
     if directory.exists() and not directory.is_dir():
         raise LsqsyncError(f"{directory}: not a folder")
     created, skipped = [], []
-    for path, content in files(branch).items():
+    wanted = files(branch)
+    for path, content in wanted.items():
         target = directory / path
         if target.exists() or target.is_symlink():
             skipped.append(path)
@@ -74,10 +75,11 @@ def init(directory: Path, branch: str = "main") -> InitResult:
             skipped.append(path)
             continue
         created.append(path)
-    return InitResult(tuple(created), tuple(skipped), _missing_ignores(directory, branch))
+    missing = _missing_ignores(directory / ".gitignore", wanted[".gitignore"])
+    return InitResult(tuple(created), tuple(skipped), missing)
 
 
-def _missing_ignores(directory: Path, branch: str) -> tuple[str, ...]:
+def _missing_ignores(gitignore: Path, template: str) -> tuple[str, ...]:
     """The patterns of lsqsync's .gitignore that the folder's .gitignore lacks (``/x/``, ``x``
     and ``/x`` count as the same pattern)."""
 
@@ -85,9 +87,9 @@ def _missing_ignores(directory: Path, branch: str) -> tuple[str, ...]:
         lines = (line.strip() for line in text.splitlines())
         return [line for line in lines if line and not line.startswith("#")]
 
-    wanted = patterns(files(branch)[".gitignore"])
+    wanted = patterns(template)
     try:
-        text = (directory / ".gitignore").read_text("utf-8", errors="replace")
+        text = gitignore.read_text("utf-8", errors="replace")
     except OSError:
         return tuple(wanted)
     have = {p.strip("/") for p in patterns(text)}
