@@ -35,32 +35,35 @@ def lsqsync(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen
     )
 
 
+def connection(emu: Emulator) -> dict[str, str]:
+    """The environment of an lsqsync process talking to ``emu``."""
+    return {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
+            "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
+
+
+def plan_example(root: Path, env: dict[str, str], *plan_options: str) -> None:
+    """The repository's example project in ``root``, planned into ``root/p.json``."""
+    root.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "lsqsync.yml", root / "lsqsync.yml")
+    shutil.copytree(ROOT / "rules", root / "rules")
+    plan = subprocess.run(
+        [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", *plan_options],
+        cwd=root, env=env, capture_output=True, check=False,
+    )  # fmt: skip
+    assert plan.returncode == 0, plan.stderr.decode()
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_then_resume(tmp_path: Path) -> None:
     rng = random.Random(7)
     killed_running = 0
     settings = Settings(rate_limit_calls=None, latency_ms=60, jitter_ms=40)
     with Emulator(opportunities=400, settings=settings) as emu:
-        env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
-               "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
+        env = connection(emu)
         for trial in range(TRIALS):
             project = tmp_path / f"trial{trial}"
-            project.mkdir()
-            shutil.copy(ROOT / "lsqsync.yml", project / "lsqsync.yml")
-            shutil.copytree(ROOT / "rules", project / "rules")
-            (project / "lsqsync.yml").write_text(
-                (project / "lsqsync.yml").read_text()
-                + "\nsafety: {max_changes: 100000, max_change_ratio: 1}\n".replace(
-                    "\nsafety", "\n#"
-                )
-            )
             requests.post(emu.url + "/_emulator/reset", timeout=10).raise_for_status()
-            plan = subprocess.run(
-                [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", "--allow-large",
-                 "--now", "2026-11-27 10:00:00"],
-                cwd=project, env=env, capture_output=True, check=False,
-            )  # fmt: skip
-            assert plan.returncode == 0, plan.stderr.decode()
+            plan_example(project, env, "--allow-large", "--now", "2026-11-27 10:00:00")
             proc = lsqsync(["apply", "p.json", "--workers", "2"], env, project)
             time.sleep(rng.uniform(0.3, 1.3))
             killed_running += proc.poll() is None
@@ -138,15 +141,8 @@ def test_ctrl_c_records_in_flight_batches_exits_130_and_resumes(tmp_path: Path) 
     settings = Settings(rate_limit_calls=None, latency_ms=300, jitter_ms=0)
     # enough opportunities for several batches: one worker keeps two in flight
     with Emulator(opportunities=1000, settings=settings) as emu:
-        env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
-               "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
-        shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
-        shutil.copytree(ROOT / "rules", tmp_path / "rules")
-        plan = subprocess.run(
-            [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", "--allow-large"],
-            cwd=tmp_path, env=env, capture_output=True, check=False,
-        )  # fmt: skip
-        assert plan.returncode == 0, plan.stderr.decode()
+        env = connection(emu)
+        plan_example(tmp_path, env, "--allow-large")
         requests.delete(emu.url + "/_emulator/requests", timeout=10).raise_for_status()
         before, after_resume, planned = _interrupt_once(tmp_path, env, emu)
         assert 0 < before < planned, (before, planned)  # interrupted while sending
@@ -158,15 +154,8 @@ def test_a_second_apply_process_is_refused_while_the_first_holds_the_lock(tmp_pa
     settings = Settings(rate_limit_calls=None, latency_ms=500, jitter_ms=0)
     # several batches at 500 ms each with one worker: the first apply holds the lock for seconds
     with Emulator(opportunities=400, settings=settings) as emu:
-        env = {**os.environ, "LSQ_HOST": emu.url, "LSQ_ACCESS_KEY": DEMO_ACCESS_KEY,
-               "LSQ_SECRET_KEY": DEMO_SECRET_KEY}  # fmt: skip
-        shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
-        shutil.copytree(ROOT / "rules", tmp_path / "rules")
-        plan = subprocess.run(
-            [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json"],
-            cwd=tmp_path, env=env, capture_output=True, check=False,
-        )  # fmt: skip
-        assert plan.returncode == 0, plan.stderr.decode()
+        env = connection(emu)
+        plan_example(tmp_path, env)
         requests.delete(emu.url + "/_emulator/requests", timeout=10).raise_for_status()
         first = subprocess.Popen(
             [sys.executable, "-m", "lsqsync", "apply", "p.json", "--workers", "1"],
