@@ -19,9 +19,9 @@ from pathlib import Path
 from bench.common import machine, today
 from lsqsync.config import load_config
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
-from lsqsync.fetch import fetch
 from lsqsync.lsq import LsqClient
 from lsqsync.plan import planfile, render
+from lsqsync.plan.fetch import fetch
 from lsqsync.plan.planner import PlanOptions, build_plan
 from lsqsync.rules.project import load_project
 

@@ -5,27 +5,15 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from lsqsync.display import table
 from lsqsync.lsq import FieldMeta, LsqClient
 
 Format = Literal["text", "json"]
 
 DEFAULT_COLUMNS = ("Status", "Owner", "ModifiedOn")
-_CELL = 40
-
-
-def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cut: int | None = _CELL) -> str:
-    """Left-aligned columns; cells longer than ``cut`` characters end in an ellipsis."""
-    cells = [list(headers)] + [
-        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in row] for row in rows
-    ]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
-        for row in cells
-    )
 
 
 def whoami(client: LsqClient) -> str:

@@ -8,9 +8,7 @@ found changes · 3 ``apply`` finished with failed, stale or unknown records · 1
 from __future__ import annotations
 
 import logging
-import math
 import shlex
-import sqlite3
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -21,6 +19,7 @@ from typing import Any, Literal, TypeVar
 import click
 
 from lsqsync import __version__, resources
+from lsqsync.emulator.cli import emulator
 from lsqsync.errors import LsqsyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,152 +47,7 @@ def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
 
-# -- emulator --------------------------------------------------------------------------------
-
-
-@cli.group()
-def emulator() -> None:
-    """A local LeadSquared-compatible server, for demos, tests and benchmarks."""
-
-
-def _rate_limit(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, float] | None:
-    if value.strip().lower() == "off":
-        return None
-    try:
-        calls, _, seconds = value.partition("/")
-        parsed = int(calls), float(seconds)
-    except ValueError:
-        raise click.BadParameter("expected CALLS/SECONDS (e.g. 25/5) or 'off'") from None
-    if parsed[0] < 1 or not 0 < parsed[1] < math.inf:
-        raise click.BadParameter("CALLS must be at least 1 and SECONDS more than 0")
-    return parsed
-
-
-def _emulator_options(f: F) -> F:
-    rate = click.FloatRange(0.0, 1.0)
-    options = [
-        click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),
-        click.option(
-            "--port",
-            type=click.IntRange(0, 65535),
-            default=0,
-            show_default=True,
-            help="Port to bind; 0 picks a free one.",
-        ),
-        click.option(
-            "--db",
-            type=click.Path(dir_okay=False, path_type=Path),
-            help="SQLite file to keep the data in (reused if already seeded); "
-            "default: a temporary file.",
-        ),
-        click.option(
-            "--seed", type=int, default=1, show_default=True, help="Seed of the generated data."
-        ),
-        click.option(
-            "--opportunities",
-            type=click.IntRange(0),
-            default=1000,
-            show_default=True,
-            help="Generated opportunities, besides the Bulk Update page's two.",
-        ),
-        click.option(
-            "--rate-limit",
-            default="25/5",
-            show_default=True,
-            callback=_rate_limit,
-            help="Account-wide limit CALLS/SECONDS (strict sliding window), or 'off'.",
-        ),
-        click.option(
-            "--latency-ms",
-            type=click.FloatRange(0),
-            default=0.0,
-            show_default=True,
-            help="Simulated round-trip latency per call.",
-        ),
-        click.option(
-            "--jitter-ms",
-            type=click.FloatRange(0),
-            default=0.0,
-            show_default=True,
-            help="Random +/- variation of the latency.",
-        ),
-        click.option(
-            "--fault-rate",
-            type=rate,
-            default=0.0,
-            show_default=True,
-            help="Share of calls answered 500 with a transient (non-MX) exception.",
-        ),
-        click.option(
-            "--drop-rate",
-            type=rate,
-            default=0.0,
-            show_default=True,
-            help="Share of calls whose connection is cut after the work is done.",
-        ),
-        click.option(
-            "--allow-created-on",
-            is_flag=True,
-            help="Accept writes to CreatedOn, as accounts with that feature do.",
-        ),
-    ]
-    for option in reversed(options):
-        f = option(f)
-    return f
-
-
-def _make_emulator(options: dict[str, Any]) -> Any:
-    from lsqsync.emulator.server import Emulator, Settings
-
-    limit = options["rate_limit"]
-    settings = Settings(
-        rate_limit_calls=limit[0] if limit else None,
-        rate_limit_seconds=limit[1] if limit else 5.0,
-        latency_ms=options["latency_ms"],
-        jitter_ms=options["jitter_ms"],
-        fault_rate=options["fault_rate"],
-        drop_rate=options["drop_rate"],
-        allow_created_on=options["allow_created_on"],
-    )
-    try:
-        return Emulator(
-            host=options["host"],
-            port=options["port"],
-            db=options["db"],
-            seed=options["seed"],
-            opportunities=options["opportunities"],
-            settings=settings,
-        )
-    except OSError as e:
-        raise LsqsyncError(
-            f"emulator: cannot listen on {options['host']}:{options['port']}: {e.strerror or e}"
-        ) from None
-    except sqlite3.Error as e:
-        raise LsqsyncError(
-            f"emulator: --db {options['db']}: not a usable SQLite file ({e})"
-        ) from None
-
-
-@emulator.command()
-@_emulator_options
-def serve(**options: Any) -> None:
-    """Serve until interrupted. Prints one line: the base URL and the demo keys."""
-    from lsqsync.emulator.run import serve as serve_emulator
-
-    raise SystemExit(serve_emulator(_make_emulator(options), sys.stdout))
-
-
-@emulator.command(context_settings={"ignore_unknown_options": True})
-@_emulator_options
-@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
-def run(command: Sequence[str], **options: Any) -> None:
-    """Start an emulator, run COMMAND with LSQ_HOST and the demo keys set, then stop it.
-
-    Exits with COMMAND's exit code, e.g. ``lsqsync emulator run -- lsqsync whoami``.
-    """
-    from lsqsync.emulator.run import run as run_with_emulator
-
-    raise SystemExit(run_with_emulator(_make_emulator(options), command, sys.stderr))
+cli.add_command(emulator)
 
 
 # -- reading LeadSquared --------------------------------------------------------------------
@@ -306,9 +160,10 @@ def validate(
     Offline unless --online. Exit 0 when valid, 1 otherwise.
     """
     from lsqsync import validate as validation
-    from lsqsync.rules.problems import report
+    from lsqsync.documents.problems import report
+    from lsqsync.rules.project import parse_vars
 
-    result = validation.validate(config_path, validation.parse_vars(var_pairs, var_files), online)
+    result = validation.validate(config_path, parse_vars(var_pairs, var_files), online)
     click.echo(report(result.problems, fmt, result.summary), nl=False)
     raise SystemExit(EXIT_ERROR if result.problems else EXIT_OK)
 
@@ -418,9 +273,9 @@ def plan(
     expires_in: float | None,
 ) -> None:
     """Read the opportunities the rules select and show what would change."""
-    from lsqsync import planning
+    from lsqsync.plan import command as planning
     from lsqsync.plan import planfile, render
-    from lsqsync.validate import parse_vars
+    from lsqsync.rules.project import parse_vars
 
     lifetime = None if expires_in is None else timedelta(hours=expires_in)
     config, result = planning.make_plan(
@@ -531,7 +386,7 @@ def apply_command(
     PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve). Exit 3 when
     some fields failed, were stale or have an unknown outcome; 130 when interrupted.
     """
-    from lsqsync.applying import ApplyOptions, apply_plan_file
+    from lsqsync.apply.runner import ApplyOptions, apply_plan_file
 
     if plan_file is None:
         plan_file = _plan_and_confirm(
@@ -562,10 +417,10 @@ def _plan_and_confirm(
     auto_approve: bool,
 ) -> Path | None:
     """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do."""
-    from lsqsync import planning
     from lsqsync.errors import LsqsyncError
+    from lsqsync.plan import command as planning
     from lsqsync.plan import planfile, render
-    from lsqsync.validate import parse_vars
+    from lsqsync.rules.project import parse_vars
 
     if not auto_approve and not sys.stdin.isatty():
         raise LsqsyncError(
@@ -602,7 +457,7 @@ def state_group() -> None:
 
 def _state_file(config_path: Path | None) -> Any:
     from lsqsync.config import load_config
-    from lsqsync.state import StateFile
+    from lsqsync.state.store import StateFile
 
     config = load_config(config_path)
     return StateFile.open(config.root / config.state, create=False), config
@@ -625,7 +480,7 @@ def state_path(config_path: Path | None) -> None:
 )
 def state_runs(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
     """Every apply run, oldest first."""
-    from lsqsync.state import render_runs
+    from lsqsync.state.report import render_runs
 
     st, _ = _state_file(config_path)
     with st:
@@ -648,7 +503,7 @@ def state_show(
 ) -> None:
     """One run and the result of each field it planned (RUN_ID may be a unique prefix, or
     'last' for the most recent run)."""
-    from lsqsync.state import render_run
+    from lsqsync.state.report import render_run
 
     st, config = _state_file(config_path)
     with st:
@@ -676,8 +531,8 @@ def state_unlock(lock_id: str, config_path: Path | None) -> None:
 )
 def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
     """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any)."""
-    from lsqsync import undo
     from lsqsync.config import open_client
+    from lsqsync.history import drift as undo
 
     st, config = _state_file(config_path)
     with st, open_client(config) as client:
@@ -705,8 +560,8 @@ def rollback(
     max_details: int,
 ) -> None:
     """Write a plan that puts back what run RUN_ID changed, where nobody changed it since."""
-    from lsqsync import undo
     from lsqsync.config import open_client
+    from lsqsync.history import rollback as undo
     from lsqsync.plan import planfile, render
 
     st, config = _state_file(config_path)

@@ -99,7 +99,7 @@ class Config:
 
     def where(self, path: tuple[str | int, ...]) -> Any:
         """The Location of a value in lsqsync.yml (for problems about the configuration)."""
-        from lsqsync.rules.yamlsource import Document
+        from lsqsync.documents.yamlsource import Document
 
         return Document(self.file, None, self.positions).where(path)
 
@@ -132,9 +132,9 @@ def display_path(path: Path) -> str:
 
 def load_config(path: Path | None = None) -> Config:
     """Read and validate ``lsqsync.yml`` (default: the one in the working directory)."""
-    from lsqsync.rules import schemacheck
-    from lsqsync.rules.problems import Problem, ProjectInvalid
-    from lsqsync.rules.yamlsource import Location, YamlError, load
+    from lsqsync.documents import schemacheck
+    from lsqsync.documents.problems import Problem, ProjectInvalid
+    from lsqsync.documents.yamlsource import Location, YamlError, load
 
     path = path or Path(CONFIG_FILE)
     shown = display_path(path)

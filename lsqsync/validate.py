@@ -8,11 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lsqsync.config import Config, load_config
-from lsqsync.errors import ApiRejected, ConfigError
-from lsqsync.rules import yamlsource
-from lsqsync.rules.problems import Problem, ProjectInvalid
-from lsqsync.rules.project import Project, load_project
+from lsqsync.documents.problems import Problem, ProjectInvalid
+from lsqsync.errors import ApiRejected
+from lsqsync.rules.project import load
 
 
 @dataclass(frozen=True)
@@ -26,33 +24,6 @@ class Result:
         return {"rules": self.rules, "files": self.files}
 
 
-def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any]:
-    """``--var-file`` mappings in order, then ``--var k=v`` pairs (strings) on top."""
-    out: dict[str, Any] = {}
-    for path in files:
-        # Loaded as rule files are: duplicate keys are errors, dates stay strings.
-        try:
-            data = yamlsource.load(path).data
-        except yamlsource.YamlError as e:
-            raise ConfigError(f"--var-file {e.location}: {e.message}") from None
-        except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"--var-file {path}: cannot read: {e}") from None
-        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
-            raise ConfigError(f"--var-file {path}: expected a mapping of names to values")
-        out.update(data)
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep or not name.strip().isidentifier():
-            raise ConfigError(f"--var {pair!r}: expected NAME=VALUE")
-        out[name.strip()] = value
-    return out
-
-
-def load(config_path: Path | None, variables: Mapping[str, Any]) -> tuple[Config, Project]:
-    config = load_config(config_path)
-    return config, load_project(config, variables)
-
-
 def validate(config_path: Path | None, variables: Mapping[str, Any], online: bool) -> Result:
     try:
         config, project = load(config_path, variables)
@@ -62,7 +33,7 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
     if online:
         from lsqsync.config import open_client
         from lsqsync.lsq import OpportunityType
-        from lsqsync.rules import online as online_check
+        from lsqsync.rules import metadata as online_check
 
         types: dict[int, OpportunityType] = {}
         missing: dict[int, str] = {}

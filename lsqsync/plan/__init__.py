@@ -1,1 +1,2 @@
-"""Plans: the model and its JSON form, the pure planner, and the renderers."""
+"""Plans: the snapshot and its fetch, the pure planner, the model and its file, the renderers,
+and the ``plan`` command."""

@@ -20,6 +20,7 @@ import jsonschema
 from jsonschema.exceptions import ValidationError
 
 from lsqsync import __version__, resources
+from lsqsync.documents.problems import format_path
 from lsqsync.errors import LsqsyncError, PlanInvalid
 from lsqsync.plan.model import (
     FORMAT_VERSION,
@@ -30,7 +31,6 @@ from lsqsync.plan.model import (
     from_json,
     summarise,
 )
-from lsqsync.rules.problems import format_path
 
 
 def save(plan: Plan, path: Path | str) -> None:

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lsqsync.documents.problems import Problem, ProjectInvalid
+from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
-from lsqsync.fetch import Snapshot, TypeData, guid, selected_ids
 from lsqsync.lsq import FieldMeta, OpportunityRecord, User, codec
 from lsqsync.plan.model import (
     PLAN_LIFETIME,
@@ -30,11 +31,10 @@ from lsqsync.plan.model import (
     summarise,
     write_cost,
 )
-from lsqsync.rules import online
-from lsqsync.rules.problems import Problem, ProjectInvalid
+from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
+from lsqsync.rules import metadata as online
 from lsqsync.rules.project import Condition, FieldValue, Project, Rule
 from lsqsync.rules.templates import TemplateProblem
-from lsqsync.rules.yamlsource import Location
 
 SHOWN_IDS = 5
 

@@ -11,12 +11,22 @@ are escaped so that a value cannot forge a line or colour the terminal.
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lsqsync.display import (
+    EMPTY,
+    MARKDOWN_LIMIT,
+    MASKED,
+    clean,
+    md,
+    percent,
+    plural,
+    quote,
+    seconds,
+)
 from lsqsync.plan.model import (
     FieldChange,
     OpportunityChange,
@@ -29,14 +39,11 @@ Format = Literal["text", "json", "markdown"]
 FORMATS: tuple[Format, ...] = ("text", "json", "markdown")
 
 MAX_DETAILS = 200  # opportunities shown in text before "… N more"
-MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 SAFETY = (1000, 0.3)  # (safety.max_changes, safety.max_change_ratio), as in lsqsync.yml
 NEAR_LIMIT = 0.8  # warn once a plan reaches this share of a safety limit
 RATIO_MIN_TOTAL = 10  # the ratio limit applies to types with at least this many opportunities
 
-MASKED = "***"
 TIMES = "\u00d7"  # the multiplication sign, as in "Status: Open → Won (times) 120"
-EMPTY = "(empty)"
 
 
 def render(
@@ -191,43 +198,6 @@ class _View:
         )
 
 
-# -- small formatting helpers -----------------------------------------------------------------
-
-
-def clean(text: str) -> str:
-    """``text`` with control and invisible characters escaped (``\\n``, ``\\u202e``…), so that it
-    stays on one line and cannot move the cursor or colour a terminal."""
-    if text.isprintable():
-        return text
-    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
-
-
-def _escape(ch: str) -> str:
-    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-    if ch in named:
-        return named[ch]
-    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
-
-
-def quote(value: str) -> str:
-    """A value in double quotes, escaped like a JSON string (``"a \\"b\\"\\nc"``)."""
-    return '"' + clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
-
-
-def plural(count: int, singular: str, many: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else many or singular + 's'}"
-
-
-def percent(share: float) -> str:
-    return f"{round(share * 100, 1):g}%"
-
-
-def seconds(value: float) -> str:
-    # a lower bound: round down, so that "≥" stays true (but 3 * 0.1 is still 0.3)
-    tenths = math.floor(value * 10 + 1e-9)
-    return f"{tenths / 10:g}" if value < 100 else str(tenths // 10)
-
-
 # -- text -------------------------------------------------------------------------------------
 
 BOLD, RED, GREEN, YELLOW, RESET = "\x1b[1m", "\x1b[31m", "\x1b[32m", "\x1b[33m", "\x1b[0m"
@@ -297,14 +267,6 @@ def _share(t: TypeSummary) -> str:
 
 
 # -- markdown ---------------------------------------------------------------------------------
-
-_MD_SPECIAL = frozenset("\\`*_[]<>|~&@#$")
-
-
-def md(text: str) -> str:
-    """Text for a Markdown paragraph or table cell: every character Markdown (or GitHub: mentions,
-    math, issue links) could act on is backslash-escaped; the text is already on one line."""
-    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
 
 
 def _code(text: str) -> str:

@@ -13,10 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from lsqsync.config import Config, display_path, inside_project
-from lsqsync.rules import csvsource, schemacheck, templates
-from lsqsync.rules.problems import Problem, ProjectInvalid, format_path
-from lsqsync.rules.yamlsource import Document, Location, PathKey, YamlError, load
+from lsqsync.config import Config, display_path, inside_project, load_config
+from lsqsync.documents import csvsource, schemacheck, yamlsource
+from lsqsync.documents.problems import Problem, ProjectInvalid, format_path
+from lsqsync.documents.yamlsource import Document, Location, PathKey, YamlError
+from lsqsync.errors import ConfigError
+from lsqsync.rules import templates
 
 SYSTEM_FIELDS = ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy")
 
@@ -81,7 +83,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
     for path in files:
         shown = display_path(path)
         try:
-            document = load(path, shown)
+            document = yamlsource.load(path, shown)
         except YamlError as e:
             problems.append(Problem(e.location, "", e.message))
             continue
@@ -291,3 +293,30 @@ def _compile(source: str, *, expression: bool) -> templates.Compiled | None:
         return templates.compile_template(source)
     except templates.TemplateProblem:
         return None
+
+
+def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any]:
+    """``--var-file`` mappings in order, then ``--var k=v`` pairs (strings) on top."""
+    out: dict[str, Any] = {}
+    for path in files:
+        # Loaded as rule files are: duplicate keys are errors, dates stay strings.
+        try:
+            data = yamlsource.load(path).data
+        except yamlsource.YamlError as e:
+            raise ConfigError(f"--var-file {e.location}: {e.message}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"--var-file {path}: cannot read: {e}") from None
+        if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
+            raise ConfigError(f"--var-file {path}: expected a mapping of names to values")
+        out.update(data)
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise ConfigError(f"--var {pair!r}: expected NAME=VALUE")
+        out[name.strip()] = value
+    return out
+
+
+def load(config_path: Path | None, variables: Mapping[str, Any]) -> tuple[Config, Project]:
+    config = load_config(config_path)
+    return config, load_project(config, variables)

@@ -17,7 +17,7 @@ from crm_helpers import write_directly, writes
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.model import USERS
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 
 ROOT = Path(__file__).parents[2]
 NOW = ["--now", "2026-11-27 10:00:00"]

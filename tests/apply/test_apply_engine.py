@@ -11,7 +11,7 @@ from typing import cast
 import pytest
 import requests
 
-from lsqsync.apply import (
+from lsqsync.apply.engine import (
     Pending,
     batches,
     check_freshness,
@@ -217,7 +217,7 @@ def test_an_unknown_write_that_did_not_land_is_sent_again(client: LsqClient) -> 
 def test_refusals_say_exactly_why() -> None:
     from datetime import datetime
 
-    from lsqsync.apply import refusals
+    from lsqsync.apply.engine import refusals
 
     expires = datetime(2026, 11, 28, 10)
     assert (

@@ -19,7 +19,7 @@ from crm_helpers import writes
 
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.plan import planfile
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 
 ROOT = Path(__file__).parents[2]
 TRIALS = 10

@@ -25,7 +25,7 @@ from lsqsync import scaffold
 from lsqsync.emulator import Emulator
 from lsqsync.plan import planfile
 from lsqsync.plan.model import compute_digest, summarise
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 
 REPOSITORY = "acme/crm-rules"
 TOKEN = "ghs_token-of-this-run"  # what the fake gh accepts as the job's GITHUB_TOKEN

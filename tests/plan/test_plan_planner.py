@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 
 from lsqsync.config import load_config
+from lsqsync.documents.problems import ProjectInvalid
 from lsqsync.emulator.model import TYPES, USERS
-from lsqsync.fetch import Snapshot, TypeData
 from lsqsync.lsq import OpportunityRecord, OpportunityType, User
 from lsqsync.plan.model import Plan
 from lsqsync.plan.planner import PlanOptions, UnsafePlan, build_plan
-from lsqsync.rules.problems import ProjectInvalid
+from lsqsync.plan.snapshot import Snapshot, TypeData
 from lsqsync.rules.project import load_project
 
 META = {code: OpportunityType.from_api(t.metadata(), code=code) for code, t in TYPES.items()}

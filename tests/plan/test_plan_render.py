@@ -17,9 +17,11 @@ from plan_helpers import (
     many_changes,
 )
 
+from lsqsync import display
+from lsqsync.display import MARKDOWN_LIMIT
 from lsqsync.plan import render as render_module
 from lsqsync.plan.model import Plan
-from lsqsync.plan.render import FORMATS, MARKDOWN_LIMIT, Format, render
+from lsqsync.plan.render import FORMATS, Format, render
 
 GOLDEN = Path(__file__).parent / "golden"
 # The golden files are the renderers' exact output. After an intended change, regenerate them
@@ -337,4 +339,4 @@ def test_code_spans_survive_backticks(text: str, expected: str) -> None:
     ],
 )
 def test_cost_seconds_are_a_lower_bound(value: float, expected: str) -> None:
-    assert render_module.seconds(value) == expected
+    assert display.seconds(value) == expected

@@ -15,8 +15,7 @@ from lsqsync import resources
 from lsqsync.cli import main
 from lsqsync.config import load_config
 from lsqsync.errors import ConfigError
-from lsqsync.rules.project import load_project
-from lsqsync.validate import parse_vars
+from lsqsync.rules.project import load_project, parse_vars
 
 ROOT = Path(__file__).parents[2]
 SKELETON = Path(__file__).parent / "cases" / "skeleton"

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from state_helpers import Clock
 
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 
 
 @pytest.fixture

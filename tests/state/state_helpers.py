@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from lsqsync.state import FieldResult, ResultStatus
+from lsqsync.state.records import FieldResult, ResultStatus
 
 DIGEST = "d" * 64
 OTHER_DIGEST = "e" * 64

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 from state_helpers import DIGEST, child, raw
 
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 
 FIELDS = ("Status", "Stage", "Owner")
 WRITER = """
 import json, sys
-from lsqsync.state import FieldResult, StateFile
+from lsqsync.state.records import FieldResult
+from lsqsync.state.store import StateFile
 sf = StateFile.open(sys.argv[1])
 sf.acquire_lock("apply")
 run = sf.begin_run("d" * 64)

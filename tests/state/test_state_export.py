@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from state_helpers import DIGEST, OPP_A, OPP_B, Clock, result
 
-from lsqsync.state import Counts, FieldResult, Run, StateFile, render_run, render_runs
+from lsqsync.state.records import Counts, FieldResult, Run
+from lsqsync.state.report import render_run, render_runs
+from lsqsync.state.store import StateFile
 
 RUN = Run(
     id="20240501-100000-3fa2c1",

@@ -15,14 +15,14 @@ import pytest
 from state_helpers import DIGEST, OPP_A, START, Clock, child, raw, result
 
 from lsqsync.errors import StateError, StateLocked
-from lsqsync.state import StateFile, default_who
+from lsqsync.state.store import StateFile, default_who
 
 HOST = socket.gethostname()
 
 # Holds the lock until its stdin is closed; prints the lock id.
 HOLD = """
 import sys
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 with StateFile.open(sys.argv[1]) as sf:
     print(sf.acquire_lock("apply").id, flush=True)
     sys.stdin.read()
@@ -32,7 +32,7 @@ with StateFile.open(sys.argv[1]) as sf:
 RACE = """
 import sys
 from lsqsync.errors import StateLocked
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 with StateFile.open(sys.argv[1]) as sf:
     sys.stdin.readline()
     try:
@@ -47,7 +47,7 @@ with StateFile.open(sys.argv[1]) as sf:
 # Takes the lock, begins a run and dies without releasing anything.
 DIE = """
 import os, sys
-from lsqsync.state import StateFile
+from lsqsync.state.store import StateFile
 sf = StateFile.open(sys.argv[1])
 lock = sf.acquire_lock("apply")
 run = sf.begin_run("d" * 64)
@@ -247,7 +247,7 @@ def test_one_lock_per_state_file_object_and_close_releases_it(state_path: Path) 
 def test_takeover_and_release_log_at_the_right_levels(
     state: StateFile, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="lsqsync.state")
+    caplog.set_level(logging.INFO, logger="lsqsync.state.store")
     lock = state.acquire_lock("apply")
     state.release_lock(lock.id)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [

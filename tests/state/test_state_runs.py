@@ -11,7 +11,8 @@ import pytest
 from state_helpers import DIGEST, OPP_A, OPP_B, OPP_C, OTHER_DIGEST, Clock, raw, result
 
 from lsqsync.errors import StateError
-from lsqsync.state import Batch, Counts, LastWritten, StateFile, default_where, default_who
+from lsqsync.state.records import Batch, Counts, LastWritten
+from lsqsync.state.store import StateFile, default_where, default_who
 
 
 def test_a_run_from_begin_to_finish(locked: StateFile, clock: Clock) -> None:

@@ -12,7 +12,8 @@ from state_helpers import DIGEST, OPP_A, OPP_B, OPP_C, result
 
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
 from lsqsync.lsq import BulkUpdateItem
-from lsqsync.state import RUN_FORMATS, StateFile, render_run, render_runs
+from lsqsync.state.report import RUN_FORMATS, render_run, render_runs
+from lsqsync.state.store import StateFile
 
 KEYS = (DEMO_ACCESS_KEY, DEMO_SECRET_KEY)
 

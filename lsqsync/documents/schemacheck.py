@@ -11,8 +11,8 @@ import jsonschema
 from jsonschema.exceptions import ValidationError, best_match
 
 from lsqsync import resources
-from lsqsync.rules.problems import Problem, format_path
-from lsqsync.rules.yamlsource import Document, PathKey
+from lsqsync.documents.problems import Problem, format_path
+from lsqsync.documents.yamlsource import Document, PathKey
 
 
 @cache

@@ -9,10 +9,10 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
+from lsqsync.documents.problems import Problem
+from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
-from lsqsync.rules.problems import Problem
 from lsqsync.rules.project import Project, Rule
-from lsqsync.rules.yamlsource import Location
 
 
 def check(

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from lsqsync.rules import csvsource
-from lsqsync.rules.csvsource import CsvData, CsvRow
-from lsqsync.rules.problems import Problem
-from lsqsync.rules.yamlsource import Location
+from lsqsync.documents import csvsource
+from lsqsync.documents.csvsource import CsvData, CsvRow
+from lsqsync.documents.problems import Problem
+from lsqsync.documents.yamlsource import Location
 
 RULE = Location("rules/r.yml", 6, 17)
 PATH = "rules[0].csv.path"

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from lsqsync.rules.problems import Problem
-from lsqsync.rules.yamlsource import Location
+from lsqsync.documents.problems import Problem
+from lsqsync.documents.yamlsource import Location
 
 MAX_BYTES = 64 * 2**20  # far more than any sheet of opportunities; /dev/zero is refused
 

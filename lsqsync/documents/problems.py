@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lsqsync.documents.yamlsource import Location, PathKey
 from lsqsync.errors import LsqsyncError
-from lsqsync.rules.yamlsource import Location, PathKey
 
 ReportFormat = Literal["text", "json", "github"]
 

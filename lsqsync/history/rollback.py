@@ -1,16 +1,17 @@
-"""``lsqsync drift`` and ``lsqsync rollback``: what the state file's last-written values say
-against what LeadSquared holds now."""
+"""``lsqsync rollback``: a plan that puts back what a run changed, where LeadSquared still
+holds what that run wrote."""
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from lsqsync import __version__, apply, state
-from lsqsync.lsq import LsqClient, OpportunityType, codec
+from lsqsync import __version__
+from lsqsync.apply import engine as apply
+from lsqsync.history.drift import _as_changes, _types
+from lsqsync.lsq import LsqClient, codec
 from lsqsync.plan.model import (
     PLAN_LIFETIME,
     FieldChange,
@@ -22,86 +23,7 @@ from lsqsync.plan.model import (
     summarise,
     write_cost,
 )
-from lsqsync.plan.render import plural
-
-
-@dataclass(frozen=True)
-class Drifted:
-    opportunity_id: str
-    opportunity_type: int
-    field: str
-    written: str  # what lsqsync last wrote
-    current: str | None  # what LeadSquared holds now
-    run_id: str
-
-
-def _types(client: LsqClient, codes: set[int]) -> dict[int, OpportunityType]:
-    return {code: client.opportunity_type(code) for code in sorted(codes)}
-
-
-def _as_changes(
-    rows: Sequence[tuple[str, int, str, str | None, str]],
-) -> list[OpportunityChange]:
-    """(opportunity, type, field, before, after) rows → changes, for reading back."""
-    grouped: dict[tuple[str, int], list[FieldChange]] = defaultdict(list)
-    for opp, code, field, before, after in rows:
-        grouped[(opp, code)].append(FieldChange(field, before, after, "", ""))
-    return [OpportunityChange(o, c, (), tuple(fs)) for (o, c), fs in grouped.items()]
-
-
-def drift(client: LsqClient, st: state.StateFile) -> list[Drifted]:
-    """Fields whose value in LeadSquared is no longer what lsqsync last wrote to them."""
-    written = st.last_written_values()
-    if not written:
-        return []
-    types = _types(client, {w.opportunity_type for w in written})
-    changes = _as_changes(
-        [(w.opportunity_id, w.opportunity_type, w.field, None, w.value) for w in written]
-    )
-    current = apply.read_current(client, changes)
-    out = []
-    for w in written:
-        meta = types[w.opportunity_type].field(w.field)
-        values = current.get(w.opportunity_id.lower())
-        now = values.get(w.field) if values is not None else None
-        if meta is None or values is None or not codec.same(meta, now, w.value):
-            shown = codec.canonical(meta, now) if meta is not None else now
-            out.append(
-                Drifted(w.opportunity_id, w.opportunity_type, w.field, w.value, shown, w.run_id)
-            )
-    return out
-
-
-def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Sequence[str] = ()) -> str:
-    def show(field: str, value: str | None) -> str:
-        return "***" if field in mask else "(empty)" if value is None else json.dumps(value)
-
-    if fmt == "json":
-        return (
-            json.dumps(
-                [
-                    {
-                        "opportunity_id": d.opportunity_id,
-                        "opportunity_type": d.opportunity_type,
-                        "field": d.field,
-                        "written": None if d.field in mask else d.written,
-                        "current": None if d.field in mask else d.current,
-                        "run": d.run_id,
-                    }
-                    for d in drifted
-                ],
-                indent=2,
-            )
-            + "\n"
-        )
-    if not drifted:
-        return "No drift: LeadSquared holds every value lsqsync last wrote.\n"
-    lines = [
-        f"~ {d.opportunity_id} (type {d.opportunity_type}) {d.field}: wrote "
-        f"{show(d.field, d.written)} (run {d.run_id}), now {show(d.field, d.current)}"
-        for d in drifted
-    ]
-    return "\n".join(lines) + f"\nDrift: {plural(len(drifted), 'field')} changed outside lsqsync.\n"
+from lsqsync.state.store import StateFile
 
 
 @dataclass(frozen=True)
@@ -112,7 +34,7 @@ class Rollback:
 
 def rollback(
     client: LsqClient,
-    st: state.StateFile,
+    st: StateFile,
     run_id: str,
     *,
     mask: Sequence[str] = (),

@@ -16,11 +16,10 @@ from typing import Any
 from lsqsync import __version__
 from lsqsync.config import Config, display_path, open_client
 from lsqsync.errors import ConfigError
-from lsqsync.fetch import Progress, fetch
+from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planner import PlanOptions, build_plan, targeted
-from lsqsync.rules.project import Project
-from lsqsync.validate import load
+from lsqsync.rules.project import Project, load
 
 NOW_FORMAT = "%Y-%m-%d %H:%M:%S"
 
@@ -48,7 +47,7 @@ def input_files(config: Config, project: Project) -> dict[str, str]:
 
 def _state_position(config: Config) -> tuple[str | None, int | None]:
     """The state file's lineage and serial, which bind a plan to it (None before any apply)."""
-    from lsqsync.state import StateFile
+    from lsqsync.state.store import StateFile
 
     path = config.root / config.state
     if not path.exists():

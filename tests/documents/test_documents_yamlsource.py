@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lsqsync.rules import yamlsource
-from lsqsync.rules.yamlsource import MAX_EXPANSION, Location, YamlError, load, loads, walk_paths
+from lsqsync.documents import yamlsource
+from lsqsync.documents.yamlsource import MAX_EXPANSION, Location, YamlError, load, loads, walk_paths
 
 RULES = """\
 version: 1

@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from lsqsync.rules.problems import Problem, ProjectInvalid, format_path, report
-from lsqsync.rules.yamlsource import Location
+from lsqsync.documents.problems import Problem, ProjectInvalid, format_path, report
+from lsqsync.documents.yamlsource import Location
 
 SET = Problem(
     Location("rules/q4.yml", 12, 7),

@@ -17,12 +17,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
-from lsqsync import apply, state
+from lsqsync.apply import engine as apply
 from lsqsync.config import Config, load_config, open_client
 from lsqsync.errors import PlanRefused
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
 from lsqsync.plan.model import Plan
+from lsqsync.state import records as state
+from lsqsync.state.store import StateFile
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +104,7 @@ def apply_plan_file(
 ) -> ApplySummary:
     plan = planfile.load(plan_path)
     config = load_config(config_path)
-    with state.StateFile.open(config.root / config.state) as st:
+    with StateFile.open(config.root / config.state) as st:
         reasons = apply.refusals(
             plan.state_lineage,
             st.lineage,
@@ -143,7 +145,7 @@ def _run(
     plan: Plan,
     config: Config,
     client: LsqClient,
-    st: state.StateFile,
+    st: StateFile,
     run_id: str,
     options: ApplyOptions,
     since: tuple[str, ...],
@@ -247,7 +249,7 @@ def _summary(
 
 def _send_all(
     client: LsqClient,
-    st: state.StateFile,
+    st: StateFile,
     run_id: str,
     pending: Sequence[apply.Pending],
     options: ApplyOptions,

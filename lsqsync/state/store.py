@@ -38,10 +38,8 @@ Why it is built the way it is:
 
 from __future__ import annotations
 
-import csv
 import getpass
 import hashlib
-import io
 import json
 import logging
 import os
@@ -53,121 +51,36 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 from lsqsync.errors import StateError, StateLocked
-from lsqsync.plan.render import MARKDOWN_LIMIT, clean, md, quote
+from lsqsync.state.records import (
+    CONFIRMED,
+    LAST,
+    OUTCOMES,
+    RESULT_STATUSES,
+    Batch,
+    Counts,
+    FieldResult,
+    LastWritten,
+    Lock,
+    Outcome,
+    Run,
+)
+from lsqsync.state.schema import APPLICATION_ID, MIGRATIONS, SQLITE_MAGIC
 
 logger = logging.getLogger(__name__)
 
-Outcome = Literal["running", "succeeded", "partial", "failed", "interrupted"]
-BatchStatus = Literal["sending", "done", "failed", "unknown"]
-ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown"]
-RunFormat = Literal["text", "json", "csv", "markdown"]
-RunsFormat = Literal["text", "json"]
-
-OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
-BATCH_STATUSES: tuple[BatchStatus, ...] = get_args(BatchStatus)
-RESULT_STATUSES: tuple[ResultStatus, ...] = get_args(ResultStatus)
-RUN_FORMATS: tuple[RunFormat, ...] = get_args(RunFormat)
-RUNS_FORMATS: tuple[RunsFormat, ...] = get_args(RunsFormat)
-CONFIRMED: tuple[ResultStatus, ...] = ("applied", "already_current")  # never re-sent
-EXPORT_VERSION = 1  # "format_version" of the JSON exports
-
-APPLICATION_ID = 0x4C535153  # "LSQS" in the SQLite header: this file is an lsqsync state file
-SQLITE_MAGIC = b"SQLite format 3\x00"
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's (short) transaction
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
-
-
-# -- values -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Counts:
-    applied: int = 0
-    already_current: int = 0
-    stale: int = 0
-    failed: int = 0
-    unknown: int = 0
-
-    @property
-    def total(self) -> int:
-        return self.applied + self.already_current + self.stale + self.failed + self.unknown
-
-
-@dataclass(frozen=True)
-class Run:
-    id: str
-    who: str  # user@host
-    where: str  # the working directory, or the CI job's URL
-    plan_digest: str
-    started: str
-    finished: str | None
-    outcome: Outcome
-    overrides: tuple[str, ...]
-    serial: int | None  # the serial this run produced (None: it sent nothing)
-    counts: Counts = field(default_factory=Counts)  # from its field results
-
-
-@dataclass(frozen=True)
-class Batch:
-    run_id: str
-    batch: int  # 1, 2, … within the run
-    opportunity_ids: tuple[str, ...]
-    payload_sha256: str
-    status: BatchStatus
-    sent: str
-    finished: str | None = None
-    message: str | None = None
-    resolved_by: str | None = None  # the run that re-read its records after it was left pending
-
-
-@dataclass(frozen=True)
-class FieldResult:
-    opportunity_id: str
-    opportunity_type: int
-    field: str
-    before: str | None
-    after: str
-    status: ResultStatus
-    rule: str
-    message: str | None = None  # the API's reason for a failure, or why it is stale/unknown
-
-
-@dataclass(frozen=True)
-class LastWritten:
-    opportunity_id: str
-    opportunity_type: int
-    field: str
-    value: str
-    run_id: str
-    written: str
-
-
-@dataclass(frozen=True)
-class Lock:
-    id: str
-    holder: str  # user@host
-    host: str
-    pid: int
-    run_id: str | None
-    operation: str
-    since: str
-    heartbeat: str  # refreshed by every batch; the expiry counts from here
-
-
-# -- who and where ----------------------------------------------------------------------------
 
 
 def utcnow() -> datetime:
@@ -219,93 +132,6 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:  # alive, owned by someone else
         return True
     return True
-
-
-# -- schema and migrations --------------------------------------------------------------------
-
-Migration = Callable[[sqlite3.Connection, str], None]  # (connection, now as a timestamp)
-
-
-def _v1_initial(db: sqlite3.Connection, now: str) -> None:
-    statements = [
-        """CREATE TABLE state (
-            one INTEGER PRIMARY KEY CHECK (one = 1),
-            lineage TEXT NOT NULL,
-            serial INTEGER NOT NULL CHECK (serial >= 0),
-            created TEXT NOT NULL
-        )""",
-        """CREATE TABLE runs (
-            id TEXT PRIMARY KEY,
-            who TEXT NOT NULL,
-            location TEXT NOT NULL,
-            plan_digest TEXT NOT NULL,
-            started TEXT NOT NULL,
-            finished TEXT,
-            outcome TEXT NOT NULL CHECK (outcome IN
-                ('running', 'succeeded', 'partial', 'failed', 'interrupted')),
-            overrides TEXT NOT NULL,
-            serial INTEGER
-        )""",
-        "CREATE INDEX runs_by_digest ON runs (plan_digest)",
-        """CREATE TABLE batches (
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            batch INTEGER NOT NULL,
-            opportunity_ids TEXT NOT NULL,
-            payload_sha256 TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN ('sending', 'done', 'failed', 'unknown')),
-            sent TEXT NOT NULL,
-            finished TEXT,
-            message TEXT,
-            resolved_by TEXT REFERENCES runs (id),
-            PRIMARY KEY (run_id, batch)
-        )""",
-        """CREATE TABLE results (
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            opportunity_id TEXT NOT NULL,
-            field TEXT NOT NULL,
-            opportunity_type INTEGER NOT NULL,
-            before TEXT,
-            after TEXT NOT NULL,
-            status TEXT NOT NULL CHECK (status IN
-                ('applied', 'failed', 'stale', 'already_current', 'unknown')),
-            message TEXT,
-            rule TEXT NOT NULL,
-            batch INTEGER,
-            recorded TEXT NOT NULL,
-            PRIMARY KEY (run_id, opportunity_id, field),
-            FOREIGN KEY (run_id, batch) REFERENCES batches (run_id, batch)
-        )""",
-        """CREATE TABLE last_written (
-            opportunity_id TEXT NOT NULL,
-            field TEXT NOT NULL,
-            opportunity_type INTEGER NOT NULL,
-            value TEXT NOT NULL,
-            run_id TEXT NOT NULL REFERENCES runs (id),
-            written TEXT NOT NULL,
-            PRIMARY KEY (opportunity_id, field)
-        )""",
-        """CREATE TABLE lock (
-            one INTEGER PRIMARY KEY CHECK (one = 1),
-            id TEXT NOT NULL,
-            holder TEXT NOT NULL,
-            host TEXT NOT NULL,
-            pid INTEGER NOT NULL,
-            run_id TEXT,
-            operation TEXT NOT NULL,
-            since TEXT NOT NULL,
-            heartbeat TEXT NOT NULL
-        )""",
-    ]
-    for statement in statements:
-        db.execute(statement)
-    db.execute("INSERT INTO state VALUES (1, ?, 0, ?)", (str(uuid.uuid4()), now))
-    db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-
-
-# Applied in order, each in its own transaction with the new user_version: schema version N is
-# MIGRATIONS[:N]. A version 2 is one more function appended here.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial,)
-SCHEMA_VERSION = len(MIGRATIONS)
 
 
 # -- the state file ---------------------------------------------------------------------------
@@ -994,277 +820,3 @@ def _locked_message(path: Path, holder: Lock, timeout: float) -> str:
         f"{holder.operation}{run} since {holder.since}; waited {timeout:g}s. Lock id: "
         f"{holder.id}. If that process is gone: lsqsync state unlock {holder.id}"
     )
-
-
-# -- exports ----------------------------------------------------------------------------------
-
-LAST = "last"  # `lsqsync state show last`: the most recent run
-MASKED = "***"
-EMPTY = "(empty)"
-_COUNT_LABELS = (
-    ("applied", "applied"),
-    ("already_current", "already current"),
-    ("stale", "stale"),
-    ("failed", "failed"),
-    ("unknown", "unknown"),
-)
-RUNS_COLUMNS: tuple[str, ...] = (
-    "RUN",
-    "STARTED",
-    "OUTCOME",
-    "SERIAL",
-    "APPLIED",
-    "CURRENT",
-    "STALE",
-    "FAILED",
-    "UNKNOWN",
-    "PLAN",
-    "WHO",
-)
-RESULT_COLUMNS: tuple[str, ...] = (
-    "OPPORTUNITY",
-    "TYPE",
-    "FIELD",
-    "BEFORE",
-    "AFTER",
-    "STATUS",
-    "RULE",
-    "MESSAGE",
-)
-CSV_COLUMNS: tuple[str, ...] = (
-    "run",
-    "opportunity",
-    "type",
-    "field",
-    "before",
-    "after",
-    "status",
-    "message",
-    "rule",
-)
-
-
-def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
-    """The runs for `lsqsync state runs`: an aligned table, or JSON."""
-    if fmt == "json":
-        return _json({"format_version": EXPORT_VERSION, "runs": [_run_json(r) for r in runs]})
-    if fmt != "text":
-        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
-    if not runs:
-        return "No runs yet.\n"
-    rows: list[Sequence[str]] = [RUNS_COLUMNS]
-    for r in runs:
-        c = r.counts
-        counts = (c.applied, c.already_current, c.stale, c.failed, c.unknown)
-        rows.append(
-            (
-                r.id,
-                r.started,
-                r.outcome,
-                _serial(r.serial),
-                *map(str, counts),
-                r.plan_digest[:12],
-                clean(r.who),
-            )
-        )
-    return _table(rows)
-
-
-def render_run(
-    run: Run,
-    results: Sequence[FieldResult],
-    fmt: RunFormat = "text",
-    *,
-    mask: Collection[str] = (),
-) -> str:
-    """One run and its field results for `lsqsync state show`: text for a terminal, JSON, or
-    CSV (one row per field result) for a spreadsheet. Values of the fields in ``mask`` are
-    shown as ***, in every format."""
-    if fmt not in RUN_FORMATS:
-        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUN_FORMATS)})")
-
-    def value(r: FieldResult, v: str | None) -> str | None:
-        return MASKED if r.field in mask and v is not None else v
-
-    if fmt == "json":
-        return _json(
-            {
-                "format_version": EXPORT_VERSION,
-                "run": _run_json(run),
-                "results": [
-                    {
-                        "opportunity_id": r.opportunity_id,
-                        "opportunity_type": r.opportunity_type,
-                        "field": r.field,
-                        "before": value(r, r.before),
-                        "after": value(r, r.after),
-                        "status": r.status,
-                        "message": r.message,
-                        "rule": r.rule,
-                    }
-                    for r in results
-                ],
-            }
-        )
-    if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for r in results:
-            writer.writerow(
-                _cell(x)
-                for x in (
-                    (
-                        run.id,
-                        r.opportunity_id,
-                        str(r.opportunity_type),
-                        r.field,
-                        value(r, r.before),
-                        value(r, r.after),
-                        r.status,
-                        r.message,
-                        r.rule,
-                    )
-                )
-            )
-        return out.getvalue()
-    if fmt == "markdown":
-        return _run_markdown(run, results, mask)
-    return _run_text(run, results, mask)
-
-
-def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
-    counts = ", ".join(f"{getattr(run.counts, k)} {label}" for k, label in _COUNT_LABELS)
-    lines = [
-        f"Run {run.id}: {run.outcome}",
-        f"  plan       {run.plan_digest}",
-        f"  who        {clean(run.who)}",
-        f"  where      {clean(run.where)}",
-        f"  started    {run.started}",
-        f"  finished   {run.finished or '-'}",
-        f"  serial     {_serial(run.serial)}",
-        f"  overrides  {clean(', '.join(run.overrides)) or 'none'}",
-        f"  results    {counts}",
-        "",
-    ]
-    if not results:
-        return "\n".join([*lines, "No field results.", ""])
-    rows: list[Sequence[str]] = [RESULT_COLUMNS]
-    for r in results:
-        rows.append(
-            (
-                clean(r.opportunity_id),
-                str(r.opportunity_type),
-                clean(r.field),
-                _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask),
-                r.status,
-                clean(r.rule),
-                clean(r.message or ""),
-            )
-        )
-    return "\n".join(lines) + "\n" + _table(rows)
-
-
-MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
-
-
-def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
-    """A run for a pull-request comment: what happened, the counts, and every field that needs a
-    person (stale, failed, unknown); applied fields are only counted."""
-    c = run.counts
-    lines = [
-        f"### lsqsync apply `{run.id}`: {run.outcome}",
-        "",
-        f"- plan: `{run.plan_digest}`",
-        f"- who: {md(clean(run.who))}",
-        f"- where: {md(clean(run.where))}",
-        f"- started: {run.started}, finished: {run.finished or '-'}",
-        f"- overrides: {md(clean(', '.join(run.overrides))) or 'none'}",
-        "",
-        "| " + " | ".join(label.capitalize() for _, label in _COUNT_LABELS) + " |",
-        "|" + "---:|" * len(_COUNT_LABELS),
-        "| " + " | ".join(str(getattr(c, k)) for k, _ in _COUNT_LABELS) + " |",
-    ]
-    problems = [r for r in results if r.status not in CONFIRMED]
-    if not problems:
-        return "\n".join(lines) + "\n"
-    lines += [
-        "",
-        f"#### Fields that were not written ({len(problems)})",
-        "",
-        "| Opportunity | Field | Status | Before | After | Message |",
-        "|---|---|---|---|---|---|",
-    ]
-    tail = [
-        "",
-        f"Every result: `lsqsync state show {run.id} --format csv`. Stale fields changed in "
-        "LeadSquared after the plan and were left alone; plan again to review them.",
-    ]
-    size = sum(len(x) + 1 for x in lines + tail)
-    for shown, r in enumerate(problems):
-        row = "| " + " | ".join(
-            md(clean(x))
-            for x in (
-                r.opportunity_id, r.field, r.status, _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask), r.message or "",
-            )
-        ) + " |"  # fmt: skip
-        if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
-            lines.append(f"| … {len(problems) - shown} more | | | | | |")
-            break
-        lines.append(row)
-        size += len(row) + 1
-    return "\n".join(lines + tail) + "\n"
-
-
-def _run_json(run: Run) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "who": run.who,
-        "where": run.where,
-        "plan_digest": run.plan_digest,
-        "started": run.started,
-        "finished": run.finished,
-        "outcome": run.outcome,
-        "serial": run.serial,
-        "overrides": list(run.overrides),
-        "counts": {k: getattr(run.counts, k) for k, _ in _COUNT_LABELS},
-    }
-
-
-def _json(data: Any) -> str:
-    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        + "\n"
-        for row in rows
-    )
-
-
-def _serial(serial: int | None) -> str:
-    return "-" if serial is None else str(serial)
-
-
-def _shown(v: str | None, masked: bool) -> str:
-    if not v:
-        return EMPTY
-    return MASKED if masked else quote(v)
-
-
-def _cell(v: str | None) -> str:
-    """A CSV cell a spreadsheet shows as text: one starting with = + - @ (a formula to Excel
-    and LibreOffice) gets a leading apostrophe, unless it is just a number."""
-    if not v:
-        return ""
-    if v[0] in "=+-@\t\r" and not _is_number(v):
-        return "'" + v
-    return v
-
-
-def _is_number(v: str) -> bool:
-    return _NUMBER.fullmatch(v) is not None

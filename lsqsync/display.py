@@ -1,0 +1,67 @@
+"""The one way to put a value on screen: escape control characters, quote, cap, mask, and lay
+out tables."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
+MASKED = "***"
+EMPTY = "(empty)"
+_CELL = 40
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cut: int | None = _CELL) -> str:
+    """Left-aligned columns; cells longer than ``cut`` characters end in an ellipsis."""
+    cells = [list(headers)] + [
+        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in row] for row in rows
+    ]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return "".join(
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n"
+        for row in cells
+    )
+
+
+def clean(text: str) -> str:
+    """``text`` with control and invisible characters escaped (``\\n``, ``\\u202e``…), so that it
+    stays on one line and cannot move the cursor or colour a terminal."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else _escape(ch) for ch in text)
+
+
+def _escape(ch: str) -> str:
+    named = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+    if ch in named:
+        return named[ch]
+    return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+def quote(value: str) -> str:
+    """A value in double quotes, escaped like a JSON string (``"a \\"b\\"\\nc"``)."""
+    return '"' + clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def plural(count: int, singular: str, many: str | None = None) -> str:
+    return f"{count} {singular if count == 1 else many or singular + 's'}"
+
+
+def percent(share: float) -> str:
+    return f"{round(share * 100, 1):g}%"
+
+
+def seconds(value: float) -> str:
+    # a lower bound: round down, so that "≥" stays true (but 3 * 0.1 is still 0.3)
+    tenths = math.floor(value * 10 + 1e-9)
+    return f"{tenths / 10:g}" if value < 100 else str(tenths // 10)
+
+
+_MD_SPECIAL = frozenset("\\`*_[]<>|~&@#$")
+
+
+def md(text: str) -> str:
+    """Text for a Markdown paragraph or table cell: every character Markdown (or GitHub: mentions,
+    math, issue links) could act on is backslash-escaped; the text is already on one line."""
+    return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)

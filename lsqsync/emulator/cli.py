@@ -1,0 +1,161 @@
+"""``lsqsync emulator``: the emulator's commands (serve, run) and their options."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from lsqsync.errors import LsqsyncError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@click.group()
+def emulator() -> None:
+    """A local LeadSquared-compatible server, for demos, tests and benchmarks."""
+
+
+def _rate_limit(ctx: click.Context, param: click.Parameter, value: str) -> tuple[int, float] | None:
+    if value.strip().lower() == "off":
+        return None
+    try:
+        calls, _, seconds = value.partition("/")
+        parsed = int(calls), float(seconds)
+    except ValueError:
+        raise click.BadParameter("expected CALLS/SECONDS (e.g. 25/5) or 'off'") from None
+    if parsed[0] < 1 or not 0 < parsed[1] < math.inf:
+        raise click.BadParameter("CALLS must be at least 1 and SECONDS more than 0")
+    return parsed
+
+
+def _emulator_options(f: F) -> F:
+    rate = click.FloatRange(0.0, 1.0)
+    options = [
+        click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),
+        click.option(
+            "--port",
+            type=click.IntRange(0, 65535),
+            default=0,
+            show_default=True,
+            help="Port to bind; 0 picks a free one.",
+        ),
+        click.option(
+            "--db",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="SQLite file to keep the data in (reused if already seeded); "
+            "default: a temporary file.",
+        ),
+        click.option(
+            "--seed", type=int, default=1, show_default=True, help="Seed of the generated data."
+        ),
+        click.option(
+            "--opportunities",
+            type=click.IntRange(0),
+            default=1000,
+            show_default=True,
+            help="Generated opportunities, besides the Bulk Update page's two.",
+        ),
+        click.option(
+            "--rate-limit",
+            default="25/5",
+            show_default=True,
+            callback=_rate_limit,
+            help="Account-wide limit CALLS/SECONDS (strict sliding window), or 'off'.",
+        ),
+        click.option(
+            "--latency-ms",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Simulated round-trip latency per call.",
+        ),
+        click.option(
+            "--jitter-ms",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Random +/- variation of the latency.",
+        ),
+        click.option(
+            "--fault-rate",
+            type=rate,
+            default=0.0,
+            show_default=True,
+            help="Share of calls answered 500 with a transient (non-MX) exception.",
+        ),
+        click.option(
+            "--drop-rate",
+            type=rate,
+            default=0.0,
+            show_default=True,
+            help="Share of calls whose connection is cut after the work is done.",
+        ),
+        click.option(
+            "--allow-created-on",
+            is_flag=True,
+            help="Accept writes to CreatedOn, as accounts with that feature do.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def _make_emulator(options: dict[str, Any]) -> Any:
+    from lsqsync.emulator.server import Emulator, Settings
+
+    limit = options["rate_limit"]
+    settings = Settings(
+        rate_limit_calls=limit[0] if limit else None,
+        rate_limit_seconds=limit[1] if limit else 5.0,
+        latency_ms=options["latency_ms"],
+        jitter_ms=options["jitter_ms"],
+        fault_rate=options["fault_rate"],
+        drop_rate=options["drop_rate"],
+        allow_created_on=options["allow_created_on"],
+    )
+    try:
+        return Emulator(
+            host=options["host"],
+            port=options["port"],
+            db=options["db"],
+            seed=options["seed"],
+            opportunities=options["opportunities"],
+            settings=settings,
+        )
+    except OSError as e:
+        raise LsqsyncError(
+            f"emulator: cannot listen on {options['host']}:{options['port']}: {e.strerror or e}"
+        ) from None
+    except sqlite3.Error as e:
+        raise LsqsyncError(
+            f"emulator: --db {options['db']}: not a usable SQLite file ({e})"
+        ) from None
+
+
+@emulator.command()
+@_emulator_options
+def serve(**options: Any) -> None:
+    """Serve until interrupted. Prints one line: the base URL and the demo keys."""
+    from lsqsync.emulator.run import serve as serve_emulator
+
+    raise SystemExit(serve_emulator(_make_emulator(options), sys.stdout))
+
+
+@emulator.command(context_settings={"ignore_unknown_options": True})
+@_emulator_options
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+def run(command: Sequence[str], **options: Any) -> None:
+    """Start an emulator, run COMMAND with LSQ_HOST and the demo keys set, then stop it.
+
+    Exits with COMMAND's exit code, e.g. ``lsqsync emulator run -- lsqsync whoami``.
+    """
+    from lsqsync.emulator.run import run as run_with_emulator
+
+    raise SystemExit(run_with_emulator(_make_emulator(options), command, sys.stderr))

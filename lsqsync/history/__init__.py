@@ -1,0 +1,1 @@
+"""After apply: drift (edits to what lsqsync wrote) and rollback."""

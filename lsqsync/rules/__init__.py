@@ -1,0 +1,2 @@
+"""Rules: the rule model and its loading, Jinja templating, and the checks against the
+opportunity types' field metadata."""

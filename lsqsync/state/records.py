@@ -1,0 +1,96 @@
+"""What the state file records: runs, their batches and field results, the last value
+written to each field, and the lock."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, get_args
+
+Outcome = Literal["running", "succeeded", "partial", "failed", "interrupted"]
+BatchStatus = Literal["sending", "done", "failed", "unknown"]
+ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown"]
+
+OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
+BATCH_STATUSES: tuple[BatchStatus, ...] = get_args(BatchStatus)
+RESULT_STATUSES: tuple[ResultStatus, ...] = get_args(ResultStatus)
+CONFIRMED: tuple[ResultStatus, ...] = ("applied", "already_current")  # never re-sent
+LAST = "last"  # `lsqsync state show last`: the most recent run
+
+# -- values -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    applied: int = 0
+    already_current: int = 0
+    stale: int = 0
+    failed: int = 0
+    unknown: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.applied + self.already_current + self.stale + self.failed + self.unknown
+
+
+@dataclass(frozen=True)
+class Run:
+    id: str
+    who: str  # user@host
+    where: str  # the working directory, or the CI job's URL
+    plan_digest: str
+    started: str
+    finished: str | None
+    outcome: Outcome
+    overrides: tuple[str, ...]
+    serial: int | None  # the serial this run produced (None: it sent nothing)
+    counts: Counts = field(default_factory=Counts)  # from its field results
+
+
+@dataclass(frozen=True)
+class Batch:
+    run_id: str
+    batch: int  # 1, 2, … within the run
+    opportunity_ids: tuple[str, ...]
+    payload_sha256: str
+    status: BatchStatus
+    sent: str
+    finished: str | None = None
+    message: str | None = None
+    resolved_by: str | None = None  # the run that re-read its records after it was left pending
+
+
+@dataclass(frozen=True)
+class FieldResult:
+    opportunity_id: str
+    opportunity_type: int
+    field: str
+    before: str | None
+    after: str
+    status: ResultStatus
+    rule: str
+    message: str | None = None  # the API's reason for a failure, or why it is stale/unknown
+
+
+@dataclass(frozen=True)
+class LastWritten:
+    opportunity_id: str
+    opportunity_type: int
+    field: str
+    value: str
+    run_id: str
+    written: str
+
+
+@dataclass(frozen=True)
+class Lock:
+    id: str
+    holder: str  # user@host
+    host: str
+    pid: int
+    run_id: str | None
+    operation: str
+    since: str
+    heartbeat: str  # refreshed by every batch; the expiry counts from here
+
+
+# -- who and where ----------------------------------------------------------------------------

@@ -1,0 +1,293 @@
+"""The state file's runs for people and tools: text tables, JSON, CSV and Markdown."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from collections.abc import Collection, Sequence
+from typing import Any, Literal, get_args
+
+from lsqsync.display import MARKDOWN_LIMIT, clean, md, quote
+from lsqsync.state.records import CONFIRMED, FieldResult, Run
+
+RunFormat = Literal["text", "json", "csv", "markdown"]
+RunsFormat = Literal["text", "json"]
+
+RUN_FORMATS: tuple[RunFormat, ...] = get_args(RunFormat)
+RUNS_FORMATS: tuple[RunsFormat, ...] = get_args(RunsFormat)
+EXPORT_VERSION = 1  # "format_version" of the JSON exports
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+# -- exports ----------------------------------------------------------------------------------
+
+MASKED = "***"
+EMPTY = "(empty)"
+_COUNT_LABELS = (
+    ("applied", "applied"),
+    ("already_current", "already current"),
+    ("stale", "stale"),
+    ("failed", "failed"),
+    ("unknown", "unknown"),
+)
+RUNS_COLUMNS: tuple[str, ...] = (
+    "RUN",
+    "STARTED",
+    "OUTCOME",
+    "SERIAL",
+    "APPLIED",
+    "CURRENT",
+    "STALE",
+    "FAILED",
+    "UNKNOWN",
+    "PLAN",
+    "WHO",
+)
+RESULT_COLUMNS: tuple[str, ...] = (
+    "OPPORTUNITY",
+    "TYPE",
+    "FIELD",
+    "BEFORE",
+    "AFTER",
+    "STATUS",
+    "RULE",
+    "MESSAGE",
+)
+CSV_COLUMNS: tuple[str, ...] = (
+    "run",
+    "opportunity",
+    "type",
+    "field",
+    "before",
+    "after",
+    "status",
+    "message",
+    "rule",
+)
+
+
+def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
+    """The runs for `lsqsync state runs`: an aligned table, or JSON."""
+    if fmt == "json":
+        return _json({"format_version": EXPORT_VERSION, "runs": [_run_json(r) for r in runs]})
+    if fmt != "text":
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
+    if not runs:
+        return "No runs yet.\n"
+    rows: list[Sequence[str]] = [RUNS_COLUMNS]
+    for r in runs:
+        c = r.counts
+        counts = (c.applied, c.already_current, c.stale, c.failed, c.unknown)
+        rows.append(
+            (
+                r.id,
+                r.started,
+                r.outcome,
+                _serial(r.serial),
+                *map(str, counts),
+                r.plan_digest[:12],
+                clean(r.who),
+            )
+        )
+    return _table(rows)
+
+
+def render_run(
+    run: Run,
+    results: Sequence[FieldResult],
+    fmt: RunFormat = "text",
+    *,
+    mask: Collection[str] = (),
+) -> str:
+    """One run and its field results for `lsqsync state show`: text for a terminal, JSON, or
+    CSV (one row per field result) for a spreadsheet. Values of the fields in ``mask`` are
+    shown as ***, in every format."""
+    if fmt not in RUN_FORMATS:
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUN_FORMATS)})")
+
+    def value(r: FieldResult, v: str | None) -> str | None:
+        return MASKED if r.field in mask and v is not None else v
+
+    if fmt == "json":
+        return _json(
+            {
+                "format_version": EXPORT_VERSION,
+                "run": _run_json(run),
+                "results": [
+                    {
+                        "opportunity_id": r.opportunity_id,
+                        "opportunity_type": r.opportunity_type,
+                        "field": r.field,
+                        "before": value(r, r.before),
+                        "after": value(r, r.after),
+                        "status": r.status,
+                        "message": r.message,
+                        "rule": r.rule,
+                    }
+                    for r in results
+                ],
+            }
+        )
+    if fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out)
+        writer.writerow(CSV_COLUMNS)
+        for r in results:
+            writer.writerow(
+                _cell(x)
+                for x in (
+                    (
+                        run.id,
+                        r.opportunity_id,
+                        str(r.opportunity_type),
+                        r.field,
+                        value(r, r.before),
+                        value(r, r.after),
+                        r.status,
+                        r.message,
+                        r.rule,
+                    )
+                )
+            )
+        return out.getvalue()
+    if fmt == "markdown":
+        return _run_markdown(run, results, mask)
+    return _run_text(run, results, mask)
+
+
+def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    counts = ", ".join(f"{getattr(run.counts, k)} {label}" for k, label in _COUNT_LABELS)
+    lines = [
+        f"Run {run.id}: {run.outcome}",
+        f"  plan       {run.plan_digest}",
+        f"  who        {clean(run.who)}",
+        f"  where      {clean(run.where)}",
+        f"  started    {run.started}",
+        f"  finished   {run.finished or '-'}",
+        f"  serial     {_serial(run.serial)}",
+        f"  overrides  {clean(', '.join(run.overrides)) or 'none'}",
+        f"  results    {counts}",
+        "",
+    ]
+    if not results:
+        return "\n".join([*lines, "No field results.", ""])
+    rows: list[Sequence[str]] = [RESULT_COLUMNS]
+    for r in results:
+        rows.append(
+            (
+                clean(r.opportunity_id),
+                str(r.opportunity_type),
+                clean(r.field),
+                _shown(r.before, r.field in mask),
+                _shown(r.after, r.field in mask),
+                r.status,
+                clean(r.rule),
+                clean(r.message or ""),
+            )
+        )
+    return "\n".join(lines) + "\n" + _table(rows)
+
+
+MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
+
+
+def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    """A run for a pull-request comment: what happened, the counts, and every field that needs a
+    person (stale, failed, unknown); applied fields are only counted."""
+    c = run.counts
+    lines = [
+        f"### lsqsync apply `{run.id}`: {run.outcome}",
+        "",
+        f"- plan: `{run.plan_digest}`",
+        f"- who: {md(clean(run.who))}",
+        f"- where: {md(clean(run.where))}",
+        f"- started: {run.started}, finished: {run.finished or '-'}",
+        f"- overrides: {md(clean(', '.join(run.overrides))) or 'none'}",
+        "",
+        "| " + " | ".join(label.capitalize() for _, label in _COUNT_LABELS) + " |",
+        "|" + "---:|" * len(_COUNT_LABELS),
+        "| " + " | ".join(str(getattr(c, k)) for k, _ in _COUNT_LABELS) + " |",
+    ]
+    problems = [r for r in results if r.status not in CONFIRMED]
+    if not problems:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "",
+        f"#### Fields that were not written ({len(problems)})",
+        "",
+        "| Opportunity | Field | Status | Before | After | Message |",
+        "|---|---|---|---|---|---|",
+    ]
+    tail = [
+        "",
+        f"Every result: `lsqsync state show {run.id} --format csv`. Stale fields changed in "
+        "LeadSquared after the plan and were left alone; plan again to review them.",
+    ]
+    size = sum(len(x) + 1 for x in lines + tail)
+    for shown, r in enumerate(problems):
+        row = "| " + " | ".join(
+            md(clean(x))
+            for x in (
+                r.opportunity_id, r.field, r.status, _shown(r.before, r.field in mask),
+                _shown(r.after, r.field in mask), r.message or "",
+            )
+        ) + " |"  # fmt: skip
+        if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
+            lines.append(f"| … {len(problems) - shown} more | | | | | |")
+            break
+        lines.append(row)
+        size += len(row) + 1
+    return "\n".join(lines + tail) + "\n"
+
+
+def _run_json(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "who": run.who,
+        "where": run.where,
+        "plan_digest": run.plan_digest,
+        "started": run.started,
+        "finished": run.finished,
+        "outcome": run.outcome,
+        "serial": run.serial,
+        "overrides": list(run.overrides),
+        "counts": {k: getattr(run.counts, k) for k, _ in _COUNT_LABELS},
+    }
+
+
+def _json(data: Any) -> str:
+    return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _table(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        + "\n"
+        for row in rows
+    )
+
+
+def _serial(serial: int | None) -> str:
+    return "-" if serial is None else str(serial)
+
+
+def _shown(v: str | None, masked: bool) -> str:
+    if not v:
+        return EMPTY
+    return MASKED if masked else quote(v)
+
+
+def _cell(v: str | None) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting with = + - @ (a formula to Excel
+    and LibreOffice) gets a leading apostrophe, unless it is just a number."""
+    if not v:
+        return ""
+    if v[0] in "=+-@\t\r" and not _is_number(v):
+        return "'" + v
+    return v
+
+
+def _is_number(v: str) -> bool:
+    return _NUMBER.fullmatch(v) is not None
