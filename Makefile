@@ -19,6 +19,7 @@ $(VENV)/.installed: pyproject.toml | $(BIN)/python
 lint: $(VENV)/.installed
 	$(BIN)/ruff check lsqsync tests bench
 	$(BIN)/ruff format --check lsqsync tests bench
+	$(BIN)/lint-imports --no-cache
 
 typecheck: $(VENV)/.installed
 	$(BIN)/mypy
