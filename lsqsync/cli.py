@@ -286,7 +286,7 @@ def plan(
         planfile.save(result, out)
     text = render.render(
         result, fmt, color=_use_color(color) and fmt == "text", max_details=max_details,
-        safety=(config.max_changes, config.max_change_ratio),
+        safety=config.safety,
         saved_as=str(out) if out is not None else None,
     )  # fmt: skip
     click.echo(text, nl=False)
@@ -311,7 +311,7 @@ def show(
     config = optional_config(None)
     text = render.render(
         saved, fmt, color=_use_color(color) and fmt == "text", max_details=max_details,
-        safety=(config.max_changes, config.max_change_ratio) if config else render.SAFETY,
+        safety=config.safety if config else None,
         saved_as=str(plan_file),
     )  # fmt: skip
     click.echo(text, nl=False)
@@ -431,9 +431,7 @@ def _plan_and_confirm(
         config_path, parse_vars(var_pairs, var_files), targets=targets, allow_large=allow_large,
         progress=_progress(),
     )  # fmt: skip
-    shown = render.render(
-        result, "text", color=_use_color(None), safety=(config.max_changes, config.max_change_ratio)
-    )
+    shown = render.render(result, "text", color=_use_color(None), safety=config.safety)
     click.echo(shown, nl=False)
     if result.empty:
         return None
@@ -566,10 +564,7 @@ def rollback(
 
     st, config = _state_file(config_path)
     with st, open_client(config) as client:
-        result = undo.rollback(
-            client, st, run_id, mask=config.mask,
-            rate=(config.rate_limit.calls, config.rate_limit.per_seconds),
-        )  # fmt: skip
+        result = undo.rollback(client, st, run_id, config)
     planfile.save(result.plan, out)
     click.echo(
         render.render(result.plan, fmt, max_details=max_details, saved_as=str(out)), nl=False

@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lsqsync.documents import schemacheck
+from lsqsync.documents.problems import Problem, ProjectInvalid
+from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import LsqClient, RateLimiter
 
@@ -50,7 +53,7 @@ def connection_from_env(
 
 def open_client(config: Config | None = None) -> LsqClient:
     """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
-    and the account-wide rate limit of lsqsync.yml (25 calls / 5 s by default)."""
+    and the account-wide rate limit of lsqsync.yml (``RateLimit``'s default without one)."""
     rate = config.rate_limit if config is not None else RateLimit()
     connection = connection_from_env(default_host=config.host if config is not None else None)
     return LsqClient(
@@ -76,8 +79,21 @@ CONFIG_FILE = "lsqsync.yml"
 
 @dataclass(frozen=True)
 class RateLimit:
+    """``rate_limit:`` — the account-wide budget of API calls (LeadSquared's top tier)."""
+
     calls: int = 25
     per_seconds: float = 5.0
+
+
+@dataclass(frozen=True)
+class Safety:
+    """``safety:`` — a plan over either limit is refused unless ``--allow-large``."""
+
+    max_changes: int = 1000  # opportunities one plan may change
+    max_change_ratio: float = 0.3  # share of a type (RATIO_MIN_TOTAL or more) it may change
+
+
+RATIO_MIN_TOTAL = 10  # smaller types are exempt from max_change_ratio
 
 
 @dataclass(frozen=True)
@@ -91,16 +107,13 @@ class Config:
     state: str = ".lsqsync/state.db"
     rate_limit: RateLimit = RateLimit()
     vars: Mapping[str, Any] = field(default_factory=dict)
-    max_changes: int = 1000
-    max_change_ratio: float = 0.3
+    safety: Safety = Safety()
     mask: tuple[str, ...] = ()
     allow_created_on: bool = False
     positions: Mapping[tuple[str | int, ...], Any] = field(default_factory=dict, compare=False)
 
-    def where(self, path: tuple[str | int, ...]) -> Any:
+    def where(self, path: tuple[str | int, ...]) -> Location:
         """The Location of a value in lsqsync.yml (for problems about the configuration)."""
-        from lsqsync.documents.yamlsource import Document
-
         return Document(self.file, None, self.positions).where(path)
 
 
@@ -132,10 +145,6 @@ def display_path(path: Path) -> str:
 
 def load_config(path: Path | None = None) -> Config:
     """Read and validate ``lsqsync.yml`` (default: the one in the working directory)."""
-    from lsqsync.documents import schemacheck
-    from lsqsync.documents.problems import Problem, ProjectInvalid
-    from lsqsync.documents.yamlsource import Location, YamlError, load
-
     path = path or Path(CONFIG_FILE)
     shown = display_path(path)
     if path.is_dir():
@@ -172,10 +181,9 @@ def load_config(path: Path | None = None) -> Config:
         host=data.get("host"),
         rules=tuple(data.get("rules", ["rules/"])),
         state=data.get("state", ".lsqsync/state.db"),
-        rate_limit=RateLimit(rate.get("calls", 25), float(rate.get("per_seconds", 5))),
+        rate_limit=RateLimit(rate["calls"], float(rate["per_seconds"])) if rate else RateLimit(),
         vars=dict(data.get("vars") or {}),
-        max_changes=safety.get("max_changes", 1000),
-        max_change_ratio=safety.get("max_change_ratio", 0.3),
+        safety=Safety(**safety),
         mask=tuple(data.get("mask") or ()),
         allow_created_on=bool(data.get("allow_created_on", False)),
         positions=document.positions,

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from lsqsync.clock import stamp
 from lsqsync.errors import ApiRejected, OutcomeUnknown
 from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL
@@ -251,7 +252,7 @@ def refusals(
             f"lineage {state_lineage} (another project or a recreated state file)"
         )
     if now >= expires_at:
-        reasons.append(f"the plan expired at {expires_at:%Y-%m-%dT%H:%M:%SZ}; make a new plan")
+        reasons.append(f"the plan expired at {stamp(expires_at)}; make a new plan")
     changed = sorted(p for p, digest in planned_files.items() if current_files.get(p) != digest)
     if changed and not ignore_rule_changes:
         reasons.append(

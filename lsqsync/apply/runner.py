@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 from lsqsync.apply import engine as apply
+from lsqsync.clock import parse_stamp
 from lsqsync.config import Config, load_config, open_client
 from lsqsync.errors import PlanRefused
 from lsqsync.lsq import LsqClient, OpportunityType
@@ -108,7 +109,7 @@ def apply_plan_file(
         reasons = apply.refusals(
             plan.state_lineage,
             st.lineage,
-            datetime.strptime(plan.expires_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC),
+            parse_stamp(plan.expires_at),
             now(),
             plan.inputs.files,
             {p: _sha256(Path(p)) for p in plan.inputs.files},

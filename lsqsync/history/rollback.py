@@ -4,25 +4,17 @@ holds what that run wrote."""
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from lsqsync import __version__
 from lsqsync.apply import engine as apply
+from lsqsync.clock import NOW_FORMAT, utcnow
+from lsqsync.config import Config
+from lsqsync.display import plural
 from lsqsync.history.drift import _as_changes, _types
 from lsqsync.lsq import LsqClient, codec
-from lsqsync.plan.model import (
-    PLAN_LIFETIME,
-    FieldChange,
-    Inputs,
-    OpportunityChange,
-    Plan,
-    compute_digest,
-    sort_changes,
-    summarise,
-    write_cost,
-)
+from lsqsync.plan.model import PLAN_LIFETIME, FieldChange, Inputs, OpportunityChange, Plan, assemble
 from lsqsync.state.store import StateFile
 
 
@@ -36,13 +28,13 @@ def rollback(
     client: LsqClient,
     st: StateFile,
     run_id: str,
+    config: Config,
     *,
-    mask: Sequence[str] = (),
-    rate: tuple[int, float] = (25, 5.0),
     now: datetime | None = None,
 ) -> Rollback:
     """A plan that puts back the ``before`` values of the fields run ``run_id`` applied — only
     where LeadSquared still holds what that run wrote; other fields are listed as conflicting."""
+    calls_before = client.calls
     run = st.run(run_id)
     applied = [r for r in st.results(run.id) if r.status == "applied"]
     types = _types(client, {r.opportunity_type for r in applied})
@@ -52,9 +44,7 @@ def rollback(
             [(r.opportunity_id, r.opportunity_type, r.field, r.before, r.after) for r in applied]
         ),
     )
-    source = f"{st.path.name}:0"  # a plan source is file:line; a rollback comes from the state
-    name = f"rollback-{run.id}"
-    changes: list[OpportunityChange] = []
+    name, source = f"rollback-{run.id}", f"run {run.id}"  # it comes from the state, not a file
     conflicting: list[str] = []
     per_opportunity: dict[tuple[str, int], list[FieldChange]] = defaultdict(list)
     for r in applied:
@@ -67,40 +57,34 @@ def rollback(
         per_opportunity[(r.opportunity_id, r.opportunity_type)].append(
             FieldChange(r.field, codec.canonical(meta, held), r.before or "", name, source)
         )
-    for (opp, code), fields in per_opportunity.items():
-        changes.append(OpportunityChange(opp, code, (name,), tuple(fields)))
-    ordered = sort_changes(changes)
-    moment = now or datetime.now(UTC)
+    changes = [
+        OpportunityChange(opp, code, (name,), tuple(fields))
+        for (opp, code), fields in per_opportunity.items()
+    ]
+    moment = now or utcnow()
     inputs = Inputs(
-        files={},
-        vars={},
-        now=moment.strftime("%Y-%m-%d %H:%M:%S"),
-        host=client.host,
-        targets=(name,),
+        files={}, vars={}, now=moment.strftime(NOW_FORMAT), host=client.host, targets=(name,)
     )
-    plan = Plan(
-        lsqsync_version=__version__,
-        created_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        expires_at=(moment + PLAN_LIFETIME).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        inputs=inputs,
-        summary=summarise(
-            ordered,
-            {name: source},
-            # the types' sizes, so the shares shown are shares of the account
-            {code: (t.name, client.count_opportunities(code)) for code, t in types.items()},
-        ),
-        cost=write_cost(0, len(ordered), *rate),
-        changes=ordered,
-        digest=compute_digest(inputs, ordered),
-        state_lineage=st.lineage,
-        state_serial=st.serial,
-        warnings=tuple(
-            f"{len(conflicting)} fields changed since run {run.id} are left alone: "
-            + ", ".join(conflicting[:10])
-            + (" …" if len(conflicting) > 10 else "")
-            for _ in [1]
-            if conflicting
-        ),
-        mask=tuple(mask),
+    # the types' sizes, so that the shares shown are shares of the account
+    totals = {code: (t.name, client.count_opportunities(code)) for code, t in types.items()}
+    warnings = [
+        f"{plural(len(conflicting), 'field')} changed since run {run.id} "
+        f"{'is' if len(conflicting) == 1 else 'are'} left alone: "
+        + ", ".join(conflicting[:10])
+        + (" …" if len(conflicting) > 10 else "")
+    ]
+    plan = assemble(
+        changes,
+        inputs,
+        version=__version__,
+        created=moment,
+        lifetime=PLAN_LIFETIME,
+        rule_sources={name: source},
+        type_totals=totals,
+        rate=config.rate_limit,
+        read_calls=client.calls - calls_before,
+        state=(st.lineage, st.serial),
+        warnings=warnings if conflicting else (),
+        mask=config.mask,
     )
     return Rollback(plan, tuple(conflicting))

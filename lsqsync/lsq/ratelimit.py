@@ -54,8 +54,8 @@ class RateLimiter:
 
     def __init__(
         self,
-        calls: int | None = 25,
-        per_seconds: float = 5.0,
+        calls: int | None,
+        per_seconds: float,
         *,
         margin: float | None = None,
         max_margin: float | None = None,
@@ -85,7 +85,7 @@ class RateLimiter:
     def off(cls) -> RateLimiter:
         """No client-side limit. It keeps no shared state, so ``penalize`` does nothing and each
         caller backs off from a 429 on its own."""
-        return cls(None)
+        return cls(None, 1.0)
 
     @property
     def unlimited(self) -> bool:

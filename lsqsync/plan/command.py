@@ -14,14 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from lsqsync import __version__
+from lsqsync.clock import NOW_FORMAT
 from lsqsync.config import Config, display_path, open_client
 from lsqsync.errors import ConfigError
 from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planner import PlanOptions, build_plan, targeted
 from lsqsync.rules.project import Project, load
-
-NOW_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 
 def parse_now(text: str | None) -> str:

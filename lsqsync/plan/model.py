@@ -14,8 +14,12 @@ import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from lsqsync.clock import stamp
+from lsqsync.config import RateLimit
+from lsqsync.lsq import MAX_BULK_ITEMS
 
 FORMAT_VERSION = 1
 TOP_TRANSITIONS = 10
@@ -82,11 +86,12 @@ class Cost:
     min_seconds: float  # the least time the writes take under the configured rate limit
 
 
-def write_cost(read_calls: int, opportunities: int, calls: int, per_seconds: float) -> Cost:
-    """Bulk Update takes 25 opportunities a call; under a limit of ``calls`` per
-    ``per_seconds``, the first window's calls go at once and each further window waits."""
-    write_calls = math.ceil(opportunities / 25)
-    return Cost(read_calls, write_calls, max(0, math.ceil(write_calls / calls) - 1) * per_seconds)
+def write_cost(read_calls: int, opportunities: int, rate: RateLimit) -> Cost:
+    """Bulk Update takes 25 opportunities a call; under a limit of ``rate.calls`` per
+    ``rate.per_seconds``, the first window's calls go at once and each further window waits."""
+    write_calls = math.ceil(opportunities / MAX_BULK_ITEMS)
+    waits = max(0, math.ceil(write_calls / rate.calls) - 1)
+    return Cost(read_calls, write_calls, waits * rate.per_seconds)
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,46 @@ class Plan:
 
 
 # -- building blocks ------------------------------------------------------------------------
+
+
+def assemble(
+    changes: Iterable[OpportunityChange],
+    inputs: Inputs,
+    *,
+    version: str,
+    created: datetime,
+    lifetime: timedelta,
+    rule_sources: Mapping[str, str],
+    type_totals: Mapping[int, tuple[str, int]],
+    rate: RateLimit,
+    read_calls: int,
+    git_commit: str | None = None,
+    state: tuple[str | None, int | None] = (None, None),
+    warnings: Sequence[str] = (),
+    labels: Mapping[str, str] | None = None,
+    mask: Sequence[str] = (),
+) -> Plan:
+    """The one way to make a Plan: the changes sorted, summarised (``rule_sources``: rule name
+    → file:line; ``type_totals``: code → (name, opportunities of the type)), costed under
+    ``rate`` and digested; stamped ``created`` and valid for ``lifetime``; ``state`` is the
+    state file's (lineage, serial) it was made against."""
+    ordered = sort_changes(changes)
+    return Plan(
+        lsqsync_version=version,
+        created_at=stamp(created),
+        expires_at=stamp(created + lifetime),
+        inputs=inputs,
+        summary=summarise(ordered, rule_sources, type_totals),
+        cost=write_cost(read_calls, len(ordered), rate),
+        changes=ordered,
+        digest=compute_digest(inputs, ordered),
+        git_commit=git_commit,
+        state_lineage=state[0],
+        state_serial=state[1],
+        warnings=tuple(warnings),
+        labels=dict(labels or {}),
+        mask=tuple(mask),
+    )
 
 
 def sort_changes(changes: Iterable[OpportunityChange]) -> tuple[OpportunityChange, ...]:

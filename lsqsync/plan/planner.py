@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from lsqsync.config import RATIO_MIN_TOTAL, Safety
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
@@ -26,10 +27,7 @@ from lsqsync.plan.model import (
     Inputs,
     OpportunityChange,
     Plan,
-    compute_digest,
-    sort_changes,
-    summarise,
-    write_cost,
+    assemble,
 )
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
 from lsqsync.rules import metadata as online
@@ -152,11 +150,8 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
     if found:
         raise ProjectInvalid(found)
 
-    ordered = sort_changes(changes)
     config = project.config
-    _check_safety(
-        ordered, snapshot, config.max_changes, config.max_change_ratio, options.allow_large
-    )
+    _check_safety(changes, snapshot, config.safety, options.allow_large)
     inputs = Inputs(
         files=dict(options.input_files),
         vars=dict(project.vars),
@@ -165,28 +160,22 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         targets=options.targets,
         allow_large=options.allow_large,
     )
-    type_totals = {c: (t.meta.name, t.total) for c, t in snapshot.types.items()}
-    rate = config.rate_limit
-    return Plan(
-        lsqsync_version=options.lsqsync_version,
-        created_at=_stamp(options.created_at),
-        expires_at=_stamp(options.created_at + options.expires_in),
-        inputs=inputs,
-        summary=summarise(ordered, {r.name: _source(r.location) for r in rules}, type_totals),
-        cost=write_cost(snapshot.read_calls, len(ordered), rate.calls, rate.per_seconds),
-        changes=ordered,
-        digest=compute_digest(inputs, ordered),
+    return assemble(
+        changes,
+        inputs,
+        version=options.lsqsync_version,
+        created=options.created_at,
+        lifetime=options.expires_in,
+        rule_sources={r.name: _source(r.location) for r in rules},
+        type_totals={c: (t.meta.name, t.total) for c, t in snapshot.types.items()},
+        rate=config.rate_limit,
+        read_calls=snapshot.read_calls,
         git_commit=options.git_commit,
-        state_lineage=options.state_lineage,
-        state_serial=options.state_serial,
-        warnings=tuple(warnings),
-        labels=_labels(ordered, snapshot),
-        mask=tuple(config.mask),
+        state=(options.state_lineage, options.state_serial),
+        warnings=warnings,
+        labels=_labels(changes, snapshot),
+        mask=config.mask,
     )
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def targeted(project: Project, targets: Sequence[str]) -> tuple[Rule, ...]:
@@ -450,14 +439,11 @@ def _check_dependents(
 
 
 def _check_safety(
-    changes: Sequence[OpportunityChange],
-    snapshot: Snapshot,
-    max_changes: int,
-    max_ratio: float,
-    allow_large: bool,
+    changes: Sequence[OpportunityChange], snapshot: Snapshot, safety: Safety, allow_large: bool
 ) -> None:
     if allow_large:
         return
+    max_changes, max_ratio = safety.max_changes, safety.max_change_ratio
     reasons = []
     if len(changes) > max_changes:
         reasons.append(
@@ -469,7 +455,7 @@ def _check_safety(
         per_type[c.opportunity_type] += 1
     for code, count in sorted(per_type.items()):
         total = snapshot.types[code].total
-        if total >= 10 and count / total > max_ratio:
+        if total >= RATIO_MIN_TOTAL and count / total > max_ratio:
             reasons.append(
                 f"it changes {count:,} of the {total:,} opportunities of type {code} "
                 f"({count / total:.0%}), more than safety.max_change_ratio ({max_ratio:.0%})"

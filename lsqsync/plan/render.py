@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lsqsync.config import RATIO_MIN_TOTAL, Safety
 from lsqsync.display import (
     EMPTY,
     MARKDOWN_LIMIT,
@@ -39,9 +40,7 @@ Format = Literal["text", "json", "markdown"]
 FORMATS: tuple[Format, ...] = ("text", "json", "markdown")
 
 MAX_DETAILS = 200  # opportunities shown in text before "… N more"
-SAFETY = (1000, 0.3)  # (safety.max_changes, safety.max_change_ratio), as in lsqsync.yml
 NEAR_LIMIT = 0.8  # warn once a plan reaches this share of a safety limit
-RATIO_MIN_TOTAL = 10  # the ratio limit applies to types with at least this many opportunities
 
 TIMES = "\u00d7"  # the multiplication sign, as in "Status: Open → Won (times) 120"
 
@@ -52,24 +51,24 @@ def render(
     *,
     color: bool = False,
     max_details: int = MAX_DETAILS,
-    safety: tuple[int, float] = SAFETY,
+    safety: Safety | None = None,
     saved_as: str | None = None,
 ) -> str:
     """``plan`` as ``fmt``: "text" (``color`` adds ANSI colours; at most ``max_details``
     opportunities in detail), "markdown" (for a pull-request comment, at most MARKDOWN_LIMIT
-    characters) or "json" (the saved form). ``safety`` is ``(max_changes, max_change_ratio)``,
-    for warnings when the plan comes close to a limit; ``saved_as`` names the plan file in the
+    characters) or "json" (the saved form). ``safety`` (lsqsync.yml's limits) is for
+    warnings when the plan comes close to a limit; ``saved_as`` names the plan file in the
     "N more" line."""
     if fmt not in RENDERERS:
         raise ValueError(f"unknown plan format {fmt!r} (expected one of {', '.join(FORMATS)})")
-    return RENDERERS[fmt](plan, _Options(color, max_details, safety, saved_as))
+    return RENDERERS[fmt](plan, _Options(color, max_details, safety or Safety(), saved_as))
 
 
 @dataclass(frozen=True)
 class _Options:
     color: bool
     max_details: int
-    safety: tuple[int, float]
+    safety: Safety
     saved_as: str | None
 
 
@@ -87,7 +86,7 @@ class _Transition:
 class _View:
     """A plan prepared for display: values masked, labelled and escaped; counts derived."""
 
-    def __init__(self, plan: Plan, safety: tuple[int, float]) -> None:
+    def __init__(self, plan: Plan, safety: Safety) -> None:
         self.plan = plan
         self.short = plan.digest[:8]
         self._mask = frozenset(f.casefold() for f in plan.mask)
@@ -95,9 +94,9 @@ class _View:
         self._type_names = {t.opportunity_type: t.name for t in plan.summary.types}
         self.safety_notes = self._safety_notes(safety)
 
-    def _safety_notes(self, safety: tuple[int, float]) -> list[str]:
+    def _safety_notes(self, safety: Safety) -> list[str]:
         """What a reviewer must see first: the limits this plan overrides or comes close to."""
-        plan, (max_changes, max_ratio) = self.plan, safety
+        plan, max_changes, max_ratio = self.plan, safety.max_changes, safety.max_change_ratio
         notes = []
         if plan.inputs.allow_large:
             notes.append("made with --allow-large: the safety limits were overridden")

@@ -18,9 +18,8 @@ from lsqsync.documents import csvsource, schemacheck, yamlsource
 from lsqsync.documents.problems import Problem, ProjectInvalid, format_path
 from lsqsync.documents.yamlsource import Document, Location, PathKey, YamlError
 from lsqsync.errors import ConfigError
+from lsqsync.lsq.models import SYSTEM_FIELDS
 from lsqsync.rules import templates
-
-SYSTEM_FIELDS = ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy")
 
 
 @dataclass(frozen=True)

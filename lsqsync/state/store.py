@@ -58,6 +58,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
+from lsqsync.clock import parse_stamp, stamp, utcnow
 from lsqsync.errors import StateError, StateLocked
 from lsqsync.state.records import (
     CONFIRMED,
@@ -78,13 +79,8 @@ logger = logging.getLogger(__name__)
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
-TIMESTAMP = "%Y-%m-%dT%H:%M:%SZ"
 BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's (short) transaction
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def default_who() -> str:
@@ -107,14 +103,6 @@ def default_where(env: Mapping[str, str] | None = None, cwd: str | None = None) 
     if env.get("CI_JOB_URL"):
         return env["CI_JOB_URL"]
     return cwd if cwd is not None else os.getcwd()
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.astimezone(UTC).strftime(TIMESTAMP)
-
-
-def _parse_stamp(text: str) -> datetime:
-    return datetime.strptime(text, TIMESTAMP).replace(tzinfo=UTC)
 
 
 def _new_run_id(moment: datetime) -> str:
@@ -227,7 +215,7 @@ class StateFile:
             return self._db.execute(sql, params).fetchall()
 
     def _stamp(self) -> str:
-        return _stamp(self._now())
+        return stamp(self._now())
 
     def _check_version(self) -> int:
         version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -673,8 +661,8 @@ class StateFile:
                 pid=os.getpid(),
                 run_id=run_id,
                 operation=operation,
-                since=_stamp(now),
-                heartbeat=_stamp(now),
+                since=stamp(now),
+                heartbeat=stamp(now),
             )
             db.execute(
                 "INSERT INTO lock VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -807,7 +795,7 @@ def _stale(lock: Lock, now: datetime, expiry: float | None) -> str | None:
     if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
         return f"its process {lock.pid} is gone"
     if expiry is not None:
-        age = (now - _parse_stamp(lock.heartbeat)).total_seconds()
+        age = (now - parse_stamp(lock.heartbeat)).total_seconds()
         if age > expiry:
             return f"not seen for {age:g}s, more than the lock expiry of {expiry:g}s"
     return None

@@ -214,7 +214,7 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
     code, out, _ = run(["rollback", applied_run.id, "--out", "back.json"], capsys)
     assert code == 0
     assert (
-        f"1 fields changed since run {applied_run.id} are left alone: {edited.id} {field.field}"
+        f"1 field changed since run {applied_run.id} is left alone: {edited.id} {field.field}"
         in out
     )
     _, fields = planned(out)

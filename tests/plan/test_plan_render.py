@@ -18,6 +18,7 @@ from plan_helpers import (
 )
 
 from lsqsync import display
+from lsqsync.config import Safety
 from lsqsync.display import MARKDOWN_LIMIT
 from lsqsync.plan import render as render_module
 from lsqsync.plan.model import Plan
@@ -42,7 +43,9 @@ GOLDEN_CASES: dict[str, Callable[[], str]] = {
     "text-capped.txt": lambda: render(sample(), "text", max_details=2, saved_as="plans/q4.json"),
     "text-empty.txt": lambda: render(make_plan([]), "text"),
     "markdown.md": lambda: render(sample(), "markdown"),
-    "markdown-large.md": lambda: render(make_plan(allow_large=True), "markdown", safety=(6, 0.2)),
+    "markdown-large.md": lambda: render(
+        make_plan(allow_large=True), "markdown", safety=Safety(6, 0.2)
+    ),
     "markdown-empty.md": lambda: render(make_plan([]), "markdown"),
     "plan.json": lambda: render(sample(), "json"),
 }
@@ -298,9 +301,9 @@ def test_a_close_safety_limit_is_a_bold_warning_in_markdown_and_a_warning_in_tex
     safety: tuple[int, float], allow_large: bool, expected: list[str]
 ) -> None:
     plan = make_plan(allow_large=allow_large)
-    md = render(plan, "markdown", safety=safety)
+    md = render(plan, "markdown", safety=Safety(*safety))
     assert [line for line in md.splitlines() if "⚠️" in line] == [f"**⚠️ {e}**" for e in expected]
-    text = render(plan, "text", safety=safety)
+    text = render(plan, "text", safety=Safety(*safety))
     assert [line for line in text.splitlines() if line.startswith("Warning: ")] == [
         "Warning: " + e.replace("\\", "") for e in expected
     ]
@@ -308,7 +311,7 @@ def test_a_close_safety_limit_is_a_bold_warning_in_markdown_and_a_warning_in_tex
 
 def test_small_types_are_outside_the_ratio_limit() -> None:
     plan = make_plan(types={12003: ("Enterprise Deal", 9), 12004: ("Renewal", 2)})
-    assert "⚠️" not in render(plan, "markdown", safety=(1000, 0.1))
+    assert "⚠️" not in render(plan, "markdown", safety=Safety(1000, 0.1))
 
 
 def test_markdown_of_an_empty_plan_says_no_changes() -> None:
