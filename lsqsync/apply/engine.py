@@ -24,9 +24,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import Literal
 
 from lsqsync.clock import stamp
 from lsqsync.errors import ApiRejected, OutcomeUnknown
@@ -34,20 +33,23 @@ from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL
 from lsqsync.lsq.models import OpportunityRecord
 from lsqsync.plan.model import FieldChange, OpportunityChange
+from lsqsync.state.records import FieldResult, ResultStatus
 
 log = logging.getLogger(__name__)
 
-Status = Literal["applied", "failed", "stale", "already_current", "unknown"]
 
-
-@dataclass(frozen=True)
-class FieldResult:
-    opportunity_id: str
-    opportunity_type: int
-    change: FieldChange
-    status: Status
-    message: str = ""
-    current: str | None = None  # what LeadSquared held when it was checked (stale fields)
+def result(
+    change: OpportunityChange,
+    f: FieldChange,
+    status: ResultStatus,
+    message: str | None = None,
+    current: str | None = None,
+) -> FieldResult:
+    """The result of one planned field, as the state file records it."""
+    return FieldResult(
+        change.id, change.opportunity_type, f.field, f.before, f.after, status, f.rule,
+        message, current,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -68,7 +70,6 @@ class Pending:
 class Freshness:
     pending: tuple[Pending, ...]
     settled: tuple[FieldResult, ...]  # already-current and stale fields: decided, not sent
-    read_calls: int
 
 
 def check_freshness(
@@ -92,29 +93,19 @@ def check_freshness(
             meta = types[change.opportunity_type].field(f.field)
             if values is None or meta is None:
                 why = "the opportunity no longer exists" if values is None else "unknown field"
-                settled.append(FieldResult(change.id, change.opportunity_type, f, "stale", why))
+                settled.append(result(change, f, "stale", why))
                 continue
             now = values.get(f.field)
             if codec.same(meta, now, f.before or ""):
                 to_send.append(f)
             elif codec.same(meta, now, f.after):
-                settled.append(
-                    FieldResult(change.id, change.opportunity_type, f, "already_current")
-                )
+                settled.append(result(change, f, "already_current"))
             else:
-                settled.append(
-                    FieldResult(
-                        change.id,
-                        change.opportunity_type,
-                        f,
-                        "stale",
-                        "changed in LeadSquared since the plan",
-                        codec.canonical(meta, now),
-                    )
-                )
+                why = "changed in LeadSquared since the plan"
+                settled.append(result(change, f, "stale", why, codec.canonical(meta, now)))
         if to_send:
             pending.append(Pending(change, tuple(to_send)))
-    return Freshness(tuple(pending), tuple(settled), 0)
+    return Freshness(tuple(pending), tuple(settled))
 
 
 def batches(
@@ -128,7 +119,6 @@ def batches(
 @dataclass
 class BatchOutcome:
     results: list[FieldResult] = field(default_factory=list)
-    calls: int = 0
     unknown: list[Pending] = field(default_factory=list)  # to re-read and resolve
 
 
@@ -142,7 +132,6 @@ def send_batch(client: LsqClient, batch: Sequence[Pending]) -> BatchOutcome:
 
 
 def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> None:
-    outcome.calls += 1
     try:
         rows = client.bulk_update([p.item for p in batch])
     except OutcomeUnknown:
@@ -171,10 +160,8 @@ def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> Non
             outcome.unknown.append(p)
 
 
-def each_field(p: Pending, status: Status, message: str = "") -> list[FieldResult]:
-    return [
-        FieldResult(p.change.id, p.change.opportunity_type, f, status, message) for f in p.fields
-    ]
+def each_field(p: Pending, status: ResultStatus, message: str | None = None) -> list[FieldResult]:
+    return [result(p.change, f, status, message) for f in p.fields]
 
 
 def read_current(
@@ -223,12 +210,10 @@ def resolve_unknown(
     for p in unknown:
         again = OpportunityChange(p.change.id, p.change.opportunity_type, p.change.rules, p.fields)
         fresh = check_freshness([again], current, types)
-        for r in fresh.settled:
-            results.append(
-                FieldResult(r.opportunity_id, r.opportunity_type, r.change, "applied")
-                if r.status == "already_current"
-                else r
-            )
+        results += [
+            replace(r, status="applied") if r.status == "already_current" else r
+            for r in fresh.settled
+        ]
         resend.extend(fresh.pending)
     return results, resend
 

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -81,19 +81,6 @@ def _sha256(path: Path) -> str | None:
         return hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError:
         return None
-
-
-def _to_state(r: apply.FieldResult) -> state.FieldResult:
-    return state.FieldResult(
-        r.opportunity_id,
-        r.opportunity_type,
-        r.change.field,
-        r.change.before,
-        r.change.after,
-        r.status,
-        r.change.rule,
-        r.message or None,
-    )
 
 
 def apply_plan_file(
@@ -178,15 +165,15 @@ def _run(
     pending = st.pending_batches(plan.digest)
     in_flight = {i.lower() for b in pending for i in b.opportunity_ids}
     settled = [
-        apply.FieldResult(r.opportunity_id, r.opportunity_type, r.change, "applied")
+        replace(r, status="applied")
         if r.status == "already_current" and r.opportunity_id.lower() in in_flight
         else r
         for r in fresh.settled
     ]
     if pending:
-        st.resolve_batches(run_id, pending, [_to_state(r) for r in settled])
+        st.resolve_batches(run_id, pending, settled)
     else:
-        st.record_results(run_id, [_to_state(r) for r in settled])
+        st.record_results(run_id, settled)
     stop = threading.Event()
     unknown: list[apply.Pending] = []
     interrupted = False
@@ -200,10 +187,10 @@ def _run(
         resolved, resend = apply.resolve_unknown(
             unknown, apply.read_current(client, changes), types
         )
-        st.record_results(run_id, [_to_state(r) for r in resolved])
+        st.record_results(run_id, resolved)
         still = _send_all(client, st, run_id, resend, options, stop, say) if resend else []
         twice = [r for p in still for r in apply.each_field(p, "unknown", "no answer, twice")]
-        st.record_results(run_id, [_to_state(r) for r in twice])
+        st.record_results(run_id, twice)
     counts = st.run(run_id).counts
     outcome: state.Outcome = (
         "interrupted" if interrupted
@@ -286,9 +273,7 @@ def _send_all(
                 number, batch = in_flight.pop(future)
                 outcome = future.result()
                 status: Literal["done", "unknown"] = "unknown" if outcome.unknown else "done"
-                st.record_batch_result(
-                    run_id, number, status, [_to_state(r) for r in outcome.results]
-                )
+                st.record_batch_result(run_id, number, status, outcome.results)
                 unknown.extend(outcome.unknown)
                 done += 1
                 sent += len(batch)

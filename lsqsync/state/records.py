@@ -11,7 +11,6 @@ BatchStatus = Literal["sending", "done", "failed", "unknown"]
 ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown"]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
-BATCH_STATUSES: tuple[BatchStatus, ...] = get_args(BatchStatus)
 RESULT_STATUSES: tuple[ResultStatus, ...] = get_args(ResultStatus)
 CONFIRMED: tuple[ResultStatus, ...] = ("applied", "already_current")  # never re-sent
 LAST = "last"  # `lsqsync state show last`: the most recent run
@@ -69,6 +68,7 @@ class FieldResult:
     status: ResultStatus
     rule: str
     message: str | None = None  # the API's reason for a failure, or why it is stale/unknown
+    current: str | None = None  # what LeadSquared held when the field was found stale
 
 
 @dataclass(frozen=True)

@@ -64,6 +64,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "status",
     "message",
     "rule",
+    "current",
 )
 
 
@@ -121,6 +122,7 @@ def render_run(
                         "field": r.field,
                         "before": value(r, r.before),
                         "after": value(r, r.after),
+                        "current": value(r, r.current),
                         "status": r.status,
                         "message": r.message,
                         "rule": r.rule,
@@ -147,6 +149,7 @@ def render_run(
                         r.status,
                         r.message,
                         r.rule,
+                        value(r, r.current),
                     )
                 )
             )
@@ -183,7 +186,7 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                 _shown(r.after, r.field in mask),
                 r.status,
                 clean(r.rule),
-                clean(r.message or ""),
+                clean(_message(r, r.field in mask)),
             )
         )
     return "\n".join(lines) + "\n" + _table(rows)
@@ -230,7 +233,7 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
             md(clean(x))
             for x in (
                 r.opportunity_id, r.field, r.status, _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask), r.message or "",
+                _shown(r.after, r.field in mask), _message(r, r.field in mask),
             )
         ) + " |"  # fmt: skip
         if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
@@ -271,6 +274,13 @@ def _table(rows: Sequence[Sequence[str]]) -> str:
 
 def _serial(serial: int | None) -> str:
     return "-" if serial is None else str(serial)
+
+
+def _message(r: FieldResult, masked: bool) -> str:
+    """The result's message, with the value that made a stale field stale."""
+    if r.status == "stale" and r.current is not None:
+        return f"{r.message or 'stale'}; now {_shown(r.current, masked)}"
+    return r.message or ""
 
 
 def _shown(v: str | None, masked: bool) -> str:

@@ -91,7 +91,12 @@ def _v1_initial(db: sqlite3.Connection, now: str) -> None:
     db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
 
 
+def _v2_current(db: sqlite3.Connection, now: str) -> None:
+    # what LeadSquared held when a field was found stale, so that `state show` can say it
+    db.execute("ALTER TABLE results ADD COLUMN current TEXT")
+
+
 # Applied in order, each in its own transaction with the new user_version: schema version N is
-# MIGRATIONS[:N]. A version 2 is one more function appended here.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial,)
+# MIGRATIONS[:N]. A new version is one more function appended here.
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_current)
 SCHEMA_VERSION = len(MIGRATIONS)

@@ -480,7 +480,9 @@ class StateFile:
         now: str,
     ) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO results VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO results (run_id, opportunity_id, field, opportunity_type, "
+            "before, after, status, message, rule, batch, recorded, current) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 (
                     run_id,
@@ -494,6 +496,7 @@ class StateFile:
                     r.rule,
                     batch,
                     now,
+                    r.current,
                 )
                 for r in results
             ],
@@ -565,7 +568,7 @@ class StateFile:
             FieldResult(*row)
             for row in self._read(
                 "SELECT opportunity_id, opportunity_type, field, before, after, status, rule, "
-                "message FROM results WHERE run_id = ? ORDER BY opportunity_id, field",
+                "message, current FROM results WHERE run_id = ? ORDER BY opportunity_id, field",
                 (run_id,),
             )
         )

@@ -97,6 +97,12 @@ def test_a_field_edited_after_the_plan_is_stale_not_clobbered(
     assert "stale: 1," in out
     stored = requests.get(f"{connected.url}/_emulator/opportunities/{loan}", timeout=5).json()
     assert stored["fields"]["Owner"] == SAM
+    # the value that made it stale is recorded, and shown
+    code, out, _ = run(["state", "show", "last", "--format", "json"], capsys)
+    (stale,) = [r for r in json.loads(out)["results"] if r["status"] == "stale"]
+    assert (stale["opportunity_id"], stale["field"], stale["current"]) == (loan, "Owner", SAM)
+    code, out, _ = run(["state", "show", "last"], capsys)
+    assert f'changed in LeadSquared since the plan; now "{SAM}"' in out
 
 
 def test_faults_and_drops_end_with_every_field_applied_once(

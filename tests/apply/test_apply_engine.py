@@ -69,8 +69,8 @@ def test_freshness_decides_each_field() -> None:
     assert [(p.change.id, [f.field for f in p.fields]) for p in fresh.pending] == [
         (LOAN, ["mx_Custom_6"])
     ]
-    assert [(r.change.field, r.status, r.message, r.current) for r in fresh.settled] == [
-        ("mx_Custom_9", "already_current", "", None),
+    assert [(r.field, r.status, r.message, r.current) for r in fresh.settled] == [
+        ("mx_Custom_9", "already_current", None, None),
         ("Status", "stale", "changed in LeadSquared since the plan", "Lost"),
     ]
 
@@ -140,7 +140,7 @@ def test_a_batch_is_applied_and_read_back(emu: Emulator, client: LsqClient) -> N
     c = change(LOAN, 12000, ("mx_Custom_6", "20000", "25000"), ("mx_Custom_9", None, "hello"))
     fresh = check_freshness([c], read_current(client, [c]), META)
     outcome = send_batch(client, fresh.pending)
-    assert [(r.change.field, r.status) for r in outcome.results] == [
+    assert [(r.field, r.status) for r in outcome.results] == [
         ("mx_Custom_6", "applied"),
         ("mx_Custom_9", "applied"),
     ]
@@ -172,10 +172,10 @@ def test_a_bad_row_is_isolated_by_splitting_the_batch(emu: Emulator, client: Lsq
     assert by_id[bad.change.id][1].startswith(
         "MXInvalidDataTypeException: Field name : 'mx_Custom_6'"
     )
-    assert all(by_id[p.change.id] == ("applied", "") for p in good)
+    assert all(by_id[p.change.id] == ("applied", None) for p in good)
     assert all(stored(emu, p.change.id)["mx_Custom_6"] == "1" for p in good)
     # 8 rows, 1 bad: 8 → 4 + 4, 4 → 2 + 2, 2 → 1 + 1: the bad row costs 7 calls, not 8
-    assert outcome.calls == api_calls(emu) == 7
+    assert api_calls(emu) == 7
     assert outcome.unknown == []
 
 
@@ -202,7 +202,7 @@ def test_an_unanswered_batch_is_resolved_by_reading_back(emu: Emulator, client: 
 
     results, resend = resolve_unknown(outcome.unknown, read_current(client, [c]), META)
 
-    assert [(r.change.field, r.status) for r in results] == [("mx_Custom_9", "applied")]
+    assert [(r.field, r.status) for r in results] == [("mx_Custom_9", "applied")]
     assert resend == []
 
 

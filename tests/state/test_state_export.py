@@ -40,7 +40,9 @@ RUNNING = Run(
 RESULTS = (
     FieldResult(OPP_A, 12003, "Status", "Open", "Won", "applied", "close-won"),
     FieldResult(OPP_A, 12003, "mx_Custom_11", "98450 12345", "98450 00000", "applied", "fix-phone"),
-    FieldResult(OPP_B, 12003, "Owner", None, '=HYPERLINK("http://x")', "stale", "owners", "now u9"),
+    FieldResult(
+        OPP_B, 12003, "Owner", None, '=HYPERLINK("http://x")', "stale", "owners", "edited", "u9"
+    ),
     FieldResult(
         OPP_B, 12003, "Status", "Open", "Won", "failed", "close-won", "MXInvalid: Status\nlocked"
     ),
@@ -62,23 +64,23 @@ Run 20240501-100000-3fa2c1: partial
 OPPORTUNITY                           TYPE   FIELD         BEFORE   AFTER                       STATUS           RULE       MESSAGE
 4f530c63-4c93-4150-8b8e-83487befb3b2  12003  Status        "Open"   "Won"                       applied          close-won
 4f530c63-4c93-4150-8b8e-83487befb3b2  12003  mx_Custom_11  ***      ***                         applied          fix-phone
-7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Owner         (empty)  "=HYPERLINK(\\"http://x\\")"  stale            owners     now u9
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Owner         (empty)  "=HYPERLINK(\\"http://x\\")"  stale            owners     edited; now "u9"
 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Status        "Open"   "Won"                       failed           close-won  MXInvalid: Status\\nlocked
 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12004  mx_Amount     "-12.5"  "-12.5"                     already_current  amounts
 """  # noqa: E501 - the table is as wide as it is
 
 CSV = (
-    "run,opportunity,type,field,before,after,status,message,rule\r\n"
+    "run,opportunity,type,field,before,after,status,message,rule,current\r\n"
     "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,Status,Open,Won,applied,,"
-    "close-won\r\n"
+    "close-won,\r\n"
     "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_11,***,***,"
-    "applied,,fix-phone\r\n"
+    "applied,,fix-phone,\r\n"
     "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Owner,,"
-    '"\'=HYPERLINK(""http://x"")",stale,now u9,owners\r\n'
+    '"\'=HYPERLINK(""http://x"")",stale,edited,owners,u9\r\n'
     "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Status,Open,Won,failed,"
-    '"MXInvalid: Status\nlocked",close-won\r\n'
+    '"MXInvalid: Status\nlocked",close-won,\r\n'
     "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12004,mx_Amount,-12.5,-12.5,"
-    "already_current,,amounts\r\n"
+    "already_current,,amounts,\r\n"
 )
 
 
@@ -134,6 +136,7 @@ def test_show_as_json() -> None:
                 "field": r.field,
                 "before": "***" if r.field in MASK else r.before,
                 "after": "***" if r.field in MASK else r.after,
+                "current": r.current,
                 "status": r.status,
                 "message": r.message,
                 "rule": r.rule,
@@ -172,7 +175,7 @@ MARKDOWN = """\
 
 | Opportunity | Field | Status | Before | After | Message |
 |---|---|---|---|---|---|
-| 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Owner | stale | (empty) | "=HYPERLINK(\\\\"http://x\\\\")" | now u9 |
+| 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Owner | stale | (empty) | "=HYPERLINK(\\\\"http://x\\\\")" | edited; now "u9" |
 | 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Status | failed | "Open" | "Won" | MXInvalid: Status\\\\nlocked |
 
 Every result: `lsqsync state show 20240501-100000-3fa2c1 --format csv`. Stale fields changed in \

@@ -8,6 +8,7 @@ import os
 import sqlite3
 import stat
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -67,8 +68,8 @@ def test_pragmas_rollback_journal_full_sync_foreign_keys(state: StateFile) -> No
 
 
 def test_schema_version_and_tables(state: StateFile, state_path: Path) -> None:
-    assert state.schema_version == SCHEMA_VERSION == 1
-    assert user_version(state_path) == 1
+    assert state.schema_version == SCHEMA_VERSION == 2
+    assert user_version(state_path) == 2
     assert tables(state_path) >= {"state", "runs", "batches", "results", "last_written", "lock"}
 
 
@@ -79,16 +80,16 @@ def test_a_new_migration_is_applied_once_in_order(
         pass
     calls: list[str] = []
 
-    def v2(db: sqlite3.Connection, now: str) -> None:
+    def next_version(db: sqlite3.Connection, now: str) -> None:
         calls.append(now)
         db.execute("ALTER TABLE runs ADD COLUMN note TEXT")
 
-    monkeypatch.setattr(state_module, "MIGRATIONS", (*state_module.MIGRATIONS, v2))
+    monkeypatch.setattr(state_module, "MIGRATIONS", (*state_module.MIGRATIONS, next_version))
     clock = Clock()
     with StateFile.open(state_path, now=clock) as sf:
-        assert sf.schema_version == 2
+        assert sf.schema_version == SCHEMA_VERSION + 1
     with StateFile.open(state_path, now=clock) as sf:
-        assert sf.schema_version == 2
+        assert sf.schema_version == SCHEMA_VERSION + 1
     assert calls == ["2024-05-01T10:00:00Z"]  # once, not on every open
     with raw(state_path) as db:
         assert "note" in [r[1] for r in db.execute("PRAGMA table_info(runs)")]
@@ -107,11 +108,35 @@ def test_a_failing_migration_leaves_the_previous_version_intact(
     monkeypatch.setattr(state_module, "MIGRATIONS", (*state_module.MIGRATIONS, broken))
     with pytest.raises(RuntimeError, match="migration bug"):
         StateFile.open(state_path)
-    assert user_version(state_path) == 1
+    assert user_version(state_path) == SCHEMA_VERSION
     assert "half_done" not in tables(state_path)
     monkeypatch.undo()
     with StateFile.open(state_path) as sf:
         assert sf.lineage == lineage
+
+
+def test_a_version_1_file_gains_the_current_column_and_keeps_its_results(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "MIGRATIONS", state_module.MIGRATIONS[:1])
+    with StateFile.open(state_path) as sf:
+        sf.acquire_lock("apply")
+        run = sf.begin_run("a" * 64)
+    with raw(state_path) as db:  # a result as lsqsync wrote it before version 2
+        db.execute(
+            "INSERT INTO results VALUES (?, 'opp', 'Status', 1, 'Open', 'Won', 'stale', NULL, "
+            "'r', NULL, '2024-05-01T10:00:00Z')",
+            (run.id,),
+        )
+    assert user_version(state_path) == 1
+    monkeypatch.undo()
+    with StateFile.open(state_path) as sf:
+        assert sf.schema_version == 2
+        (kept,) = sf.results(run.id)
+        assert (kept.status, kept.current) == ("stale", None)
+        sf.acquire_lock("apply")
+        sf.record_results(run.id, [replace(kept, current="Lost")])
+        assert sf.results(run.id)[0].current == "Lost"
 
 
 def test_a_file_from_a_newer_lsqsync_is_refused(state_path: Path) -> None:
@@ -122,7 +147,7 @@ def test_a_file_from_a_newer_lsqsync_is_refused(state_path: Path) -> None:
     with pytest.raises(StateError) as caught:
         StateFile.open(state_path)
     assert str(caught.value) == (
-        f"{state_path}: state file schema version 7 is newer than this lsqsync supports (1); "
+        f"{state_path}: state file schema version 7 is newer than this lsqsync supports (2); "
         "upgrade lsqsync to use it"
     )
     assert user_version(state_path) == 7  # untouched

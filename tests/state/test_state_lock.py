@@ -15,6 +15,7 @@ import pytest
 from state_helpers import DIGEST, OPP_A, START, Clock, child, raw, result
 
 from lsqsync.errors import StateError, StateLocked
+from lsqsync.state.schema import SCHEMA_VERSION
 from lsqsync.state.store import StateFile, default_who
 
 HOST = socket.gethostname()
@@ -98,7 +99,7 @@ def test_exactly_one_of_several_racing_processes_gets_the_lock(state_path: Path)
             racer.communicate(timeout=10)
     with raw(state_path) as db:
         assert db.execute("SELECT count(*) FROM state").fetchone()[0] == 1
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 1
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_waiting_polls_with_the_injected_sleep_until_the_timeout(
