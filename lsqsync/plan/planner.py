@@ -20,7 +20,7 @@ from lsqsync.config import RATIO_MIN_TOTAL, Safety
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
-from lsqsync.lsq import FieldMeta, OpportunityRecord, User, codec
+from lsqsync.lsq import FieldMeta, Limit, OpportunityRecord, User, codec
 from lsqsync.plan.model import (
     PLAN_LIFETIME,
     FieldChange,
@@ -53,6 +53,9 @@ class PlanOptions:
     git_commit: str | None = None
     state_lineage: str | None = None
     state_serial: int | None = None
+    # the strictest limit the writes will meet, as the client knows it (learned or configured);
+    # None: as lsqsync.yml configures it
+    write_pace: Limit | None = None
 
 
 def _source(location: Location) -> str:
@@ -168,7 +171,7 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         lifetime=options.expires_in,
         rule_sources={r.name: _source(r.location) for r in rules},
         type_totals={c: (t.meta.name, t.total) for c, t in snapshot.types.items()},
-        rate=config.rate_limit,
+        rate=options.write_pace or config.rate_limit.write_pace(),
         read_calls=snapshot.read_calls,
         git_commit=options.git_commit,
         state=(options.state_lineage, options.state_serial),
