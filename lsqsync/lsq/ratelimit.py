@@ -83,7 +83,7 @@ class Limit:
             raise ValueError("per_seconds must be positive")
 
     def __str__(self) -> str:
-        return f"{self.calls} calls per {self.per_seconds:g} s"
+        return f"{self.calls} call{'s' if self.calls != 1 else ''} per {self.per_seconds:g} s"
 
     def stricter_than(self, other: Limit) -> bool:
         """Fewer calls in a window, or a slower pace."""
