@@ -129,14 +129,27 @@ class BatchOutcome:
         return "failed" if self.refused else "unknown" if self.unknown else "done"
 
 
-def send_batch(client: LsqClient, batch: Sequence[Pending]) -> BatchOutcome:
+class Refusals:
+    """Shared by the batches of one run: once the rate limit kept refusing a call through every
+    retry, the batches not yet started are not sent either (they would only wait out the same
+    refusals)."""
+
+    def __init__(self) -> None:
+        self.first: RateLimited | None = None
+
+
+def send_batch(
+    client: LsqClient, batch: Sequence[Pending], refusals: Refusals | None = None
+) -> BatchOutcome:
     """Send one batch; on a whole-call ``MX…`` verdict, split it in halves until the bad row is
     isolated (the good rows are applied, the bad one reported with the API's message). A row
     that fails is not retried. An unanswered call leaves its rows unknown. A call the account's
     rate limit kept refusing was not processed: its rows are *not sent* (never failed), and so
-    are the halves not yet tried."""
-    outcome = BatchOutcome()
+    are the halves not yet tried — and, through ``refusals``, the run's batches not started."""
+    outcome = BatchOutcome(refused=refusals.first if refusals is not None else None)
     _send(client, list(batch), outcome)
+    if refusals is not None and outcome.refused is not None:
+        refusals.first = refusals.first or outcome.refused
     return outcome
 
 

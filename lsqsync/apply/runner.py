@@ -284,6 +284,7 @@ def _send_all(
     opportunities, sent, started = len(pending), 0, time.monotonic()
     in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
     unknown: list[apply.Pending] = []
+    refusals = apply.Refusals()
     done = 0
     with _ctrl_c_sets(stop), ThreadPoolExecutor(max_workers=options.workers) as pool:
         while queue or in_flight:
@@ -292,7 +293,8 @@ def _send_all(
                     batch = queue.pop(0)
                     payload = json.dumps([p.item.to_api() for p in batch]).encode()
                     journal = st.begin_batch(run_id, [p.change.id for p in batch], payload)
-                    in_flight[pool.submit(apply.send_batch, client, batch)] = (journal.batch, batch)
+                    future = pool.submit(apply.send_batch, client, batch, refusals)
+                    in_flight[future] = (journal.batch, batch)
                 if not in_flight:
                     break
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)

@@ -46,8 +46,8 @@ log = logging.getLogger(__name__)
 
 Kind = Literal["configured", "learned", "assumed"]
 BucketName = Literal["account", "bulk"]
-# What a refusal changed: a limit was learned (the retry just waits for its slot), the pace
-# was slowed, or nothing but the margin (jitter, or a call granted before the last lesson).
+# What a refusal changed: a limit was learned, or it is explained by the last one (the retry
+# just waits for its slot); the pace was slowed; or nothing but the margin (jitter).
 Verdict = Literal["learned", "slowed", "margin"]
 
 # The starting margin: 0.1 s covers a one-way latency spread of 100 ms (internet jitter is
@@ -268,6 +268,7 @@ class RateLimiter:
             self.margin, default_max_margin(per_seconds) if max_margin is None else max_margin
         )
         self._widened_at = float("-inf")
+        self._lessons = 0
 
     @classmethod
     def off(cls) -> RateLimiter:
@@ -318,20 +319,35 @@ class RateLimiter:
                 return max(0.0, self._clock() - start)
             self._sleep(wait)
 
+    @property
+    def lessons(self) -> int:
+        """How many limits refusals have taught so far: read it before a call is granted, and
+        pass it to ``refused`` if the call is refused."""
+        return self._lessons
+
     def refused(
-        self, bulk: bool = False, named: Limit | None = None, evidence: str = ""
+        self,
+        bulk: bool = False,
+        named: Limit | None = None,
+        evidence: str = "",
+        granted_after: int | None = None,
     ) -> Verdict:
         """A call was refused for the rate limit; ``named`` is the limit the refusal named (if
-        any), ``evidence`` what it said. Learn the limit, or slow down, or widen the margin."""
+        any), ``evidence`` what it said, ``granted_after`` the ``lessons`` before the call was
+        granted. Learn the limit, or slow down, or widen the margin."""
         if self.unlimited:
             return "margin"
         lesson: tuple[BucketName, Limit] | None = None
         with self._lock:
             now = self._clock()
             target, verdict = self._judge(bulk, named)
+            if verdict != "learned" and granted_after is not None and granted_after < self._lessons:
+                # granted before the last lesson, at the pace it corrected: nothing new
+                return "learned"
             if verdict == "learned" and named is not None:
                 lesson = (target, named)
                 self._adopt(target, named, evidence, now)
+                self._lessons += 1
             elif verdict == "slowed":
                 for name in self._drawn(bulk):
                     self._buckets[name].slow(now)
@@ -369,7 +385,9 @@ class RateLimiter:
     def _windows(self, bulk: bool) -> Windows:
         with self._lock:
             now = self._clock()
-            windows: dict[str, list[Window]] = {}
+            # A bulk call is recorded in the bulk bucket even while no bulk limit is known: once
+            # a refusal names one, the calls already made count against it.
+            windows: dict[str, list[Window]] = {"bulk": []} if bulk else {}
             for name in self._drawn(bulk):
                 b = self._buckets[name]
                 b.recover(now)

@@ -263,6 +263,9 @@ class Transport:
             headers = {"Content-Type": "application/json; charset=utf-8"}
         failures: dict[_Kind, int] = {}
         while True:
+            # before the grant: a lesson learned while this call waits for its slot must not
+            # make its refusal look like the margin's doing
+            lessons = self.limiter.lessons
             self.limiter.acquire(bulk)
             with self._calls_lock:
                 self._calls += 1
@@ -274,7 +277,7 @@ class Transport:
                 with self._calls_lock:
                     self._rate_limited += 1
                 evidence = self.redact(result.evidence)
-                verdict = self.limiter.refused(bulk, result.named, evidence)
+                verdict = self.limiter.refused(bulk, result.named, evidence, lessons)
             limit = {
                 "rate_limited": self._rate_limit_retries,
                 "server": self._max_retries,
@@ -287,8 +290,11 @@ class Transport:
             wait = result.retry_after
             if wait is None:
                 # A refusal that taught the limit needs no backoff: the limiter now holds the
-                # retry until the account's window has room for it.
+                # retry until the account's window has room for it. Other refusals back off,
+                # but never longer than a window: by then it holds none of the calls before.
                 wait = 0.0 if verdict == "learned" else self._backoff(count)
+                if verdict is not None and not self.limiter.unlimited:
+                    wait = min(wait, self.limiter.window)
             if verdict is not None:
                 # Every caller holds off, not just this one: the budget is account-wide (also
                 # when this call gives up: the others are still going).

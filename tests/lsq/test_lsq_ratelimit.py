@@ -385,3 +385,16 @@ def test_an_unlimited_limiter_learns_nothing() -> None:
     assert off.budgets() == {}
     assert off.write_pace() is None
     assert (off.calls, off.per_seconds) == (None, 1.0)
+
+
+def test_a_call_granted_before_the_last_lesson_is_explained_by_it() -> None:
+    lim, _, _ = auto()
+    granted = lim.lessons
+    assert lim.refused(named=Limit(10, 5.0)) == "learned"
+    # another call of the same burst, refused too: nothing new, no margin, no slowing down
+    assert lim.refused(named=Limit(10, 5.0), granted_after=granted) == "learned"
+    assert lim.refused(granted_after=granted) == "learned"
+    assert (lim.calls, lim.margin) == (10, pytest.approx(0.1))
+    # a call granted at the learned pace and refused: the margin's doing
+    assert lim.refused(named=Limit(10, 5.0), granted_after=lim.lessons) == "margin"
+    assert lim.margin == pytest.approx(0.2)
