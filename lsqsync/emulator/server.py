@@ -354,6 +354,16 @@ class _Handler(BaseHTTPRequestHandler):
                     raise bad_request("settings must be a JSON object")
                 emu.settings.update(changes)
                 return 200, asdict(emu.settings)
+            if route == "edits" and method == "POST":
+                # A person's edits in LeadSquared's UI (a Bulk Update body): no API call, so no
+                # keys and no rate limit — what a demo needs for "someone changed it by hand".
+                items = json.loads(self.body or b"[]")
+                if not isinstance(items, list):
+                    raise bad_request("edits must be a JSON array, as Bulk Update takes")
+                edited = emu.store.bulk_update(
+                    items, modified_by=model.API_USER.id, allow_created_on=False
+                )
+                return 200, {"Response": edited}
             if route.startswith("opportunities/") and method == "GET":
                 opp = emu.store.get(route.removeprefix("opportunities/"))
                 if opp is None:

@@ -111,3 +111,19 @@ def test_the_plans_are_the_documented_ones() -> None:
         "super": [[20, 5.0], [10, 5.0]],
         "enterprise": [[25, 5.0], [1, 5.0]],
     }
+
+
+def test_a_persons_edits_through_the_admin_surface_need_no_keys_and_no_budget(
+    emu: Emulator,
+) -> None:
+    emu.settings.update({"rate_limit_calls": 1, "rate_limit_seconds": 60.0})
+    loan = "c5a7f37c-b789-44c9-929b-74aa6250b539"
+    edit = [{"ProspectOpportunityId": loan, "OpportunityEventCode": 12000,
+             "Fields": [{"SchemaName": "mx_Custom_9", "Value": "by hand"}]}]  # fmt: skip
+    for _ in range(2):
+        done = requests.post(emu.url + "/_emulator/edits", json=edit, timeout=5)
+        assert done.json() == {"Response": [{"RowNumber": 1, "OpportunityUpdated": True}]}
+    stored = requests.get(f"{emu.url}/_emulator/opportunities/{loan}", timeout=5).json()
+    assert stored["fields"]["mx_Custom_9"] == "by hand"
+    assert log(emu) == []
+    assert requests.post(emu.url + "/_emulator/edits", json={}, timeout=5).status_code == 400
