@@ -9,8 +9,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from lsqsync.display import table
-from lsqsync.lsq import FieldMeta, LsqClient, cache_dir
-from lsqsync.lsq.accounts import ACCOUNTS_FILE
+from lsqsync.lsq import FieldMeta, LsqClient, accounts_file
 
 Format = Literal["text", "json"]
 
@@ -30,7 +29,7 @@ def whoami(client: LsqClient) -> str:
         lines += [
             f"rate:  {budgets['account']}",
             f"bulk:  {bulk}",
-            f"cache: {cache_dir() / ACCOUNTS_FILE} (what refusals taught; delete it to forget)",
+            f"cache: {accounts_file()} (what refusals taught; delete it to forget)",
         ]
     if me.api_host and me.api_host.rstrip("/") != client.host:
         lines.append(

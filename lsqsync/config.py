@@ -13,7 +13,7 @@ from lsqsync.documents import schemacheck
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
-from lsqsync.lsq import DOCUMENTED_LIMIT, Limit, LsqClient, account_limiter
+from lsqsync.lsq import DOCUMENTED_LIMIT, Limit, LsqClient, account_limiter, slowest
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -92,8 +92,7 @@ class RateLimit:
     def write_pace(self) -> Limit:
         """The strictest limit a Bulk Update call meets as configured (``auto``: the documented
         top tier, until the account says otherwise)."""
-        limits = [x for x in (self.account, self.bulk) if x is not None] or [DOCUMENTED_LIMIT]
-        return min(limits, key=lambda x: x.calls / x.per_seconds)
+        return slowest(x for x in (self.account, self.bulk) if x is not None) or DOCUMENTED_LIMIT
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """The LeadSquared client: session, auth, retries, the rate limiter and the endpoint calls."""
 
-from lsqsync.lsq.accounts import account_limiter, cache_dir
+from lsqsync.lsq.accounts import account_limiter, accounts_file, cache_dir
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL, MAX_PAGE_SIZE, LsqClient
 from lsqsync.lsq.models import (
     BulkUpdateItem,
@@ -14,7 +14,7 @@ from lsqsync.lsq.models import (
     WhoAmI,
 )
 from lsqsync.lsq.ratelimit import DOCUMENTED as DOCUMENTED_LIMIT
-from lsqsync.lsq.ratelimit import Budget, Limit, RateLimiter
+from lsqsync.lsq.ratelimit import Budget, Limit, RateLimiter, slowest
 from lsqsync.lsq.transport import normalise_host
 
 __all__ = [
@@ -36,6 +36,8 @@ __all__ = [
     "User",
     "WhoAmI",
     "account_limiter",
+    "accounts_file",
     "cache_dir",
     "normalise_host",
+    "slowest",
 ]

@@ -47,6 +47,11 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(chosen) if chosen else Path(platformdirs.user_cache_dir("lsqsync", False))
 
 
+def accounts_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where the limits learned per account are kept."""
+    return cache_dir(env) / ACCOUNTS_FILE
+
+
 def fingerprint(host: str, access_key: str) -> str:
     """The account's name in the cache: host and access key, hashed with a fixed key (so that
     runners on several machines name the account alike) and truncated to 64 bits. Access keys

@@ -35,7 +35,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -95,6 +95,11 @@ class Limit:
 
 # Every endpoint page: "25 calls in 5 seconds"; the plans' table puts it at the top tier.
 DOCUMENTED = Limit(25, 5.0)
+
+
+def slowest(limits: Iterable[Limit]) -> Limit | None:
+    """The limit with the slowest pace (calls per second) among ``limits``."""
+    return min(limits, key=lambda x: x.calls / x.per_seconds, default=None)
 
 
 @dataclass(frozen=True)
@@ -281,10 +286,6 @@ class RateLimiter:
         return not self._buckets
 
     @property
-    def ledger(self) -> Ledger:
-        return self._ledger
-
-    @property
     def calls(self) -> int | None:
         """The account bucket's limit, calls per window (None: no limit)."""
         return self._buckets["account"].current.calls if self._buckets else None
@@ -374,8 +375,7 @@ class RateLimiter:
     def write_pace(self) -> Limit | None:
         """The strictest limit a Bulk Update call meets (None: no limit)."""
         with self._lock:
-            limits = [lim for b in self._buckets.values() for lim in b.limits]
-        return min(limits, key=lambda x: x.calls / x.per_seconds, default=None)
+            return slowest(lim for b in self._buckets.values() for lim in b.limits)
 
     # -- inside the lock ---------------------------------------------------------------
 
