@@ -40,7 +40,14 @@ def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:
     ).raise_for_status()
 
 
+def requests_log(emu: Emulator) -> list[dict[str, Any]]:
+    """Every API call in the emulator's request log, oldest first."""
+    entries: list[dict[str, Any]] = requests.get(emu.url + "/_emulator/requests", timeout=5).json()[
+        "requests"
+    ]
+    return entries
+
+
 def writes(emu: Emulator) -> list[dict[str, Any]]:
     """The Bulk Update calls in the emulator's request log."""
-    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
-    return [e for e in log if str(e["path"]).endswith(BULK_UPDATE)]
+    return [e for e in requests_log(emu) if str(e["path"]).endswith(BULK_UPDATE)]

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from crm_helpers import example_project, write_directly, writes
+from crm_helpers import example_project, requests_log, write_directly, writes
 
 from lsqsync.cli import main
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
@@ -52,8 +52,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 def refused(emu: Emulator) -> int:
     """Calls the emulator refused for the rate limit since its log was last cleared."""
-    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
-    return sum(1 for e in log if e["rate_limited"])
+    return sum(1 for e in requests_log(emu) if e["rate_limited"])
 
 
 def clear_log(emu: Emulator) -> None:

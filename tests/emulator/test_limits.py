@@ -9,21 +9,15 @@ import time
 
 import pytest
 import requests
+from crm_helpers import BULK_UPDATE as BULK
+from crm_helpers import requests_log as log
 
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.limits import PLANS
 
 WHOAMI = "/v2/Authentication.svc/UserByAccessKey.Get"
-BULK = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
 MESSAGE = "API calls exceeded the limit of {} in {} second(s)"
-
-
-def log(emu: Emulator) -> list[dict[str, object]]:
-    entries: list[dict[str, object]] = requests.get(
-        emu.url + "/_emulator/requests", timeout=5
-    ).json()["requests"]
-    return entries
 
 
 @pytest.mark.parametrize(
