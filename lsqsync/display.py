@@ -4,11 +4,27 @@ out tables."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 MASKED = "***"
 EMPTY = "(empty)"
+
+
+def is_masked(field: str, mask: Collection[str]) -> bool:
+    """Whether ``mask:`` hides the values of ``field``. Entries match schema names whatever
+    their case (``mx_custom_11`` masks ``mx_Custom_11``): a mask that misses by a letter's case
+    would print what it was written to hide. Every output asks this, and only this."""
+    folded = field.casefold()
+    return any(folded == entry.casefold() for entry in mask)
+
+
+def masked(field: str, value: str | None, mask: Collection[str]) -> str | None:
+    """``value`` as machine-readable output (JSON, CSV) carries it: MASKED when ``mask`` hides
+    the field and there is a value; None stays None (an empty field is not a secret)."""
+    return MASKED if value is not None and is_masked(field, mask) else value
+
+
 _CELL = 40
 
 

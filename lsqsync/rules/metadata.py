@@ -1,7 +1,9 @@
-"""``validate --online``: rules checked against the opportunity types' metadata.
+"""Rules checked against the opportunity types' metadata: by every ``plan`` (before any value
+is computed) and by ``validate --online``.
 
 Pure: the caller fetches the metadata. What can be checked without opportunity data is checked
-here — field names, writable fields, literal values a field's options or type cannot take.
+here — field names, writable fields, literal values a field's options or type cannot take, and
+``mask:`` entries that name no field.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-from lsqsync.documents.problems import Problem
+from lsqsync.config import Config
+from lsqsync.display import is_masked
+from lsqsync.documents.problems import Problem, format_path
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
 from lsqsync.rules.project import Project, Rule
@@ -150,3 +154,24 @@ def _dependent_problems(rule: Rule, t: OpportunityType, wires: Mapping[str, str]
                 )
             )
     return out
+
+
+def mask_problems(config: Config, types: Mapping[int, OpportunityType]) -> list[Problem]:
+    """``mask:`` entries that hide no field of the rules' opportunity types: a typo there would
+    leave the field it meant to hide on show in every plan and report."""
+    fields = [f.schema_name for t in types.values() for f in t.fields]
+    problems = []
+    for i, entry in enumerate(config.mask):
+        if not any(is_masked(name, (entry,)) for name in fields):
+            close = difflib.get_close_matches(entry, fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            codes = ", ".join(str(code) for code in sorted(types))
+            problems.append(
+                Problem(
+                    config.where(("mask", i)),
+                    format_path(("mask", i)),
+                    f"'{entry}' is not a field of the rules' opportunity types ({codes}), so it "
+                    f"masks nothing{hint}",
+                )
+            )
+    return problems

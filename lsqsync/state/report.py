@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
-from lsqsync.display import MARKDOWN_LIMIT, clean, md, quote
+from lsqsync.display import EMPTY, MARKDOWN_LIMIT, MASKED, clean, is_masked, masked, md, quote
 from lsqsync.state.records import CONFIRMED, FieldResult, Run
 
 RunFormat = Literal["text", "json", "csv", "markdown"]
@@ -22,8 +22,6 @@ _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 # -- exports ----------------------------------------------------------------------------------
 
-MASKED = "***"
-EMPTY = "(empty)"
 _COUNT_LABELS = (
     ("applied", "applied"),
     ("already_current", "already current"),
@@ -108,7 +106,7 @@ def render_run(
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUN_FORMATS)})")
 
     def value(r: FieldResult, v: str | None) -> str | None:
-        return MASKED if r.field in mask and v is not None else v
+        return masked(r.field, v, mask)
 
     if fmt == "json":
         return _json(
@@ -182,11 +180,11 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                 clean(r.opportunity_id),
                 str(r.opportunity_type),
                 clean(r.field),
-                _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask),
+                _shown(r.before, is_masked(r.field, mask)),
+                _shown(r.after, is_masked(r.field, mask)),
                 r.status,
                 clean(r.rule),
-                clean(_message(r, r.field in mask)),
+                clean(_message(r, is_masked(r.field, mask))),
             )
         )
     return "\n".join(lines) + "\n" + _table(rows)
@@ -232,8 +230,8 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
         row = "| " + " | ".join(
             md(clean(x))
             for x in (
-                r.opportunity_id, r.field, r.status, _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask), _message(r, r.field in mask),
+                r.opportunity_id, r.field, r.status, _shown(r.before, is_masked(r.field, mask)),
+                _shown(r.after, is_masked(r.field, mask)), _message(r, is_masked(r.field, mask)),
             )
         ) + " |"  # fmt: skip
         if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
