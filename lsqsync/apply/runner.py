@@ -3,13 +3,13 @@ its lock, the client, the workers, Ctrl-C — and the run's summary."""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -19,7 +19,7 @@ from typing import Literal
 
 from lsqsync.apply import engine as apply
 from lsqsync.clock import parse_stamp
-from lsqsync.config import Config, load_config, open_client
+from lsqsync.config import Config, inside_project, load_config, open_client
 from lsqsync.errors import PlanRefused
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
@@ -76,11 +76,17 @@ class ApplySummary:
         return "\n".join(lines) + "\n"
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+def _current_files(root: Path, names: Iterable[str]) -> dict[str, str | None]:
+    """The sha256 of each of the plan's files (named relative to the project folder) as it is
+    now; None for one that is gone or that names a place outside the project (never read)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        path = inside_project(root, name)
+        out[name] = None
+        if isinstance(path, Path) and path.is_file():
+            with contextlib.suppress(OSError):
+                out[name] = planfile.file_sha256(path)
+    return out
 
 
 def apply_plan_file(
@@ -99,7 +105,7 @@ def apply_plan_file(
             parse_stamp(plan.expires_at),
             now(),
             plan.inputs.files,
-            {p: _sha256(Path(p)) for p in plan.inputs.files},
+            _current_files(config.root, plan.inputs.files),
             options.ignore_rule_changes,
         )
         if reasons:

@@ -23,6 +23,7 @@ class CsvRow:
 @dataclass(frozen=True)
 class CsvData:
     file: str  # as shown in messages
+    path: Path  # as read
     key: str
     columns: tuple[str, ...]
     rows: tuple[CsvRow, ...]
@@ -110,4 +111,4 @@ def read(
             rows.append(CsvRow(value, line, values))
     if problems:
         return problems
-    return CsvData(shown, key, columns, tuple(rows))
+    return CsvData(shown, path, key, columns, tuple(rows))

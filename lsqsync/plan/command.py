@@ -6,7 +6,7 @@ planner itself stays pure.
 
 from __future__ import annotations
 
-import hashlib
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -15,10 +15,11 @@ from typing import Any
 
 from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
-from lsqsync.config import Config, display_path, open_client
+from lsqsync.config import Config, open_client
 from lsqsync.errors import ConfigError
 from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
+from lsqsync.plan.planfile import file_sha256
 from lsqsync.plan.planner import PlanOptions, build_plan, targeted
 from lsqsync.rules.project import Project, load
 
@@ -34,14 +35,14 @@ def parse_now(text: str | None) -> str:
 
 
 def input_files(config: Config, project: Project) -> dict[str, str]:
-    """sha256 of every file the plan depends on: lsqsync.yml, the rule files, the CSVs."""
-    paths = [config.root / Path(config.file).name, *(Path(f) for f in project.files)]
-    paths += [Path(r.csv.file) for r in project.rules if r.csv is not None]
-    out = {}
-    for path in paths:
-        resolved = path if path.is_absolute() or path.exists() else config.root / path
-        out[display_path(resolved)] = hashlib.sha256(resolved.read_bytes()).hexdigest()
-    return out
+    """sha256 of every file the plan depends on (lsqsync.yml, the rule files, the CSVs), by its
+    path relative to the project folder: the plan means the same from any working directory."""
+    paths = [config.root / Path(config.file).name, *project.files]
+    paths += [r.csv.path for r in project.rules if r.csv is not None]
+    root = os.path.abspath(config.root)
+    return {
+        Path(os.path.relpath(os.path.abspath(p), root)).as_posix(): file_sha256(p) for p in paths
+    }
 
 
 def _state_position(config: Config) -> tuple[str | None, int | None]:

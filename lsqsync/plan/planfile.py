@@ -8,6 +8,7 @@ read, or whose changes, inputs or summary were modified after the plan was made.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -31,6 +32,11 @@ from lsqsync.plan.model import (
     from_json,
     summarise,
 )
+
+
+def file_sha256(path: Path) -> str:
+    """The hash by which a plan binds one of its input files (``inputs.files``)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save(plan: Plan, path: Path | str) -> None:

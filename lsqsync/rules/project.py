@@ -68,7 +68,7 @@ class Rule:
 class Project:
     config: Config
     rules: tuple[Rule, ...]
-    files: tuple[str, ...]
+    files: tuple[Path, ...]  # the rule files read
     vars: Mapping[str, Any]
 
 
@@ -103,7 +103,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
                 rules.append(rule)
     if problems:
         raise ProjectInvalid(problems)
-    return Project(config, tuple(rules), tuple(display_path(p) for p in files), variables)
+    return Project(config, tuple(rules), tuple(files), variables)
 
 
 def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -17,6 +18,7 @@ from crm_helpers import write_directly, writes
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.model import USERS
+from lsqsync.plan.model import compute_digest, from_json
 from lsqsync.state.store import StateFile
 
 ROOT = Path(__file__).parents[2]
@@ -137,6 +139,40 @@ def test_a_plan_whose_rules_changed_is_refused(
     )
     assert writes(connected) == []
     assert run(["apply", "p.json", "--ignore-rule-changes"], capsys)[0] == 0
+
+
+def test_a_plan_binds_its_files_by_their_place_in_the_project_not_the_working_directory(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(project.parent)
+    there = project.name
+    plan = ["plan", "--config", f"{there}/lsqsync.yml", "--out", f"{there}/p.json", *NOW]
+    assert run(plan, capsys)[0] == 0
+    files = json.loads((project / "p.json").read_text())["inputs"]["files"]
+    assert {"lsqsync.yml", "rules/deals.yml"} <= set(files)  # relative to the project
+    assert not any(name.startswith(there) for name in files)
+    monkeypatch.chdir(project)
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 0, out
+    assert writes(connected) != []
+
+
+def test_a_plan_naming_files_outside_the_project_is_refused(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    (project.parent / "outside.yml").write_text("version: 1\n")
+    saved = json.loads((project / "p.json").read_text())
+    saved["inputs"]["files"]["../outside.yml"] = hashlib.sha256(b"version: 1\n").hexdigest()
+    saved["digest"] = compute_digest(from_json(saved).inputs, from_json(saved).changes)
+    (project / "p.json").write_text(json.dumps(saved))
+    code, _, err = run(["apply", "p.json"], capsys)
+    assert code == 1
+    assert "files changed on disk since the plan: ../outside.yml" in err
+    assert writes(connected) == []
 
 
 def test_a_second_apply_waits_for_the_lock_then_names_the_holder(
