@@ -12,6 +12,7 @@ import shlex
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -31,6 +32,13 @@ EXIT_INCOMPLETE = 3
 EXIT_INTERRUPTED = 130
 
 
+@dataclass
+class Invocation:
+    """What the global options said, for ``main`` (which runs outside click's context)."""
+
+    debug: bool = False
+
+
 def _version_message() -> str:
     return f"%(prog)s %(version)s ({resources.versions_text()})"
 
@@ -42,7 +50,7 @@ def _version_message() -> str:
 @click.pass_context
 def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
     """lsqsync: declarative, reviewable bulk changes to LeadSquared opportunities."""
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(Invocation).debug = debug
     level = logging.DEBUG if verbose > 1 or debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
 
@@ -660,9 +668,9 @@ def completion_command(shell: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every outcome into an exit code."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    invocation = Invocation()  # click parses --debug: an argument meant for a child is not it
     try:
-        code = cli.main(args=argv, prog_name="lsqsync", standalone_mode=False)
+        code = cli.main(args=argv, prog_name="lsqsync", standalone_mode=False, obj=invocation)
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.Abort:
@@ -681,7 +689,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else EXIT_ERROR if e.code else EXIT_OK
     except Exception as e:
-        if debug:
+        if invocation.debug:
             traceback.print_exc()
         else:
             click.echo(
