@@ -461,12 +461,12 @@ def state_group() -> None:
     """The state file: runs, their per-field results, the lock."""
 
 
-def _state_file(config_path: Path | None) -> Any:
+def _state_file(config_path: Path | None, *, read_only: bool = True) -> Any:
     from lsqsync.config import load_config
     from lsqsync.state.store import StateFile
 
     config = load_config(config_path)
-    return StateFile.open(config.root / config.state, create=False), config
+    return StateFile.open(config.root / config.state, create=False, read_only=read_only), config
 
 
 @state_group.command("path")
@@ -522,7 +522,7 @@ def state_show(
 @CONFIG
 def state_unlock(lock_id: str, config_path: Path | None) -> None:
     """Remove a stale lock; needs its exact id (shown in the 'locked' error)."""
-    st, _ = _state_file(config_path)
+    st, _ = _state_file(config_path, read_only=False)
     with st:
         lock = st.unlock(lock_id)
     click.echo(

@@ -20,7 +20,7 @@ from lsqsync.errors import ConfigError
 from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planfile import file_sha256
-from lsqsync.plan.planner import PlanOptions, build_plan, targeted
+from lsqsync.plan.planner import PlanOptions, build_plan
 from lsqsync.rules.project import Project, load
 
 
@@ -52,7 +52,7 @@ def _state_position(config: Config) -> tuple[str | None, int | None]:
     path = config.root / config.state
     if not path.exists():
         return None, None
-    with StateFile.open(path, create=False) as st:
+    with StateFile.open(path, read_only=True) as st:
         return st.lineage, st.serial
 
 
@@ -84,9 +84,9 @@ def make_plan(
     """The project's configuration and the plan."""
     now = parse_now(now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)
-    rules = targeted(project, targets)
+    project = project.only(targets)
     with open_client(config) as client:
-        snapshot = fetch(client, rules, progress)
+        snapshot = fetch(client, project.rules, progress)
         host = client.host
     lineage, serial = _state_position(config)
     created = datetime.now(UTC)

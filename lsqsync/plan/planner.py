@@ -87,14 +87,15 @@ class _Desired:
 
 
 def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOptions) -> Plan:
-    """The plan, or ProjectInvalid listing every problem, or UnsafePlan."""
-    rules = targeted(project, options.targets)
+    """The plan of ``project``'s rules (already narrowed to ``options.targets``, which the plan
+    records), or ProjectInvalid listing every problem, or UnsafePlan."""
+    rules = project.rules
     problems = _Problems()
     users = snapshot.users or ()
     active = {u.email.lower(): u.id.lower() for u in users if u.active}
     problems.static.extend(
         online.check(
-            _with_rules(project, rules),
+            project,
             {c: t.meta for c, t in snapshot.types.items()},
             users=active if snapshot.users is not None else None,
         )
@@ -176,23 +177,6 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         labels=_labels(changes, snapshot),
         mask=config.mask,
     )
-
-
-def targeted(project: Project, targets: Sequence[str]) -> tuple[Rule, ...]:
-    if not targets:
-        return project.rules
-    known = {r.name for r in project.rules}
-    unknown = [t for t in targets if t not in known]
-    if unknown:
-        raise LsqsyncError(
-            f"--target: no rule named {', '.join(repr(t) for t in unknown)} "
-            f"(rules: {', '.join(sorted(known))})"
-        )
-    return tuple(r for r in project.rules if r.name in targets)
-
-
-def _with_rules(project: Project, rules: tuple[Rule, ...]) -> Project:
-    return Project(project.config, rules, project.files, project.vars)
 
 
 def _select(

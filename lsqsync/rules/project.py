@@ -8,8 +8,8 @@ template and ``when`` syntax, undefined names, system fields in ``set``, CSV pro
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from lsqsync.config import Config, display_path, inside_project, load_config
 from lsqsync.documents import csvsource, schemacheck, yamlsource
 from lsqsync.documents.problems import Problem, ProjectInvalid, format_path
 from lsqsync.documents.yamlsource import Document, Location, PathKey, YamlError
-from lsqsync.errors import ConfigError
+from lsqsync.errors import ConfigError, LsqsyncError
 from lsqsync.lsq.models import SYSTEM_FIELDS
 from lsqsync.rules import templates
 
@@ -70,6 +70,19 @@ class Project:
     rules: tuple[Rule, ...]
     files: tuple[Path, ...]  # the rule files read
     vars: Mapping[str, Any]
+
+    def only(self, targets: Sequence[str]) -> Project:
+        """The project with only the rules named (``--target``); all of them without names."""
+        if not targets:
+            return self
+        known = {r.name for r in self.rules}
+        unknown = [t for t in targets if t not in known]
+        if unknown:
+            raise LsqsyncError(
+                f"--target: no rule named {', '.join(repr(t) for t in unknown)} "
+                f"(rules: {', '.join(sorted(known))})"
+            )
+        return replace(self, rules=tuple(r for r in self.rules if r.name in targets))
 
 
 def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None) -> Project:

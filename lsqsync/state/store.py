@@ -137,6 +137,7 @@ class StateFile:
         self._now = now
         self._mutex = threading.RLock()
         self._lock_id: str | None = None
+        self._version = len(MIGRATIONS)  # an older one only when opened read-only
 
     @classmethod
     def open(
@@ -144,31 +145,41 @@ class StateFile:
         path: str | os.PathLike[str],
         *,
         create: bool = True,
+        read_only: bool = False,
         now: Callable[[], datetime] = utcnow,
         busy_timeout: float = BUSY_TIMEOUT,
     ) -> StateFile:
         """Open (or create, mode 0600, with its folder) the state file at ``path`` and bring its
-        schema up to date. Raises StateError for a file that is not an lsqsync state file, or one
-        written by a newer lsqsync."""
+        schema up to date. ``read_only`` (for commands that only read: plan, state runs and
+        show, drift, rollback) changes nothing on disk — no folder, mode or migration — and
+        needs an existing file. Raises StateError for a file that is not an lsqsync state file,
+        or one written by a newer lsqsync."""
         path = Path(path)
-        if not create and not path.exists():
+        if (read_only or not create) and not path.exists():
             raise StateError(f"{path}: no state file (nothing has been applied yet)")
-        _prepare_file(path)
+        if read_only:
+            _check_header(path)
+            target, uri = f"{path.absolute().as_uri()}?mode=ro", True
+        else:
+            _prepare_file(path)
+            target, uri = str(path), False
         try:
             db = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=uri
             )
-        except sqlite3.Error as e:  # pragma: no cover - os.open just opened it
+        except sqlite3.Error as e:
             raise StateError(f"{path}: cannot open the state file ({e})") from None
         state = cls(path, db, now)
         try:
             db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA synchronous = FULL")
-            state._check_version()
-            mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
-            if mode != "delete":  # pragma: no cover - only if another process holds it in WAL
-                raise StateError(f"{path}: cannot set the rollback journal (journal_mode {mode})")
-            state._migrate()
+            state._version = state._check_version()
+            if not read_only:
+                db.execute("PRAGMA synchronous = FULL")
+                mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+                if mode != "delete":  # pragma: no cover - only if another holds it in WAL
+                    raise StateError(f"{path}: cannot set the rollback journal ({mode})")
+                state._migrate()
+                state._version = len(MIGRATIONS)
         except sqlite3.DatabaseError as e:
             db.close()
             raise StateError(f"{path}: not a usable lsqsync state file ({e})") from None
@@ -568,7 +579,8 @@ class StateFile:
             FieldResult(*row)
             for row in self._read(
                 "SELECT opportunity_id, opportunity_type, field, before, after, status, rule, "
-                "message, current FROM results WHERE run_id = ? ORDER BY opportunity_id, field",
+                f"message, {'current' if self._version >= 2 else 'NULL'} FROM results "
+                "WHERE run_id = ? ORDER BY opportunity_id, field",
                 (run_id,),
             )
         )
@@ -751,6 +763,17 @@ class StateFile:
                 f"{self.path}: this process's lock {self._lock_id} was taken over by {by}; "
                 f"stopping before it can {action}"
             )
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite without changing anything."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise StateError(f"{path}: cannot read the state file ({e.strerror or e})") from None
+    if header != SQLITE_MAGIC:
+        raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
 
 
 def _prepare_file(path: Path) -> None:

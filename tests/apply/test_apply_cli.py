@@ -8,6 +8,8 @@ import json
 import math
 import re
 import shutil
+import sqlite3
+import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -412,3 +414,39 @@ def test_keys_refused_during_the_re_read_stop_the_run_before_any_write(
     with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
         (only,) = st.runs()
         assert (only.outcome, only.finished is not None, only.serial) == ("failed", True, None)
+
+
+def test_commands_that_only_read_the_state_file_never_change_it(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    assert run(["apply", "p.json"], capsys)[0] == 0
+    path = project / ".lsqsync" / "state.db"
+    with StateFile.open(path) as st:
+        (applied,) = st.runs()
+    path.chmod(0o644)  # loosened by hand: only a writing command tightens it
+    before = path.read_bytes()
+    commands = [
+        ["plan", *NOW], ["plan", "--target", "close-signed-deals", *NOW], ["state", "runs"],
+        ["state", "show", "last", "--format", "csv"], ["drift"],
+        ["rollback", applied.id, "--out", "back.json"],
+    ]  # fmt: skip
+    for args in commands:
+        code, _, err = run(args, capsys)
+        assert code in (0, 2), (args, err)
+        assert "setting it to 600" not in err
+    assert path.read_bytes() == before
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    db = sqlite3.connect(path, isolation_level=None)  # back to the previous schema: read, not
+    db.execute("ALTER TABLE results DROP COLUMN current")  # migrated, by reading commands
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    before = path.read_bytes()
+    for args in (["state", "show", "last", "--format", "json"], ["plan", *NOW]):
+        code, _, err = run(args, capsys)
+        assert code == 0, (args, err)
+    assert json.loads(run(["state", "show", "last", "--format", "json"], capsys)[1])["results"]
+    assert path.read_bytes() == before
