@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lsqsync.documents import schemacheck
-from lsqsync.documents.problems import Problem, ProjectInvalid
+from lsqsync.documents.problems import Problem, ProjectInvalid, duplicates
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import LsqClient, RateLimiter
@@ -167,7 +167,7 @@ def load_config(path: Path | None = None) -> Config:
         raise unreadable(f"cannot read: {e.strerror or e}") from None
     except YamlError as e:
         raise ProjectInvalid([Problem(e.location, "", e.message)]) from None
-    problems = schemacheck.check(document, "config")
+    problems = [*duplicates(document), *schemacheck.check(document, "config")]
     if document.data is None:
         problems = [Problem(Location(shown, 1, 1), "", "the file is empty (expected version: 1)")]
     if problems:

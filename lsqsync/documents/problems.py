@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from lsqsync.documents.yamlsource import Location, PathKey
+from lsqsync.documents.yamlsource import Document, Location, PathKey
 from lsqsync.errors import LsqsyncError
 
 ReportFormat = Literal["text", "json", "github"]
@@ -32,6 +32,11 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
+
+
+def duplicates(document: Document) -> list[Problem]:
+    """The duplicate keys of ``document``, as problems (the first of each key was kept)."""
+    return [Problem(e.location, "", e.message) for e in document.duplicates]
 
 
 class ProjectInvalid(LsqsyncError):

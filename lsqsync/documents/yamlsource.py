@@ -32,7 +32,8 @@ class Location:
 
 
 class YamlError(Exception):
-    """The file is not valid YAML (or has a duplicate key); ``location`` says where."""
+    """The file is not valid YAML (or, in ``Document.duplicates``, a key is repeated);
+    ``location`` says where."""
 
     def __init__(self, location: Location, message: str) -> None:
         super().__init__(message)
@@ -76,11 +77,13 @@ class _Loader(
 
 @dataclass(frozen=True)
 class Document:
-    """A loaded YAML document: its data, and the position of every value by its path."""
+    """A loaded YAML document: its data, the position of every value by its path, and the
+    duplicate keys found (the first of each is kept, so the rest of the file can be checked)."""
 
     file: str
     data: Any
     positions: Mapping[PathKey, Location]
+    duplicates: tuple[YamlError, ...] = ()
 
     def where(self, path: PathKey) -> Location:
         """The position of the value at ``path``, or of its closest ancestor that has one."""
@@ -130,13 +133,14 @@ def loads(text: str, file: str) -> Document:
     if node is None:
         return Document(file, None, {(): Location(file, 1, 1)})
     positions: dict[PathKey, Location] = {}
+    repeats = _Repeats()
     try:
-        data = _build(node, (), file, positions, _Loader(""), _Repeats())
+        data = _build(node, (), file, positions, _Loader(""), repeats)
     except RecursionError:
         raise YamlError(
             Location(file, 1, 1), "the document nests too deeply (an alias inside itself?)"
         ) from None
-    return Document(file, data, positions)
+    return Document(file, data, positions, tuple(repeats.duplicates))
 
 
 def _position(file: str, text: str, offset: int) -> Location:
@@ -183,10 +187,13 @@ def _build(
                 )
             if key in own_keys:
                 first = positions[(*path, str(key), "<key>")].line
-                raise YamlError(
-                    _location(file, key_node.start_mark),
-                    f"duplicate key {key!r} (first at line {first})",
+                repeats.duplicates.append(
+                    YamlError(
+                        _location(file, key_node.start_mark),
+                        f"duplicate key {key!r} (first at line {first})",
+                    )
                 )
+                continue
             if key in out and not is_own:
                 continue
             if is_own:
@@ -214,6 +221,7 @@ class _Repeats:
 
     seen: set[int] = field(default_factory=set)
     repeated: int = 0
+    duplicates: list[YamlError] = field(default_factory=list)  # keys met again in a mapping
 
     def count(self, node: yaml.Node, file: str) -> None:
         if id(node) not in self.seen:

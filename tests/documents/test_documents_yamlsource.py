@@ -156,18 +156,6 @@ def test_a_merged_value_is_positioned_where_it_is_written() -> None:
 @pytest.mark.parametrize(
     ("text", "location", "message"),
     [
-        ("a: 1\nb: 2\na: 3\n", "f.yml:3:1", "duplicate key 'a' (first at line 1)"),
-        (
-            "set:\n  Status: Won\nset:\n  Status: Lost\n",
-            "f.yml:3:1",
-            "duplicate key 'set' (first at line 1)",
-        ),
-        ("x:\n  1: a\n  1: b\n", "f.yml:3:3", "duplicate key 1 (first at line 2)"),
-        (
-            "a: &x {p: 1}\nb: {<<: *x, p: 2, p: 3}\n",
-            "f.yml:2:19",
-            "duplicate key 'p' (first at line 2)",
-        ),
         ("a: [1\n", "f.yml:2:1",
          "while parsing a flow sequence; expected ',' or ']', but got '<stream end>'"),
         ("a:\n\t- 1\n", "f.yml:2:1",
@@ -191,6 +179,43 @@ def test_a_merged_value_is_positioned_where_it_is_written() -> None:
 )  # fmt: skip
 def test_yaml_problems_are_located(text: str, location: str, message: str) -> None:
     assert _error(text) == (location, message)
+
+
+@pytest.mark.parametrize(
+    ("text", "data", "found"),
+    [
+        (
+            "a: 1\nb: 2\na: 3\n",
+            {"a": 1, "b": 2},
+            ["f.yml:3:1: duplicate key 'a' (first at line 1)"],
+        ),
+        (
+            "set:\n  Status: Won\nset:\n  Status: Lost\n",
+            {"set": {"Status": "Won"}},
+            ["f.yml:3:1: duplicate key 'set' (first at line 1)"],
+        ),
+        ("x:\n  1: a\n  1: b\n", {"x": {1: "a"}}, ["f.yml:3:3: duplicate key 1 (first at line 2)"]),
+        (
+            "a: &x {p: 1}\nb: {<<: *x, p: 2, p: 3}\n",
+            {"a": {"p": 1}, "b": {"p": 2}},
+            ["f.yml:2:19: duplicate key 'p' (first at line 2)"],
+        ),
+        (
+            "a: 1\na: 2\nb: {c: 1, c: 2}\n",
+            {"a": 1, "b": {"c": 1}},
+            [
+                "f.yml:2:1: duplicate key 'a' (first at line 1)",
+                "f.yml:3:11: duplicate key 'c' (first at line 3)",
+            ],
+        ),
+    ],
+)
+def test_duplicate_keys_are_all_listed_and_the_first_value_is_kept(
+    text: str, data: object, found: list[str]
+) -> None:
+    doc = loads(text, "f.yml")
+    assert doc.data == data
+    assert [f"{e.location}: {e.message}" for e in doc.duplicates] == found
 
 
 def test_aliases_cannot_multiply_a_small_file_into_millions_of_values() -> None:
