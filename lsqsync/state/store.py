@@ -4,30 +4,13 @@ It holds the ``lineage`` (a UUID set when the file is created: a plan names the 
 made against) and the ``serial`` (bumped by every apply run that sends anything); the runs (who,
 where, which plan, outcome, overrides used); a journal of batches, written *before* a batch is
 sent and updated with its result; the per-field results; the last value lsqsync wrote to each
-field of each opportunity (for drift and rollback); and the lock every writing command takes.
+field of each opportunity (for drift and rollback); and the lock every writing command takes
+(`lsqsync.state.lock`), on the SQLite file of `lsqsync.state.database`.
 
-Why it is built the way it is:
-
-- **Rollback journal (``journal_mode=DELETE``), ``synchronous=FULL``.** Both DELETE and WAL
-  survive kill -9 with every committed transaction intact. DELETE keeps the file
-  self-contained at rest: after a commit everything is in ``state.db`` itself, whereas WAL keeps
-  committed transactions in ``state.db-wal`` until a checkpoint, so a CI job killed mid-apply
-  whose ``state.db`` alone is cached or uploaded as an artifact would silently lose results.
-  DELETE also works where WAL's shared memory does not (network and some container file
-  systems). WAL's advantage, readers not blocking the writer, is irrelevant at our write rate
-  (a few small transactions a second, one writer under the lock). FULL fsyncs the journal and the
-  file at every commit, so a power cut is as safe as a kill.
 - **One transaction per step.** A batch is journaled (status ``sending``) in one transaction
   before it is sent; its field results, its ``last_written`` values and its new status are
   written together in one more (`record_batch_result`). So at any instant a batch is either still
   ``sending`` with no results, or finished with all of them.
-- **Lock protocol.** One row in ``lock``. Taking it is a ``BEGIN IMMEDIATE`` transaction (a write
-  lock on the whole file, so two processes cannot both see "free"): read the row, insert ours if
-  there is none or if the holder is stale (its process is gone on this host, or it has not been
-  seen for longer than ``expiry``), and commit. Otherwise poll until ``timeout``. Every batch
-  refreshes the lock's heartbeat and checks, in the transaction that journals it, that the lock is
-  still ours: a process whose lock was taken over stops before sending anything more. Taking the
-  lock also marks runs left ``running`` by a killed process as ``interrupted``.
 - **Resume.** A resumed apply is a new run of the same plan digest: `confirmed` gives the fields
   any run of that digest applied or found current (never re-sent), `pending_batches` the batches
   whose answer never came (re-read their records first), and `resolve_batches` records what the
@@ -38,28 +21,20 @@ Why it is built the way it is:
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
 import os
 import re
 import secrets
-import socket
 import sqlite3
-import stat
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
-from lsqsync.clock import parse_stamp, stamp, utcnow
-from lsqsync.errors import StateError, StateLocked
+from lsqsync.errors import StateError
+from lsqsync.state.database import marks
+from lsqsync.state.lock import Locking, default_who
 from lsqsync.state.records import (
     CONFIRMED,
     LAST,
@@ -69,27 +44,15 @@ from lsqsync.state.records import (
     Counts,
     FieldResult,
     LastWritten,
-    Lock,
     Outcome,
     Run,
 )
-from lsqsync.state.schema import APPLICATION_ID, MIGRATIONS, SQLITE_MAGIC
+
+__all__ = ["StateFile", "default_where", "default_who"]
 
 logger = logging.getLogger(__name__)
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
-BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's (short) transaction
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-def default_who() -> str:
-    """``user@host`` of this process."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError, ImportError):  # no login name and no passwd entry (containers)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
 
 
 def default_where(env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
@@ -110,169 +73,14 @@ def _new_run_id(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+class StateFile(Locking):
+    """An open state file: its runs, the journal of their batches, and their field results. Use
+    `StateFile.open`; every method is one transaction (or one read), and the object may be
+    shared between threads.
 
-
-# -- the state file ---------------------------------------------------------------------------
-
-
-class StateFile:
-    """An open state file. Use `StateFile.open`; every method is one transaction (or one read),
-    and the object may be shared between threads."""
-
-    def __init__(
-        self, path: Path, db: sqlite3.Connection, now: Callable[[], datetime] = utcnow
-    ) -> None:
-        self.path = path
-        self._db = db
-        self._now = now
-        self._mutex = threading.RLock()
-        self._lock_id: str | None = None
-        self._version = len(MIGRATIONS)  # an older one only when opened read-only
-
-    @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        create: bool = True,
-        read_only: bool = False,
-        now: Callable[[], datetime] = utcnow,
-        busy_timeout: float = BUSY_TIMEOUT,
-    ) -> StateFile:
-        """Open (or create, mode 0600, with its folder) the state file at ``path`` and bring its
-        schema up to date. ``read_only`` (for commands that only read: plan, state runs and
-        show, drift, rollback) changes nothing on disk — no folder, mode or migration — and
-        needs an existing file. Raises StateError for a file that is not an lsqsync state file,
-        or one written by a newer lsqsync."""
-        path = Path(path)
-        if (read_only or not create) and not path.exists():
-            raise StateError(f"{path}: no state file (nothing has been applied yet)")
-        if read_only:
-            _check_header(path)
-            target, uri = f"{path.absolute().as_uri()}?mode=ro", True
-        else:
-            _prepare_file(path)
-            target, uri = str(path), False
-        try:
-            db = sqlite3.connect(
-                target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=uri
-            )
-        except sqlite3.Error as e:
-            raise StateError(f"{path}: cannot open the state file ({e})") from None
-        state = cls(path, db, now)
-        try:
-            db.execute("PRAGMA foreign_keys = ON")
-            state._version = state._check_version()
-            if not read_only:
-                db.execute("PRAGMA synchronous = FULL")
-                mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
-                if mode != "delete":  # pragma: no cover - only if another holds it in WAL
-                    raise StateError(f"{path}: cannot set the rollback journal ({mode})")
-                state._migrate()
-                state._version = len(MIGRATIONS)
-        except sqlite3.DatabaseError as e:
-            db.close()
-            raise StateError(f"{path}: not a usable lsqsync state file ({e})") from None
-        except BaseException:
-            db.close()
-            raise
-        return state
-
-    def close(self) -> None:
-        """Release this process's lock (if it still holds one) and close the file."""
-        with self._mutex:
-            if self._lock_id is not None:
-                self.release_lock(self._lock_id)
-            self._db.close()
-
-    def __enter__(self) -> StateFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction. IMMEDIATE takes the file's write lock up front, so that what
-        the transaction reads cannot change before it writes."""
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._mutex:
-            return self._db.execute(sql, params).fetchall()
-
-    def _stamp(self) -> str:
-        return stamp(self._now())
-
-    def _check_version(self) -> int:
-        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StateError(
-                f"{self.path}: state file schema version {version} is newer than this lsqsync "
-                f"supports ({len(MIGRATIONS)}); upgrade lsqsync to use it"
-            )
-        if version == 0:
-            if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
-                raise StateError(
-                    f"{self.path}: a SQLite database, but not an lsqsync state file "
-                    f"(it has tables and no lsqsync schema version)"
-                )
-        elif self._db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
-            raise StateError(f"{self.path}: a SQLite database, but not an lsqsync state file")
-        return version
-
-    def _migrate(self) -> None:
-        while self._check_version() < len(MIGRATIONS):
-            with self._write() as db:
-                version = self._check_version()  # another process may have migrated meanwhile
-                if version == len(MIGRATIONS):
-                    break
-                MIGRATIONS[version](db, self._stamp())
-                db.execute(f"PRAGMA user_version = {version + 1}")
-            logger.info("state: %s migrated to schema version %d", self.path, version + 1)
-
-    # -- lineage and serial ----------------------------------------------------------------
-
-    @property
-    def lineage(self) -> str:
-        """A UUID set once, when the file was created."""
-        value: str = self._read("SELECT lineage FROM state")[0][0]
-        return value
-
-    @property
-    def serial(self) -> int:
-        """Bumped by every apply run that sends anything."""
-        value: int = self._read("SELECT serial FROM state")[0][0]
-        return value
-
-    @property
-    def schema_version(self) -> int:
-        value: int = self._read("PRAGMA user_version")[0][0]
-        return value
+    Runs, batches and results stay one class: each write of the journal checks and updates the
+    run it belongs to (and the lock) in the same transaction, so splitting them would only spread
+    one transaction's rules over several places."""
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -370,7 +178,7 @@ class StateFile:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for run_id, status, n in self._read(
-                f"SELECT run_id, status, count(*) FROM results WHERE run_id IN ({_marks(chunk)}) "
+                f"SELECT run_id, status, count(*) FROM results WHERE run_id IN ({marks(chunk)}) "
                 "GROUP BY run_id, status",
                 chunk,
             ):
@@ -595,7 +403,7 @@ class StateFile:
             for row in self._read(
                 "SELECT DISTINCT opportunity_id, field FROM results "
                 "JOIN runs ON runs.id = results.run_id "
-                f"WHERE runs.plan_digest = ? AND results.status IN ({_marks(CONFIRMED)})",
+                f"WHERE runs.plan_digest = ? AND results.status IN ({marks(CONFIRMED)})",
                 (digest, *CONFIRMED),
             )
         )
@@ -615,222 +423,8 @@ class StateFile:
             return run_or_digest
         return self.run(run_or_digest).plan_digest
 
-    # -- the lock --------------------------------------------------------------------------
-
-    def acquire_lock(
-        self,
-        operation: str,
-        run_id: str | None = None,
-        *,
-        timeout: float = 0.0,
-        expiry: float | None = None,
-        poll: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> Lock:
-        """Take the lock for ``operation`` ("apply"…), waiting up to ``timeout`` seconds.
-
-        A lock whose process is gone (same host) or whose holder has not been seen for more
-        than ``expiry`` seconds is taken over, with a warning. Raises StateLocked naming the
-        holder when the lock is still held after ``timeout``."""
-        if self._lock_id is not None:
-            raise StateError(f"{self.path}: this process already holds the lock {self._lock_id}")
-        start = clock()
-        while True:
-            taken, holder = self._try_lock(operation, run_id, expiry)
-            if taken is not None:
-                return taken
-            assert holder is not None
-            waited = clock() - start
-            if waited >= timeout:
-                raise StateLocked(_locked_message(self.path, holder, timeout))
-            logger.debug("state: lock held by %s (pid %d), waiting", holder.holder, holder.pid)
-            sleep(min(poll, timeout - waited))
-
-    def _try_lock(
-        self, operation: str, run_id: str | None, expiry: float | None
-    ) -> tuple[Lock | None, Lock | None]:
-        now = self._now()
-        with self._write() as db:
-            current = self._current_lock(db)
-            if current is not None:
-                reason = _stale(current, now, expiry)
-                if reason is None:
-                    return None, current
-                logger.warning(
-                    "state: taking over lock %s of %s (pid %d on %s, %s since %s): %s",
-                    current.id,
-                    current.holder,
-                    current.pid,
-                    current.host,
-                    current.operation,
-                    current.since,
-                    reason,
-                )
-                db.execute("DELETE FROM lock")
-            host = socket.gethostname()
-            lock = Lock(
-                id=str(uuid.uuid4()),
-                holder=default_who(),
-                host=host,
-                pid=os.getpid(),
-                run_id=run_id,
-                operation=operation,
-                since=stamp(now),
-                heartbeat=stamp(now),
-            )
-            db.execute(
-                "INSERT INTO lock VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    lock.id,
-                    lock.holder,
-                    lock.host,
-                    lock.pid,
-                    lock.run_id,
-                    lock.operation,
-                    lock.since,
-                    lock.heartbeat,
-                ),
-            )
-            # Every run is begun under the lock: one still 'running' now was left by a process
-            # that died (or lost its lock).
-            for (orphan,) in db.execute("SELECT id FROM runs WHERE outcome = 'running'"):
-                logger.warning("state: run=%s was left running; marking it interrupted", orphan)
-            db.execute(
-                "UPDATE runs SET outcome = 'interrupted', finished = ? WHERE outcome = 'running'",
-                (lock.since,),
-            )
-        self._lock_id = lock.id
-        logger.info("state: lock=%s taken for %s", lock.id, operation)
-        return lock, None
-
-    def release_lock(self, lock_id: str) -> bool:
-        """Release a lock this process took. False (and a warning) if it had been taken over."""
-        with self._write() as db:
-            released = db.execute("DELETE FROM lock WHERE id = ?", (lock_id,)).rowcount > 0
-        if self._lock_id == lock_id:
-            self._lock_id = None
-        if released:
-            logger.info("state: lock=%s released", lock_id)
-        else:
-            logger.warning("state: lock=%s was no longer held when released", lock_id)
-        return released
-
-    def unlock(self, lock_id: str) -> Lock:
-        """Remove the current lock, whoever holds it (`lsqsync state unlock ID`). Needs its
-        exact id."""
-        with self._write() as db:
-            current = self._current_lock(db)
-            if current is None:
-                raise StateError(f"{self.path} is not locked")
-            if current.id != lock_id:
-                raise StateError(
-                    f"{self.path}: {lock_id!r} is not the current lock's id; the current lock "
-                    f"is {current.id}, held by {current.holder} (pid {current.pid} on "
-                    f"{current.host}) for {current.operation} since {current.since}"
-                )
-            db.execute("DELETE FROM lock")
-        logger.warning(
-            "state: lock %s of %s (pid %d on %s) removed by unlock",
-            current.id,
-            current.holder,
-            current.pid,
-            current.host,
-        )
-        return current
-
-    def current_lock(self) -> Lock | None:
-        with self._mutex:
-            return self._current_lock(self._db)
-
-    def _current_lock(self, db: sqlite3.Connection) -> Lock | None:
-        row = db.execute(
-            "SELECT id, holder, host, pid, run_id, operation, since, heartbeat FROM lock"
-        ).fetchone()
-        return Lock(*row) if row else None
-
-    def _check_lock(self, db: sqlite3.Connection, action: str) -> None:
-        if self._lock_id is None:
-            raise StateError(f"{self.path}: cannot {action} without the lock (acquire_lock)")
-        current = self._current_lock(db)
-        if current is None or current.id != self._lock_id:
-            by = (
-                f"{current.holder} (pid {current.pid} on {current.host}, lock id {current.id})"
-                if current
-                else "nobody (it was removed with unlock)"
-            )
-            raise StateLocked(
-                f"{self.path}: this process's lock {self._lock_id} was taken over by {by}; "
-                f"stopping before it can {action}"
-            )
-
-
-def _check_header(path: Path) -> None:
-    """Refuse a file that is not SQLite without changing anything."""
-    try:
-        with path.open("rb") as f:
-            header = f.read(len(SQLITE_MAGIC))
-    except OSError as e:
-        raise StateError(f"{path}: cannot read the state file ({e.strerror or e})") from None
-    if header != SQLITE_MAGIC:
-        raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
-
-
-def _prepare_file(path: Path) -> None:
-    """Create the file (and its folder) with mode 0600 before SQLite opens it, refuse a file
-    that is not SQLite before touching it, and tighten the mode of an existing file."""
-    try:
-        if not path.parent.exists():
-            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    except OSError as e:
-        raise StateError(f"{path}: cannot open the state file ({e.strerror or e})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # pragma: no cover - O_RDWR already refuses folders
-            raise StateError(f"{path}: not a regular file")
-        header = os.read(fd, len(SQLITE_MAGIC))
-        if header and header != SQLITE_MAGIC:
-            raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
-        if stat.S_IMODE(info.st_mode) != FILE_MODE:
-            logger.warning(
-                "state: %s had mode %o; setting it to %o (it records what was changed where)",
-                path,
-                stat.S_IMODE(info.st_mode),
-                FILE_MODE,
-            )
-            os.fchmod(fd, FILE_MODE)
-    except OSError as e:
-        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ",".join("?" * len(values))
-
 
 def _check_results(results: Sequence[FieldResult]) -> None:
     for r in results:
         if r.status not in RESULT_STATUSES:
             raise ValueError(f"not a field result status: {r.status!r}")
-
-
-def _stale(lock: Lock, now: datetime, expiry: float | None) -> str | None:
-    """Why ``lock`` may be taken over, or None while its holder may still be working."""
-    if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
-        return f"its process {lock.pid} is gone"
-    if expiry is not None:
-        age = (now - parse_stamp(lock.heartbeat)).total_seconds()
-        if age > expiry:
-            return f"not seen for {age:g}s, more than the lock expiry of {expiry:g}s"
-    return None
-
-
-def _locked_message(path: Path, holder: Lock, timeout: float) -> str:
-    run = f" (run {holder.run_id})" if holder.run_id else ""
-    return (
-        f"{path} is locked by {holder.holder} (pid {holder.pid} on {holder.host}) for "
-        f"{holder.operation}{run} since {holder.since}; waited {timeout:g}s. Lock id: "
-        f"{holder.id}. If that process is gone: lsqsync state unlock {holder.id}"
-    )

@@ -15,7 +15,7 @@ import pytest
 from state_helpers import DIGEST, OPP_A, Clock, raw
 
 from lsqsync.errors import StateError
-from lsqsync.state import store as state_module
+from lsqsync.state import database as state_module
 from lsqsync.state.schema import SCHEMA_VERSION
 from lsqsync.state.store import StateFile
 
@@ -233,7 +233,7 @@ def test_serial_is_bumped_once_by_each_run_that_sends_something(locked: StateFil
 
 
 def test_migration_logs_at_info(state_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="lsqsync.state.store")
+    caplog.set_level(logging.INFO, logger="lsqsync.state")
     with StateFile.open(state_path):
         pass
     assert f"state: {state_path} migrated to schema version 1" in caplog.text

@@ -248,7 +248,7 @@ def test_one_lock_per_state_file_object_and_close_releases_it(state_path: Path) 
 def test_takeover_and_release_log_at_the_right_levels(
     state: StateFile, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="lsqsync.state.store")
+    caplog.set_level(logging.INFO, logger="lsqsync.state")
     lock = state.acquire_lock("apply")
     state.release_lock(lock.id)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [

@@ -1,0 +1,230 @@
+"""The SQLite file under the state file: created with mode 0600 (its folder 0700), one
+connection shared by threads, one transaction per call, and the schema brought up to date.
+
+- **Rollback journal (``journal_mode=DELETE``), ``synchronous=FULL``.** Both DELETE and WAL
+  survive kill -9 with every committed transaction intact. DELETE keeps the file
+  self-contained at rest: after a commit everything is in ``state.db`` itself, whereas WAL keeps
+  committed transactions in ``state.db-wal`` until a checkpoint, so a CI job killed mid-apply
+  whose ``state.db`` alone is cached or uploaded as an artifact would silently lose results.
+  DELETE also works where WAL's shared memory does not (network and some container file
+  systems). WAL's advantage, readers not blocking the writer, is irrelevant at our write rate
+  (a few small transactions a second, one writer under the lock). FULL fsyncs the journal and the
+  file at every commit, so a power cut is as safe as a kill.
+- **Read-only** opens (commands that only read) change nothing on disk: no folder, mode or
+  migration.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import stat
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+from lsqsync.clock import stamp, utcnow
+from lsqsync.errors import StateError
+from lsqsync.state.schema import APPLICATION_ID, MIGRATIONS, SQLITE_MAGIC
+
+logger = logging.getLogger(__name__)
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's (short) transaction
+
+
+class Database:
+    """An open state file's SQLite connection. Every method is one transaction (or one read),
+    and the object may be shared between threads."""
+
+    def __init__(
+        self, path: Path, db: sqlite3.Connection, now: Callable[[], datetime] = utcnow
+    ) -> None:
+        self.path = path
+        self._db = db
+        self._now = now
+        self._mutex = threading.RLock()
+        self._version = len(MIGRATIONS)  # an older one only when opened read-only
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        create: bool = True,
+        read_only: bool = False,
+        now: Callable[[], datetime] = utcnow,
+        busy_timeout: float = BUSY_TIMEOUT,
+    ) -> Self:
+        """Open (or create, mode 0600, with its folder) the state file at ``path`` and bring its
+        schema up to date. ``read_only`` (for commands that only read: plan, state runs and
+        show, drift, rollback) changes nothing on disk — no folder, mode or migration — and
+        needs an existing file. Raises StateError for a file that is not an lsqsync state file,
+        or one written by a newer lsqsync."""
+        path = Path(path)
+        if (read_only or not create) and not path.exists():
+            raise StateError(f"{path}: no state file (nothing has been applied yet)")
+        if read_only:
+            _check_header(path)
+            target, uri = f"{path.absolute().as_uri()}?mode=ro", True
+        else:
+            _prepare_file(path)
+            target, uri = str(path), False
+        try:
+            db = sqlite3.connect(
+                target, timeout=busy_timeout, isolation_level=None, check_same_thread=False, uri=uri
+            )
+        except sqlite3.Error as e:
+            raise StateError(f"{path}: cannot open the state file ({e})") from None
+        state = cls(path, db, now)
+        try:
+            db.execute("PRAGMA foreign_keys = ON")
+            state._version = state._check_version()
+            if not read_only:
+                db.execute("PRAGMA synchronous = FULL")
+                mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
+                if mode != "delete":  # pragma: no cover - only if another holds it in WAL
+                    raise StateError(f"{path}: cannot set the rollback journal ({mode})")
+                state._migrate()
+                state._version = len(MIGRATIONS)
+        except sqlite3.DatabaseError as e:
+            db.close()
+            raise StateError(f"{path}: not a usable lsqsync state file ({e})") from None
+        except BaseException:
+            db.close()
+            raise
+        return state
+
+    def close(self) -> None:
+        with self._mutex:
+            self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction. IMMEDIATE takes the file's write lock up front, so that what
+        the transaction reads cannot change before it writes."""
+        with self._mutex:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._mutex:
+            return self._db.execute(sql, params).fetchall()
+
+    def _stamp(self) -> str:
+        return stamp(self._now())
+
+    def _check_version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise StateError(
+                f"{self.path}: state file schema version {version} is newer than this lsqsync "
+                f"supports ({len(MIGRATIONS)}); upgrade lsqsync to use it"
+            )
+        if version == 0:
+            if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                raise StateError(
+                    f"{self.path}: a SQLite database, but not an lsqsync state file "
+                    f"(it has tables and no lsqsync schema version)"
+                )
+        elif self._db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            raise StateError(f"{self.path}: a SQLite database, but not an lsqsync state file")
+        return version
+
+    def _migrate(self) -> None:
+        while self._check_version() < len(MIGRATIONS):
+            with self._write() as db:
+                version = self._check_version()  # another process may have migrated meanwhile
+                if version == len(MIGRATIONS):
+                    break
+                MIGRATIONS[version](db, self._stamp())
+                db.execute(f"PRAGMA user_version = {version + 1}")
+            logger.info("state: %s migrated to schema version %d", self.path, version + 1)
+
+    # -- lineage and serial ----------------------------------------------------------------
+
+    @property
+    def lineage(self) -> str:
+        """A UUID set once, when the file was created."""
+        value: str = self._read("SELECT lineage FROM state")[0][0]
+        return value
+
+    @property
+    def serial(self) -> int:
+        """Bumped by every apply run that sends anything."""
+        value: int = self._read("SELECT serial FROM state")[0][0]
+        return value
+
+    @property
+    def schema_version(self) -> int:
+        value: int = self._read("PRAGMA user_version")[0][0]
+        return value
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not SQLite without changing anything."""
+    try:
+        with path.open("rb") as f:
+            header = f.read(len(SQLITE_MAGIC))
+    except OSError as e:
+        raise StateError(f"{path}: cannot read the state file ({e.strerror or e})") from None
+    if header != SQLITE_MAGIC:
+        raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the file (and its folder) with mode 0600 before SQLite opens it, refuse a file
+    that is not SQLite before touching it, and tighten the mode of an existing file."""
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    except OSError as e:
+        raise StateError(f"{path}: cannot open the state file ({e.strerror or e})") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):  # pragma: no cover - O_RDWR already refuses folders
+            raise StateError(f"{path}: not a regular file")
+        header = os.read(fd, len(SQLITE_MAGIC))
+        if header and header != SQLITE_MAGIC:
+            raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
+        if stat.S_IMODE(info.st_mode) != FILE_MODE:
+            logger.warning(
+                "state: %s had mode %o; setting it to %o (it records what was changed where)",
+                path,
+                stat.S_IMODE(info.st_mode),
+                FILE_MODE,
+            )
+            os.fchmod(fd, FILE_MODE)
+    except OSError as e:
+        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
+    finally:
+        os.close(fd)
+
+
+def marks(values: Sequence[object]) -> str:
+    return ",".join("?" * len(values))
