@@ -6,6 +6,7 @@ is never overwritten."""
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -37,6 +38,34 @@ class InitResult:
     # lines of the .gitignore template missing from an existing .gitignore: without them the
     # state file and saved plans (CRM values) could be committed
     gitignore_missing: tuple[str, ...] = ()
+
+    def report(self, where: str) -> str:
+        """What ``init`` did in the folder shown as ``where``, and what to do next."""
+        lines = [f"created  {path}" for path in self.created]
+        lines += [f"skipped  {path} (already there)" for path in self.skipped]
+        if not self.created:
+            return "\n".join([*lines, f"Nothing to do: {where} already has every file."]) + "\n"
+        go = "" if where == "." else f"cd {shlex.quote(where)} && "
+        lines += [
+            "",
+            f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY and LSQ_SECRET_KEY "
+            "and run lsqsync plan.",
+            "For CI, add those three to the repository's Actions settings "
+            "(.github/workflows/lsqsync.yml says how).",
+        ]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def warning(self) -> str | None:
+        """Why the existing .gitignore needs lines, if it does."""
+        missing = self.gitignore_missing
+        if not missing:
+            return None
+        return (
+            f".gitignore does not list {', '.join(missing)}"
+            f"{': add them' if len(missing) > 1 else ': add it'}, or the state file and saved "
+            "plans (CRM values) may be committed"
+        )
 
 
 def files(branch: str = "main") -> dict[str, str]:

@@ -198,11 +198,11 @@ def _run(
         twice = [r for p in still for r in apply.each_field(p, "unknown", "no answer, twice")]
         st.record_results(run_id, twice)
     counts = st.run(run_id).counts
-    outcome: state.Outcome = (
-        "interrupted" if interrupted
-        else "succeeded" if not (counts.failed or counts.stale or counts.unknown)
-        else "partial"
-    )  # fmt: skip
+    outcome: state.Outcome = "succeeded"
+    if interrupted:
+        outcome = "interrupted"
+    elif counts.failed or counts.stale or counts.unknown:
+        outcome = "partial"
     return _summary(
         st.finish_run(run_id, outcome),
         len(plan.changes),

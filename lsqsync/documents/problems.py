@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from lsqsync.display import plural
 from lsqsync.documents.yamlsource import Document, Location, PathKey
 from lsqsync.errors import LsqsyncError
 
@@ -88,8 +89,7 @@ def report(problems: Sequence[Problem], fmt: ReportFormat, summary: dict[str, in
     lines = [str(p) + "\n" for p in problems]
     rules, files = summary.get("rules", 0), summary.get("files", 0)
     if problems:
-        lines.append(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found\n")
+        lines.append(f"{plural(len(problems), 'problem')} found\n")
     else:
-        lines.append(f"valid: {rules} rule{'s' if rules != 1 else ''} in {files} file"
-                     f"{'s' if files != 1 else ''}\n")  # fmt: skip
+        lines.append(f"valid: {plural(rules, 'rule')} in {plural(files, 'file')}\n")
     return "".join(lines)

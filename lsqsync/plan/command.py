@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -71,18 +72,25 @@ def git_commit(folder: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What ``lsqsync plan`` was asked for, besides the project and its variables."""
+
+    targets: Sequence[str] = ()  # --target: only these rules
+    allow_large: bool = False
+    now: str | None = None  # --now, else the current time
+    expires_in: timedelta | None = None  # else PLAN_LIFETIME
+
+
 def make_plan(
     config_path: Path | None,
     variables: Mapping[str, Any],
-    *,
-    targets: Sequence[str] = (),
-    allow_large: bool = False,
-    now: str | None = None,
-    expires_in: timedelta | None = None,
+    request: PlanRequest,
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
-    now = parse_now(now)  # a typo must not cost a full read of the CRM
+    targets, allow_large = request.targets, request.allow_large
+    now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)
     project = project.only(targets)
     with open_client(config) as client:
@@ -97,7 +105,7 @@ def make_plan(
         input_files=input_files(config, project),
         targets=tuple(targets),
         allow_large=allow_large,
-        expires_in=expires_in or PLAN_LIFETIME,
+        expires_in=request.expires_in or PLAN_LIFETIME,
         git_commit=git_commit(config.root),
         state_lineage=lineage,
         state_serial=serial,

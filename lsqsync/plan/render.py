@@ -292,12 +292,11 @@ def _markdown(plan: Plan, options: _Options) -> str:
     head += [f"- {label}: {_code(value)}" for label, value in view.meta()]
     if not plan.empty:
         head += ["", f"#### Summary: {_counts(s.opportunities, s.fields)}", ""]
-        head += _table(
-            ["Rule", "Source", "Opportunities", "Fields"],
-            "llrr",
-            [[md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
-             for r in s.rules],
-        )  # fmt: skip
+        rules = [
+            [md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
+            for r in s.rules
+        ]
+        head += _table(["Rule", "Source", "Opportunities", "Fields"], "llrr", rules)
         head.append("")
         head += _table(
             ["Type", "Changing", "Total", "Share"],
