@@ -1,4 +1,5 @@
-"""``lsqsync plan`` and ``lsqsync show``: load the project, read LeadSquared, build the plan.
+"""``lsqsync plan`` (and ``apply`` without a plan file): load the project, read LeadSquared,
+build the plan.
 
 The one place where the planner's inputs are gathered (files, network, clock, git); the
 planner itself stays pure.

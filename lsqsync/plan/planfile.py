@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import ValidationError
 
 from lsqsync import __version__, resources
 from lsqsync.documents.problems import format_path
+from lsqsync.documents.schemacheck import describe
 from lsqsync.errors import LsqsyncError, PlanInvalid
 from lsqsync.plan.model import (
     FORMAT_VERSION,
@@ -195,32 +195,14 @@ def _problems(data: Any) -> list[str]:
                 if key not in known
             )
         else:
-            where = format_path(path)
-            found.append(
-                (_order(path), f"{where}: {_message(error)}" if where else _message(error))
-            )
+            where, message = format_path(path), describe(error, _short)
+            found.append((_order(path), f"{where}: {message}" if where else message))
     return [text for _, text in sorted(found)]
 
 
 def _order(path: tuple[str | int, ...]) -> tuple[tuple[int, int | str], ...]:
     # changes[2] before changes[10]; keys and indexes never compare with each other
     return tuple((0, p) if isinstance(p, int) else (1, p) for p in path)
-
-
-def _message(error: ValidationError) -> str:
-    instance = _short(error.instance)
-    if error.validator == "required":
-        return error.message.replace("is a required property", "is required")
-    if error.validator == "const":
-        return f"must be {error.validator_value!r}, not {instance}"
-    if error.validator == "type":
-        expected = error.validator_value
-        names = " or ".join(expected) if isinstance(expected, list) else str(expected)
-        article = "an" if names[0] in "aeiou" else "a"
-        return f"must be {article} {names}, not {instance}"
-    if error.validator == "pattern":
-        return f"{instance} does not match {error.validator_value!r}"
-    return error.message if len(error.message) <= 200 else error.message[:199] + "…"
 
 
 def _short(value: Any) -> str:
