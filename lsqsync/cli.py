@@ -34,6 +34,7 @@ from lsqsync.errors import LsqsyncError
 if TYPE_CHECKING:
     from lsqsync.config import Config
     from lsqsync.lsq import LsqClient
+    from lsqsync.plan.command import PlanRequest
     from lsqsync.plan.model import Plan
     from lsqsync.state.store import StateFile
 
@@ -426,11 +427,13 @@ def apply_command(
     some fields failed, were stale or have an unknown outcome; 130 when interrupted.
     """
     from lsqsync.apply.runner import ApplyOptions, apply_plan_file
+    from lsqsync.plan.command import PlanRequest
+    from lsqsync.rules.project import parse_vars
 
     if plan_file is None:
-        plan_file = _plan_and_confirm(
-            config_path, var_pairs, var_files, targets, allow_large, auto_approve
-        )
+        variables = parse_vars(var_pairs, var_files)
+        request = PlanRequest(targets, allow_large)
+        plan_file = _plan_and_confirm(config_path, variables, request, auto_approve)
         if plan_file is None:
             raise SystemExit(EXIT_OK)
 
@@ -449,25 +452,20 @@ def apply_command(
 
 def _plan_and_confirm(
     config_path: Path | None,
-    var_pairs: tuple[str, ...],
-    var_files: tuple[Path, ...],
-    targets: tuple[str, ...],
-    allow_large: bool,
+    variables: dict[str, Any],
+    request: PlanRequest,
     auto_approve: bool,
 ) -> Path | None:
     """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do."""
     from lsqsync.errors import LsqsyncError
     from lsqsync.plan import command as planning
     from lsqsync.plan import planfile, render
-    from lsqsync.rules.project import parse_vars
 
     if not auto_approve and not sys.stdin.isatty():
         raise LsqsyncError(
             "apply without a plan file needs --auto-approve when there is no terminal to ask "
             "on (or make a plan with 'lsqsync plan --out FILE' and apply the file)"
         )
-    variables = parse_vars(var_pairs, var_files)
-    request = planning.PlanRequest(targets, allow_large)
     config, result = planning.make_plan(config_path, variables, request, _progress())
     _echo_plan(result, "text", None, render.MAX_DETAILS, config)
     if result.empty:
