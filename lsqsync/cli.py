@@ -487,20 +487,21 @@ def state_group() -> None:
 
 def _state_file(config_path: Path | None, *, read_only: bool = True) -> tuple[StateFile, Config]:
     from lsqsync.config import load_config
-    from lsqsync.state.store import StateFile
+    from lsqsync.state.location import open_state
 
     config = load_config(config_path)
-    return StateFile.open(config.root / config.state, create=False, read_only=read_only), config
+    return open_state(config, read_only=read_only, create=False), config
 
 
 @state_group.command("path")
 @CONFIG
 def state_path(config_path: Path | None) -> None:
-    """Print where the state file is (`state:` in lsqsync.yml), whether or not it exists yet."""
-    from lsqsync.config import display_path, load_config
+    """Print where the state is (`state:` in lsqsync.yml), whether or not it exists yet: the
+    file, or the database URL (no password) and the workspace."""
+    from lsqsync.config import load_config, state_location
 
     config = load_config(config_path)
-    click.echo(display_path(config.root / config.state))
+    click.echo(state_location(config).describe(config.root))
 
 
 @state_group.command("runs")

@@ -1,5 +1,5 @@
-"""``lsqsync apply PLAN``: the I/O around the apply engine — the plan file, the state file and
-its lock, the client, the workers, Ctrl-C — and the run's summary."""
+"""``lsqsync apply PLAN``: the I/O around the apply engine — the plan file, the state and its
+lock, the client, the workers, Ctrl-C — and the run's summary."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
 from lsqsync.plan.model import Plan
 from lsqsync.state import records as state
+from lsqsync.state.location import open_state
 from lsqsync.state.store import StateFile
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ def apply_plan_file(
 ) -> ApplySummary:
     plan = planfile.load(plan_path)
     config = load_config(config_path)
-    with StateFile.open(config.root / config.state) as st:
+    with open_state(config) as st:
         reasons = apply.refusals(
             plan.state_lineage,
             st.lineage,

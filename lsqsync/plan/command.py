@@ -48,13 +48,15 @@ def input_files(config: Config, project: Project) -> dict[str, str]:
 
 
 def _state_position(config: Config) -> tuple[str | None, int | None]:
-    """The state file's lineage and serial, which bind a plan to it (None before any apply)."""
-    from lsqsync.state.store import StateFile
+    """The state's lineage and serial, which bind a plan to it (None before any apply)."""
+    from lsqsync.state.database import NoState
+    from lsqsync.state.location import open_state
 
-    path = config.root / config.state
-    if not path.exists():
+    try:
+        st = open_state(config, read_only=True)
+    except NoState:
         return None, None
-    with StateFile.open(path, read_only=True) as st:
+    with st:
         return st.lineage, st.serial
 
 

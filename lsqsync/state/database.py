@@ -1,5 +1,10 @@
-"""The SQLite file under the state file: created with mode 0600 (its folder 0700), one
-connection shared by threads, one transaction per call, and the schema brought up to date.
+"""The state's database behind one interface, `Backend`, with two implementations: the SQLite
+file here (`SqliteFile`), and a workspace of a PostgreSQL database
+(`lsqsync.state.postgres`). `Database` is what the lock and the store build on — one
+transaction per call, shared between threads — and nothing above it knows which backend it has.
+
+The SQLite file: created with mode 0600 (its folder 0700), one connection shared by threads, one
+transaction per call, and the schema brought up to date.
 
 - **Rollback journal (``journal_mode=DELETE``), ``synchronous=FULL``.** Both DELETE and WAL
   survive kill -9 with every committed transaction intact. DELETE keeps the file
@@ -18,11 +23,13 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sqlite3
 import stat
 import threading
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -30,7 +37,8 @@ from typing import Any, Self
 
 from lsqsync.clock import stamp, utcnow
 from lsqsync.errors import StateError
-from lsqsync.state.schema import APPLICATION_ID, MIGRATIONS, SQLITE_MAGIC
+from lsqsync.state.records import Lock
+from lsqsync.state.schema import APPLICATION_ID, MIGRATIONS, SQLITE_MAGIC, Sql
 
 logger = logging.getLogger(__name__)
 
@@ -39,18 +47,53 @@ DIR_MODE = 0o700
 BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's (short) transaction
 
 
-class Database:
-    """An open state file's SQLite connection. Every method is one transaction (or one read),
-    and the object may be shared between threads."""
+class NoState(StateError):
+    """Nothing has been applied there yet: no state file, or no such workspace. `plan` makes a
+    plan bound to no state then; the commands that read runs say so."""
 
-    def __init__(
-        self, path: Path, db: sqlite3.Connection, now: Callable[[], datetime] = utcnow
-    ) -> None:
-        self.path = path
-        self._db = db
+
+class Backend(ABC):
+    """Where one state is kept, and what differs between kinds of storage: transactions,
+    schema versions, and how a lock's holder is known to be gone."""
+
+    name: str  # what messages call it: the file's path, or the URL (no password) and workspace
+    sql: Sql
+    version: int  # the schema version read (older than the latest only when opened read-only)
+
+    @abstractmethod
+    def write(self) -> AbstractContextManager[Sql]:
+        """One write transaction, serialised with every other writer of this state: what it
+        reads cannot change before it writes."""
+
+    @abstractmethod
+    def schema_version(self) -> int: ...
+
+    @abstractmethod
+    def holder_gone(self, lock: Lock) -> str | None:
+        """Why the holder of ``lock`` is surely gone (so that it is taken over at once), or
+        None while it may still be working."""
+
+    def hold(self, lock_id: str) -> None:  # noqa: B027 - a hook most backends need not fill
+        """In the transaction that takes the lock ``lock_id``: tie it to this connection, for a
+        backend whose server can tell when a holder is gone."""
+
+    def let_go(self, lock_id: str) -> None:  # noqa: B027 - the other half of `hold`
+        """This connection no longer holds the lock ``lock_id``."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+
+class Database:
+    """An open state. Every method is one transaction (or one read), and the object may be
+    shared between threads."""
+
+    def __init__(self, backend: Backend, now: Callable[[], datetime] = utcnow) -> None:
+        self._backend = backend
+        self._db = backend.sql
+        self.name = backend.name
         self._now = now
         self._mutex = threading.RLock()
-        self._version = len(MIGRATIONS)  # an older one only when opened read-only
 
     @classmethod
     def open(
@@ -67,9 +110,87 @@ class Database:
         show, drift, rollback) changes nothing on disk — no folder, mode or migration — and
         needs an existing file. Raises StateError for a file that is not an lsqsync state file,
         or one written by a newer lsqsync."""
-        path = Path(path)
+        backend = SqliteFile.open(
+            Path(path), create=create, read_only=read_only, now=now, busy_timeout=busy_timeout
+        )
+        return cls(backend, now)
+
+    def close(self) -> None:
+        with self._mutex:
+            self._backend.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def _version(self) -> int:
+        return self._backend.version
+
+    @contextmanager
+    def _write(self) -> Iterator[Sql]:
+        with self._mutex, self._backend.write() as db:
+            yield db
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._mutex:
+            return self._db.execute(sql, params).fetchall()
+
+    def _stamp(self) -> str:
+        return stamp(self._now())
+
+    # -- lineage and serial ----------------------------------------------------------------
+
+    @property
+    def lineage(self) -> str:
+        """A UUID set once, when the state was created."""
+        value: str = self._read("SELECT lineage FROM state")[0][0]
+        return value
+
+    @property
+    def serial(self) -> int:
+        """Bumped by every apply run that sends anything."""
+        value: int = self._read("SELECT serial FROM state")[0][0]
+        return value
+
+    @property
+    def schema_version(self) -> int:
+        with self._mutex:
+            return self._backend.schema_version()
+
+
+class SqliteFile(Backend):
+    """The state in one SQLite file."""
+
+    def __init__(self, path: Path, db: sqlite3.Connection, now: Callable[[], datetime]) -> None:
+        self.path = path
+        self.name = str(path)
+        self.sql = db
+        self._db = db
+        self._now = now
+        self.version = len(MIGRATIONS)  # an older one only when opened read-only
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        create: bool,
+        read_only: bool,
+        now: Callable[[], datetime],
+        busy_timeout: float,
+    ) -> SqliteFile:
         if (read_only or not create) and not path.exists():
-            raise StateError(f"{path}: no state file (nothing has been applied yet)")
+            raise NoState(f"{path}: no state file (nothing has been applied yet)")
         if read_only:
             _check_header(path)
             target, uri = f"{path.absolute().as_uri()}?mode=ro", True
@@ -85,14 +206,14 @@ class Database:
         state = cls(path, db, now)
         try:
             db.execute("PRAGMA foreign_keys = ON")
-            state._version = state._check_version()
+            state.version = state._check_version()
             if not read_only:
                 db.execute("PRAGMA synchronous = FULL")
                 mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
                 if mode != "delete":  # pragma: no cover - only if another holds it in WAL
                     raise StateError(f"{path}: cannot set the rollback journal ({mode})")
                 state._migrate()
-                state._version = len(MIGRATIONS)
+                state.version = len(MIGRATIONS)
         except sqlite3.DatabaseError as e:
             db.close()
             raise StateError(f"{path}: not a usable lsqsync state file ({e})") from None
@@ -102,44 +223,30 @@ class Database:
         return state
 
     def close(self) -> None:
-        with self._mutex:
-            self._db.close()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- plumbing --------------------------------------------------------------------------
+        self._db.close()
 
     @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction. IMMEDIATE takes the file's write lock up front, so that what
-        the transaction reads cannot change before it writes."""
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    def write(self) -> Iterator[sqlite3.Connection]:
+        """IMMEDIATE takes the file's write lock up front."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._mutex:
-            return self._db.execute(sql, params).fetchall()
+    def schema_version(self) -> int:
+        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        return version
 
-    def _stamp(self) -> str:
-        return stamp(self._now())
+    def holder_gone(self, lock: Lock) -> str | None:
+        if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
+            return f"its process {lock.pid} is gone"
+        return None
 
     def _check_version(self) -> int:
-        version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
+        version = self.schema_version()
         if version > len(MIGRATIONS):
             raise StateError(
                 f"{self.path}: state file schema version {version} is newer than this lsqsync "
@@ -157,32 +264,25 @@ class Database:
 
     def _migrate(self) -> None:
         while self._check_version() < len(MIGRATIONS):
-            with self._write() as db:
+            with self.write() as db:
                 version = self._check_version()  # another process may have migrated meanwhile
                 if version == len(MIGRATIONS):
                     break
-                MIGRATIONS[version](db, self._stamp())
+                MIGRATIONS[version](db, stamp(self._now()))
                 db.execute(f"PRAGMA user_version = {version + 1}")
             logger.info("state: %s migrated to schema version %d", self.path, version + 1)
 
-    # -- lineage and serial ----------------------------------------------------------------
 
-    @property
-    def lineage(self) -> str:
-        """A UUID set once, when the file was created."""
-        value: str = self._read("SELECT lineage FROM state")[0][0]
-        return value
-
-    @property
-    def serial(self) -> int:
-        """Bumped by every apply run that sends anything."""
-        value: int = self._read("SELECT serial FROM state")[0][0]
-        return value
-
-    @property
-    def schema_version(self) -> int:
-        value: int = self._read("PRAGMA user_version")[0][0]
-        return value
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
 
 
 def _check_header(path: Path) -> None:

@@ -1,9 +1,10 @@
-"""The lock every writing command takes on the state file.
+"""The lock every writing command takes on the state.
 
-One row in ``lock``. Taking it is a ``BEGIN IMMEDIATE`` transaction (a write lock on the whole
-file, so two processes cannot both see "free"): read the row, insert ours if there is none or if
-the holder is stale (its process is gone on this host, or it has not been seen for longer than
-``expiry``), and commit. Otherwise poll until ``timeout``. Every batch refreshes the lock's
+One row in ``lock``. Taking it is a write transaction (serialised with every other writer, so two
+processes cannot both see "free"): read the row, insert ours if there is none or if the holder is
+stale (the backend knows it is gone — on SQLite, its process is gone on this host; on
+PostgreSQL, its connection is — or it has not been seen for longer than ``expiry``), and commit.
+Otherwise poll until ``timeout``. Every batch refreshes the lock's
 heartbeat and checks, in the transaction that journals it, that the lock is still ours: a process
 whose lock was taken over stops before sending anything more. Taking the lock also marks runs left
 ``running`` by a killed process as ``interrupted``.
@@ -15,17 +16,16 @@ import getpass
 import logging
 import os
 import socket
-import sqlite3
 import time
 import uuid
 from collections.abc import Callable
 from datetime import datetime
-from pathlib import Path
 
 from lsqsync.clock import parse_stamp, stamp
 from lsqsync.errors import StateError, StateLocked
 from lsqsync.state.database import Database
 from lsqsync.state.records import Lock
+from lsqsync.state.schema import Sql
 
 logger = logging.getLogger(__name__)
 
@@ -39,26 +39,14 @@ def default_who() -> str:
     return f"{user}@{socket.gethostname()}"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
 class Locking(Database):
-    """A state file with its lock: taken by `acquire_lock`, checked before every write that
+    """A state with its lock: taken by `acquire_lock`, checked before every write that
     needs it, released by `close`."""
 
     _lock_id: str | None = None  # the lock this process holds
 
     def close(self) -> None:
-        """Release this process's lock (if it still holds one) and close the file."""
+        """Release this process's lock (if it still holds one) and close the state."""
         with self._mutex:
             if self._lock_id is not None:
                 self.release_lock(self._lock_id)
@@ -81,7 +69,7 @@ class Locking(Database):
         than ``expiry`` seconds is taken over, with a warning. Raises StateLocked naming the
         holder when the lock is still held after ``timeout``."""
         if self._lock_id is not None:
-            raise StateError(f"{self.path}: this process already holds the lock {self._lock_id}")
+            raise StateError(f"{self.name}: this process already holds the lock {self._lock_id}")
         start = clock()
         while True:
             taken, holder = self._try_lock(operation, run_id, expiry)
@@ -90,7 +78,7 @@ class Locking(Database):
             assert holder is not None
             waited = clock() - start
             if waited >= timeout:
-                raise StateLocked(_locked_message(self.path, holder, timeout))
+                raise StateLocked(_locked_message(self.name, holder, timeout))
             logger.debug("state: lock held by %s (pid %d), waiting", holder.holder, holder.pid)
             sleep(min(poll, timeout - waited))
 
@@ -101,7 +89,7 @@ class Locking(Database):
         with self._write() as db:
             current = self._current_lock(db)
             if current is not None:
-                reason = _stale(current, now, expiry)
+                reason = self._backend.holder_gone(current) or _expired(current, now, expiry)
                 if reason is None:
                     return None, current
                 logger.warning(
@@ -139,6 +127,7 @@ class Locking(Database):
                     lock.heartbeat,
                 ),
             )
+            self._backend.hold(lock.id)
             # Every run is begun under the lock: one still 'running' now was left by a process
             # that died (or lost its lock).
             for (orphan,) in db.execute("SELECT id FROM runs WHERE outcome = 'running'"):
@@ -155,6 +144,7 @@ class Locking(Database):
         """Release a lock this process took. False (and a warning) if it had been taken over."""
         with self._write() as db:
             released = db.execute("DELETE FROM lock WHERE id = ?", (lock_id,)).rowcount > 0
+        self._backend.let_go(lock_id)
         if self._lock_id == lock_id:
             self._lock_id = None
         if released:
@@ -169,10 +159,10 @@ class Locking(Database):
         with self._write() as db:
             current = self._current_lock(db)
             if current is None:
-                raise StateError(f"{self.path} is not locked")
+                raise StateError(f"{self.name} is not locked")
             if current.id != lock_id:
                 raise StateError(
-                    f"{self.path}: {lock_id!r} is not the current lock's id; the current lock "
+                    f"{self.name}: {lock_id!r} is not the current lock's id; the current lock "
                     f"is {current.id}, held by {current.holder} (pid {current.pid} on "
                     f"{current.host}) for {current.operation} since {current.since}"
                 )
@@ -190,15 +180,15 @@ class Locking(Database):
         with self._mutex:
             return self._current_lock(self._db)
 
-    def _current_lock(self, db: sqlite3.Connection) -> Lock | None:
+    def _current_lock(self, db: Sql) -> Lock | None:
         row = db.execute(
             "SELECT id, holder, host, pid, run_id, operation, since, heartbeat FROM lock"
         ).fetchone()
         return Lock(*row) if row else None
 
-    def _check_lock(self, db: sqlite3.Connection, action: str) -> None:
+    def _check_lock(self, db: Sql, action: str) -> None:
         if self._lock_id is None:
-            raise StateError(f"{self.path}: cannot {action} without the lock (acquire_lock)")
+            raise StateError(f"{self.name}: cannot {action} without the lock (acquire_lock)")
         current = self._current_lock(db)
         if current is None or current.id != self._lock_id:
             by = (
@@ -207,15 +197,13 @@ class Locking(Database):
                 else "nobody (it was removed with unlock)"
             )
             raise StateLocked(
-                f"{self.path}: this process's lock {self._lock_id} was taken over by {by}; "
+                f"{self.name}: this process's lock {self._lock_id} was taken over by {by}; "
                 f"stopping before it can {action}"
             )
 
 
-def _stale(lock: Lock, now: datetime, expiry: float | None) -> str | None:
-    """Why ``lock`` may be taken over, or None while its holder may still be working."""
-    if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
-        return f"its process {lock.pid} is gone"
+def _expired(lock: Lock, now: datetime, expiry: float | None) -> str | None:
+    """Why ``lock`` may be taken over though its holder may be alive, or None."""
     if expiry is not None:
         age = (now - parse_stamp(lock.heartbeat)).total_seconds()
         if age > expiry:
@@ -223,10 +211,10 @@ def _stale(lock: Lock, now: datetime, expiry: float | None) -> str | None:
     return None
 
 
-def _locked_message(path: Path, holder: Lock, timeout: float) -> str:
+def _locked_message(name: str, holder: Lock, timeout: float) -> str:
     run = f" (run {holder.run_id})" if holder.run_id else ""
     return (
-        f"{path} is locked by {holder.holder} (pid {holder.pid} on {holder.host}) for "
+        f"{name} is locked by {holder.holder} (pid {holder.pid} on {holder.host}) for "
         f"{holder.operation}{run} since {holder.since}; waited {timeout:g}s. Lock id: "
         f"{holder.id}. If that process is gone: lsqsync state unlock {holder.id}"
     )

@@ -1,11 +1,12 @@
-"""The state file: what lsqsync has done, in SQLite, safe under kill -9.
+"""The state: what lsqsync has done, safe under kill -9, in a SQLite file or a PostgreSQL
+workspace (`lsqsync.state.database`: nothing here knows which).
 
-It holds the ``lineage`` (a UUID set when the file is created: a plan names the lineage it was
+It holds the ``lineage`` (a UUID set when the state is created: a plan names the lineage it was
 made against) and the ``serial`` (bumped by every apply run that sends anything); the runs (who,
 where, which plan, outcome, overrides used); a journal of batches, written *before* a batch is
 sent and updated with its result; the per-field results; the last value lsqsync wrote to each
 field of each opportunity (for drift and rollback); and the lock every writing command takes
-(`lsqsync.state.lock`), on the SQLite file of `lsqsync.state.database`.
+(`lsqsync.state.lock`).
 
 - **One transaction per step.** A batch is journaled (status ``sending``) in one transaction
   before it is sent; its field results, its ``last_written`` values and its new status are
@@ -27,8 +28,7 @@ import logging
 import os
 import re
 import secrets
-import sqlite3
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -47,12 +47,14 @@ from lsqsync.state.records import (
     Outcome,
     Run,
 )
+from lsqsync.state.schema import ADDED_IN, TABLES, Sql
 
 __all__ = ["StateFile", "default_where", "default_who"]
 
 logger = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"[0-9a-f]{64}")
+PAGE = 1000  # rows read or written at a time when a whole table is copied
 
 
 def default_where(env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
@@ -74,9 +76,10 @@ def _new_run_id(moment: datetime) -> str:
 
 
 class StateFile(Locking):
-    """An open state file: its runs, the journal of their batches, and their field results. Use
-    `StateFile.open`; every method is one transaction (or one read), and the object may be
-    shared between threads.
+    """An open state: its runs, the journal of their batches, and their field results. Use
+    `StateFile.open` for a SQLite file (`lsqsync.state.location.open_state` for a project's
+    state, wherever it is); every method is one transaction (or one read), and the object may
+    be shared between threads.
 
     Runs, batches and results stay one class: each write of the journal checks and updates the
     run it belongs to (and the lock) in the same transaction, so splitting them would only spread
@@ -123,9 +126,9 @@ class StateFile(Locking):
         with self._write() as db:
             row = db.execute("SELECT outcome FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             if row[0] != "running":
-                raise StateError(f"{self.path}: run {run_id} has already ended ({row[0]})")
+                raise StateError(f"{self.name}: run {run_id} has already ended ({row[0]})")
             db.execute(
                 "UPDATE runs SET outcome = ?, finished = ? WHERE id = ?",
                 (outcome, self._stamp(), run_id),
@@ -147,12 +150,14 @@ class StateFile(Locking):
         if id_or_prefix == LAST:
             latest = self._runs("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1")
             if not latest:
-                raise StateError(f"{self.path}: no runs yet, so there is no last run")
+                raise StateError(f"{self.name}: no runs yet, so there is no last run")
             return latest[0]
         exact = self._runs("SELECT * FROM runs WHERE id = ?", (id_or_prefix,))
         if exact:
             return exact[0]
-        pattern = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # run ids are lower case; SQLite's LIKE ignores ASCII case, PostgreSQL's does not
+        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = escaped.lower()
         found = (
             self._runs(
                 "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY rowid", (pattern + "%",)
@@ -164,10 +169,10 @@ class StateFile(Locking):
             return found[0]
         if not found:
             raise StateError(
-                f"{self.path}: no run {id_or_prefix!r} (`lsqsync state runs` lists them)"
+                f"{self.name}: no run {id_or_prefix!r} (`lsqsync state runs` lists them)"
             )
         raise StateError(
-            f"{self.path}: run {id_or_prefix!r} is ambiguous: it starts "
+            f"{self.name}: run {id_or_prefix!r} is ambiguous: it starts "
             f"{', '.join(r.id for r in found)}"
         )
 
@@ -214,9 +219,9 @@ class StateFile(Locking):
             db.execute("UPDATE lock SET heartbeat = ? WHERE id = ?", (sent, self._lock_id))
             row = db.execute("SELECT outcome, serial FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             if row[0] != "running":
-                raise StateError(f"{self.path}: run {run_id} has already ended ({row[0]})")
+                raise StateError(f"{self.name}: run {run_id} has already ended ({row[0]})")
             if row[1] is None:
                 db.execute("UPDATE state SET serial = serial + 1")
                 db.execute(
@@ -256,10 +261,10 @@ class StateFile(Locking):
                 (run_id, batch),
             ).fetchone()
             if row is None:
-                raise StateError(f"{self.path}: no batch {batch} in run {run_id}")
+                raise StateError(f"{self.name}: no batch {batch} in run {run_id}")
             if row[1] != "sending":
                 raise StateError(
-                    f"{self.path}: batch {batch} of run {run_id} is already recorded ({row[1]})"
+                    f"{self.name}: batch {batch} of run {run_id} is already recorded ({row[1]})"
                 )
             ids = set(json.loads(row[0]))
             strangers = sorted({r.opportunity_id for r in results} - ids)
@@ -287,21 +292,19 @@ class StateFile(Locking):
         _check_results(results)
         with self._write() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             self._write_results(db, run_id, None, results, self._stamp())
 
     def _write_results(
         self,
-        db: sqlite3.Connection,
+        db: Sql,
         run_id: str,
         batch: int | None,
         results: Sequence[FieldResult],
         now: str,
     ) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO results (run_id, opportunity_id, field, opportunity_type, "
-            "before, after, status, message, rule, batch, recorded, current) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _upsert("results", TABLES["results"][0], TABLES["results"][1]),
             [
                 (
                     run_id,
@@ -321,7 +324,7 @@ class StateFile(Locking):
             ],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO last_written VALUES (?, ?, ?, ?, ?, ?)",
+            _upsert("last_written", TABLES["last_written"][0], TABLES["last_written"][1]),
             [
                 (r.opportunity_id, r.field, r.opportunity_type, r.after, run_id, now)
                 for r in results
@@ -357,7 +360,7 @@ class StateFile(Locking):
         _check_results(results)
         with self._write() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             for key in keys:
                 changed = db.execute(
                     "UPDATE batches SET resolved_by = ? WHERE run_id = ? AND batch = ? "
@@ -365,7 +368,7 @@ class StateFile(Locking):
                     (run_id, *key),
                 ).rowcount
                 if not changed:
-                    raise StateError(f"{self.path}: batch {key[1]} of run {key[0]} is not pending")
+                    raise StateError(f"{self.name}: batch {key[1]} of run {key[0]} is not pending")
             self._write_results(db, run_id, None, results, self._stamp())
         logger.info("state: run=%s resolved=%d results=%d", run_id, len(keys), len(results))
 
@@ -418,10 +421,67 @@ class StateFile(Locking):
             )
         )
 
+    # -- the whole state, for `lsqsync state migrate` ---------------------------------------
+
+    def rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of ``table`` (one of schema.TABLES) in the order of its key, with the
+        columns of the latest schema (None for a column an older state lacks)."""
+        columns, key = TABLES[table]
+        shown = ", ".join(
+            c if self._version >= ADDED_IN.get((table, c), 0) else "NULL" for c in columns
+        )
+        order = ", ".join(key)
+        after: tuple[Any, ...] = ()
+        while True:
+            where = f"WHERE ({order}) > ({marks(key)}) " if after else ""
+            page = self._read(
+                f"SELECT {shown}, {order} FROM {table} {where}ORDER BY {order} LIMIT {PAGE}",
+                after,
+            )
+            for row in page:
+                yield tuple(row[: len(columns)])
+            if len(page) < PAGE:
+                return
+            after = tuple(page[-1][len(columns) :])
+
+    def load(self, tables: Iterable[tuple[str, Iterable[Sequence[Any]]]]) -> None:
+        """Fill a new, empty state with another state's rows (``state``: its lineage, serial and
+        creation time; then the rest of schema.TABLES, in that order), in one transaction (needs
+        the lock)."""
+        with self._write() as db:
+            self._check_lock(db, "load a state")
+            for table, rows in tables:
+                columns, _ = TABLES[table]
+                if table == "state":  # the one row the new state was created with
+                    assignments = ", ".join(f"{c} = ?" for c in columns)
+                    statement = f"UPDATE state SET {assignments}"
+                else:
+                    statement = (
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(columns)})"
+                    )
+                page: list[Sequence[Any]] = []
+                for row in rows:
+                    page.append(row)
+                    if len(page) == PAGE:
+                        db.executemany(statement, page)
+                        page.clear()
+                if page:
+                    db.executemany(statement, page)
+
     def _digest_of(self, run_or_digest: str) -> str:
         if _DIGEST.fullmatch(run_or_digest):
             return run_or_digest
         return self.run(run_or_digest).plan_digest
+
+
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """An INSERT of every column that replaces the row with the same key (SQLite and
+    PostgreSQL both read it)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(columns)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
 
 
 def _check_results(results: Sequence[FieldResult]) -> None:

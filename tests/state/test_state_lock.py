@@ -213,12 +213,12 @@ def test_a_lock_seen_within_the_expiry_is_not_taken_over(state_path: Path) -> No
 def test_unlock_needs_the_exact_id(state: StateFile, caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(StateError) as caught:
         state.unlock("anything")
-    assert str(caught.value) == f"{state.path} is not locked"
+    assert str(caught.value) == f"{state.name} is not locked"
     lock = state.acquire_lock("apply")
     with pytest.raises(StateError) as caught:
         state.unlock(lock.id[:8])
     assert str(caught.value) == (
-        f"{state.path}: {lock.id[:8]!r} is not the current lock's id; the current lock is "
+        f"{state.name}: {lock.id[:8]!r} is not the current lock's id; the current lock is "
         f"{lock.id}, held by {lock.holder} (pid {lock.pid} on {HOST}) for apply since "
         "2024-05-01T10:00:00Z"
     )

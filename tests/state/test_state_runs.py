@@ -86,7 +86,7 @@ def test_finishing_twice_or_with_a_wrong_outcome_is_refused(locked: StateFile) -
 def test_a_run_needs_the_lock(state: StateFile) -> None:
     with pytest.raises(StateError) as caught:
         state.begin_run(DIGEST)
-    assert str(caught.value) == f"{state.path}: cannot begin a run without the lock (acquire_lock)"
+    assert str(caught.value) == f"{state.name}: cannot begin a run without the lock (acquire_lock)"
     assert state.runs() == ()
 
 
@@ -102,7 +102,7 @@ def test_a_run_by_id_or_unique_prefix(locked: StateFile, clock: Clock) -> None:
     with pytest.raises(StateError) as caught:
         locked.run("2024050")
     assert str(caught.value) == (
-        f"{locked.path}: run '2024050' is ambiguous: it starts {first.id}, {second.id}, {third.id}"
+        f"{locked.name}: run '2024050' is ambiguous: it starts {first.id}, {second.id}, {third.id}"
     )
     for missing in ("2023", "", "%", "2024050_-"):
         with pytest.raises(StateError, match=r"no run .* \(`lsqsync state runs` lists them\)"):
@@ -113,7 +113,7 @@ def test_a_run_by_id_or_unique_prefix(locked: StateFile, clock: Clock) -> None:
 def test_last_is_the_most_recent_run(locked: StateFile, clock: Clock) -> None:
     with pytest.raises(StateError) as caught:
         locked.run("last")
-    assert str(caught.value) == f"{locked.path}: no runs yet, so there is no last run"
+    assert str(caught.value) == f"{locked.name}: no runs yet, so there is no last run"
     locked.begin_run(DIGEST)
     clock.advance(1)
     second = locked.begin_run(DIGEST)
