@@ -148,7 +148,7 @@ class PgServer:
     def execute(self, statement: str, database: str = "postgres") -> list[tuple[object, ...]]:
         """Run ``statement`` as the superuser; its rows, if it returns any."""
         with psycopg.connect(self.url(database), autocommit=True) as conn:
-            cursor = conn.execute(statement.encode())
+            cursor = conn.execute(statement)
             return cursor.fetchall() if cursor.description else []
 
     def new_database(self, team: bool = False) -> str:

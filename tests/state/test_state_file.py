@@ -1,5 +1,5 @@
-"""The file itself: creation, permissions, schema version and migrations, refusals, lineage and
-serial."""
+"""The SQLite file itself: creation, permissions, schema version and migrations, refusals; and
+lineage and serial on both backends."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from state_helpers import DIGEST, OPP_A, Clock, raw
+from state_helpers import DIGEST, OPP_A, Clock, Place, raw
 
 from lsqsync.errors import StateError
 from lsqsync.state import database as state_module
@@ -60,15 +60,17 @@ def test_a_readable_file_is_made_private_again_with_a_warning(
     assert f"state: {state_path} had mode 644; setting it to 600" in caplog.text
 
 
-def test_pragmas_rollback_journal_full_sync_foreign_keys(state: StateFile) -> None:
-    db = state._db
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+def test_pragmas_rollback_journal_full_sync_foreign_keys(state_path: Path) -> None:
+    with StateFile.open(state_path) as state:
+        db = state._db
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
-def test_schema_version_and_tables(state: StateFile, state_path: Path) -> None:
-    assert state.schema_version == SCHEMA_VERSION == 2
+def test_schema_version_and_tables(state_path: Path) -> None:
+    with StateFile.open(state_path) as state:
+        assert state.schema_version == SCHEMA_VERSION == 2
     assert user_version(state_path) == 2
     assert tables(state_path) >= {"state", "runs", "batches", "results", "last_written", "lock"}
 
@@ -205,13 +207,13 @@ def test_open_without_create_needs_an_existing_file(state_path: Path) -> None:
     assert not state_path.exists()
 
 
-def test_lineage_is_a_uuid_set_once(state_path: Path) -> None:
-    with StateFile.open(state_path) as sf:
+def test_lineage_is_a_uuid_set_once(place: Place) -> None:
+    with place.open() as sf:
         lineage = sf.lineage
     assert uuid.UUID(lineage).version == 4
-    with StateFile.open(state_path) as sf:
+    with place.open() as sf:
         assert sf.lineage == lineage
-    with StateFile.open(state_path.with_name("other.db")) as other:
+    with place.other("other").open() as other:
         assert other.lineage != lineage
 
 
