@@ -482,7 +482,8 @@ def _plan_and_confirm(
 
 @cli.group("state")
 def state_group() -> None:
-    """The state file: runs, their per-field results, the lock."""
+    """The state (a SQLite file or a PostgreSQL workspace): runs, their per-field results, the
+    lock."""
 
 
 def _state_file(config_path: Path | None, *, read_only: bool = True) -> tuple[StateFile, Config]:
@@ -537,6 +538,45 @@ def state_show(
     with st:
         run = st.run(run_id)
         click.echo(render_run(run, st.results(run.id), fmt, mask=config.mask), nl=False)
+
+
+@state_group.command("workspaces")
+@CONFIG
+@FORMAT
+def state_workspaces(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
+    """The workspaces of the project's PostgreSQL state: serial, runs, last run, lock. The
+    project's own is marked *."""
+    from lsqsync.config import load_config, state_location
+    from lsqsync.state.location import workspaces
+    from lsqsync.state.report import render_workspaces
+
+    config = load_config(config_path)
+    listed = workspaces(config)
+    click.echo(render_workspaces(listed, state_location(config).workspace, fmt), nl=False)
+
+
+@state_group.command("migrate")
+@click.option(
+    "--to",
+    "target",
+    required=True,
+    metavar="URL|PATH",
+    help="The new state: a postgresql:// URL (no password in it) or a SQLite file.",
+)
+@click.option(
+    "--workspace",
+    metavar="NAME",
+    help="The workspace at a --to URL (default: the project's).",
+)
+@CONFIG
+def state_migrate(target: str, workspace: str | None, config_path: Path | None) -> None:
+    """Copy the project's state — every run, journal row, field result, last-written value,
+    lineage and serial — to a new state elsewhere, check counts and checksums, and leave the
+    source as it was."""
+    from lsqsync.config import load_config
+    from lsqsync.state.migrate import migrate
+
+    click.echo(migrate(load_config(config_path), target, workspace).text(), nl=False)
 
 
 @state_group.command("unlock")

@@ -49,7 +49,10 @@ class Locking(Database):
         """Release this process's lock (if it still holds one) and close the state."""
         with self._mutex:
             if self._lock_id is not None:
-                self.release_lock(self._lock_id)
+                try:
+                    self.release_lock(self._lock_id)
+                except StateError as e:  # the database is gone: so is what it held for us
+                    logger.warning("state: lock=%s not released: %s", self._lock_id, e)
             super().close()
 
     def acquire_lock(

@@ -1,4 +1,5 @@
-"""The state file's runs for people and tools: text tables, JSON, CSV and Markdown."""
+"""The state's runs (and a PostgreSQL state's workspaces) for people and tools: text tables,
+JSON, CSV and Markdown."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
 from lsqsync.display import EMPTY, MARKDOWN_LIMIT, MASKED, clean, is_masked, masked, md, quote
-from lsqsync.state.records import CONFIRMED, FieldResult, Run
+from lsqsync.state.records import CONFIRMED, FieldResult, Lock, Run, Workspace
 
 RunFormat = Literal["text", "json", "csv", "markdown"]
 RunsFormat = Literal["text", "json"]
@@ -89,6 +90,47 @@ def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
                 clean(r.who),
             )
         )
+    return _table(rows)
+
+
+WORKSPACE_COLUMNS: tuple[str, ...] = ("", "WORKSPACE", "SERIAL", "RUNS", "LAST RUN", "LOCK")
+
+
+def render_workspaces(
+    workspaces: Sequence[Workspace], current: str, fmt: RunsFormat = "text"
+) -> str:
+    """The workspaces for `lsqsync state workspaces`, ``current`` (the project's) marked *."""
+    if fmt == "json":
+        return _json(
+            {
+                "format_version": EXPORT_VERSION,
+                "workspaces": [
+                    {
+                        "name": w.name,
+                        "current": w.name == current,
+                        "schema_version": w.schema_version,
+                        "created": w.created,
+                        "serial": w.serial,
+                        "runs": w.runs,
+                        "last_run": w.last_run,
+                        "last_outcome": w.last_outcome,
+                        "lock": _lock_json(w.lock),
+                    }
+                    for w in workspaces
+                ],
+            }
+        )
+    if fmt != "text":
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
+    if not workspaces:
+        return "No workspaces yet.\n"
+    rows: list[Sequence[str]] = [WORKSPACE_COLUMNS]
+    for w in workspaces:
+        last = f"{w.last_run} {w.last_outcome}" if w.last_run else "-"
+        lock = w.lock
+        held = f"{clean(lock.holder)} ({lock.operation} since {lock.since})" if lock else "-"
+        mark = "*" if w.name == current else ""
+        rows.append((mark, w.name, str(w.serial), str(w.runs), last, held))
     return _table(rows)
 
 
@@ -255,6 +297,13 @@ def _run_json(run: Run) -> dict[str, Any]:
         "overrides": list(run.overrides),
         "counts": {k: getattr(run.counts, k) for k, _ in _COUNT_LABELS},
     }
+
+
+def _lock_json(lock: Lock | None) -> dict[str, Any] | None:
+    if lock is None:
+        return None
+    keys = ("id", "holder", "host", "pid", "run_id", "operation", "since", "heartbeat")
+    return {k: getattr(lock, k) for k in keys}
 
 
 def _json(data: Any) -> str:
