@@ -651,7 +651,16 @@ def rollback(
     show_default=True,
     help="The branch pull requests merge into: the workflow applies plans merged there.",
 )
-def init_command(directory: Path, branch: str) -> None:
+@click.option(
+    "--state",
+    "state",
+    type=click.Choice(["sqlite", "postgres"]),
+    default="sqlite",
+    show_default=True,
+    help="Where CI keeps the state: a SQLite file on the lsqsync-state branch, or a PostgreSQL "
+    "database the team shares (URL and password from repository secrets).",
+)
+def init_command(directory: Path, branch: str, state: Literal["sqlite", "postgres"]) -> None:
     """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule, the
     schemas for editors, .gitignore, a pre-commit hook and a GitHub Actions workflow.
 
@@ -661,7 +670,7 @@ def init_command(directory: Path, branch: str) -> None:
     from lsqsync.scaffold import init
 
     try:
-        result = init(directory, branch)
+        result = init(directory, branch, state)
     except OSError as e:
         raise LsqsyncError(f"init: {e.filename or directory}: {e.strerror or e}") from None
     click.echo(result.report(display_path(directory)), nl=False)
