@@ -230,8 +230,6 @@ class PostgresWorkspace(Backend):
         return version
 
     def holder_gone(self, lock: Lock) -> str | None:
-        if lock.id in self._held:
-            return None
         key = self._holder_key(lock.id)
         if not self.db.execute("SELECT pg_try_advisory_lock(?)", (key,)).fetchone()[0]:
             return None  # its session still holds the key

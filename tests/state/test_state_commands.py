@@ -336,3 +336,21 @@ def test_migrate_refuses_a_target_that_holds_a_state_a_locked_source_and_a_passw
     assert err.startswith(f"error: .lsqsync/state.db is locked by {lock.holder} (pid ")
     assert err.endswith(f"(if that process is gone: lsqsync state unlock {lock.id})\n")
     assert not (project / "copy.db").exists()
+
+
+def test_a_copy_that_differs_from_its_source_is_reported(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure(project, ".lsqsync/state.db")
+    fill(Place.sqlite(project / ".lsqsync" / "state.db"))
+    load = store.StateFile.load
+
+    def lossy(self: store.StateFile, tables: Any) -> None:  # loses the last-written values
+        load(self, ((table, rows) for table, rows in tables if table != "last_written"))
+
+    monkeypatch.setattr(store.StateFile, "load", lossy)
+    code, out, err = run(["state", "migrate", "--to", "copy.db"], capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        "error: copy.db: the copy differs from .lsqsync/state.db in last_written; do not use it\n"
+    )

@@ -11,7 +11,13 @@ import pytest
 from state_helpers import DIGEST, OPP_A, OPP_B, Clock, result
 
 from lsqsync.state.records import Counts, FieldResult, Run
-from lsqsync.state.report import RUN_FORMATS, RunFormat, render_run, render_runs
+from lsqsync.state.report import (
+    RUN_FORMATS,
+    RunFormat,
+    render_run,
+    render_runs,
+    render_workspaces,
+)
 from lsqsync.state.store import StateFile
 
 RUN = Run(
@@ -235,6 +241,16 @@ def test_runs_as_text_and_json() -> None:
         json.dumps({"format_version": 1, "runs": [run_json(RUN), run_json(RUNNING)]}, indent=2)
         + "\n"
     )
+
+
+def test_no_workspaces_and_unknown_formats_of_workspaces() -> None:
+    assert render_workspaces([], "default") == "No workspaces yet.\n"
+    assert json.loads(render_workspaces([], "default", "json")) == {
+        "format_version": 1,
+        "workspaces": [],
+    }
+    with pytest.raises(ValueError, match="unknown format 'csv'"):
+        render_workspaces([], "default", "csv")  # type: ignore[arg-type]
 
 
 def test_unknown_formats_are_refused() -> None:

@@ -312,3 +312,21 @@ def test_help_and_a_sqlite_state_never_load_psycopg(tmp_path: Path) -> None:
             check=False,
         )
         assert done.stdout.splitlines()[-1] == "False", (args, done.stdout, done.stderr)
+
+
+def test_a_workspace_registered_but_not_yet_made_is_listed_empty_and_made_by_the_next_apply(
+    pg: PgServer,
+) -> None:
+    # a process that died between registering a workspace and making its tables
+    database = pg.new_database()
+    open_location(location(pg, database)).close()
+    pg.execute(
+        "INSERT INTO lsqsync.workspaces VALUES ('half', 0, '2024-05-01T10:00:00Z')", database
+    )
+    pg.execute('CREATE SCHEMA "lsqsync_half"', database)
+    half = postgres.workspaces(pg.url(database))[1]
+    assert (half.name, half.schema_version, half.runs, half.lock) == ("half", 0, 0, None)
+    with pytest.raises(NoState, match="no such workspace yet"):
+        open_location(location(pg, database, "half"), read_only=True)
+    with open_location(location(pg, database, "half")) as sf:
+        assert (sf.schema_version, sf.serial) == (SCHEMA_VERSION, 0)
