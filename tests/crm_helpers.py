@@ -7,6 +7,7 @@ from typing import Any
 import requests
 
 from lsqsync.emulator import Emulator
+from lsqsync.plan.model import Plan
 
 BULK_UPDATE = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
 
@@ -25,3 +26,15 @@ def writes(emu: Emulator) -> list[dict[str, Any]]:
     """The Bulk Update calls in the emulator's request log."""
     log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()["requests"]
     return [e for e in log if str(e["path"]).endswith(BULK_UPDATE)]
+
+
+def not_as_planned(emu: Emulator, plan: Plan) -> list[tuple[str, str]]:
+    """The (opportunity, field) pairs of ``plan`` whose stored value is not the planned one."""
+    wrong = []
+    for change in plan.changes:
+        stored = requests.get(f"{emu.url}/_emulator/opportunities/{change.id}", timeout=10)
+        fields = stored.json()["fields"]
+        wrong += [
+            (change.id, f.field) for f in change.changes if (fields[f.field] or "") != f.after
+        ]
+    return wrong
