@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from lsqsync.documents import schemacheck
-from lsqsync.documents.problems import Problem, ProjectInvalid, duplicates
+from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import LsqClient, RateLimiter
@@ -31,8 +31,15 @@ def connection_from_env(
     env: Mapping[str, str] | None = None, default_host: str | None = None
 ) -> Connection:
     """The host (LSQ_HOST, else ``default_host`` from lsqsync.yml) and the keys from the
-    environment."""
+    environment. LSQ_HOST set but empty is an error, not a fall-back to ``host:``: it is what an
+    unset repository variable gives in CI, where ``lsqsync.yml`` may come from a pull request
+    that must not choose where the keys go."""
     env = os.environ if env is None else env
+    if ENV_HOST in env and not env[ENV_HOST].strip():
+        raise ConfigError(
+            f"{ENV_HOST} is set but empty: set it to the account's API host "
+            "(e.g. https://api-in21.leadsquared.com), or unset it to use host: in lsqsync.yml"
+        )
     host = env.get(ENV_HOST, "").strip() or (default_host or "")
     missing = [
         name
@@ -75,6 +82,7 @@ def optional_config(path: Path | None) -> Config | None:
 # -- lsqsync.yml --------------------------------------------------------------------------------
 
 CONFIG_FILE = "lsqsync.yml"
+STATE_FILE = ".lsqsync/state.db"
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,7 @@ class Config:
     file: str  # as shown in messages
     host: str | None = None
     rules: tuple[str, ...] = ("rules/",)
-    state: str = ".lsqsync/state.db"
+    state: str = STATE_FILE  # relative to root, inside it
     rate_limit: RateLimit = RateLimit()
     vars: Mapping[str, Any] = field(default_factory=dict)
     safety: Safety = Safety()
@@ -167,12 +175,17 @@ def load_config(path: Path | None = None) -> Config:
         raise unreadable(f"cannot read: {e.strerror or e}") from None
     except YamlError as e:
         raise ProjectInvalid([Problem(e.location, "", e.message)]) from None
-    problems = [*duplicates(document), *schemacheck.check(document, "config")]
+    problems = [*document_problems(document), *schemacheck.check(document, "config")]
     if document.data is None:
         problems = [Problem(Location(shown, 1, 1), "", "the file is empty (expected version: 1)")]
     if problems:
         raise ProjectInvalid(problems)
     data: dict[str, Any] = document.data
+    state = data.get("state", STATE_FILE)
+    where = inside_project(path.parent, state)
+    if isinstance(where, str) or not state.strip() or where.is_dir():
+        why = where if isinstance(where, str) else "must name a file in the project folder"
+        raise ProjectInvalid([Problem(document.where(("state",)), "state", why)])
     rate = data.get("rate_limit") or {}
     safety = data.get("safety") or {}
     return Config(
@@ -180,7 +193,7 @@ def load_config(path: Path | None = None) -> Config:
         file=shown,
         host=data.get("host"),
         rules=tuple(data.get("rules", ["rules/"])),
-        state=data.get("state", ".lsqsync/state.db"),
+        state=state,
         rate_limit=RateLimit(rate["calls"], float(rate["per_seconds"])) if rate else RateLimit(),
         vars=dict(data.get("vars") or {}),
         safety=Safety(**safety),

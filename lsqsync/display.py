@@ -29,9 +29,11 @@ _CELL = 40
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cut: int | None = _CELL) -> str:
-    """Left-aligned columns; cells longer than ``cut`` characters end in an ellipsis."""
+    """Left-aligned columns of escaped cells (`clean`); cells longer than ``cut`` characters end
+    in an ellipsis."""
     cells = [list(headers)] + [
-        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in row] for row in rows
+        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in map(clean, row)]
+        for row in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "".join(

@@ -35,9 +35,9 @@ class Problem:
         return f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
 
 
-def duplicates(document: Document) -> list[Problem]:
-    """The duplicate keys of ``document``, as problems (the first of each key was kept)."""
-    return [Problem(e.location, "", e.message) for e in document.duplicates]
+def document_problems(document: Document) -> list[Problem]:
+    """What loading ``document`` found without stopping (``Document.problems``), as problems."""
+    return [Problem(e.location, "", e.message) for e in document.problems]
 
 
 class ProjectInvalid(LsqsyncError):

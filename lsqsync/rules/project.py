@@ -15,7 +15,7 @@ from typing import Any
 
 from lsqsync.config import Config, display_path, inside_project, load_config
 from lsqsync.documents import csvsource, schemacheck, yamlsource
-from lsqsync.documents.problems import Problem, ProjectInvalid, duplicates, format_path
+from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems, format_path
 from lsqsync.documents.yamlsource import Document, Location, PathKey, YamlError
 from lsqsync.errors import ConfigError, LsqsyncError
 from lsqsync.lsq.models import SYSTEM_FIELDS
@@ -102,7 +102,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
         except (OSError, UnicodeDecodeError) as e:
             problems.append(Problem(Location(shown, 1, 1), "", f"cannot read: {e}"))
             continue
-        problems += duplicates(document)
+        problems += document_problems(document)
         for rule, plannable in _rules(document, config, variables, problems):
             if rule.name in names:
                 problems.append(
@@ -315,7 +315,7 @@ def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any
         # Loaded as rule files are: duplicate keys are errors, dates stay strings.
         try:
             document = yamlsource.load(path)
-            for e in document.duplicates:
+            for e in document.problems:
                 raise e
         except yamlsource.YamlError as e:
             raise ConfigError(f"--var-file {e.location}: {e.message}") from None

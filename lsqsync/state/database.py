@@ -87,6 +87,7 @@ class Database:
             db.execute("PRAGMA foreign_keys = ON")
             state._version = state._check_version()
             if not read_only:
+                _tighten(path)  # only once it is known to be an lsqsync state file
                 db.execute("PRAGMA synchronous = FULL")
                 mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
                 if mode != "delete":  # pragma: no cover - only if another holds it in WAL
@@ -122,18 +123,28 @@ class Database:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One write transaction. IMMEDIATE takes the file's write lock up front, so that what
         the transaction reads cannot change before it writes."""
-        with self._mutex:
+        with self._mutex, self._named():
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield self._db
             except BaseException:
-                self._db.execute("ROLLBACK")
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
                 raise
             self._db.execute("COMMIT")
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._mutex:
+        with self._mutex, self._named():
             return self._db.execute(sql, params).fetchall()
+
+    @contextmanager
+    def _named(self) -> Iterator[None]:
+        """SQLite's own errors (a damaged page, a dropped table, a folder that turned read-only)
+        as StateError naming the file, not a bare ``DatabaseError``."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise StateError(f"{self.path}: the state file cannot be used ({e})") from None
 
     def _stamp(self) -> str:
         return stamp(self._now())
@@ -197,8 +208,8 @@ def _check_header(path: Path) -> None:
 
 
 def _prepare_file(path: Path) -> None:
-    """Create the file (and its folder) with mode 0600 before SQLite opens it, refuse a file
-    that is not SQLite before touching it, and tighten the mode of an existing file."""
+    """Create the file (and its folder) with mode 0600 before SQLite opens it, and refuse a file
+    that is not SQLite before touching it."""
     try:
         if not path.parent.exists():
             path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -212,18 +223,21 @@ def _prepare_file(path: Path) -> None:
         header = os.read(fd, len(SQLITE_MAGIC))
         if header and header != SQLITE_MAGIC:
             raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
-        if stat.S_IMODE(info.st_mode) != FILE_MODE:
-            logger.warning(
-                "state: %s had mode %o; setting it to %o (it records what was changed where)",
-                path,
-                stat.S_IMODE(info.st_mode),
-                FILE_MODE,
-            )
-            os.fchmod(fd, FILE_MODE)
-    except OSError as e:
-        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
+    except OSError as e:  # pragma: no cover - reading a file just opened
+        raise StateError(f"{path}: cannot read the state file ({e.strerror or e})") from None
     finally:
         os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    """Give an lsqsync state file mode 0600 (it records what was changed where)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != FILE_MODE:
+            logger.warning("state: %s had mode %o; setting it to %o", path, mode, FILE_MODE)
+            path.chmod(FILE_MODE)
+    except OSError as e:
+        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
 
 
 def marks(values: Sequence[object]) -> str:

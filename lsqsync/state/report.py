@@ -9,7 +9,17 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
-from lsqsync.display import EMPTY, MARKDOWN_LIMIT, MASKED, clean, is_masked, masked, md, quote
+from lsqsync.display import (
+    EMPTY,
+    MARKDOWN_LIMIT,
+    MASKED,
+    clean,
+    is_masked,
+    masked,
+    md,
+    quote,
+    table,
+)
 from lsqsync.state.records import CONFIRMED, FieldResult, Run
 
 RunFormat = Literal["text", "json", "csv", "markdown"]
@@ -89,7 +99,7 @@ def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
                 clean(r.who),
             )
         )
-    return _table(rows)
+    return table(rows[0], rows[1:], cut=None)
 
 
 def render_run(
@@ -187,7 +197,7 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                 clean(_message(r, is_masked(r.field, mask))),
             )
         )
-    return "\n".join(lines) + "\n" + _table(rows)
+    return "\n".join(lines) + "\n" + table(rows[0], rows[1:], cut=None)
 
 
 MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
@@ -259,15 +269,6 @@ def _run_json(run: Run) -> dict[str, Any]:
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        + "\n"
-        for row in rows
-    )
 
 
 def _serial(serial: int | None) -> str:
