@@ -178,17 +178,49 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
         tree = _parse(source, expression)
     except TemplateProblem as e:
         return Analysis(problems=(str(e),))
-    problems: list[str] = []
-    defined_vars = set(vars)
+    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    problems = _name_problems(tree, names)
+    opp_fields, row_fields, attribute_problems = _attributes(tree, set(vars))
+    problems += attribute_problems
+    problems += _statement_problems(tree)
+    if "row" in names and not has_row:
+        problems.append("'row' is only defined in rules that read a csv")
+    problems += _filter_problems(tree)
+    if not problems:  # what analyse passes must compile
+        try:
+            ENV.compile_expression(source) if expression else ENV.compile(source)
+        except TemplateSyntaxError as e:
+            problems.append(_syntax_error(e, source, expression))
+    return Analysis(
+        opp_fields=frozenset(opp_fields),
+        row_fields=frozenset(row_fields),
+        uses_row="row" in names,
+        uses_user="user" in names,
+        problems=tuple(dict.fromkeys(problems)),
+    )
+
+
+def _name_problems(tree: nodes.Template, names: set[str]) -> list[str]:
+    """Names read (``names``) that the template neither defines nor is given."""
+    problems = []
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     if any(True for _ in tree.find_all(nodes.For)):
         assigned.add("loop")  # Jinja defines it inside {% for %}
     assigned.update(m.name for m in tree.find_all(nodes.Macro))
-    for name in sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - assigned):
+    for name in sorted(names - assigned):
         if name in _REMOVED:
             problems.append(f"'{name}' is not available in rule templates")
         elif name not in CONTEXT_NAMES:
             problems.append(f"'{name}' is undefined (templates can use {', '.join(CONTEXT_NAMES)})")
+    return problems
+
+
+def _attributes(
+    tree: nodes.Template, defined_vars: set[str]
+) -> tuple[set[str], set[str], list[str]]:
+    """The ``opp`` and ``row`` fields the template reads, and its private attributes and
+    undefined ``vars`` and ``rule`` attributes."""
+    problems = []
     opp_fields: set[str] = set()
     row_fields: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
@@ -212,6 +244,12 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
                 problems.append(
                     f"'rule.{attr}' is undefined (rule has {', '.join(RULE_ATTRIBUTES)})"
                 )
+    return opp_fields, row_fields, problems
+
+
+def _statement_problems(tree: nodes.Template) -> list[str]:
+    """Statements and string methods that rule templates do not offer."""
+    problems = []
     for node_type, statement in _BLOCKED_NODES.items():
         if any(True for _ in tree.find_all(node_type)):
             problems.append(f"{statement} is not available in rule templates")
@@ -227,29 +265,20 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
             problems.append(
                 f"'.{node.attr}()' is not available in rule templates (use ~ and filters)"
             )
-    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
-    if "row" in names and not has_row:
-        problems.append("'row' is only defined in rules that read a csv")
-    # Jinja finds an unknown filter or test when compiling, or (in a branch of an if) only when
-    # rendering: look for them here.
+    return problems
+
+
+def _filter_problems(tree: nodes.Template) -> list[str]:
+    """Filters and tests that rule templates do not offer. Jinja finds an unknown one when
+    compiling, or (in a branch of an if) only when rendering: they are looked for here."""
+    problems = []
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         assert isinstance(node, nodes.Filter | nodes.Test)
         is_filter = isinstance(node, nodes.Filter)
         if node.name not in (ENV.filters if is_filter else ENV.tests):
             kind = "filter" if is_filter else "test"
             problems.append(f"the {kind} '{node.name}' is not available in rule templates")
-    if not problems:  # what analyse passes must compile
-        try:
-            ENV.compile_expression(source) if expression else ENV.compile(source)
-        except TemplateSyntaxError as e:
-            problems.append(_syntax_error(e, source, expression))
-    return Analysis(
-        opp_fields=frozenset(opp_fields),
-        row_fields=frozenset(row_fields),
-        uses_row="row" in names,
-        uses_user="user" in names,
-        problems=tuple(dict.fromkeys(problems)),
-    )
+    return problems
 
 
 def _attribute(node: nodes.Getattr | nodes.Getitem) -> str | None:
