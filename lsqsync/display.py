@@ -57,6 +57,16 @@ def _escape(ch: str) -> str:
     return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
 
 
+MESSAGE_LIMIT = 1_000  # characters of one message line; the rest is "… (N more)"
+
+
+def capped(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
+
+
 def quote(value: str) -> str:
     """A value in double quotes, escaped like a JSON string (``"a \\"b\\"\\nc"``)."""
     return '"' + clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'

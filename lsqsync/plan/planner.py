@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lsqsync.config import RATIO_MIN_TOTAL, Safety
+from lsqsync.display import is_masked
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
@@ -268,7 +269,7 @@ def _plan_rule(
     record (condition bounds, literal values) is worked out once, before the loop."""
     meta = data.meta
     active, everyone = users
-    masked = set(project.config.mask)
+    masked = project.config.mask
     predicates = _predicates(rule, meta, everyone, problems)
     if predicates is None:
         return
@@ -390,12 +391,7 @@ def _rendered(
         problems.add(value.location, "", str(e), opportunity)
         return None
     except codec.InvalidValue as e:
-        message = (
-            str(e)
-            if f.schema_name not in masked
-            else (f"{f.schema_name}: the value cannot be written (masked)")
-        )
-        problems.add(value.location, "", message, opportunity)
+        problems.add(value.location, "", _unless_masked(str(e), value, masked), opportunity)
         return None
     if not wire and f.mandatory:
         problems.add(
@@ -404,9 +400,21 @@ def _rendered(
         return None
     bad_option = online.option_problem(f, wire)
     if bad_option:
-        problems.add(value.location, "", bad_option, opportunity)
+        problems.add(value.location, "", _unless_masked(bad_option, value, masked), opportunity)
         return None
     return wire
+
+
+def _hides(value: FieldValue, mask: Collection[str]) -> bool:
+    """Whether a message about ``value`` may not show it: it is written to a masked field, or
+    computed from one (a template that reads a masked field)."""
+    return any(is_masked(name, mask) for name in (value.field, *value.reads))
+
+
+def _unless_masked(message: str, value: FieldValue, mask: Collection[str]) -> str:
+    if not _hides(value, mask):
+        return message
+    return f"{value.field}: the value cannot be written (not shown: it is or reads a masked field)"
 
 
 def _conflict(
@@ -423,7 +431,7 @@ def _conflict(
         f"'{rule.name}' ({_source(value.location)}) want different values for "
         + (
             f"{f.schema_name} (masked)"
-            if f.schema_name in masked
+            if _hides(value, masked) or _hides(earlier.value, masked)
             else f"{f.schema_name}: {earlier.wire!r} and {wire!r}"
         )
     )

@@ -40,6 +40,7 @@ class FieldValue:
     template: templates.Compiled | None
     location: Location
     path: str = ""  # rules[0].set.Status, for messages
+    reads: frozenset[str] = frozenset()  # the opp fields its template reads
 
 
 @dataclass(frozen=True)
@@ -240,7 +241,9 @@ class _RuleReader:
     def problem(self, path: tuple[str | int, ...], message: str) -> None:
         self.problems.append(Problem(self.where(*path), self.path(*path), message))
 
-    def analyse(self, path: tuple[str | int, ...], source: str, expression: bool) -> None:
+    def analyse(
+        self, path: tuple[str | int, ...], source: str, expression: bool
+    ) -> templates.Analysis:
         """Check a template of the rule, and note the fields and functions it uses."""
         analysis = templates.analyse(
             source, expression=expression, vars=self.variables, has_row=self.has_row
@@ -259,6 +262,7 @@ class _RuleReader:
                     f"'row.{column}' is not a column of {self.csv.file} "
                     f"({hint}columns: {', '.join(columns)})",
                 )
+        return analysis
 
 
 def _csv(reader: _RuleReader, spec: Any, config: Config) -> csvsource.CsvData | None:
@@ -309,13 +313,14 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
                     f"'{field}' is a system field and cannot be set{hint}",
                 )
             )
-        template = None
+        template, reads = None, frozenset[str]()
         if isinstance(value, str) and templates.is_template(value):
-            reader.analyse(("set", field), value, expression=False)
+            reads = reader.analyse(("set", field), value, expression=False).opp_fields
             template = _compile(value, expression=False)
         literal = value if template is None else None
         path = reader.path("set", field)
-        values.append(FieldValue(field, literal, template, reader.where("set", field), path))
+        where = reader.where("set", field)
+        values.append(FieldValue(field, literal, template, where, path, reads))
     return tuple(values)
 
 
