@@ -16,6 +16,7 @@ Migration = Callable[[sqlite3.Connection, str], None]  # (connection, now as a t
 
 
 def _v1_initial(db: sqlite3.Connection, now: str) -> None:
+    """The first schema, whole: one statement per table reads as the schema itself."""
     statements = [
         """CREATE TABLE state (
             one INTEGER PRIMARY KEY CHECK (one = 1),
