@@ -16,7 +16,9 @@ with ``python -c 'import ...'`` on a 2-core machine).
 
 from __future__ import annotations
 
+import io
 import logging
+import math
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -52,6 +54,17 @@ class Invocation:
     """What the global options said, for ``main`` (which runs outside click's context)."""
 
     debug: bool = False
+
+
+class Finite(click.FloatRange):
+    """A number in a range, and finite: NaN passes every comparison a range makes (and
+    ``--lock-timeout nan`` waited forever)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
 
 
 def _version_message() -> str:
@@ -146,10 +159,13 @@ def opportunities_list(
 ) -> None:
     """The first opportunities of a type, oldest first (Owner shown as an email)."""
     from lsqsync import browse
+    from lsqsync.config import open_client, optional_config
 
     wanted = [c.strip() for c in columns.split(",") if c.strip()]
-    with _client(config_path) as client:
-        click.echo(browse.list_opportunities(client, code, wanted, limit, fmt), nl=False)
+    config = optional_config(config_path)
+    mask = config.mask if config else ()
+    with open_client(config) as client:
+        click.echo(browse.list_opportunities(client, code, wanted, limit, fmt, mask), nl=False)
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -280,7 +296,7 @@ def _progress(every: float | None = None) -> Callable[[str], None] | None:
 @click.option(
     "--expires-in",
     "expires_in",
-    type=click.FloatRange(min=0, min_open=True, max=24 * 30),
+    type=Finite(min=0, min_open=True, max=24 * 30),
     metavar="HOURS",
     help="How long the saved plan may be applied (apply refuses it later).  [default: 24]",
 )
@@ -390,14 +406,14 @@ def _saved(what: str, plan: Plan, path: Path) -> None:
 )
 @click.option(
     "--lock-timeout",
-    type=click.FloatRange(0),
+    type=Finite(0),
     default=0.0,
     show_default=True,
     help="Seconds to wait for another run's lock before giving up.",
 )
 @click.option(
     "--lock-expiry",
-    type=click.FloatRange(min=1),
+    type=Finite(min=1),
     default=3600.0,
     show_default=True,
     help="Seconds without a sign of life after which another run's lock is taken over.",
@@ -716,6 +732,11 @@ def completion_command(shell: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: run the CLI and turn every outcome into an exit code."""
+    for stream in (sys.stdout, sys.stderr):
+        # A terminal or CI log that cannot show "→" or a CRM value's script gets an escape,
+        # not a UnicodeEncodeError after every read was made.
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            stream.reconfigure(errors="backslashreplace")
     invocation = Invocation()  # click parses --debug: an argument meant for a child is not it
     try:
         code = cli.main(args=argv, prog_name="lsqsync", standalone_mode=False, obj=invocation)

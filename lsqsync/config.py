@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lsqsync.documents import schemacheck
-from lsqsync.documents.problems import Problem, ProjectInvalid, duplicates
+from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import LsqClient, RateLimiter
@@ -40,8 +40,15 @@ def connection_from_env(
     env: Mapping[str, str] | None = None, default_host: str | None = None
 ) -> Connection:
     """The host (LSQ_HOST, else ``default_host`` from lsqsync.yml) and the keys from the
-    environment."""
+    environment. LSQ_HOST set but empty is an error, not a fall-back to ``host:``: it is what an
+    unset repository variable gives in CI, where ``lsqsync.yml`` may come from a pull request
+    that must not choose where the keys go."""
     env = os.environ if env is None else env
+    if ENV_HOST in env and not env[ENV_HOST].strip():
+        raise ConfigError(
+            f"{ENV_HOST} is set but empty: set it to the account's API host "
+            "(e.g. https://api-in21.leadsquared.com), or unset it to use host: in lsqsync.yml"
+        )
     host = env.get(ENV_HOST, "").strip() or (default_host or "")
     missing = [
         name
@@ -84,6 +91,7 @@ def optional_config(path: Path | None) -> Config | None:
 # -- lsqsync.yml --------------------------------------------------------------------------------
 
 CONFIG_FILE = "lsqsync.yml"
+STATE_FILE = ".lsqsync/state.db"
 
 
 @dataclass(frozen=True)
@@ -104,7 +112,6 @@ class Safety:
 
 RATIO_MIN_TOTAL = 10  # smaller types are exempt from max_change_ratio
 
-DEFAULT_STATE = ".lsqsync/state.db"
 DEFAULT_WORKSPACE = "default"
 WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # the schema's pattern repeats it
 _URL_PREFIXES = ("postgresql://", "postgres://")
@@ -118,7 +125,7 @@ class StateLocation:
     """``state:`` — a SQLite file (``path``, relative to the project folder) or a workspace of a
     PostgreSQL database (``url``, which never holds the password)."""
 
-    path: str | None = DEFAULT_STATE
+    path: str | None = STATE_FILE
     url: str | None = None
     workspace: str = DEFAULT_WORKSPACE
 
@@ -213,7 +220,7 @@ class Config:
     file: str  # as shown in messages
     host: str | None = None
     rules: tuple[str, ...] = ("rules/",)
-    state: StateLocation = StateLocation()
+    state: StateLocation = StateLocation()  # a file: relative to root, inside it
     rate_limit: RateLimit = RateLimit()
     vars: Mapping[str, Any] = field(default_factory=dict)
     safety: Safety = Safety()
@@ -276,7 +283,7 @@ def load_config(path: Path | None = None) -> Config:
         raise unreadable(f"cannot read: {e.strerror or e}") from None
     except YamlError as e:
         raise ProjectInvalid([Problem(e.location, "", e.message)]) from None
-    problems = [*duplicates(document), *schemacheck.check(document, "config")]
+    problems = [*document_problems(document), *schemacheck.check(document, "config")]
     if document.data is None:
         problems = [Problem(Location(shown, 1, 1), "", "the file is empty (expected version: 1)")]
     state, state_path = _state(document.data)
@@ -289,6 +296,11 @@ def load_config(path: Path | None = None) -> Config:
     data: dict[str, Any] = document.data
     if state.url is not None and (warning := tls_warning(state.url)):
         logger.warning("%s: %s: %s", where, key, warning)
+    if state.path is not None:
+        inside = inside_project(path.parent, state.path)
+        if isinstance(inside, str) or not state.path.strip() or inside.is_dir():
+            why = inside if isinstance(inside, str) else "must name a file in the project folder"
+            raise ProjectInvalid([Problem(where, key, why)])
     rate = data.get("rate_limit") or {}
     safety = data.get("safety") or {}
     return Config(
@@ -308,7 +320,7 @@ def load_config(path: Path | None = None) -> Config:
 
 def _state(data: Any) -> tuple[StateLocation, tuple[str, ...]]:
     """``state:`` of a loaded lsqsync.yml, and the path of its URL in the document."""
-    value = data.get("state", DEFAULT_STATE) if isinstance(data, dict) else DEFAULT_STATE
+    value = data.get("state", STATE_FILE) if isinstance(data, dict) else STATE_FILE
     if isinstance(value, dict) and isinstance(value.get("url"), str):
         workspace = value.get("workspace", DEFAULT_WORKSPACE)
         return StateLocation(None, value["url"], str(workspace)), ("state", "url")

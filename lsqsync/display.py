@@ -29,9 +29,11 @@ _CELL = 40
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cut: int | None = _CELL) -> str:
-    """Left-aligned columns; cells longer than ``cut`` characters end in an ellipsis."""
+    """Left-aligned columns of escaped cells (`clean`); cells longer than ``cut`` characters end
+    in an ellipsis."""
     cells = [list(headers)] + [
-        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in row] for row in rows
+        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in map(clean, row)]
+        for row in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "".join(
@@ -53,6 +55,16 @@ def _escape(ch: str) -> str:
     if ch in named:
         return named[ch]
     return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+MESSAGE_LIMIT = 1_000  # characters of one message line; the rest is "… (N more)"
+
+
+def capped(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 def quote(value: str) -> str:

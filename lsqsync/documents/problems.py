@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from lsqsync.display import plural
+from lsqsync.display import capped, clean, plural
 from lsqsync.documents.yamlsource import Document, Location, PathKey
 from lsqsync.errors import LsqsyncError
 
@@ -32,12 +32,15 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
+        # One line, whatever the message quotes (a CRM or CSV value with a newline or an escape
+        # sequence cannot forge a line or a fence), and of a readable length.
+        text = f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
+        return capped(clean(text))
 
 
-def duplicates(document: Document) -> list[Problem]:
-    """The duplicate keys of ``document``, as problems (the first of each key was kept)."""
-    return [Problem(e.location, "", e.message) for e in document.duplicates]
+def document_problems(document: Document) -> list[Problem]:
+    """What loading ``document`` found without stopping (``Document.problems``), as problems."""
+    return [Problem(e.location, "", e.message) for e in document.problems]
 
 
 class ProjectInvalid(LsqsyncError):

@@ -71,9 +71,11 @@ def load(path: Path | str) -> Plan:
         raise PlanInvalid(f"{name}: not a JSON file: {e}") from None
     try:
         data = json.loads(text)
+        return parse(data, name)
     except json.JSONDecodeError as e:
         raise PlanInvalid(f"{name}: not a JSON file: {e}") from None
-    return parse(data, name)
+    except RecursionError:  # json, or the schema check, on a document nested thousands deep
+        raise PlanInvalid(f"{name}: not a plan (nested too deeply)") from None
 
 
 def parse(data: Any, name: str) -> Plan:

@@ -66,6 +66,11 @@ class Backend(ABC):
         reads cannot change before it writes."""
 
     @abstractmethod
+    def errors(self) -> AbstractContextManager[None]:
+        """The storage's own failures (a damaged file, a lost connection) as StateError naming
+        the state."""
+
+    @abstractmethod
     def schema_version(self) -> int: ...
 
     @abstractmethod
@@ -138,11 +143,11 @@ class Database:
 
     @contextmanager
     def _write(self) -> Iterator[Sql]:
-        with self._mutex, self._backend.write() as db:
+        with self._mutex, self._backend.errors(), self._backend.write() as db:
             yield db
 
     def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._mutex:
+        with self._mutex, self._backend.errors():
             return self._db.execute(sql, params).fetchall()
 
     def _stamp(self) -> str:
@@ -208,6 +213,7 @@ class SqliteFile(Backend):
             db.execute("PRAGMA foreign_keys = ON")
             state.version = state._check_version()
             if not read_only:
+                _tighten(path)  # only once it is known to be an lsqsync state file
                 db.execute("PRAGMA synchronous = FULL")
                 mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
                 if mode != "delete":  # pragma: no cover - only if another holds it in WAL
@@ -232,9 +238,19 @@ class SqliteFile(Backend):
         try:
             yield self._db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """SQLite's own errors (a damaged page, a dropped table, a folder that turned read-only)
+        as StateError naming the file, not a bare ``DatabaseError``."""
+        try:
+            yield
+        except sqlite3.DatabaseError as e:
+            raise StateError(f"{self.path}: the state file cannot be used ({e})") from None
 
     def schema_version(self) -> int:
         version: int = self._db.execute("PRAGMA user_version").fetchone()[0]
@@ -297,8 +313,8 @@ def _check_header(path: Path) -> None:
 
 
 def _prepare_file(path: Path) -> None:
-    """Create the file (and its folder) with mode 0600 before SQLite opens it, refuse a file
-    that is not SQLite before touching it, and tighten the mode of an existing file."""
+    """Create the file (and its folder) with mode 0600 before SQLite opens it, and refuse a file
+    that is not SQLite before touching it."""
     try:
         if not path.parent.exists():
             path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
@@ -312,18 +328,21 @@ def _prepare_file(path: Path) -> None:
         header = os.read(fd, len(SQLITE_MAGIC))
         if header and header != SQLITE_MAGIC:
             raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
-        if stat.S_IMODE(info.st_mode) != FILE_MODE:
-            logger.warning(
-                "state: %s had mode %o; setting it to %o (it records what was changed where)",
-                path,
-                stat.S_IMODE(info.st_mode),
-                FILE_MODE,
-            )
-            os.fchmod(fd, FILE_MODE)
-    except OSError as e:
-        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
+    except OSError as e:  # pragma: no cover - reading a file just opened
+        raise StateError(f"{path}: cannot read the state file ({e.strerror or e})") from None
     finally:
         os.close(fd)
+
+
+def _tighten(path: Path) -> None:
+    """Give an lsqsync state file mode 0600 (it records what was changed where)."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if mode != FILE_MODE:
+            logger.warning("state: %s had mode %o; setting it to %o", path, mode, FILE_MODE)
+            path.chmod(FILE_MODE)
+    except OSError as e:
+        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
 
 
 def marks(values: Sequence[object]) -> str:

@@ -208,7 +208,10 @@ class Locking(Database):
 def _expired(lock: Lock, now: datetime, expiry: float | None) -> str | None:
     """Why ``lock`` may be taken over though its holder may be alive, or None."""
     if expiry is not None:
-        age = (now - parse_stamp(lock.heartbeat)).total_seconds()
+        try:
+            age = (now - parse_stamp(lock.heartbeat)).total_seconds()
+        except (TypeError, ValueError):  # lsqsync writes none such: not a holder to wait for
+            return f"its heartbeat {lock.heartbeat!r} is not a time lsqsync writes"
         if age > expiry:
             return f"not seen for {age:g}s, more than the lock expiry of {expiry:g}s"
     return None

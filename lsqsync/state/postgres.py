@@ -224,6 +224,9 @@ class PostgresWorkspace(Backend):
     def write(self) -> Any:
         return self.db.transaction(self._write_key)
 
+    def errors(self) -> Any:
+        return self.db.errors()
+
     def schema_version(self) -> int:
         version = self._registered()
         assert version is not None

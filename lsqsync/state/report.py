@@ -10,7 +10,17 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
-from lsqsync.display import EMPTY, MARKDOWN_LIMIT, MASKED, clean, is_masked, masked, md, quote
+from lsqsync.display import (
+    EMPTY,
+    MARKDOWN_LIMIT,
+    MASKED,
+    clean,
+    is_masked,
+    masked,
+    md,
+    quote,
+    table,
+)
 from lsqsync.state.records import CONFIRMED, FieldResult, Lock, Run, Workspace
 
 RunFormat = Literal["text", "json", "csv", "markdown"]
@@ -70,7 +80,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
     """The runs for `lsqsync state runs`: an aligned table, or JSON."""
     if fmt == "json":
-        return _json({"format_version": EXPORT_VERSION, "runs": [_run_json(r) for r in runs]})
+        return _json({"format_version": EXPORT_VERSION, "runs": [_run_object(r) for r in runs]})
     if fmt != "text":
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
     if not runs:
@@ -90,7 +100,7 @@ def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
                 clean(r.who),
             )
         )
-    return _table(rows)
+    return table(rows[0], rows[1:], cut=None)
 
 
 WORKSPACE_COLUMNS: tuple[str, ...] = ("", "WORKSPACE", "SERIAL", "RUNS", "LAST RUN", "LOCK")
@@ -124,14 +134,14 @@ def render_workspaces(
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
     if not workspaces:
         return "No workspaces yet.\n"
-    rows: list[Sequence[str]] = [WORKSPACE_COLUMNS]
+    rows = []
     for w in workspaces:
         last = f"{w.last_run} {w.last_outcome}" if w.last_run else "-"
         lock = w.lock
-        held = f"{clean(lock.holder)} ({lock.operation} since {lock.since})" if lock else "-"
+        held = f"{lock.holder} ({lock.operation} since {lock.since})" if lock else "-"
         mark = "*" if w.name == current else ""
         rows.append((mark, w.name, str(w.serial), str(w.runs), last, held))
-    return _table(rows)
+    return table(WORKSPACE_COLUMNS, rows, cut=None)
 
 
 def render_run(
@@ -147,56 +157,61 @@ def render_run(
     if fmt not in RUN_FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUN_FORMATS)})")
 
-    def value(r: FieldResult, v: str | None) -> str | None:
-        return masked(r.field, v, mask)
-
     if fmt == "json":
-        return _json(
-            {
-                "format_version": EXPORT_VERSION,
-                "run": _run_json(run),
-                "results": [
-                    {
-                        "opportunity_id": r.opportunity_id,
-                        "opportunity_type": r.opportunity_type,
-                        "field": r.field,
-                        "before": value(r, r.before),
-                        "after": value(r, r.after),
-                        "current": value(r, r.current),
-                        "status": r.status,
-                        "message": r.message,
-                        "rule": r.rule,
-                    }
-                    for r in results
-                ],
-            }
-        )
+        return _run_json(run, results, mask)
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for r in results:
-            writer.writerow(
-                _cell(x)
-                for x in (
-                    (
-                        run.id,
-                        r.opportunity_id,
-                        str(r.opportunity_type),
-                        r.field,
-                        value(r, r.before),
-                        value(r, r.after),
-                        r.status,
-                        r.message,
-                        r.rule,
-                        value(r, r.current),
-                    )
-                )
-            )
-        return out.getvalue()
+        return _run_csv(run, results, mask)
     if fmt == "markdown":
         return _run_markdown(run, results, mask)
     return _run_text(run, results, mask)
+
+
+def _run_json(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    """The run and every field result, for tools."""
+    return _json(
+        {
+            "format_version": EXPORT_VERSION,
+            "run": _run_object(run),
+            "results": [
+                {
+                    "opportunity_id": r.opportunity_id,
+                    "opportunity_type": r.opportunity_type,
+                    "field": r.field,
+                    "before": masked(r.field, r.before, mask),
+                    "after": masked(r.field, r.after, mask),
+                    "current": masked(r.field, r.current, mask),
+                    "status": r.status,
+                    "message": r.message,
+                    "rule": r.rule,
+                }
+                for r in results
+            ],
+        }
+    )
+
+
+def _run_csv(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    """One row per field result, each cell safe to open in a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        writer.writerow(
+            _cell(x)
+            for x in (
+                run.id,
+                r.opportunity_id,
+                str(r.opportunity_type),
+                r.field,
+                masked(r.field, r.before, mask),
+                masked(r.field, r.after, mask),
+                r.status,
+                r.message,
+                r.rule,
+                masked(r.field, r.current, mask),
+            )
+        )
+    return out.getvalue()
 
 
 def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
@@ -229,7 +244,7 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                 clean(_message(r, is_masked(r.field, mask))),
             )
         )
-    return "\n".join(lines) + "\n" + _table(rows)
+    return "\n".join(lines) + "\n" + table(rows[0], rows[1:], cut=None)
 
 
 MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
@@ -284,7 +299,8 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
     return "\n".join(lines + tail) + "\n"
 
 
-def _run_json(run: Run) -> dict[str, Any]:
+def _run_object(run: Run) -> dict[str, Any]:
+    """The run without its field results, as JSON exports show it."""
     return {
         "id": run.id,
         "who": run.who,
@@ -308,15 +324,6 @@ def _lock_json(lock: Lock | None) -> dict[str, Any] | None:
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        + "\n"
-        for row in rows
-    )
 
 
 def _serial(serial: int | None) -> str:

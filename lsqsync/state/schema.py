@@ -38,6 +38,8 @@ class Sql(Protocol):
 
 Migration = Callable[[Sql, str], None]  # (connection, now as a timestamp)
 
+# The first schema, whole: one statement per table reads as the schema itself. Both backends
+# run these statements as they are.
 _V1_TABLES = (
     """CREATE TABLE state (
             one INTEGER PRIMARY KEY CHECK (one = 1),

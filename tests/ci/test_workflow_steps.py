@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -496,6 +497,35 @@ def test_a_plan_that_fails_is_shown_in_the_comment_and_fails_the_job(project: Pr
     ]
     assert apply.step("Apply").outcome == "skipped"
     assert (writes(project.emu), project.state_branch()) == ([], None)
+
+
+def test_an_error_with_a_fence_of_its_own_stays_inside_the_comments_fence(
+    project: Project,
+) -> None:
+    # lsqsync's own messages are escaped to one line each; this fakes a plan whose error output
+    # holds a line of backticks anyway (a server's echo, a future message) and HTML after it.
+    real = Path(sys.executable).parent / "lsqsync"
+    fake = project.root / "runs" / "bin" / "lsqsync"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = plan ]; then\n'
+        "  printf 'error: LeadSquared said:\\n````\\n' >&2\n"
+        "  printf '<img src=x onerror=alert(1)>\\n````` end\\n' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{real}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    project.push_to_pull(7, FIRST)
+
+    plan, _ = project.plan(7)
+
+    assert plan.result == "failure", plan
+    (comment,) = project.github.comments(7)
+    lines = comment["body"].splitlines()
+    assert lines[3] == lines[-1] == "`" * 7  # longer than the longest run inside (5)
+    assert "<img src=x onerror=alert(1)>" in lines[4:-1]
 
 
 def test_a_token_that_cannot_comment_fails_the_plan_job(project: Project) -> None:

@@ -239,3 +239,25 @@ def test_migration_logs_at_info(state_path: Path, caplog: pytest.LogCaptureFixtu
     with StateFile.open(state_path):
         pass
     assert f"state: {state_path} migrated to schema version 1" in caplog.text
+
+
+def test_a_damaged_state_file_is_an_error_naming_it(state_path: Path) -> None:
+    with StateFile.open(state_path):
+        pass
+    with raw(state_path) as db:
+        db.execute("DROP TABLE results")
+    with StateFile.open(state_path, read_only=True) as sf, pytest.raises(StateError) as caught:
+        sf.results("any")
+    assert str(caught.value) == (
+        f"{state_path}: the state file cannot be used (no such table: results)"
+    )
+
+
+def test_a_foreign_sqlite_file_is_refused_before_its_mode_is_touched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with raw(path) as db:
+        db.execute("CREATE TABLE notes (x)")
+    path.chmod(0o644)
+    with pytest.raises(StateError, match="not an lsqsync state file"):
+        StateFile.open(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644

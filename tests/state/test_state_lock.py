@@ -335,3 +335,17 @@ def test_a_process_of_another_user_counts_as_alive(
         with raw(state_path) as db:
             db.execute("UPDATE lock SET pid = 0")  # no real process has pid 0
         assert sf.acquire_lock("apply").pid == os.getpid()
+
+
+def test_a_lock_with_a_heartbeat_lsqsync_never_writes_is_taken_over(
+    state_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with child(DIE, str(state_path), "default") as dead:
+        dead.communicate(timeout=10)
+    with raw(state_path) as db:  # another host's lock row, damaged
+        db.execute("UPDATE lock SET host = 'runner-7', heartbeat = 'yesterday-ish'")
+    with StateFile.open(state_path) as sf:
+        with pytest.raises(StateLocked):
+            sf.acquire_lock("apply")  # without an expiry, nothing is judged by time
+        sf.acquire_lock("apply", expiry=3600)
+    assert "its heartbeat 'yesterday-ish' is not a time lsqsync writes" in caplog.text
