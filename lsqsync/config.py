@@ -319,7 +319,7 @@ def load_config(path: Path | None = None) -> Config:
 
 
 def _state(data: Any) -> tuple[StateLocation, tuple[str, ...]]:
-    """``state:`` of a loaded lsqsync.yml, and the path of its URL in the document."""
+    """``state:`` of a loaded lsqsync.yml, and the path in the document of its file or URL."""
     value = data.get("state", STATE_FILE) if isinstance(data, dict) else STATE_FILE
     if isinstance(value, dict) and isinstance(value.get("url"), str):
         workspace = value.get("workspace", DEFAULT_WORKSPACE)

@@ -33,8 +33,8 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from functools import cache
 from typing import Any
@@ -221,10 +221,10 @@ class PostgresWorkspace(Backend):
 
     # -- Backend ---------------------------------------------------------------------------
 
-    def write(self) -> Any:
+    def write(self) -> AbstractContextManager[PgConnection]:
         return self.db.transaction(self._write_key)
 
-    def errors(self) -> Any:
+    def errors(self) -> AbstractContextManager[None]:
         return self.db.errors()
 
     def schema_version(self) -> int:
@@ -255,21 +255,18 @@ class PostgresWorkspace(Backend):
         return _key("lock", self.schema, lock_id)
 
 
-def connect(
-    url: str, name: str, *, read_only: bool, env: Mapping[str, str] | None = None
-) -> psycopg.Connection[Any]:
+def connect(url: str, name: str, *, read_only: bool) -> psycopg.Connection[Any]:
     """An autocommitting connection to the database at ``url``: the password from
     LSQSYNC_STATE_PASSWORD, else as libpq finds it; every transaction read-only if
     ``read_only``."""
-    env = os.environ if env is None else env
     given = dict(parse_qsl(urlsplit(url).query))
     options: dict[str, Any] = {}
     if "connect_timeout" not in given:
         options["connect_timeout"] = CONNECT_TIMEOUT
     if "application_name" not in given:
         options["application_name"] = "lsqsync"
-    if env.get(ENV_STATE_PASSWORD):
-        options["password"] = env[ENV_STATE_PASSWORD]
+    if os.environ.get(ENV_STATE_PASSWORD):
+        options["password"] = os.environ[ENV_STATE_PASSWORD]
     try:
         conn = psycopg.connect(url, autocommit=True, **options)
     except psycopg.Error as e:
@@ -302,7 +299,7 @@ def prepare_shared(db: PgConnection, *, create: bool, now: Callable[[], datetime
                 )
                 tx.execute("INSERT INTO lsqsync.meta VALUES (1, 0)")
     elif not _exists(
-        db, "SELECT to_regclass('lsqsync.meta')::text WHERE to_regclass('lsqsync.meta') IS NOT NULL"
+        db, "SELECT 1 FROM pg_tables WHERE schemaname = ? AND tablename = 'meta'", SHARED
     ):
         raise StateError(
             f"{db.name}: a PostgreSQL database with a schema lsqsync that is not an lsqsync "

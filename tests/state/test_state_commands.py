@@ -271,7 +271,6 @@ def sqlite_tables(path: Path) -> dict[str, list[tuple[Any, ...]]]:
         }
 
 
-@pytest.mark.slow
 def test_migrate_sqlite_to_postgresql_and_back_loses_nothing(
     project: Path, pg: PgServer, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
