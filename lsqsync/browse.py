@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 from lsqsync.display import masked, table
-from lsqsync.lsq import FieldMeta, LsqClient
+from lsqsync.lsq import FieldMeta, LsqClient, accounts_file
 
 Format = Literal["text", "json"]
 
@@ -18,11 +18,19 @@ DEFAULT_COLUMNS = ("Status", "Owner", "ModifiedOn")
 
 def whoami(client: LsqClient) -> str:
     me = client.who_am_i()
+    budgets = client.limiter.budgets()
     lines = [
         f"host:  {client.host}",
         f"user:  {me.user.name} <{me.user.email}>",
         f"role:  {me.user.role or 'unknown'}",
     ]
+    if "account" in budgets:
+        bulk = budgets.get("bulk", "none known: Bulk Update is paced by the account's limit")
+        lines += [
+            f"rate:  {budgets['account']}",
+            f"bulk:  {bulk}",
+            f"cache: {accounts_file()} (what refusals taught; delete it to forget)",
+        ]
     if me.api_host and me.api_host.rstrip("/") != client.host:
         lines.append(
             f"note:  LeadSquared names {me.api_host} as this account's API host; set LSQ_HOST to it"

@@ -18,7 +18,7 @@ from lsqsync.documents import schemacheck
 from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
-from lsqsync.lsq import LsqClient, RateLimiter
+from lsqsync.lsq import DOCUMENTED_LIMIT, Limit, LsqClient, account_limiter, slowest
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -69,15 +69,14 @@ def connection_from_env(
 
 def open_client(config: Config | None = None) -> LsqClient:
     """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
-    and the account-wide rate limit of lsqsync.yml (``RateLimit``'s default without one)."""
+    and the account's rate limit — as lsqsync.yml configures it, else learned (``auto``) — shared
+    with every other lsqsync process using the account."""
     rate = config.rate_limit if config is not None else RateLimit()
     connection = connection_from_env(default_host=config.host if config is not None else None)
-    return LsqClient(
-        connection.host,
-        connection.access_key,
-        connection.secret_key,
-        limiter=RateLimiter(rate.calls, rate.per_seconds),
+    limiter = account_limiter(
+        connection.host, connection.access_key, configured=rate.account, configured_bulk=rate.bulk
     )
+    return LsqClient(connection.host, connection.access_key, connection.secret_key, limiter=limiter)
 
 
 def optional_config(path: Path | None) -> Config | None:
@@ -96,10 +95,21 @@ STATE_FILE = ".lsqsync/state.db"
 
 @dataclass(frozen=True)
 class RateLimit:
-    """``rate_limit:`` — the account-wide budget of API calls (LeadSquared's top tier)."""
+    """``rate_limit:`` — ``auto`` (``account`` None: learned from the account's refusals), or
+    the account-wide budget of API calls as the plan states it, optionally with the bulk APIs'
+    own (``bulk``)."""
 
-    calls: int = 25
-    per_seconds: float = 5.0
+    account: Limit | None = None
+    bulk: Limit | None = None
+
+    @property
+    def auto(self) -> bool:
+        return self.account is None
+
+    def write_pace(self) -> Limit:
+        """The strictest limit a Bulk Update call meets as configured (``auto``: the documented
+        top tier, until the account says otherwise)."""
+        return slowest(x for x in (self.account, self.bulk) if x is not None) or DOCUMENTED_LIMIT
 
 
 @dataclass(frozen=True)
@@ -301,7 +311,6 @@ def load_config(path: Path | None = None) -> Config:
         if isinstance(inside, str) or not state.path.strip() or inside.is_dir():
             why = inside if isinstance(inside, str) else "must name a file in the project folder"
             raise ProjectInvalid([Problem(where, key, why)])
-    rate = data.get("rate_limit") or {}
     safety = data.get("safety") or {}
     return Config(
         root=path.parent,
@@ -309,7 +318,7 @@ def load_config(path: Path | None = None) -> Config:
         host=data.get("host"),
         rules=tuple(data.get("rules", ["rules/"])),
         state=state,
-        rate_limit=RateLimit(rate["calls"], float(rate["per_seconds"])) if rate else RateLimit(),
+        rate_limit=_rate_limit(data.get("rate_limit", "auto")),
         vars=dict(data.get("vars") or {}),
         safety=Safety(**safety),
         mask=tuple(data.get("mask") or ()),
@@ -327,3 +336,15 @@ def _state(data: Any) -> tuple[StateLocation, tuple[str, ...]]:
     if isinstance(value, str):
         return StateLocation.parse(value), ("state",)
     return StateLocation(), ("state",)  # a schema problem, reported with the others
+
+
+def _rate_limit(value: Any) -> RateLimit:
+    """``rate_limit:`` as the schema lets it through: ``auto``, or calls, per_seconds and an
+    optional bulk."""
+    if not isinstance(value, dict):
+        return RateLimit()
+    bulk = value.get("bulk")
+    return RateLimit(
+        Limit(value["calls"], float(value["per_seconds"])),
+        Limit(bulk["calls"], float(bulk["per_seconds"])) if bulk else None,
+    )

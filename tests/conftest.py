@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import requests
@@ -9,6 +10,18 @@ from pg_server import PgServer
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 
 AUTH = {"x-LSQ-AccessKey": DEMO_ACCESS_KEY, "x-LSQ-SecretKey": DEMO_SECRET_KEY}
+
+
+@pytest.fixture(autouse=True)
+def lsqsync_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test has its own lsqsync cache folder (learned limits, the shared ledger of calls),
+    passed on to the processes it starts: no test touches the user's, and no test's calls count
+    against another's budget."""
+    path = tmp_path_factory.mktemp("lsqsync-cache")
+    monkeypatch.setenv("LSQSYNC_CACHE_DIR", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

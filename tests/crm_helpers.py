@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import requests
@@ -10,6 +12,23 @@ from lsqsync.emulator import Emulator
 from lsqsync.plan.model import Plan
 
 BULK_UPDATE = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
+ROOT = Path(__file__).parents[1]
+# For an emulator with no rate limit: every lsqsync process of a test shares one budget (the
+# ledger in the test's cache folder), and the documented 25 calls per 5 s would only add waits.
+NO_LIMIT = "{calls: 1000, per_seconds: 1}"
+
+
+def example_project(root: Path, rate_limit: str = NO_LIMIT) -> Path:
+    """The repository's example project (lsqsync.yml and rules/) in ``root``, with
+    ``rate_limit``."""
+    root.mkdir(parents=True, exist_ok=True)
+    config = (ROOT / "lsqsync.yml").read_text()
+    assert "\nrate_limit: auto " in config
+    (root / "lsqsync.yml").write_text(
+        config.replace("\nrate_limit: auto ", f"\nrate_limit: {rate_limit} ")
+    )
+    shutil.copytree(ROOT / "rules", root / "rules")
+    return root
 
 
 def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:

@@ -19,11 +19,17 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
     return int(exit_info.value.code or 0), out, err
 
 
-def test_whoami(connected: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+def test_whoami(
+    connected: Emulator, capsys: pytest.CaptureFixture[str], lsqsync_cache: Path
+) -> None:
     code, out, err = run(["whoami"], capsys)
     assert code == 0
     assert out == (
         f"host:  {connected.url}\nuser:  Ada Admin <ada.admin@example.com>\nrole:  Administrator\n"
+        "rate:  25 calls per 5 s (assumed: LeadSquared's documented top tier, until the account "
+        "names its own)\n"
+        "bulk:  none known: Bulk Update is paced by the account's limit\n"
+        f"cache: {lsqsync_cache / 'accounts.json'} (what refusals taught; delete it to forget)\n"
     )
     assert err == ""
 

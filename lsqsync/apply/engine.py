@@ -26,9 +26,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import Literal
 
 from lsqsync.clock import stamp
-from lsqsync.errors import ApiRejected, OutcomeUnknown
+from lsqsync.errors import ApiRejected, OutcomeUnknown, RateLimited
 from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL
 from lsqsync.lsq.models import OpportunityRecord
@@ -120,22 +121,57 @@ def batches(
 class BatchOutcome:
     results: list[FieldResult] = field(default_factory=list)
     unknown: list[Pending] = field(default_factory=list)  # to re-read and resolve
+    refused: RateLimited | None = None  # the rate limit kept refusing a call of this batch
+
+    @property
+    def status(self) -> Literal["done", "failed", "unknown"]:
+        """The batch's journal status: failed when a call of it was refused whole."""
+        return "failed" if self.refused else "unknown" if self.unknown else "done"
 
 
-def send_batch(client: LsqClient, batch: Sequence[Pending]) -> BatchOutcome:
+class Refusals:
+    """Shared by the batches of one run: once the rate limit kept refusing a call through every
+    retry, the batches not yet started are not sent either (they would only wait out the same
+    refusals)."""
+
+    def __init__(self) -> None:
+        self.first: RateLimited | None = None
+
+
+def send_batch(
+    client: LsqClient, batch: Sequence[Pending], refusals: Refusals | None = None
+) -> BatchOutcome:
     """Send one batch; on a whole-call ``MX…`` verdict, split it in halves until the bad row is
     isolated (the good rows are applied, the bad one reported with the API's message). A row
-    that fails is not retried. An unanswered call leaves its rows unknown."""
-    outcome = BatchOutcome()
+    that fails is not retried. An unanswered call leaves its rows unknown. A call the account's
+    rate limit kept refusing was not processed: its rows are *not sent* (never failed), and so
+    are the halves not yet tried — and, through ``refusals``, the run's batches not started."""
+    outcome = BatchOutcome(refused=refusals.first if refusals is not None else None)
     _send(client, list(batch), outcome)
+    if refusals is not None and outcome.refused is not None:
+        refusals.first = refusals.first or outcome.refused
     return outcome
 
 
+def not_sent(batch: Sequence[Pending], refusal: RateLimited) -> list[FieldResult]:
+    """Fields of a call the rate limit kept refusing: the next apply of the plan sends them."""
+    said = refusal.exception_message or f"HTTP {refusal.status}"
+    message = f"not sent: LeadSquared kept refusing the call for the account's rate limit ({said})"
+    return [r for p in batch for r in each_field(p, "not_sent", message)]
+
+
 def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> None:
+    if outcome.refused is not None:
+        outcome.results.extend(not_sent(batch, outcome.refused))
+        return
     try:
         rows = client.bulk_update([p.item for p in batch])
     except OutcomeUnknown:
         outcome.unknown.extend(batch)
+        return
+    except RateLimited as e:
+        outcome.refused = e
+        outcome.results.extend(not_sent(batch, e))
         return
     except ApiRejected as e:
         if e.status is not None and e.status >= 500 and len(batch) > 1:

@@ -15,12 +15,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
 
 from lsqsync.apply import engine as apply
 from lsqsync.clock import parse_stamp
 from lsqsync.config import Config, inside_project, load_config, open_client
-from lsqsync.errors import PlanRefused
+from lsqsync.errors import PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
 from lsqsync.plan.model import Plan
@@ -52,25 +51,38 @@ class ApplySummary:
     seconds: float
     runs_since: tuple[str, ...]
     interrupted: bool = False
+    budgets: tuple[tuple[str, str], ...] = ()  # (bucket, its limit and where it comes from)
 
     @property
     def clean(self) -> bool:
-        return not any(self.counts.get(s, 0) for s in ("failed", "stale", "unknown"))
+        return not any(self.counts.get(s, 0) for s in ("failed", "stale", "unknown", "not_sent"))
 
     def text(self) -> str:
         c = self.counts
+        not_sent = f", not sent: {c['not_sent']}" if c.get("not_sent") else ""
         lines = [
             f"Run {self.run_id}: {self.outcome}.",
             f"  applied: {c.get('applied', 0)}, already current: {c.get('already_current', 0)}, "
             f"stale: {c.get('stale', 0)}, failed: {c.get('failed', 0)}, "
-            f"unknown: {c.get('unknown', 0)} (fields of {self.opportunities} opportunities)",
-            f"  {self.calls} API calls ({self.rate_limited} answered 429) in {self.seconds:.1f} s",
+            f"unknown: {c.get('unknown', 0)}{not_sent} (fields of {self.opportunities} "
+            "opportunities)",
+            f"  {self.calls} API calls ({self.rate_limited} refused for the rate limit) in "
+            f"{self.seconds:.1f} s",
+        ]
+        lines += [
+            f"  {'rate limit' if bucket == 'account' else 'bulk limit'}: {text}"
+            for bucket, text in self.budgets
         ]
         if self.runs_since:
             lines.append(
                 "  runs since the plan was made: "
                 + ", ".join(self.runs_since)
                 + " (each field was checked against LeadSquared before writing)"
+            )
+        if not_sent:
+            lines.append(
+                "  LeadSquared kept refusing calls for the account's rate limit: apply the same "
+                "plan again to send the fields not sent"
             )
         if not self.clean:
             lines.append(f"  details: lsqsync state show {self.run_id}")
@@ -124,9 +136,8 @@ def apply_plan_file(
                 try:
                     return _run(plan, config, client, st, run.id, options, since, progress)
                 except KeyboardInterrupt:  # before any batch was sent: nothing in flight
-                    return _summary(
-                        st.finish_run(run.id, "interrupted"), len(plan.changes), 0, 0, 0.0, since
-                    )
+                    run = st.finish_run(run.id, "interrupted")
+                    return _summary(run, len(plan.changes), None, (0, 0, 0.0), since)
                 except Exception:
                     # e.g. the keys refused during the re-read: the run ends "failed" with the
                     # results it recorded, instead of looking as if it were still running
@@ -189,40 +200,58 @@ def _run(
     except KeyboardInterrupt:
         interrupted = True
     if unknown and not interrupted:
-        say(f"re-reading {len(unknown)} opportunities whose outcome is unknown")
-        changes = [p.change for p in unknown]
-        resolved, resend = apply.resolve_unknown(
-            unknown, apply.read_current(client, changes), types
-        )
-        st.record_results(run_id, resolved)
-        still = _send_all(client, st, run_id, resend, options, stop, say) if resend else []
-        twice = [r for p in still for r in apply.each_field(p, "unknown", "no answer, twice")]
-        st.record_results(run_id, twice)
+        _resolve_unknown(client, st, run_id, unknown, types, options, stop, say)
     counts = st.run(run_id).counts
     outcome: state.Outcome = "succeeded"
     if interrupted:
         outcome = "interrupted"
-    elif counts.failed or counts.stale or counts.unknown:
+    elif counts.failed or counts.stale or counts.unknown or counts.not_sent:
         outcome = "partial"
-    return _summary(
-        st.finish_run(run_id, outcome),
-        len(plan.changes),
+    usage = (
         client.calls - calls_before,
         client.rate_limited - refused_before,
         time.monotonic() - started,
-        since,
     )
+    return _summary(st.finish_run(run_id, outcome), len(plan.changes), client, usage, since)
+
+
+def _resolve_unknown(
+    client: LsqClient,
+    st: StateFile,
+    run_id: str,
+    unknown: list[apply.Pending],
+    types: dict[int, OpportunityType],
+    options: ApplyOptions,
+    stop: threading.Event,
+    say: Progress,
+) -> None:
+    """Read back the records of unanswered calls: applied if the values landed, else sent once
+    more. If the rate limit keeps refusing the re-read, they stay unknown (the next apply
+    re-reads them)."""
+    say(f"re-reading {len(unknown)} opportunities whose outcome is unknown")
+    try:
+        current = apply.read_current(client, [p.change for p in unknown])
+    except RateLimited as e:
+        why = f"no answer, and re-reading was refused for the account's rate limit ({e.status})"
+        st.record_results(run_id, [r for p in unknown for r in apply.each_field(p, "unknown", why)])
+        return
+    resolved, resend = apply.resolve_unknown(unknown, current, types)
+    st.record_results(run_id, resolved)
+    still = _send_all(client, st, run_id, resend, options, stop, say) if resend else []
+    twice = [r for p in still for r in apply.each_field(p, "unknown", "no answer, twice")]
+    st.record_results(run_id, twice)
 
 
 def _summary(
     run: state.Run,
     opportunities: int,
-    calls: int,
-    rate_limited: int,
-    seconds: float,
+    client: LsqClient | None,
+    usage: tuple[int, int, float],
     since: tuple[str, ...],
 ) -> ApplySummary:
+    """The summary of ``run``; ``usage``: (calls, calls refused for the rate limit, seconds)."""
     c = run.counts
+    calls, rate_limited, seconds = usage
     return ApplySummary(
         run_id=run.id,
         outcome=run.outcome,
@@ -232,6 +261,7 @@ def _summary(
             "stale": c.stale,
             "failed": c.failed,
             "unknown": c.unknown,
+            "not_sent": c.not_sent,
         },
         opportunities=opportunities,
         calls=calls,
@@ -239,6 +269,7 @@ def _summary(
         seconds=seconds,
         runs_since=since,
         interrupted=run.outcome == "interrupted",
+        budgets=tuple(client.limiter.budgets().items()) if client is not None else (),
     )
 
 
@@ -260,6 +291,7 @@ def _send_all(
     opportunities, sent, started = len(pending), 0, time.monotonic()
     in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
     unknown: list[apply.Pending] = []
+    refusals = apply.Refusals()
     done = 0
     with _ctrl_c_sets(stop), ThreadPoolExecutor(max_workers=options.workers) as pool:
         while queue or in_flight:
@@ -268,7 +300,8 @@ def _send_all(
                     batch = queue.pop(0)
                     payload = json.dumps([p.item.to_api() for p in batch]).encode()
                     journal = st.begin_batch(run_id, [p.change.id for p in batch], payload)
-                    in_flight[pool.submit(apply.send_batch, client, batch)] = (journal.batch, batch)
+                    future = pool.submit(apply.send_batch, client, batch, refusals)
+                    in_flight[future] = (journal.batch, batch)
                 if not in_flight:
                     break
                 finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
@@ -279,9 +312,22 @@ def _send_all(
             for future in finished:
                 number, batch = in_flight.pop(future)
                 outcome = future.result()
-                status: Literal["done", "unknown"] = "unknown" if outcome.unknown else "done"
-                st.record_batch_result(run_id, number, status, outcome.results)
+                refused = str(outcome.refused) if outcome.refused else None
+                st.record_batch_result(
+                    run_id, number, outcome.status, outcome.results, message=refused
+                )
                 unknown.extend(outcome.unknown)
+                if outcome.refused is not None and queue:
+                    # The account kept refusing through every retry: the next batches would
+                    # only wait out the same refusals. They are not sent; the next apply is.
+                    log.warning(
+                        "apply: LeadSquared kept refusing calls for the account's rate limit: "
+                        "not sending the other %d batches; apply the plan again to send them",
+                        len(queue),
+                    )
+                    rest = [p for b in queue for p in b]
+                    st.record_results(run_id, apply.not_sent(rest, outcome.refused))
+                    queue.clear()
                 done += 1
                 sent += len(batch)
                 rate = sent / max(time.monotonic() - started, 1e-9)

@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
+from lsqsync.emulator.limits import PLANS, RESPONSES
 from lsqsync.errors import LsqsyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,6 +74,26 @@ def _emulator_options(f: F) -> F:
             help="Account-wide limit CALLS/SECONDS (strict sliding window), or 'off'.",
         ),
         click.option(
+            "--bulk-rate-limit",
+            default="off",
+            show_default=True,
+            callback=_rate_limit,
+            help="The bulk APIs' own limit CALLS/SECONDS, which Bulk Update also counts against.",
+        ),
+        click.option(
+            "--rate-limit-response",
+            type=click.Choice([str(r) for r in RESPONSES]),
+            default="429",
+            show_default=True,
+            help="How a call over the limit is refused: HTTP 429, 403, or 200 with the error body.",
+        ),
+        click.option(
+            "--plan",
+            type=click.Choice(list(PLANS)),
+            help="The limits of a LeadSquared plan, as documented (--rate-limit and "
+            "--bulk-rate-limit, when given, win).",
+        ),
+        click.option(
             "--latency-ms",
             type=click.FloatRange(0),
             default=0.0,
@@ -113,10 +135,20 @@ def _emulator_options(f: F) -> F:
 def _make_emulator(options: dict[str, Any]) -> Any:
     from lsqsync.emulator.server import Emulator, Settings
 
-    limit = options["rate_limit"]
+    limit, bulk = options["rate_limit"], options["bulk_rate_limit"]
+    if options["plan"] is not None:
+        given = click.get_current_context().get_parameter_source
+        account_limit, bulk_limit = PLANS[options["plan"]]
+        if given("rate_limit") is ParameterSource.DEFAULT:
+            limit = account_limit
+        if given("bulk_rate_limit") is ParameterSource.DEFAULT:
+            bulk = bulk_limit
     settings = Settings(
         rate_limit_calls=limit[0] if limit else None,
         rate_limit_seconds=limit[1] if limit else 5.0,
+        bulk_rate_limit_calls=bulk[0] if bulk else None,
+        bulk_rate_limit_seconds=bulk[1] if bulk else 5.0,
+        rate_limit_response=int(options["rate_limit_response"]),
         latency_ms=options["latency_ms"],
         jitter_ms=options["jitter_ms"],
         fault_rate=options["fault_rate"],

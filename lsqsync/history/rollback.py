@@ -68,7 +68,7 @@ def rollback(
         lifetime=PLAN_LIFETIME,
         rule_sources={name: source},
         type_totals=totals,
-        rate=config.rate_limit,
+        rate=client.limiter.write_pace() or config.rate_limit.write_pace(),
         read_calls=client.calls - calls_before,
         state=(st.lineage, st.serial),
         warnings=warnings if conflicting else (),

@@ -1,36 +1,62 @@
-"""The process-wide client-side rate limiter.
+"""The account's rate limit: what it is, how LeadSquared says a call went over it, and pacing
+every call of every thread — and, through a shared ``Ledger``, of every process — to it.
 
 LeadSquared counts calls by their *arrival* in a strict sliding window that covers the whole
-account. The limiter keeps a sliding log of the times it granted a call and lets at most
-``calls`` grants lie within ``per_seconds + margin``: a slot granted at t is reused no earlier
-than t + per_seconds + margin. The margin covers the difference in *one-way* latency (grant to
-arrival) between the two calls that share a slot one window apart: if the earlier one took d1
-to arrive and the later one d2, they land W + margin + d2 - d1 apart, which must stay above W.
+account. The limiter lets at most ``calls`` grants lie within ``per_seconds + margin``: a slot
+granted at t is reused no earlier than t + per_seconds + margin. The margin covers the
+difference in *one-way* latency (grant to arrival) between the two calls that share a slot one
+window apart: if the earlier one took d1 to arrive and the later one d2, they land
+W + margin + d2 - d1 apart, which must stay above W. It starts small and doubles after a
+refusal that the limit does not explain, at most once a window, up to ``max_margin``.
 
-The margin starts small and adapts: a 429 means the spread was larger than the margin (or that
-another integration is using the account's budget), so the margin doubles, at most once a
-window and up to ``max_margin``. A run thus pays a 429 at most a few times instead of paying a
-worst-case margin in every window.
+**Where the limit comes from** (``Budget.kind``):
+
+- *configured* — ``rate_limit:`` in lsqsync.yml. Never raised: a refusal naming a lower limit
+  adds that limit for the rest of the run (both are kept) and warns to fix the file.
+- *learned* — named by one of the account's refusals ("API calls exceeded the limit of 20 in 5
+  second(s)"), in this run or an earlier one (``accounts``). A refusal naming a lower limit
+  replaces it at once, for every thread.
+- *assumed* — nothing known: LeadSquared's documented 25 calls per 5 s, the top tier, until the
+  first refusal names the account's own limit.
+
+A refusal that names no limit, or names one the pace already keeps to (another integration is
+spending the budget), halves the pace of the buckets the call drew from — at most once a window —
+and every window without one gives a call back: multiplicative decrease, slow recovery.
+
+**Buckets.** Every call draws from the ``account`` bucket; Bulk Update also draws from the
+``bulk`` bucket once one is known: configured, or learned from a Bulk Update refusal naming a
+limit below the account's known one.
 """
 
 from __future__ import annotations
 
+import logging
+import math
+import re
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Literal
 
-# Below this a computed wait is float noise: sleeping it could not move a coarse clock, and the
-# loop in acquire() would spin.
-_EPSILON = 1e-9
+from lsqsync.clock import stamp, utcnow
+from lsqsync.lsq.ledger import EPSILON, Ledger, MemoryLedger, Window, Windows
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["configured", "learned", "assumed"]
+BucketName = Literal["account", "bulk"]
+# What a refusal changed: a limit was learned, or it is explained by the last one (the retry
+# just waits for its slot); the pace was slowed; or nothing but the margin (jitter).
+Verdict = Literal["learned", "slowed", "margin"]
 
 # The starting margin: 0.1 s covers a one-way latency spread of 100 ms (internet jitter is
 # typically tens of milliseconds) and costs 2% of the documented 5 s window. For short windows
 # (the emulator scaled down in tests and benchmarks) it is at most 5% of the window.
 _MARGIN_SECONDS = 0.10
 _MARGIN_SHARE = 0.05
-# How far 429s may widen it: 0.5 s, or 10% of a short window. Past that, more margin costs
-# more than the odd 429 it avoids.
+# How far refusals may widen it: 0.5 s, or 10% of a short window. Past that, more margin costs
+# more than the odd refusal it avoids.
 _MAX_MARGIN_SECONDS = 0.50
 _MAX_MARGIN_SHARE = 0.10
 
@@ -43,13 +69,169 @@ def default_max_margin(per_seconds: float) -> float:
     return min(_MAX_MARGIN_SECONDS, _MAX_MARGIN_SHARE * per_seconds)
 
 
-class RateLimiter:
-    """At most ``calls`` calls per ``per_seconds`` (plus ``margin``), shared by every thread.
+@dataclass(frozen=True)
+class Limit:
+    """At most ``calls`` calls in any ``per_seconds``."""
 
-    ``calls=None`` (or :meth:`off`) means no limit. ``acquire()`` blocks until a call may be
-    made; after a 429, ``refused()`` widens the margin and ``penalize(seconds)`` holds every
-    acquisition until that time passed. ``max_margin`` bounds the widening (at least
-    ``margin``; equal to it: a fixed margin).
+    calls: int
+    per_seconds: float
+
+    def __post_init__(self) -> None:
+        if self.calls < 1:
+            raise ValueError("calls must be at least 1")
+        if not (0 < self.per_seconds < math.inf):
+            raise ValueError("per_seconds must be positive")
+
+    def __str__(self) -> str:
+        return f"{self.calls} call{'s' if self.calls != 1 else ''} per {self.per_seconds:g} s"
+
+    def stricter_than(self, other: Limit) -> bool:
+        """Fewer calls in a window, or a slower pace."""
+        return (
+            self.calls < other.calls
+            or self.calls * other.per_seconds < other.calls * self.per_seconds
+        )
+
+
+# Every endpoint page: "25 calls in 5 seconds"; the plans' table puts it at the top tier.
+DOCUMENTED = Limit(25, 5.0)
+
+
+def slowest(limits: Iterable[Limit]) -> Limit | None:
+    """The limit with the slowest pace (calls per second) among ``limits``."""
+    return min(limits, key=lambda x: x.calls / x.per_seconds, default=None)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one bucket allows when a run starts, and why (shown by apply and whoami)."""
+
+    limit: Limit
+    kind: Kind
+    origin: str
+
+    @classmethod
+    def configured(cls, limit: Limit, where: str = "rate_limit") -> Budget:
+        return cls(limit, "configured", f"configured: {where} in lsqsync.yml")
+
+    @classmethod
+    def assumed(cls) -> Budget:
+        return cls(
+            DOCUMENTED,
+            "assumed",
+            "assumed: LeadSquared's documented top tier, until the account names its own",
+        )
+
+    @classmethod
+    def learned(cls, limit: Limit, when: str, evidence: str) -> Budget:
+        return cls(limit, "learned", f"learned {when} from LeadSquared's refusal: {evidence}")
+
+
+# -- recognising a refusal -------------------------------------------------------------------
+
+RATE_LIMIT_EXCEPTION = "MXAPIRateLimitExceededException"
+_NAMED = re.compile(r"limit\s+of\s+(\d{1,6})\s+in\s+(\d{1,6}(?:\.\d{1,6})?)\s*sec", re.I)
+# "API calls exceeded the limit …", "Rate limit exceeded", "exceeded the rate limit": but not
+# "exceeds the maximum length limit", which is a verdict on a value.
+_OVER = re.compile(
+    r"\bcalls?\b.{0,40}\bexceed|\bexceed\w*\b.{0,40}\brate[\s-]?limit|\brate[\s-]?limit\w*\b"
+    r".{0,40}\bexceed",
+    re.I | re.S,
+)
+
+
+def is_refusal(status: int, exception_type: str | None, message: str) -> bool:
+    """Whether an answer says the call went over the rate limit — and so was not processed —
+    whatever its HTTP status: 429; ``MXAPIRateLimitExceededException`` (seen with 200 and 403);
+    or a message saying the calls exceeded a limit."""
+    return (
+        status == 429
+        or (exception_type or "").strip() == RATE_LIMIT_EXCEPTION
+        or _OVER.search(message) is not None
+    )
+
+
+def named_limit(message: str) -> Limit | None:
+    """The limit a refusal names ("… exceeded the limit of 20 in 5 second(s)"), if it does."""
+    found = _NAMED.search(message)
+    if found is None:
+        return None
+    try:
+        return Limit(int(found[1]), float(found[2]))
+    except ValueError:  # "limit of 0 in 5": nothing to learn
+        return None
+
+
+# -- the limiter -----------------------------------------------------------------------------
+
+
+class _Bucket:
+    """One bucket's limits, where they come from, and its slow-down factor."""
+
+    def __init__(self, budget: Budget, now: float) -> None:
+        self.limits: tuple[Limit, ...] = (budget.limit,)
+        self.kind: Kind = budget.kind
+        self.origin = budget.origin
+        self.factor = 1.0  # < 1 after refusals that named no limit
+        self.slowed_at = float("-inf")
+        self.changed_at = now
+
+    @property
+    def current(self) -> Limit:
+        """The limit the pace is set by: the last one learned, else the first."""
+        return self.limits[-1]
+
+    def calls(self, limit: Limit) -> int:
+        return max(1, math.floor(limit.calls * self.factor + 1e-9))
+
+    def recover(self, now: float) -> None:
+        """Every whole window since the last change gives back one call."""
+        if self.factor >= 1.0:
+            return
+        window = self.current.per_seconds
+        steps = math.floor((now - self.changed_at) / window)
+        if steps > 0:
+            self.factor = min(1.0, self.factor + steps / self.current.calls)
+            self.changed_at += steps * window
+
+    def slow(self, now: float) -> None:
+        """Halve the pace, at most once a window: calls granted before the first refusal
+        came back say nothing about the slower pace."""
+        if now - self.slowed_at < self.current.per_seconds:
+            return
+        self.factor = max(1.0 / self.current.calls, self.factor / 2)
+        self.slowed_at = self.changed_at = now
+
+    def adopt(self, limit: Limit, origin: str, now: float) -> None:
+        if self.kind == "configured":
+            self.limits = (self.limits[0], limit)  # the configured limit still holds too
+        else:
+            self.limits, self.kind = (limit,), "learned"
+        self.origin = origin
+        self.factor, self.changed_at = 1.0, now
+
+    def describe(self) -> str:
+        text = f"{self.current} ({self.origin})"
+        slowed = self.calls(self.current)
+        if slowed < self.current.calls:
+            text += f"; slowed to {slowed} by refusals that named no limit"
+        return text
+
+
+# Called when a refusal taught a bucket's limit: (bucket, limit, evidence).
+Learned = Callable[[BucketName, Limit, str], None]
+
+
+class RateLimiter:
+    """Paces every call to the account's limit, shared by every thread (and, with a shared
+    ledger, by every process using the account).
+
+    ``calls``/``per_seconds`` is the account bucket's starting limit (``calls=None`` or
+    :meth:`off`: no limit), ``kind`` and ``origin`` say where it comes from; ``bulk`` is the bulk
+    bucket's, if one is known. ``acquire(bulk)`` blocks until a call may be made; after a
+    refusal, ``refused(bulk, named, evidence)`` learns or slows down, and ``penalize(seconds)``
+    holds every acquisition (in every process sharing the ledger) until that time passed.
+    ``learned`` is told each limit a refusal teaches, so that it can be remembered.
     """
 
     def __init__(
@@ -57,8 +239,13 @@ class RateLimiter:
         calls: int | None,
         per_seconds: float,
         *,
+        kind: Kind = "configured",
+        origin: str | None = None,
+        bulk: Budget | None = None,
         margin: float | None = None,
         max_margin: float | None = None,
+        ledger: Ledger | None = None,
+        learned: Learned | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -68,83 +255,210 @@ class RateLimiter:
             raise ValueError("per_seconds must be positive")
         if (margin is not None and margin < 0) or (max_margin is not None and max_margin < 0):
             raise ValueError("margin must not be negative")
-        self.calls = calls
-        self.per_seconds = per_seconds
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._ledger: Ledger = ledger if ledger is not None else MemoryLedger(clock)
+        self._learned = learned
+        now = clock()
+        self._buckets: dict[BucketName, _Bucket] = {}
+        if calls is not None:
+            account = Budget(Limit(calls, per_seconds), kind, origin or kind)
+            self._buckets["account"] = _Bucket(account, now)
+            if bulk is not None:
+                self._buckets["bulk"] = _Bucket(bulk, now)
+        self._fixed_margin = margin is not None
         self.margin = default_margin(per_seconds) if margin is None else margin
         self.max_margin = max(
             self.margin, default_max_margin(per_seconds) if max_margin is None else max_margin
         )
-        self._clock = clock
-        self._sleep = sleep
-        self._lock = threading.Lock()
-        self._grants: deque[float] = deque()
-        self._blocked_until = float("-inf")
         self._widened_at = float("-inf")
+        self._lessons = 0
 
     @classmethod
     def off(cls) -> RateLimiter:
         """No client-side limit. It keeps no shared state, so ``penalize`` does nothing and each
-        caller backs off from a 429 on its own."""
+        caller backs off from a refusal on its own."""
         return cls(None, 1.0)
 
     @property
     def unlimited(self) -> bool:
-        return self.calls is None
+        return not self._buckets
+
+    @property
+    def calls(self) -> int | None:
+        """The account bucket's limit, calls per window (None: no limit)."""
+        return self._buckets["account"].current.calls if self._buckets else None
+
+    @property
+    def per_seconds(self) -> float:
+        return self._buckets["account"].current.per_seconds if self._buckets else 1.0
 
     @property
     def window(self) -> float:
         return self.per_seconds + self.margin
 
     def __repr__(self) -> str:
-        if self.calls is None:
+        if self.unlimited:
             return "RateLimiter.off()"
         return (
             f"RateLimiter(calls={self.calls}, per_seconds={self.per_seconds:g}, "
             f"margin={self.margin:g})"
         )
 
-    def acquire(self) -> float:
-        """Block until a call may be made, record it, and return the seconds waited."""
-        if self.calls is None:
+    def acquire(self, bulk: bool = False) -> float:
+        """Block until a call may be made (a Bulk Update call: ``bulk``), record it, and return
+        the seconds waited."""
+        if self.unlimited:
             return 0.0
         start = self._clock()
         while True:
-            with self._lock:
-                now = self._clock()
-                wait = self._wait(now)
-                if wait <= _EPSILON:
-                    self._grants.append(now)
-                    return max(0.0, now - start)
-            # Never sleep holding the lock: penalize() and the other threads' bookkeeping must
-            # go on while this one waits.
+            # Never sleep holding a lock: refusals and the other threads' grants must go on
+            # while this one waits.
+            wait = self._ledger.grant(self._windows(bulk))
+            if wait <= EPSILON:
+                return max(0.0, self._clock() - start)
             self._sleep(wait)
 
-    def refused(self) -> None:
-        """A call was answered 429: double the margin (from at least a quarter of the maximum),
-        at most once a window — the calls already granted under the old margin may be refused
-        too, and they say nothing about the new one."""
-        if self.calls is None:
-            return
+    @property
+    def lessons(self) -> int:
+        """How many limits refusals have taught so far: read it before a call is granted, and
+        pass it to ``refused`` if the call is refused."""
+        return self._lessons
+
+    def refused(
+        self,
+        bulk: bool = False,
+        named: Limit | None = None,
+        evidence: str = "",
+        granted_after: int | None = None,
+    ) -> Verdict:
+        """A call was refused for the rate limit; ``named`` is the limit the refusal named (if
+        any), ``evidence`` what it said, ``granted_after`` the ``lessons`` before the call was
+        granted. Learn the limit, or slow down, or widen the margin."""
+        if self.unlimited:
+            return "margin"
+        lesson: tuple[BucketName, Limit] | None = None
         with self._lock:
             now = self._clock()
-            if self.margin >= self.max_margin or now - self._widened_at < self.window:
-                return
-            self.margin = min(self.max_margin, max(2 * self.margin, self.max_margin / 4))
-            self._widened_at = now
+            target, verdict = self._judge(bulk, named)
+            if verdict != "learned" and granted_after is not None and granted_after < self._lessons:
+                # granted before the last lesson, at the pace it corrected: nothing new
+                return "learned"
+            if verdict == "learned" and named is not None:
+                lesson = (target, named)
+                self._adopt(target, named, evidence, now)
+                self._lessons += 1
+            elif verdict == "slowed":
+                for name in self._drawn(bulk):
+                    self._buckets[name].slow(now)
+            if verdict != "learned":
+                self._widen(now)
+        if lesson is not None and self._learned is not None:
+            self._learned(*lesson, evidence)
+        return verdict
 
     def penalize(self, seconds: float) -> None:
         """Hold every acquisition until ``seconds`` from now (never shortens a longer hold)."""
-        if self.calls is None or seconds <= 0:
+        if self.unlimited or seconds <= 0:
             return
-        with self._lock:
-            self._blocked_until = max(self._blocked_until, self._clock() + seconds)
+        self._ledger.hold(seconds)
 
-    def _wait(self, now: float) -> float:
-        window = self.window
-        while self._grants and now - self._grants[0] >= window - _EPSILON:
-            self._grants.popleft()
-        if self._blocked_until - now > _EPSILON:
-            return self._blocked_until - now
-        if self.calls is None or len(self._grants) < self.calls:
-            return 0.0
-        return self._grants[0] + window - now
+    def budgets(self) -> dict[BucketName, str]:
+        """Each known bucket's limit and where it comes from, for people."""
+        with self._lock:
+            now = self._clock()
+            for b in self._buckets.values():
+                b.recover(now)
+            return {name: b.describe() for name, b in self._buckets.items()}
+
+    def write_pace(self) -> Limit | None:
+        """The strictest limit a Bulk Update call meets (None: no limit)."""
+        with self._lock:
+            return slowest(lim for b in self._buckets.values() for lim in b.limits)
+
+    # -- inside the lock ---------------------------------------------------------------
+
+    def _drawn(self, bulk: bool) -> tuple[BucketName, ...]:
+        return ("account", "bulk") if bulk and "bulk" in self._buckets else ("account",)
+
+    def _windows(self, bulk: bool) -> Windows:
+        with self._lock:
+            now = self._clock()
+            # A bulk call is recorded in the bulk bucket even while no bulk limit is known: once
+            # a refusal names one, the calls already made count against it.
+            windows: dict[str, list[Window]] = {"bulk": []} if bulk else {}
+            for name in self._drawn(bulk):
+                b = self._buckets[name]
+                b.recover(now)
+                windows[name] = [
+                    Window(b.calls(lim), lim.per_seconds + self._margin(lim)) for lim in b.limits
+                ]
+            return windows
+
+    def _margin(self, limit: Limit) -> float:
+        """The margin, kept to a share of a short window unless it was given."""
+        if self._fixed_margin:
+            return self.margin
+        return min(self.margin, _MAX_MARGIN_SHARE * limit.per_seconds)
+
+    def _judge(self, bulk: bool, named: Limit | None) -> tuple[BucketName, Verdict]:
+        """Which bucket a refusal is about and what it means.
+
+        UNKNOWN whether opportunity Bulk Update counts as one of the "bulk APIs" with their own,
+        lower limit: the refusal says only "the limit of N". A Bulk Update refusal naming a limit
+        below the account's *known* one can only be a bulk limit; while the account's limit is
+        only assumed, it is taken as the account's — the defensive reading, which paces reads
+        too.
+        """
+        account = self._buckets["account"]
+        if named is None:
+            return "account", "slowed"
+        held = self._buckets.get("bulk") if bulk else None
+        if held is not None:
+            if named == held.current:
+                return "bulk", "margin"
+            if named.stricter_than(held.current):
+                return "bulk", "learned"
+        if named == account.current:
+            return "account", "margin"
+        if not named.stricter_than(account.current):
+            # refused while keeping to a stricter pace: someone else is spending the budget
+            return "account", "slowed"
+        if bulk and held is None and account.kind != "assumed":
+            return "bulk", "learned"
+        return "account", "learned"
+
+    def _adopt(self, target: BucketName, limit: Limit, evidence: str, now: float) -> None:
+        when = stamp(utcnow())
+        bucket = self._buckets.get(target)
+        if bucket is None:
+            self._buckets[target] = _Bucket(Budget.learned(limit, when, evidence), now)
+        elif bucket.kind == "configured":
+            configured = bucket.limits[0]
+            where = "rate_limit" if target == "account" else "rate_limit.bulk"
+            log.warning(
+                "lsq: %s in lsqsync.yml allows %s, but LeadSquared refused a call at %s (%s): "
+                "pacing at that for the rest of this run. Set %s to {calls: %d, per_seconds: "
+                "%g} in lsqsync.yml",
+                where, configured, limit, evidence, where, limit.calls, limit.per_seconds,
+            )  # fmt: skip
+            bucket.adopt(
+                limit, f"configured {configured} in lsqsync.yml, lowered {when}: {evidence}", now
+            )
+        else:
+            bucket.adopt(limit, Budget.learned(limit, when, evidence).origin, now)
+        log.info("lsq: rate limit learned bucket=%s limit=%s (%s)", target, limit, evidence)
+        if target == "account" and not self._fixed_margin:
+            # the margin is a share of a short window: a window of another length needs its own
+            self.margin = default_margin(limit.per_seconds)
+            self.max_margin = max(self.margin, default_max_margin(limit.per_seconds))
+
+    def _widen(self, now: float) -> None:
+        """Double the margin (from at least a quarter of the maximum), at most once a window —
+        the calls already granted under the old margin may be refused too, and they say
+        nothing about the new one."""
+        if self.margin >= self.max_margin or now - self._widened_at < self.window:
+            return
+        self.margin = min(self.max_margin, max(2 * self.margin, self.max_margin / 4))
+        self._widened_at = now

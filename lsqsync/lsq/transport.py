@@ -5,8 +5,10 @@ How a failure is handled depends on what it says about the request:
 =============================================== ===========================================
 failure                                         handling
 =============================================== ===========================================
-429, or 403 saying the limit was exceeded       widen the limiter's margin, penalize it,
-                                                back off, retry, then RateLimited
+over the rate limit, whatever the status (429;  not processed: the limiter learns the limit
+``MXAPIRateLimitExceededException``, seen with  the refusal names (the retry waits for its
+200 and 403; a message saying the calls         slot), or slows down, widens its margin and
+exceeded a limit)                               holds every caller; retry, then RateLimited
 connection not established (nothing was sent)   back off, retry, then ConnectionFailed
 sent but no answer (timeout, dropped)           write: OutcomeUnknown at once;
                                                 read: back off, retry, then OutcomeUnknown
@@ -15,9 +17,9 @@ sent but no answer (timeout, dropped)           write: OutcomeUnknown at once;
 401                                             AuthError at once
 =============================================== ===========================================
 
-A 200 whose body is the error envelope ``{"Status":"Error",…}`` is handled like a 500. Every
-attempt first passes the rate limiter. The keys travel only in headers and are scrubbed from
-every message, log line and repr.
+A 200 whose body is the error envelope ``{"Status":"Error",…}`` is handled like a 500 (unless it
+is a rate-limit refusal). Every attempt first passes the rate limiter. The keys travel only in
+headers and are scrubbed from every message, log line and repr.
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ from lsqsync.errors import (
     RateLimited,
     ServerError,
 )
-from lsqsync.lsq.ratelimit import RateLimiter
+from lsqsync.lsq.ratelimit import Limit, RateLimiter, Verdict, is_refusal, named_limit
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,8 @@ class _Failure:
     exception_type: str | None = None
     exception_message: str | None = None
     retry_after: float | None = None
+    named: Limit | None = None  # the limit a rate-limit refusal named
+    evidence: str = ""  # what a rate-limit refusal said, in short
 
 
 class TransportOptions(TypedDict, total=False):
@@ -233,7 +237,7 @@ class Transport:
 
     @property
     def rate_limited(self) -> int:
-        """Calls answered as over the rate limit (429) so far."""
+        """Calls refused for the rate limit so far (any of its forms)."""
         return self._rate_limited
 
     def close(self) -> None:
@@ -247,8 +251,10 @@ class Transport:
         params: Mapping[str, str] | None = None,
         body: Any = None,
         write: bool = False,
+        bulk: bool = False,
     ) -> Any:
-        """One logical call: attempts, retries and error mapping. Returns the decoded JSON."""
+        """One logical call: attempts, retries and error mapping. Returns the decoded JSON.
+        ``bulk``: a call of a bulk API, which draws from the bulk bucket too."""
         url = self.host + path
         data = None
         headers = None
@@ -257,18 +263,21 @@ class Transport:
             headers = {"Content-Type": "application/json; charset=utf-8"}
         failures: dict[_Kind, int] = {}
         while True:
-            self.limiter.acquire()
+            # before the grant: a lesson learned while this call waits for its slot must not
+            # make its refusal look like the margin's doing
+            lessons = self.limiter.lessons
+            self.limiter.acquire(bulk)
             with self._calls_lock:
                 self._calls += 1
             result = self._attempt(method, path, url, params, data, headers, write)
             if isinstance(result, _Ok):
                 return result.payload
+            verdict: Verdict | None = None
             if result.kind == "rate_limited":
                 with self._calls_lock:
                     self._rate_limited += 1
-                # The margin widens whether or not this call is retried: arrivals came closer
-                # than it allowed for (or another integration is using the account's budget).
-                self.limiter.refused()
+                evidence = self.redact(result.evidence)
+                verdict = self.limiter.refused(bulk, result.named, evidence, lessons)
             limit = {
                 "rate_limited": self._rate_limit_retries,
                 "server": self._max_retries,
@@ -280,14 +289,20 @@ class Transport:
             count = failures[result.kind] = failures.get(result.kind, 0) + 1
             wait = result.retry_after
             if wait is None:
-                wait = self._backoff(count)
-            if result.kind == "rate_limited":
-                # Every thread holds off, not just this one: the budget is account-wide (also
+                # A refusal that taught the limit needs no backoff: the limiter now holds the
+                # retry until the account's window has room for it. Other refusals back off,
+                # but never longer than a window: by then it holds none of the calls before.
+                wait = 0.0 if verdict == "learned" else self._backoff(count)
+                if verdict is not None and not self.limiter.unlimited:
+                    wait = min(wait, self.limiter.window)
+            if verdict is not None:
+                # Every caller holds off, not just this one: the budget is account-wide (also
                 # when this call gives up: the others are still going).
                 self.limiter.penalize(wait)
             if count > limit:
                 raise self._error(result, path, count)
-            log.warning(
+            log.log(
+                logging.INFO if verdict == "learned" else logging.WARNING,
                 "lsq: retry endpoint=%s attempt=%d/%d reason=%s wait=%.2fs",
                 path,
                 count,
@@ -400,7 +415,11 @@ class Transport:
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             payload, is_json = None, False
         etype, emessage = _envelope(payload)
-        if 200 <= status < 300 and is_json and not _is_error_envelope(payload):
+        ok = 200 <= status < 300 and is_json and not _is_error_envelope(payload)
+        text = f"{emessage or ''} {'' if is_json else _snippet(response)}"
+        if is_refusal(status, etype, "" if ok else text):
+            return self._refusal(call, status, etype, emessage, text, response)
+        if ok:
             return _Ok(payload)
         detail = f"HTTP {status}"
         if 200 <= status < 300 and is_json:
@@ -439,21 +458,6 @@ class Transport:
                 f"LSQ_SECRET_KEY, and that the host {self.host} is your account's region "
                 "(keys work only on their own region's host).",
             )
-        limit_text = f"{emessage or ''} {'' if is_json else _snippet(response)}".lower()
-        if status == 429 or (status == 403 and "limit" in limit_text and "exceed" in limit_text):
-            # A 429 is the rate limit whatever its body says (its ExceptionType starts with MX).
-            return _Failure(
-                "rate_limited",
-                f"http_{status}_rate_limited",
-                RateLimited,
-                f"LeadSquared kept refusing {call} for the account's rate limit ({detail}). "
-                "The limit covers every integration using the account: lower the configured "
-                "calls per window, or run when others are quiet.",
-                status,
-                etype,
-                emessage,
-                _retry_after(response),
-            )
         if 300 <= status < 400:
             location = response.headers.get("Location", "")
             return failure(
@@ -487,6 +491,33 @@ class Transport:
             )
         return failure(
             "final", f"http_{status}", ApiRejected, f"LeadSquared rejected {call} ({detail}).{hint}"
+        )
+
+    def _refusal(
+        self,
+        call: str,
+        status: int,
+        etype: str | None,
+        emessage: str | None,
+        text: str,
+        response: requests.Response,
+    ) -> _Failure:
+        """A call refused for the rate limit: LeadSquared did not process it."""
+        said = " ".join(text.split()) or "no message"
+        detail = f"HTTP {status}" + (f" {etype}" if etype else "") + f": {said}"
+        return _Failure(
+            "rate_limited",
+            f"http_{status}_rate_limited",
+            RateLimited,
+            f"LeadSquared kept refusing {call} for the account's rate limit ({detail}). "
+            "The limit covers every integration using the account: lower rate_limit in "
+            "lsqsync.yml, or run when others are quiet.",
+            status,
+            etype,
+            emessage,
+            _retry_after(response),
+            named_limit(text),
+            f"HTTP {status}: {said}"[:_SNIPPET],
         )
 
 

@@ -99,6 +99,7 @@ def make_plan(
     with open_client(config) as client:
         snapshot = fetch(client, project.rules, progress)
         host = client.host
+        pace = client.limiter.write_pace()
     lineage, serial = _state_position(config)
     created = datetime.now(UTC)
     options = PlanOptions(
@@ -112,5 +113,6 @@ def make_plan(
         git_commit=git_commit(config.root),
         state_lineage=lineage,
         state_serial=serial,
+        write_pace=pace,
     )
     return config, build_plan(project, snapshot, host, options)

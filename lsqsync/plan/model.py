@@ -18,8 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from lsqsync.clock import stamp
-from lsqsync.config import RateLimit
-from lsqsync.lsq import MAX_BULK_ITEMS
+from lsqsync.lsq import MAX_BULK_ITEMS, Limit
 
 FORMAT_VERSION = 1
 TOP_TRANSITIONS = 10
@@ -83,12 +82,13 @@ class Summary:
 class Cost:
     read_calls: int  # made to build the plan
     write_calls: int  # needed to apply it: ⌈opportunities / 25⌉
-    min_seconds: float  # the least time the writes take under the configured rate limit
+    min_seconds: float  # the least time the writes take at the account's rate limit
 
 
-def write_cost(read_calls: int, opportunities: int, rate: RateLimit) -> Cost:
+def write_cost(read_calls: int, opportunities: int, rate: Limit) -> Cost:
     """Bulk Update takes 25 opportunities a call; under a limit of ``rate.calls`` per
-    ``rate.per_seconds``, the first window's calls go at once and each further window waits."""
+    ``rate.per_seconds`` (the strictest a Bulk Update call meets), the first window's calls go
+    at once and each further window waits."""
     write_calls = math.ceil(opportunities / MAX_BULK_ITEMS)
     waits = max(0, math.ceil(write_calls / rate.calls) - 1)
     return Cost(read_calls, write_calls, waits * rate.per_seconds)
@@ -143,7 +143,7 @@ def assemble(
     lifetime: timedelta,
     rule_sources: Mapping[str, str],
     type_totals: Mapping[int, tuple[str, int]],
-    rate: RateLimit,
+    rate: Limit,
     read_calls: int,
     git_commit: str | None = None,
     state: tuple[str | None, int | None] = (None, None),

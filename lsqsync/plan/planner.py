@@ -21,7 +21,7 @@ from lsqsync.display import is_masked
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
-from lsqsync.lsq import FieldMeta, OpportunityRecord, OpportunityType, User, codec
+from lsqsync.lsq import FieldMeta, Limit, OpportunityRecord, OpportunityType, User, codec
 from lsqsync.plan.model import (
     PLAN_LIFETIME,
     FieldChange,
@@ -54,6 +54,9 @@ class PlanOptions:
     git_commit: str | None = None
     state_lineage: str | None = None
     state_serial: int | None = None
+    # the strictest limit the writes will meet, as the client knows it (learned or configured);
+    # None: as lsqsync.yml configures it
+    write_pace: Limit | None = None
 
 
 def _source(location: Location) -> str:
@@ -225,7 +228,7 @@ def _assemble(
         lifetime=options.expires_in,
         rule_sources={r.name: _source(r.location) for r in project.rules},
         type_totals={c: (t.meta.name, t.total) for c, t in snapshot.types.items()},
-        rate=config.rate_limit,
+        rate=options.write_pace or config.rate_limit.write_pace(),
         read_calls=snapshot.read_calls,
         git_commit=options.git_commit,
         state=(options.state_lineage, options.state_serial),

@@ -262,21 +262,27 @@ class SqliteFile(Backend):
         return None
 
     def _check_version(self) -> int:
-        version = self.schema_version()
+        # One statement, so one snapshot: read apart, another process creating the file could
+        # commit its first version between the reads.
+        version, tables, application_id = self._db.execute(
+            "SELECT (SELECT user_version FROM pragma_user_version), "
+            "(SELECT count(*) FROM sqlite_master), "
+            "(SELECT application_id FROM pragma_application_id)"
+        ).fetchone()
         if version > len(MIGRATIONS):
             raise StateError(
                 f"{self.path}: state file schema version {version} is newer than this lsqsync "
                 f"supports ({len(MIGRATIONS)}); upgrade lsqsync to use it"
             )
         if version == 0:
-            if self._db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+            if tables:
                 raise StateError(
                     f"{self.path}: a SQLite database, but not an lsqsync state file "
                     f"(it has tables and no lsqsync schema version)"
                 )
-        elif self._db.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+        elif application_id != APPLICATION_ID:
             raise StateError(f"{self.path}: a SQLite database, but not an lsqsync state file")
-        return version
+        return int(version)
 
     def _migrate(self) -> None:
         while self._check_version() < len(MIGRATIONS):

@@ -8,7 +8,9 @@ from typing import Literal, get_args
 
 Outcome = Literal["running", "succeeded", "partial", "failed", "interrupted"]
 BatchStatus = Literal["sending", "done", "failed", "unknown"]
-ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown"]
+# not_sent: LeadSquared kept refusing the call for the account's rate limit, so it was not
+# processed; applying the plan again sends it
+ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown", "not_sent"]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 RESULT_STATUSES: tuple[ResultStatus, ...] = get_args(ResultStatus)
@@ -25,10 +27,14 @@ class Counts:
     stale: int = 0
     failed: int = 0
     unknown: int = 0
+    not_sent: int = 0
 
     @property
     def total(self) -> int:
-        return self.applied + self.already_current + self.stale + self.failed + self.unknown
+        return (
+            self.applied + self.already_current + self.stale + self.failed + self.unknown
+            + self.not_sent
+        )  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -39,6 +39,7 @@ _COUNT_LABELS = (
     ("stale", "stale"),
     ("failed", "failed"),
     ("unknown", "unknown"),
+    ("not_sent", "not sent"),
 )
 RUNS_COLUMNS: tuple[str, ...] = (
     "RUN",
@@ -50,6 +51,7 @@ RUNS_COLUMNS: tuple[str, ...] = (
     "STALE",
     "FAILED",
     "UNKNOWN",
+    "NOT SENT",
     "PLAN",
     "WHO",
 )
@@ -88,7 +90,7 @@ def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
     rows: list[Sequence[str]] = [RUNS_COLUMNS]
     for r in runs:
         c = r.counts
-        counts = (c.applied, c.already_current, c.stale, c.failed, c.unknown)
+        counts = (c.applied, c.already_current, c.stale, c.failed, c.unknown, c.not_sent)
         rows.append(
             (
                 r.id,
@@ -252,7 +254,7 @@ MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: -
 
 def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
     """A run for a pull-request comment: what happened, the counts, and every field that needs a
-    person (stale, failed, unknown); applied fields are only counted."""
+    person (stale, failed, unknown, not sent); applied fields are only counted."""
     c = run.counts
     lines = [
         f"### lsqsync apply `{run.id}`: {run.outcome}",
@@ -280,7 +282,8 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
     tail = [
         "",
         f"Every result: `lsqsync state show {run.id} --format csv`. Stale fields changed in "
-        "LeadSquared after the plan and were left alone; plan again to review them.",
+        "LeadSquared after the plan and were left alone; plan again to review them. Fields not "
+        "sent (the account's rate limit) are sent by applying the same plan again.",
     ]
     size = sum(len(x) + 1 for x in lines + tail)
     for shown, r in enumerate(problems):

@@ -133,10 +133,52 @@ def _v2_current(db: Sql, now: str) -> None:
     db.execute("ALTER TABLE results ADD COLUMN current TEXT")
 
 
+def _v3_not_sent(db: Sql, now: str) -> None:
+    # a field whose call LeadSquared kept refusing for the rate limit: 'not_sent'. SQLite cannot
+    # change a CHECK constraint in place, so the table is rebuilt (nothing refers to it).
+    db.execute(
+        """CREATE TABLE results_v3 (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            opportunity_id TEXT NOT NULL,
+            field TEXT NOT NULL,
+            opportunity_type INTEGER NOT NULL,
+            before TEXT,
+            after TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN
+                ('applied', 'failed', 'stale', 'already_current', 'unknown', 'not_sent')),
+            message TEXT,
+            rule TEXT NOT NULL,
+            batch INTEGER,
+            recorded TEXT NOT NULL,
+            current TEXT,
+            PRIMARY KEY (run_id, opportunity_id, field),
+            FOREIGN KEY (run_id, batch) REFERENCES batches (run_id, batch)
+        )"""
+    )
+    columns = "run_id, opportunity_id, field, opportunity_type, before, after, status, message, "
+    columns += "rule, batch, recorded, current"
+    db.execute(f"INSERT INTO results_v3 ({columns}) SELECT {columns} FROM results")
+    db.execute("DROP TABLE results")
+    db.execute("ALTER TABLE results_v3 RENAME TO results")
+
+
+def _v3_not_sent_postgres(db: Sql, now: str) -> None:
+    # PostgreSQL changes the CHECK in place (an inline one is named table_column_check)
+    db.execute("ALTER TABLE results DROP CONSTRAINT results_status_check")
+    db.execute(
+        "ALTER TABLE results ADD CONSTRAINT results_status_check CHECK (status IN "
+        "('applied', 'failed', 'stale', 'already_current', 'unknown', 'not_sent'))"
+    )
+
+
 # Applied in order, each in its own transaction with the new version: schema version N is
 # MIGRATIONS[:N]. A new version is one more function appended to both tuples.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_current)
-POSTGRES_MIGRATIONS: tuple[Migration, ...] = (_v1_initial_postgres, _v2_current)
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_current, _v3_not_sent)
+POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
+    _v1_initial_postgres,
+    _v2_current,
+    _v3_not_sent_postgres,
+)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 # What `lsqsync state migrate` copies and compares, in an order foreign keys allow: each table's

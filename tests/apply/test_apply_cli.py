@@ -7,7 +7,6 @@ import io
 import json
 import math
 import re
-import shutil
 import sqlite3
 import stat
 from datetime import datetime, timedelta
@@ -15,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from crm_helpers import write_directly, writes
+from crm_helpers import example_project, write_directly, writes
 
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
@@ -23,7 +22,6 @@ from lsqsync.emulator.model import USERS
 from lsqsync.plan.model import compute_digest, from_json
 from lsqsync.state.store import StateFile
 
-ROOT = Path(__file__).parents[2]
 NOW = ["--now", "2026-11-27 10:00:00"]
 # the loan reassigned by rules/data/reassign.csv is owned by neither George nor Sam
 SAM = next(u.id for u in USERS if u.first_name == "Sam")
@@ -40,10 +38,8 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 @pytest.fixture
 def project(connected: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The repository's example project, in a temporary folder."""
-    shutil.copy(ROOT / "lsqsync.yml", tmp_path / "lsqsync.yml")
-    shutil.copytree(ROOT / "rules", tmp_path / "rules")
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    return example_project(tmp_path)
 
 
 def planned(out: str) -> tuple[int, int]:

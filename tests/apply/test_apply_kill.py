@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -15,13 +14,12 @@ from pathlib import Path
 
 import pytest
 import requests
-from crm_helpers import not_as_planned, writes
+from crm_helpers import example_project, not_as_planned, writes
 
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.plan import planfile
 from lsqsync.state.store import StateFile
 
-ROOT = Path(__file__).parents[2]
 TRIALS = 10
 
 
@@ -43,9 +41,7 @@ def connection(emu: Emulator) -> dict[str, str]:
 
 def plan_example(root: Path, env: dict[str, str], *plan_options: str) -> None:
     """The repository's example project in ``root``, planned into ``root/p.json``."""
-    root.mkdir(exist_ok=True)
-    shutil.copy(ROOT / "lsqsync.yml", root / "lsqsync.yml")
-    shutil.copytree(ROOT / "rules", root / "rules")
+    example_project(root)
     plan = subprocess.run(
         [sys.executable, "-m", "lsqsync", "plan", "--out", "p.json", *plan_options],
         cwd=root, env=env, capture_output=True, check=False,

@@ -220,6 +220,80 @@ def test_403_saying_the_limit_was_exceeded_is_a_rate_limit(serve: Serve, sleeps:
     assert len(sleeps) == 2
 
 
+RATE_200 = Reply(
+    200, {**RATE_429.body, "ExceptionMessage": "API calls exceeded the limit of 20 in 5 second(s)"}
+)
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [RATE_200, Reply(403, {"Message": "API calls exceeded the limit of 20 in 5 second(s)"}),
+     Reply(429, RATE_200.body)],
+    ids=["200", "403", "429"],
+)  # fmt: skip
+def test_a_refusal_in_any_form_teaches_the_limit_and_is_retried_at_its_pace(
+    serve: Serve, sleeps: Sleeps, refusal: Reply, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    clock = FakeClock()
+    limiter = RateLimiter(25, 5.0, kind="assumed", clock=clock, sleep=clock.sleep)
+    stub, client = serve(refusal, Reply(body=WHO), limiter=limiter)
+    assert client.who_am_i().user.id == "u1"
+    assert len(stub.seen) == 2
+    assert (limiter.calls, limiter.per_seconds) == (20, 5.0)
+    assert sleeps == [0.0]  # no backoff: the limiter paces the retry
+    assert client.rate_limited == 1
+    assert limiter.budgets()["account"].endswith(
+        f"HTTP {refusal.status}: API calls exceeded the limit of 20 in 5 second(s))"
+    )
+    (line,) = [r for r in caplog.records if r.getMessage().startswith("lsq: retry ")]
+    assert line.levelno == logging.INFO  # a lesson, not a warning
+
+
+def test_a_200_refusal_that_persists_is_rate_limited_never_rejected(
+    serve: Serve, sleeps: Sleeps
+) -> None:
+    stub, client = serve(RATE_200, rate_limit_retries=2)
+    with pytest.raises(RateLimited) as caught:
+        client.bulk_update([ITEM])
+    error = caught.value
+    assert (error.status, error.exception_type) == (200, "MXAPIRateLimitExceededException")
+    assert str(error).startswith(
+        "LeadSquared kept refusing POST /v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId "
+        "for the account's rate limit (HTTP 200 MXAPIRateLimitExceededException: API calls "
+        "exceeded the limit of 20 in 5 second(s)). The limit covers every integration using the "
+        "account: lower rate_limit in lsqsync.yml, or run when others are quiet. (gave up after 3"
+    )
+    assert len(stub.seen) == 3
+
+
+def test_a_value_over_a_length_limit_is_a_verdict_not_a_refusal(
+    serve: Serve, sleeps: Sleeps
+) -> None:
+    message = "mx_Custom_9 exceeds the maximum length limit"
+    too_long = Reply(500, {"Status": "Error", "ExceptionType": "MXInvalidDataTypeException",
+                           "ExceptionMessage": message})  # fmt: skip
+    stub, client = serve(too_long)
+    with pytest.raises(ApiRejected):
+        client.bulk_update([ITEM])
+    assert len(stub.seen) == 1
+    assert client.rate_limited == 0
+
+
+def test_a_bulk_update_refusal_below_the_known_limit_is_learned_for_the_bulk_bucket(
+    serve: Serve,
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(20, 5.0, kind="learned", clock=clock, sleep=clock.sleep)
+    bulk_refusal = Reply(200, {**RATE_200.body, "ExceptionMessage": "API calls exceeded the "
+                               "limit of 5 in 5 second(s)"})  # fmt: skip
+    ok = Reply(body={"Response": [{"RowNumber": 1, "OpportunityUpdated": True}]})
+    _, client = serve(bulk_refusal, ok, limiter=limiter)
+    assert client.bulk_update([ITEM])[0].outcome == "applied"
+    assert limiter.calls == 20
+    assert limiter.budgets()["bulk"].startswith("5 calls per 5 s (learned ")
+
+
 def test_other_403_is_rejected_at_once(serve: Serve, sleeps: Sleeps) -> None:
     denied = Reply(
         403,

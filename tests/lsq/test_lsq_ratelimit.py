@@ -6,7 +6,8 @@ import time
 import pytest
 from lsq_helpers import FakeClock
 
-from lsqsync.lsq import RateLimiter
+from lsqsync.lsq import Budget, Limit, RateLimiter
+from lsqsync.lsq.ratelimit import is_refusal, named_limit
 
 
 def limiter(calls: int = 3, per: float = 1.0, margin: float = 0.1) -> tuple[RateLimiter, FakeClock]:
@@ -191,3 +192,209 @@ def test_real_clock_and_threads_keep_every_window_within_the_budget() -> None:
         assert grants[i + 5] - grants[i] >= 0.21 - 0.005
     # 15 calls at 5 per 0.21 s: the last batch starts two windows after the first
     assert 0.42 <= time.monotonic() - started < 1.5
+
+
+# -- what a refusal says ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "exception_type", "message", "refused"),
+    [
+        (429, None, "", True),
+        (200, "MXAPIRateLimitExceededException", "", True),
+        (403, None, "API calls exceeded the limit of 20 in 5 second(s)", True),
+        (500, None, "Rate limit exceeded, slow down", True),
+        (403, None, "You have exceeded the rate-limit", True),
+        (500, "MXInvalidDataTypeException", "value exceeds the maximum length limit of 200", False),
+        (403, "MXAccessDenied", "Only admins", False),
+        (200, None, "", False),
+    ],
+)
+def test_a_refusal_is_recognised_whatever_its_status(
+    status: int, exception_type: str | None, message: str, refused: bool
+) -> None:
+    assert is_refusal(status, exception_type, message) is refused
+
+
+@pytest.mark.parametrize(
+    ("message", "limit"),
+    [
+        ("API calls exceeded the limit of 20 in 5 second(s)", Limit(20, 5.0)),
+        ("api calls exceeded the LIMIT of 2 in 0.25 seconds", Limit(2, 0.25)),
+        ("Rate limit exceeded, slow down", None),
+        ("API calls exceeded the limit of 0 in 5 second(s)", None),
+    ],
+)
+def test_the_limit_a_refusal_names_is_read(message: str, limit: Limit | None) -> None:
+    assert named_limit(message) == limit
+
+
+def test_limits_compare_by_calls_per_window_and_pace() -> None:
+    assert Limit(10, 5.0).stricter_than(Limit(20, 5.0))
+    assert not Limit(20, 5.0).stricter_than(Limit(20, 5.0))
+    assert Limit(20, 60.0).stricter_than(Limit(20, 5.0))  # the same burst, a slower pace
+    assert Limit(2, 0.25).stricter_than(Limit(25, 5.0))  # a smaller burst, though faster
+    assert str(Limit(1, 5.0)) == "1 call per 5 s"
+    assert str(Limit(20, 2.5)) == "20 calls per 2.5 s"
+    with pytest.raises(ValueError, match="at least 1"):
+        Limit(0, 5.0)
+    with pytest.raises(ValueError, match="positive"):
+        Limit(5, 0.0)
+
+
+# -- learning ---------------------------------------------------------------------------------
+
+ASSUMED = Budget.assumed()
+
+
+def auto(
+    start: Budget = ASSUMED, bulk: Budget | None = None
+) -> tuple[RateLimiter, FakeClock, list[tuple[str, Limit, str]]]:
+    clock = FakeClock()
+    lessons: list[tuple[str, Limit, str]] = []
+    lim = RateLimiter(
+        start.limit.calls, start.limit.per_seconds, kind=start.kind, origin=start.origin,
+        bulk=bulk, clock=clock, sleep=clock.sleep,
+        learned=lambda bucket, limit, evidence: lessons.append((bucket, limit, evidence)),
+    )  # fmt: skip
+    return lim, clock, lessons
+
+
+def grants_in(lim: RateLimiter, clock: FakeClock, seconds: float, bulk: bool = False) -> int:
+    """How many calls the limiter grants within ``seconds`` of fake time."""
+    end = clock.now + seconds
+    granted = 0
+    while True:
+        lim.acquire(bulk)
+        if clock.now >= end - 1e-9:
+            return granted
+        granted += 1
+
+
+def test_the_named_limit_is_adopted_at_once_and_remembered() -> None:
+    lim, clock, lessons = auto()
+    assert lim.refused(named=Limit(10, 5.0), evidence="HTTP 200: …limit of 10…") == "learned"
+    assert (lim.calls, lim.per_seconds) == (10, 5.0)
+    assert lessons == [("account", Limit(10, 5.0), "HTTP 200: …limit of 10…")]
+    assert lim.budgets()["account"].startswith("10 calls per 5 s (learned ")
+    assert grants_in(lim, clock, 5.0) == 10
+    assert lim.margin == pytest.approx(0.1)  # a refusal the limit explains widens nothing
+
+
+def test_a_learned_limit_is_only_ever_lowered_by_later_refusals() -> None:
+    lim, _, lessons = auto(Budget.learned(Limit(10, 5.0), "2026-12-01T00:00:00Z", "x"))
+    assert lim.refused(named=Limit(20, 5.0)) == "slowed"  # somebody else spends the budget
+    assert lim.calls == 10
+    assert lim.refused(named=Limit(5, 5.0)) == "learned"
+    assert lim.calls == 5
+    assert [lesson[1] for lesson in lessons] == [Limit(5, 5.0)]
+
+
+def test_a_configured_limit_is_never_raised_and_a_lower_one_is_kept_beside_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lim, clock, _ = auto(Budget.configured(Limit(5, 5.0)))
+    assert lim.refused(named=Limit(20, 5.0)) == "slowed"
+    assert lim.calls == 5
+    lim, clock, _ = auto(Budget.configured(Limit(25, 5.0)))
+    assert lim.refused(named=Limit(2, 0.25), evidence="HTTP 429: …") == "learned"
+    assert "rate_limit in lsqsync.yml allows 25 calls per 5 s, but LeadSquared refused" in (
+        caplog.text
+    )
+    assert "Set rate_limit to {calls: 2, per_seconds: 0.25} in lsqsync.yml" in caplog.text
+    # both hold: 2 per 0.25 s, and never more than 25 in 5 s (which 2 per 0.25 s alone allows)
+    assert grants_in(lim, clock, 5.0) == 25
+    assert lim.budgets()["account"].startswith("2 calls per 0.25 s (configured 25 calls per 5 s")
+
+
+def test_the_same_limit_named_again_is_jitter_and_widens_the_margin_only() -> None:
+    lim, _, lessons = auto(Budget.learned(Limit(20, 5.0), "t", "x"))
+    assert lim.refused(named=Limit(20, 5.0)) == "margin"
+    assert (lim.calls, lim.margin) == (20, pytest.approx(0.2))
+    assert lessons == []
+
+
+def test_a_bulk_refusal_below_the_accounts_known_limit_is_the_bulk_buckets() -> None:
+    lim, clock, lessons = auto(Budget.learned(Limit(20, 5.0), "t", "x"))
+    assert lim.refused(bulk=True, named=Limit(5, 5.0)) == "learned"
+    assert lessons[0][:2] == ("bulk", Limit(5, 5.0))
+    assert lim.calls == 20
+    assert set(lim.budgets()) == {"account", "bulk"}
+    assert grants_in(lim, clock, 5.0, bulk=True) == 5
+    clock.now += 10
+    assert grants_in(lim, clock, 5.0) == 20  # reads draw from the account bucket only
+    clock.now += 10
+    for _ in range(20):
+        lim.acquire()
+    # a bulk call draws from both: the reads have used the account's window
+    assert lim.acquire(bulk=True) == pytest.approx(5.1)
+    assert lim.refused(bulk=True, named=Limit(5, 5.0)) == "margin"
+    assert lim.refused(bulk=True, named=Limit(2, 5.0)) == "learned"
+    assert lim.write_pace() == Limit(2, 5.0)
+
+
+def test_while_the_accounts_limit_is_only_assumed_a_bulk_refusal_is_taken_as_the_accounts() -> None:
+    lim, _, lessons = auto()
+    assert lim.refused(bulk=True, named=Limit(10, 5.0)) == "learned"
+    assert lessons[0][:2] == ("account", Limit(10, 5.0))
+    assert set(lim.budgets()) == {"account"}
+
+
+def test_a_configured_bulk_limit_is_drawn_from_by_bulk_calls_only() -> None:
+    bulk = Budget.configured(Limit(2, 5.0), "rate_limit.bulk")
+    lim, clock, _ = auto(Budget.configured(Limit(10, 5.0)), bulk)
+    assert grants_in(lim, clock, 5.0, bulk=True) == 2
+    assert lim.budgets()["bulk"] == "2 calls per 5 s (configured: rate_limit.bulk in lsqsync.yml)"
+    assert lim.write_pace() == Limit(2, 5.0)
+
+
+def test_refusals_naming_no_limit_halve_the_pace_and_each_quiet_window_gives_a_call_back() -> None:
+    lim, clock, _ = auto(Budget.configured(Limit(20, 5.0)))
+    assert lim.refused() == "slowed"
+    assert lim.refused() == "slowed"  # the same window: no second halving
+    assert "slowed to 10 by refusals that named no limit" in lim.budgets()["account"]
+    clock.now += 5.0
+    lim.refused()  # a window later: halved again
+    assert "slowed to 5 " in lim.budgets()["account"]
+    clock.now += 5.0 * 3  # three quiet windows: three calls back
+    assert "slowed to 8 " in lim.budgets()["account"]
+    clock.now += 5.0 * 20
+    assert "slowed" not in lim.budgets()["account"]
+    assert lim.calls == 20
+
+
+def test_the_pace_never_drops_below_one_call_a_window() -> None:
+    lim, clock, _ = auto(Budget.configured(Limit(2, 5.0)))
+    for _ in range(5):
+        clock.now += 5.0
+        lim.refused()
+    assert "slowed to 1 " in lim.budgets()["account"]
+    assert grants_in(lim, clock, 5.0) == 1
+
+
+def test_learning_a_window_of_another_length_rescales_the_default_margin() -> None:
+    lim, _, _ = auto()
+    lim.refused(named=Limit(2, 0.25))
+    assert lim.margin == pytest.approx(0.0125)
+    assert lim.max_margin == pytest.approx(0.025)
+
+
+def test_an_unlimited_limiter_learns_nothing() -> None:
+    off = RateLimiter.off()
+    assert off.refused(named=Limit(2, 5.0)) == "margin"
+    assert off.budgets() == {}
+    assert off.write_pace() is None
+    assert (off.calls, off.per_seconds) == (None, 1.0)
+
+
+def test_a_call_granted_before_the_last_lesson_is_explained_by_it() -> None:
+    lim, _, _ = auto()
+    granted = lim.lessons
+    assert lim.refused(named=Limit(10, 5.0)) == "learned"
+    # another call of the same burst, refused too: nothing new, no margin, no slowing down
+    assert lim.refused(named=Limit(10, 5.0), granted_after=granted) == "learned"
+    assert lim.refused(granted_after=granted) == "learned"
+    assert (lim.calls, lim.margin) == (10, pytest.approx(0.1))
+    # a call granted at the learned pace and refused: the margin's doing
+    assert lim.refused(named=Limit(10, 5.0), granted_after=lim.lessons) == "margin"
+    assert lim.margin == pytest.approx(0.2)

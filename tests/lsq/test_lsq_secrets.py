@@ -10,6 +10,7 @@ import pytest
 from lsq_helpers import (
     OTHER_ACCESS_KEY,
     OTHER_SECRET_KEY,
+    FakeClock,
     Reply,
     Serve,
     Sleeps,
@@ -58,7 +59,10 @@ def test_no_key_in_anything_the_error_cases_produce(
     texts += [repr(wrong), repr(vars(wrong)), repr(vars(wrong._transport))]
 
     # The demo keys, accepted, through every failure the emulator can inject.
-    client = make_client(max_retries=1, rate_limit_retries=1, limiter=RateLimiter(25, 5.0))
+    # a fake clock: the limit of 1 call per 60 s learned below costs no real minute
+    clock = FakeClock()
+    limiter = RateLimiter(25, 5.0, clock=clock, sleep=clock.sleep)
+    client = make_client(max_retries=1, rate_limit_retries=1, limiter=limiter)
     texts += [repr(client), repr(client.limiter), repr(vars(client._transport))]
     emu.settings.fault_rate = 1.0
     expect_error(client.users)

@@ -18,6 +18,7 @@ from lsqsync.cli import main
 from lsqsync.config import StateLocation
 from lsqsync.state import store
 from lsqsync.state.location import open_location
+from lsqsync.state.schema import SCHEMA_VERSION
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -196,7 +197,7 @@ def test_state_workspaces_lists_them_and_marks_the_project_s(
         ("sales", True, 1),
     ]
     assert data["workspaces"][1]["lock"]["id"] == lock.id
-    assert data["workspaces"][1]["schema_version"] == 2
+    assert data["workspaces"][1]["schema_version"] == SCHEMA_VERSION
     # a reading command on a workspace nothing was applied to
     configure(project, f"{{url: '{url}', workspace: marketing}}")
     code, out, err = run(["state", "runs"], capsys)

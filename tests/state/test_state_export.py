@@ -65,7 +65,7 @@ Run 20240501-100000-3fa2c1: partial
   finished   2024-05-01T10:01:05Z
   serial     4
   overrides  ignore-rule-changes
-  results    2 applied, 1 already current, 1 stale, 1 failed, 0 unknown
+  results    2 applied, 1 already current, 1 stale, 1 failed, 0 unknown, 0 not sent
 
 OPPORTUNITY                           TYPE   FIELD         BEFORE   AFTER                       STATUS           RULE       MESSAGE
 4f530c63-4c93-4150-8b8e-83487befb3b2  12003  Status        "Open"   "Won"                       applied          close-won
@@ -107,6 +107,7 @@ def run_json(run: Run) -> dict[str, Any]:
             "stale": run.counts.stale,
             "failed": run.counts.failed,
             "unknown": run.counts.unknown,
+            "not_sent": run.counts.not_sent,
         },
     }
 
@@ -125,7 +126,7 @@ def test_show_a_run_without_results_as_text() -> None:
         "  finished   -\n"
         "  serial     -\n"
         "  overrides  none\n"
-        "  results    0 applied, 0 already current, 0 stale, 0 failed, 0 unknown\n"
+        "  results    0 applied, 0 already current, 0 stale, 0 failed, 0 unknown, 0 not sent\n"
         "\n"
         "No field results.\n"
     )
@@ -173,9 +174,9 @@ MARKDOWN = """\
 - started: 2024-05-01T10:00:00Z, finished: 2024-05-01T10:01:05Z
 - overrides: ignore-rule-changes
 
-| Applied | Already current | Stale | Failed | Unknown |
-|---:|---:|---:|---:|---:|
-| 2 | 1 | 1 | 1 | 0 |
+| Applied | Already current | Stale | Failed | Unknown | Not sent |
+|---:|---:|---:|---:|---:|---:|
+| 2 | 1 | 1 | 1 | 0 | 0 |
 
 #### Fields that were not written (2)
 
@@ -185,7 +186,8 @@ MARKDOWN = """\
 | 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Status | failed | "Open" | "Won" | MXInvalid: Status\\\\nlocked |
 
 Every result: `lsqsync state show 20240501-100000-3fa2c1 --format csv`. Stale fields changed in \
-LeadSquared after the plan and were left alone; plan again to review them.
+LeadSquared after the plan and were left alone; plan again to review them. Fields not sent (the \
+account's rate limit) are sent by applying the same plan again.
 """  # noqa: E501 - the table is as wide as it is
 
 
@@ -196,7 +198,7 @@ def test_show_as_markdown_for_a_pull_request_comment() -> None:
 def test_markdown_counts_applied_fields_and_lists_only_the_rest() -> None:
     applied = [r for r in RESULTS if r.status == "applied"]
     out = render_run(RUN, applied, "markdown", mask=MASK)
-    assert out.endswith("| 2 | 1 | 1 | 1 | 0 |\n")
+    assert out.endswith("| 2 | 1 | 1 | 1 | 0 | 0 |\n")
     assert "not written" not in out
     assert "98450" not in out
 
@@ -230,11 +232,11 @@ def test_csv_cells_never_become_formulas(value: str, cell: str) -> None:
 def test_runs_as_text_and_json() -> None:
     assert render_runs([RUN, RUNNING]) == (
         "RUN                     STARTED               OUTCOME  SERIAL  APPLIED  CURRENT  STALE  "
-        "FAILED  UNKNOWN  PLAN          WHO\n"
+        "FAILED  UNKNOWN  NOT SENT  PLAN          WHO\n"
         "20240501-100000-3fa2c1  2024-05-01T10:00:00Z  partial  4       2        1        1      "
-        "1       0        abababababab  ci@runner-1\n"
+        "1       0        0         abababababab  ci@runner-1\n"
         "20240501-110000-0a0b0c  2024-05-01T11:00:00Z  running  -       0        0        0      "
-        "0       0        cdcdcdcdcdcd  alice@laptop\n"
+        "0       0        0         cdcdcdcdcdcd  alice@laptop\n"
     )
     assert render_runs([]) == "No runs yet.\n"
     assert render_runs([RUN, RUNNING], "json") == (
@@ -285,6 +287,7 @@ def test_show_a_recorded_run(state: StateFile, clock: Clock) -> None:
         "stale": 0,
         "failed": 1,
         "unknown": 0,
+        "not_sent": 0,
     }
     assert (data["run"]["serial"], data["run"]["finished"]) == (1, "2024-05-01T10:00:05Z")
     assert [(r["opportunity_id"], r["status"]) for r in data["results"]] == [

@@ -16,6 +16,7 @@ from state_helpers import DIGEST, OPP_A, Clock, Place, raw
 
 from lsqsync.errors import StateError
 from lsqsync.state import database as state_module
+from lsqsync.state.records import FieldResult
 from lsqsync.state.schema import SCHEMA_VERSION
 from lsqsync.state.store import StateFile
 
@@ -70,8 +71,8 @@ def test_pragmas_rollback_journal_full_sync_foreign_keys(state_path: Path) -> No
 
 def test_schema_version_and_tables(state_path: Path) -> None:
     with StateFile.open(state_path) as state:
-        assert state.schema_version == SCHEMA_VERSION == 2
-    assert user_version(state_path) == 2
+        assert state.schema_version == SCHEMA_VERSION == 3
+    assert user_version(state_path) == 3
     assert tables(state_path) >= {"state", "runs", "batches", "results", "last_written", "lock"}
 
 
@@ -133,7 +134,7 @@ def test_a_version_1_file_gains_the_current_column_and_keeps_its_results(
     assert user_version(state_path) == 1
     monkeypatch.undo()
     with StateFile.open(state_path) as sf:
-        assert sf.schema_version == 2
+        assert sf.schema_version == SCHEMA_VERSION
         (kept,) = sf.results(run.id)
         assert (kept.status, kept.current) == ("stale", None)
         sf.acquire_lock("apply")
@@ -149,7 +150,7 @@ def test_a_file_from_a_newer_lsqsync_is_refused(state_path: Path) -> None:
     with pytest.raises(StateError) as caught:
         StateFile.open(state_path)
     assert str(caught.value) == (
-        f"{state_path}: state file schema version 7 is newer than this lsqsync supports (2); "
+        f"{state_path}: state file schema version 7 is newer than this lsqsync supports (3); "
         "upgrade lsqsync to use it"
     )
     assert user_version(state_path) == 7  # untouched
@@ -261,3 +262,29 @@ def test_a_foreign_sqlite_file_is_refused_before_its_mode_is_touched(tmp_path: P
     with pytest.raises(StateError, match="not an lsqsync state file"):
         StateFile.open(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
+
+
+def test_a_version_2_file_accepts_not_sent_and_keeps_its_results(
+    state_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_module, "MIGRATIONS", state_module.MIGRATIONS[:2])
+    with StateFile.open(state_path) as sf:
+        sf.acquire_lock("apply")
+        run = sf.begin_run("a" * 64)
+        sf.record_results(run.id, [FieldResult("opp", 1, "Status", "Open", "Won", "stale", "r",
+                                               "changed", "Lost")])  # fmt: skip
+    with raw(state_path) as db, pytest.raises(sqlite3.IntegrityError):
+        db.execute(
+            "INSERT INTO results VALUES (?, 'opp', 'Owner', 1, NULL, 'u', 'not_sent', NULL, "
+            "'r', NULL, '2024-05-01T10:00:00Z', NULL)",
+            (run.id,),
+        )
+    monkeypatch.undo()
+    with StateFile.open(state_path) as sf:
+        assert sf.schema_version == SCHEMA_VERSION
+        (kept,) = sf.results(run.id)
+        assert (kept.status, kept.message, kept.current) == ("stale", "changed", "Lost")
+        sf.acquire_lock("apply")
+        sf.record_results(run.id, [FieldResult("opp", 1, "Owner", None, "u", "not_sent", "r")])
+        assert sf.run(run.id).counts.not_sent == 1
+        assert ("opp", "Owner") not in sf.confirmed(run.id)

@@ -119,7 +119,7 @@ def test_a_version_1_workspace_is_read_as_it_is_then_migrated(
         (kept,) = sf.results(run.id)
         assert (kept.status, kept.current) == ("stale", None)
     with open_location(location(pg, database)) as sf:
-        assert sf.schema_version == 2
+        assert sf.schema_version == SCHEMA_VERSION
         sf.acquire_lock("apply")
         sf.record_results(run.id, [replace(kept, current="Lost")])
         assert sf.results(run.id)[0].current == "Lost"
@@ -134,8 +134,8 @@ def test_a_workspace_or_database_from_a_newer_lsqsync_is_refused(pg: PgServer) -
         with pytest.raises(StateError) as caught:
             open_location(location(pg, database), read_only=read_only)
         assert str(caught.value) == (
-            f"{name}: state schema version 7 is newer than this lsqsync supports (2); upgrade "
-            "lsqsync to use it"
+            f"{name}: state schema version 7 is newer than this lsqsync supports "
+            f"({SCHEMA_VERSION}); upgrade lsqsync to use it"
         )
     pg.execute("UPDATE lsqsync.meta SET version = 5", database)
     with pytest.raises(StateError, match="schema version 5 is newer than this lsqsync supports"):

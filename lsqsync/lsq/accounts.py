@@ -1,0 +1,189 @@
+"""What lsqsync remembers about each account between runs, in the user cache directory:
+
+- ``accounts.json``: the limits the account's refusals named (per bucket, with when and what
+  the refusal said), so that the next run starts at the right pace;
+- ``ledger.json``: the shared ledger of recent calls (``ledger.FileLedger``).
+
+An account is known by its host and a fingerprint of its access key: a keyed hash, truncated,
+from which the key cannot be recovered — never the key. Both files are mode 0600 in a 0700
+folder. ``LSQSYNC_CACHE_DIR`` moves the folder (tests point it at a temporary one); deleting
+the folder forgets everything, and is always safe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import filelock
+import platformdirs
+
+from lsqsync.clock import stamp, utcnow
+from lsqsync.lsq.ledger import LOCK_TIMEOUT, FileLedger
+from lsqsync.lsq.ratelimit import BucketName, Budget, Limit, RateLimiter
+from lsqsync.lsq.transport import normalise_host
+
+log = logging.getLogger(__name__)
+
+ENV_CACHE_DIR = "LSQSYNC_CACHE_DIR"
+ACCOUNTS_FILE = "accounts.json"
+LEDGER_FILE = "ledger.json"
+_FINGERPRINT_KEY = b"lsqsync account fingerprint v1"
+_MAX_ACCOUNTS = 100  # the emulator is a new account on every port: forget the oldest
+_MAX_EVIDENCE = 200
+
+
+def cache_dir(env: Mapping[str, str] | None = None) -> Path:
+    """``LSQSYNC_CACHE_DIR``, else the platform's user cache directory for lsqsync."""
+    env = os.environ if env is None else env
+    chosen = env.get(ENV_CACHE_DIR, "").strip()
+    return Path(chosen) if chosen else Path(platformdirs.user_cache_dir("lsqsync", False))
+
+
+def accounts_file(env: Mapping[str, str] | None = None) -> Path:
+    """Where the limits learned per account are kept."""
+    return cache_dir(env) / ACCOUNTS_FILE
+
+
+def fingerprint(host: str, access_key: str) -> str:
+    """The account's name in the cache: host and access key, hashed with a fixed key (so that
+    runners on several machines name the account alike) and truncated to 64 bits. Access keys
+    are long random strings: the fingerprint tells nothing about the key."""
+    message = f"{normalise_host(host)}\n{access_key.strip()}".encode()
+    return hmac.new(_FINGERPRINT_KEY, message, hashlib.sha256).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Remembered:
+    """A limit one of the account's refusals named."""
+
+    limit: Limit
+    learned: str  # when (UTC timestamp)
+    evidence: str  # what the refusal said
+
+    def budget(self) -> Budget:
+        return Budget.learned(self.limit, self.learned, self.evidence)
+
+
+class AccountCache:
+    """``accounts.json``: per account fingerprint, its host and the limits learned, per bucket.
+    Every change is a locked read-modify-write that replaces the file whole."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.path = directory / ACCOUNTS_FILE
+        self._lock = filelock.FileLock(
+            str(self.path) + ".lock", timeout=LOCK_TIMEOUT, mode=0o600, thread_local=False
+        )
+
+    def get(self, account: str) -> dict[BucketName, Remembered]:
+        entry = self._read().get(account)
+        if not isinstance(entry, dict):
+            return {}
+        buckets: tuple[BucketName, ...] = ("account", "bulk")
+        found = {b: _remembered(entry.get(b)) for b in buckets}
+        return {b: r for b, r in found.items() if r is not None}
+
+    def put(self, account: str, host: str, bucket: BucketName, learned: Remembered) -> None:
+        """Remember a limit (best effort: a cache that cannot be written only costs the next
+        run a refusal)."""
+        try:
+            self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            with self._lock:
+                accounts = self._read()
+                entry = accounts.pop(account, None)
+                entry = entry if isinstance(entry, dict) else {}
+                entry.update(host=host, used=stamp(utcnow()))
+                entry[bucket] = {
+                    "calls": learned.limit.calls,
+                    "per_seconds": learned.limit.per_seconds,
+                    "learned": learned.learned,
+                    "evidence": learned.evidence[:_MAX_EVIDENCE],
+                }
+                accounts[account] = entry  # the most recently used last
+                kept = dict(list(accounts.items())[-_MAX_ACCOUNTS:])
+                self._write({"version": 1, "accounts": kept})
+        except (OSError, filelock.Timeout) as e:
+            log.warning("lsq: cannot remember the learned rate limit in %s (%s)", self.path, e)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_bytes())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, UnicodeDecodeError) as e:
+            log.info("lsq: ignoring the unreadable account cache %s (%s)", self.path, e)
+            return {}
+        accounts = data.get("accounts") if isinstance(data, dict) else None
+        return dict(accounts) if isinstance(accounts, dict) else {}
+
+    def _write(self, data: dict[str, Any]) -> None:
+        temporary = self.path.with_name(self.path.name + ".tmp")  # only the lock holder writes
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=1)
+        os.replace(temporary, self.path)
+
+
+def _remembered(stored: Any) -> Remembered | None:
+    if not isinstance(stored, dict):
+        return None
+    try:
+        limit = Limit(int(stored["calls"]), float(stored["per_seconds"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return Remembered(limit, str(stored.get("learned", "")), str(stored.get("evidence", "")))
+
+
+def account_limiter(
+    host: str,
+    access_key: str,
+    *,
+    configured: Limit | None,
+    configured_bulk: Limit | None = None,
+    directory: Path | None = None,
+) -> RateLimiter:
+    """The process's limiter for the account behind ``host`` and ``access_key``.
+
+    The account bucket starts at the configured limit (it wins, and is never raised), else at
+    the limit the account's refusals named in earlier runs, else at the documented top tier;
+    the bulk bucket at the configured one, else the remembered one, else none. What a refusal
+    teaches is remembered at once, and every grant goes through the ledger shared with every
+    other lsqsync process using the account.
+    """
+    directory = directory or cache_dir()
+    account = fingerprint(host, access_key)
+    cache = AccountCache(directory)
+    remembered = cache.get(account)
+    if configured is not None:
+        start = Budget.configured(configured)
+    elif "account" in remembered:
+        start = remembered["account"].budget()
+    else:
+        start = Budget.assumed()
+    bulk: Budget | None = None
+    if configured_bulk is not None:
+        bulk = Budget.configured(configured_bulk, "rate_limit.bulk")
+    elif "bulk" in remembered:
+        bulk = remembered["bulk"].budget()
+    shown_host = normalise_host(host)
+
+    def learned(bucket: BucketName, limit: Limit, evidence: str) -> None:
+        cache.put(account, shown_host, bucket, Remembered(limit, stamp(utcnow()), evidence))
+
+    return RateLimiter(
+        start.limit.calls,
+        start.limit.per_seconds,
+        kind=start.kind,
+        origin=start.origin,
+        bulk=bulk,
+        ledger=FileLedger(directory / LEDGER_FILE, account),
+        learned=learned,
+    )
