@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
-from lsqsync.display import table
+from lsqsync.display import masked, table
 from lsqsync.lsq import FieldMeta, LsqClient, accounts_file
 
 Format = Literal["text", "json"]
@@ -97,8 +97,14 @@ def type_fields(client: LsqClient, code: int, fmt: Format) -> str:
 
 
 def list_opportunities(
-    client: LsqClient, code: int, columns: Sequence[str], limit: int, fmt: Format
+    client: LsqClient,
+    code: int,
+    columns: Sequence[str],
+    limit: int,
+    fmt: Format,
+    mask: Collection[str] = (),
 ) -> str:
+    """The first ``limit`` opportunities of a type; values of ``mask``ed fields as ***."""
     columns = list(columns or DEFAULT_COLUMNS)
     t = client.opportunity_type(code)
     users = (
@@ -111,7 +117,7 @@ def list_opportunities(
         f = t.field(column)
         if value and f is not None and f.is_user_valued:
             return users.get(value.lower(), value)
-        return value
+        return masked(column, value, mask)
 
     records = list(
         itertools.islice(

@@ -1,16 +1,21 @@
 """Connection settings. Credentials come from the environment only (LSQ_ACCESS_KEY,
-LSQ_SECRET_KEY); they are never read from files, and never shown."""
+LSQ_SECRET_KEY, and LSQSYNC_STATE_PASSWORD for a PostgreSQL state); they are never read from
+files, and never shown."""
 
 from __future__ import annotations
 
+import ipaddress
+import logging
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lsqsync.documents import schemacheck
-from lsqsync.documents.problems import Problem, ProjectInvalid
+from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import DOCUMENTED_LIMIT, Limit, LsqClient, account_limiter, slowest
@@ -18,6 +23,10 @@ from lsqsync.lsq import DOCUMENTED_LIMIT, Limit, LsqClient, account_limiter, slo
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
 ENV_SECRET_KEY = "LSQ_SECRET_KEY"  # noqa: S105 - the variable name, not a secret
+ENV_STATE_URL = "LSQSYNC_STATE_URL"  # overrides the URL of `state:` (CI: from a secret)
+ENV_STATE_PASSWORD = "LSQSYNC_STATE_PASSWORD"  # noqa: S105 - the variable name, not a secret
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -31,8 +40,15 @@ def connection_from_env(
     env: Mapping[str, str] | None = None, default_host: str | None = None
 ) -> Connection:
     """The host (LSQ_HOST, else ``default_host`` from lsqsync.yml) and the keys from the
-    environment."""
+    environment. LSQ_HOST set but empty is an error, not a fall-back to ``host:``: it is what an
+    unset repository variable gives in CI, where ``lsqsync.yml`` may come from a pull request
+    that must not choose where the keys go."""
     env = os.environ if env is None else env
+    if ENV_HOST in env and not env[ENV_HOST].strip():
+        raise ConfigError(
+            f"{ENV_HOST} is set but empty: set it to the account's API host "
+            "(e.g. https://api-in21.leadsquared.com), or unset it to use host: in lsqsync.yml"
+        )
     host = env.get(ENV_HOST, "").strip() or (default_host or "")
     missing = [
         name
@@ -74,6 +90,7 @@ def optional_config(path: Path | None) -> Config | None:
 # -- lsqsync.yml --------------------------------------------------------------------------------
 
 CONFIG_FILE = "lsqsync.yml"
+STATE_FILE = ".lsqsync/state.db"
 
 
 @dataclass(frozen=True)
@@ -105,6 +122,105 @@ class Safety:
 
 RATIO_MIN_TOTAL = 10  # smaller types are exempt from max_change_ratio
 
+DEFAULT_WORKSPACE = "default"
+WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # the schema's pattern repeats it
+_URL_PREFIXES = ("postgresql://", "postgres://")
+_TLS_MODES = ("require", "verify-ca", "verify-full")  # sslmode values that refuse plain text
+# where the password of a PostgreSQL state comes from (libpq reads the last three itself)
+PASSWORD_SOURCES = f"{ENV_STATE_PASSWORD} (or PGPASSWORD, ~/.pgpass, a service file)"
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    """``state:`` — a SQLite file (``path``, relative to the project folder) or a workspace of a
+    PostgreSQL database (``url``, which never holds the password)."""
+
+    path: str | None = STATE_FILE
+    url: str | None = None
+    workspace: str = DEFAULT_WORKSPACE
+
+    @classmethod
+    def parse(cls, text: str, workspace: str = DEFAULT_WORKSPACE) -> StateLocation:
+        """A path or a ``postgresql://`` URL, as ``state:`` or ``state migrate --to`` give it."""
+        if is_database_url(text):
+            return cls(None, text, workspace)
+        return cls(text, None, workspace)
+
+    def describe(self, root: Path = Path()) -> str:
+        """As messages and `lsqsync state path` show it: the file (relative to the working
+        folder when below it), or the URL without a password, and the workspace."""
+        if self.url is not None:
+            return f"{shown_url(self.url)} (workspace {self.workspace})"
+        assert self.path is not None
+        return display_path(root / self.path)
+
+
+def is_database_url(text: str) -> bool:
+    return text.lower().startswith(_URL_PREFIXES)
+
+
+def url_password(url: str) -> bool:
+    """Whether ``url`` carries a password (``user:secret@`` or ``?password=``)."""
+    parts = urlsplit(url)
+    in_query = any(k == "password" for k, _ in parse_qsl(parts.query, keep_blank_values=True))
+    return parts.password is not None or in_query
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: never a password, even one given by mistake."""
+    parts = urlsplit(url)
+    netloc = parts.netloc.rpartition("@")[2]
+    if parts.username is not None:
+        netloc = f"{parts.username}@{netloc}"
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True) if k != "password"]
+    return urlunsplit((parts.scheme, netloc, parts.path, urlencode(query), ""))
+
+
+def tls_warning(url: str, env: Mapping[str, str] | None = None) -> str | None:
+    """Why a connection to ``url`` may travel unencrypted: a host that is not a loopback address
+    (nor a Unix socket folder), with no ``sslmode`` of require or stronger (PGSSLMODE counts)."""
+    env = os.environ if env is None else env
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    hosts = [h for h in (query.get("host") or parts.hostname or "").split(",") if h]
+    remote = [h for h in hosts if not _is_local(h)]
+    mode = query.get("sslmode") or env.get("PGSSLMODE", "")
+    if not remote or mode in _TLS_MODES:
+        return None
+    return (
+        f"the database host {remote[0]} is not a loopback address and the URL does not ask for "
+        f"TLS (add ?sslmode=require, or verify-full): CRM values and the login could cross the "
+        f"network unencrypted"
+    )
+
+
+def _is_local(host: str) -> bool:
+    if host.startswith("/") or host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def state_location(config: Config, env: Mapping[str, str] | None = None) -> StateLocation:
+    """Where the project's state is: ``state:`` of lsqsync.yml, with its URL replaced by
+    LSQSYNC_STATE_URL when that is set (the workspace stays the file's)."""
+    env = os.environ if env is None else env
+    url = env.get(ENV_STATE_URL, "").strip()
+    if not url:
+        return config.state
+    if not is_database_url(url):
+        raise ConfigError(f"{ENV_STATE_URL} must be a postgresql:// URL")
+    if url_password(url):
+        raise ConfigError(
+            f"{ENV_STATE_URL} holds a password: remove it from the URL and set {PASSWORD_SOURCES}"
+        )
+    warning = tls_warning(url, env)
+    if warning:
+        logger.warning("state: %s: %s", ENV_STATE_URL, warning)
+    return StateLocation(None, url, config.state.workspace)
+
 
 @dataclass(frozen=True)
 class Config:
@@ -114,7 +230,7 @@ class Config:
     file: str  # as shown in messages
     host: str | None = None
     rules: tuple[str, ...] = ("rules/",)
-    state: str = ".lsqsync/state.db"
+    state: StateLocation = StateLocation()  # a file: relative to root, inside it
     rate_limit: RateLimit = RateLimit()
     vars: Mapping[str, Any] = field(default_factory=dict)
     safety: Safety = Safety()
@@ -177,19 +293,31 @@ def load_config(path: Path | None = None) -> Config:
         raise unreadable(f"cannot read: {e.strerror or e}") from None
     except YamlError as e:
         raise ProjectInvalid([Problem(e.location, "", e.message)]) from None
-    problems = schemacheck.check(document, "config")
+    problems = [*document_problems(document), *schemacheck.check(document, "config")]
     if document.data is None:
         problems = [Problem(Location(shown, 1, 1), "", "the file is empty (expected version: 1)")]
+    state, state_path = _state(document.data)
+    where, key = document.where(state_path), ".".join(state_path)
+    if state.url is not None and url_password(state.url):
+        message = "a password does not go in lsqsync.yml: remove it from the URL and set "
+        problems.append(Problem(where, key, message + PASSWORD_SOURCES))
     if problems:
         raise ProjectInvalid(problems)
     data: dict[str, Any] = document.data
+    if state.url is not None and (warning := tls_warning(state.url)):
+        logger.warning("%s: %s: %s", where, key, warning)
+    if state.path is not None:
+        inside = inside_project(path.parent, state.path)
+        if isinstance(inside, str) or not state.path.strip() or inside.is_dir():
+            why = inside if isinstance(inside, str) else "must name a file in the project folder"
+            raise ProjectInvalid([Problem(where, key, why)])
     safety = data.get("safety") or {}
     return Config(
         root=path.parent,
         file=shown,
         host=data.get("host"),
         rules=tuple(data.get("rules", ["rules/"])),
-        state=data.get("state", ".lsqsync/state.db"),
+        state=state,
         rate_limit=_rate_limit(data.get("rate_limit", "auto")),
         vars=dict(data.get("vars") or {}),
         safety=Safety(**safety),
@@ -197,6 +325,17 @@ def load_config(path: Path | None = None) -> Config:
         allow_created_on=bool(data.get("allow_created_on", False)),
         positions=document.positions,
     )
+
+
+def _state(data: Any) -> tuple[StateLocation, tuple[str, ...]]:
+    """``state:`` of a loaded lsqsync.yml, and the path in the document of its file or URL."""
+    value = data.get("state", STATE_FILE) if isinstance(data, dict) else STATE_FILE
+    if isinstance(value, dict) and isinstance(value.get("url"), str):
+        workspace = value.get("workspace", DEFAULT_WORKSPACE)
+        return StateLocation(None, value["url"], str(workspace)), ("state", "url")
+    if isinstance(value, str):
+        return StateLocation.parse(value), ("state",)
+    return StateLocation(), ("state",)  # a schema problem, reported with the others
 
 
 def _rate_limit(value: Any) -> RateLimit:

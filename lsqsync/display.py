@@ -4,18 +4,36 @@ out tables."""
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 
 MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 MASKED = "***"
 EMPTY = "(empty)"
+
+
+def is_masked(field: str, mask: Collection[str]) -> bool:
+    """Whether ``mask:`` hides the values of ``field``. Entries match schema names whatever
+    their case (``mx_custom_11`` masks ``mx_Custom_11``): a mask that misses by a letter's case
+    would print what it was written to hide. Every output asks this, and only this."""
+    folded = field.casefold()
+    return any(folded == entry.casefold() for entry in mask)
+
+
+def masked(field: str, value: str | None, mask: Collection[str]) -> str | None:
+    """``value`` as machine-readable output (JSON, CSV) carries it: MASKED when ``mask`` hides
+    the field and there is a value; None stays None (an empty field is not a secret)."""
+    return MASKED if value is not None and is_masked(field, mask) else value
+
+
 _CELL = 40
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[str]], cut: int | None = _CELL) -> str:
-    """Left-aligned columns; cells longer than ``cut`` characters end in an ellipsis."""
+    """Left-aligned columns of escaped cells (`clean`); cells longer than ``cut`` characters end
+    in an ellipsis."""
     cells = [list(headers)] + [
-        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in row] for row in rows
+        [c if cut is None or len(c) <= cut else c[: cut - 1] + "…" for c in map(clean, row)]
+        for row in rows
     ]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
     return "".join(
@@ -37,6 +55,16 @@ def _escape(ch: str) -> str:
     if ch in named:
         return named[ch]
     return f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}"
+
+
+MESSAGE_LIMIT = 1_000  # characters of one message line; the rest is "… (N more)"
+
+
+def capped(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters, saying how much was left out."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
 def quote(value: str) -> str:

@@ -1,5 +1,7 @@
-"""The error tree. Every error a user can cause or meet ends up as one of these, and the CLI
-maps them to exit codes in one place."""
+"""The root of the error tree, and the errors that more than one package raises. An error that
+belongs to one package subclasses `LsqsyncError` there (``ProjectInvalid`` in
+`lsqsync.documents.problems`, ``UnsafePlan`` in `lsqsync.plan.planner`). ``cli.main`` turns
+every one into its message and its ``exit_code``; anything else is an unexpected error."""
 
 from __future__ import annotations
 

@@ -1,18 +1,28 @@
 """``lsqsync init``: a new rule repository, ready for editors, pre-commit and GitHub Actions.
 
 The files come from ``lsqsync/templates/init/`` and the schemas lsqsync ships; an existing file
-is never overwritten."""
+is never overwritten. The templates hold both ways of keeping the state — a SQLite file on a
+branch, or a PostgreSQL database — each in blocks between ``#if sqlite`` or ``#if postgres`` and
+``#end``; a new repository gets the blocks of its way."""
 
 from __future__ import annotations
 
 import re
+import shlex
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal, get_args
 
 from lsqsync import __version__
+from lsqsync.config import DEFAULT_WORKSPACE, WORKSPACE_NAME
 from lsqsync.errors import LsqsyncError
 from lsqsync.resources import schema_text
+
+StateKind = Literal["sqlite", "postgres"]
+STATE_KINDS: tuple[StateKind, ...] = get_args(StateKind)
+# what pip installs in the workflow
+PACKAGES: dict[StateKind, str] = {"sqlite": "lsqsync", "postgres": "lsqsync[postgres]"}
 
 # where each file goes → its template (dot-files are stored without the dot, so that git and
 # tools do not take the templates for this repository's own files)
@@ -37,31 +47,73 @@ class InitResult:
     # lines of the .gitignore template missing from an existing .gitignore: without them the
     # state file and saved plans (CRM values) could be committed
     gitignore_missing: tuple[str, ...] = ()
+    state: StateKind = "sqlite"
+
+    def report(self, where: str) -> str:
+        """What ``init`` did in the folder shown as ``where``, and what to do next."""
+        lines = [f"created  {path}" for path in self.created]
+        lines += [f"skipped  {path} (already there)" for path in self.skipped]
+        if not self.created:
+            return "\n".join([*lines, f"Nothing to do: {where} already has every file."]) + "\n"
+        go = "" if where == "." else f"cd {shlex.quote(where)} && "
+        if self.state == "postgres":
+            lines += [
+                "",
+                f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, "
+                "LSQSYNC_STATE_URL and LSQSYNC_STATE_PASSWORD and run lsqsync plan.",
+                "For CI, add those five to the repository's Actions settings "
+                "(.github/workflows/lsqsync.yml says how).",
+            ]
+        else:
+            lines += [
+                "",
+                f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY and LSQ_SECRET_KEY "
+                "and run lsqsync plan.",
+                "For CI, add those three to the repository's Actions settings "
+                "(.github/workflows/lsqsync.yml says how).",
+            ]
+        return "\n".join(lines) + "\n"
+
+    @property
+    def warning(self) -> str | None:
+        """Why the existing .gitignore needs lines, if it does."""
+        missing = self.gitignore_missing
+        if not missing:
+            return None
+        return (
+            f".gitignore does not list {', '.join(missing)}"
+            f"{': add them' if len(missing) > 1 else ': add it'}, or the state file and saved "
+            "plans (CRM values) may be committed"
+        )
 
 
-def files(branch: str = "main") -> dict[str, str]:
-    """Every file ``init`` writes (path relative to the new repository → content)."""
+def files(
+    branch: str = "main", state: StateKind = "sqlite", workspace: str = DEFAULT_WORKSPACE
+) -> dict[str, str]:
+    """Every file ``init`` writes (path relative to the new repository → content), for a state
+    kept in a SQLite file or in the PostgreSQL workspace ``workspace``."""
     if not _BRANCH.fullmatch(branch) or branch.startswith(("/", ".")):
         raise LsqsyncError(f"--branch {branch!r} is not a branch name")
     root = resources.files("lsqsync").joinpath("templates", "init")
     out = {
-        path: root.joinpath(*template.split("/"))
-        .read_text("utf-8")
+        path: _variant(root.joinpath(*template.split("/")).read_text("utf-8"), state)
         .replace("@VERSION@", __version__)
         .replace("@BRANCH@", branch)
+        .replace("@PACKAGE@", PACKAGES[state])
+        .replace("@WORKSPACE@", workspace)
         for path, template in TEMPLATES.items()
     }
     out.update({path: schema_text(name) for path, name in SCHEMAS.items()})
     return out
 
 
-def init(directory: Path, branch: str = "main") -> InitResult:
+def init(directory: Path, branch: str = "main", state: StateKind = "sqlite") -> InitResult:
     """Write the files of a new rule repository into ``directory`` (created if needed), skipping
-    every file that already exists."""
+    every file that already exists. A PostgreSQL state's workspace is named after the folder."""
     if directory.exists() and not directory.is_dir():
         raise LsqsyncError(f"{directory}: not a folder")
     created, skipped = [], []
-    wanted = files(branch)
+    wanted = files(branch, state, workspace_for(directory))
     for path, content in wanted.items():
         target = directory / path
         if target.exists() or target.is_symlink():
@@ -76,7 +128,29 @@ def init(directory: Path, branch: str = "main") -> InitResult:
             continue
         created.append(path)
     missing = _missing_ignores(directory / ".gitignore", wanted[".gitignore"])
-    return InitResult(tuple(created), tuple(skipped), missing)
+    return InitResult(tuple(created), tuple(skipped), missing, state)
+
+
+def workspace_for(directory: Path) -> str:
+    """A workspace name from the folder's name (``CRM Rules`` → ``crm-rules``)."""
+    name = re.sub(r"[^a-z0-9_-]+", "-", directory.absolute().name.lower())
+    name = name.strip("-_")[:40].strip("-_")
+    return name if WORKSPACE_NAME.fullmatch(name) else DEFAULT_WORKSPACE
+
+
+def _variant(text: str, state: StateKind) -> str:
+    """The template's lines for ``state``: a block between ``#if OTHER`` and ``#end`` goes, and
+    so do the marker lines."""
+    out, keep = [], True
+    for line in text.splitlines(keepends=True):
+        mark = line.strip()
+        if mark.startswith("#if "):
+            keep = mark.removeprefix("#if ") == state
+        elif mark == "#end":
+            keep = True
+        elif keep:
+            out.append(line)
+    return "".join(out)
 
 
 def _missing_ignores(gitignore: Path, template: str) -> tuple[str, ...]:

@@ -45,4 +45,6 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
                     missing[code] = e.exception_message or str(e)
             active = {u.email.lower(): u.id.lower() for u in client.users() if u.active}
         problems = tuple(online_check.check(project, types, missing, active))
+        if not missing:  # with a type unread, an entry may be one of its fields
+            problems += tuple(online_check.mask_problems(config, types))
     return Result(problems, len(project.rules), len(project.files))

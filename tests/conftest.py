@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from pg_server import PgServer
 
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 
@@ -52,3 +53,14 @@ def connected(emu: Emulator, monkeypatch: pytest.MonkeyPatch) -> Emulator:
     monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
     monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
     return emu
+
+
+@pytest.fixture(scope="session")
+def pg() -> Iterator[PgServer]:
+    """A PostgreSQL server of this test process's own (pg_server.py); each test makes its own
+    database on it."""
+    server = PgServer.start()
+    try:
+        yield server
+    finally:
+        server.stop()

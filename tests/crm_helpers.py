@@ -9,6 +9,7 @@ from typing import Any
 import requests
 
 from lsqsync.emulator import Emulator
+from lsqsync.plan.model import Plan
 
 BULK_UPDATE = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
 ROOT = Path(__file__).parents[1]
@@ -42,12 +43,23 @@ def write_directly(emu: Emulator, body: list[dict[str, object]]) -> None:
 
 def requests_log(emu: Emulator) -> list[dict[str, Any]]:
     """Every API call in the emulator's request log, oldest first."""
-    entries: list[dict[str, Any]] = requests.get(emu.url + "/_emulator/requests", timeout=5).json()[
-        "requests"
-    ]
+    log = requests.get(emu.url + "/_emulator/requests", timeout=5).json()
+    entries: list[dict[str, Any]] = log["requests"]
     return entries
 
 
 def writes(emu: Emulator) -> list[dict[str, Any]]:
     """The Bulk Update calls in the emulator's request log."""
     return [e for e in requests_log(emu) if str(e["path"]).endswith(BULK_UPDATE)]
+
+
+def not_as_planned(emu: Emulator, plan: Plan) -> list[tuple[str, str]]:
+    """The (opportunity, field) pairs of ``plan`` whose stored value is not the planned one."""
+    wrong = []
+    for change in plan.changes:
+        stored = requests.get(f"{emu.url}/_emulator/opportunities/{change.id}", timeout=10)
+        fields = stored.json()["fields"]
+        wrong += [
+            (change.id, f.field) for f in change.changes if (fields[f.field] or "") != f.after
+        ]
+    return wrong

@@ -133,3 +133,28 @@ def test_the_host_and_rate_limit_come_from_lsqsync_yml_when_there_is_one(
     code, out, _ = run(["whoami", "--config", "other.yml"], capsys)
     assert code == 0
     assert out.startswith(f"host:  {connected.url}\n")
+
+
+def test_opportunities_list_escapes_crm_values_and_masks_masked_fields(
+    connected: Emulator,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from crm_helpers import write_directly
+
+    args = ["opportunities", "list", "--type", "12003", "--limit", "1"]
+    deal = json.loads(run([*args, "--format", "json"], capsys)[1])[0]["id"]
+    hostile = "\x1b[2Jgone\r\nfake line\u202e"
+    write_directly(connected, [{"ProspectOpportunityId": deal, "OpportunityEventCode": 12003,
+        "Fields": [{"SchemaName": "mx_Custom_9", "Value": hostile},
+                   {"SchemaName": "mx_Custom_11", "Value": "+91-98450 12345"}]}])  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "lsqsync.yml").write_text("version: 1\nmask: [MX_CUSTOM_11]\n")
+    code, out, _ = run([*args, "--columns", "mx_Custom_9,mx_Custom_11"], capsys)
+    assert code == 0
+    assert out.splitlines()[1].split("  ")[-2:] == ["\\u001b[2Jgone\\r\\nfake line\\u202e", "***"]
+    assert "\x1b" not in out
+    assert "98450" not in out
+    code, out, _ = run([*args, "--columns", "mx_Custom_11", "--format", "json"], capsys)
+    assert json.loads(out)[0]["mx_Custom_11"] == "***"

@@ -186,3 +186,24 @@ def test_completion_round_trip_offers_commands(words: str, cword: int, offered: 
     done = subprocess.run(LSQSYNC, capture_output=True, text=True, check=False, env=env)
     assert done.returncode == 0, done.stderr
     assert f"plain,{offered}" in done.stdout.splitlines()
+
+
+def test_debug_is_lsqsyncs_own_option_not_an_argument_of_a_child_command(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(options: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("lsqsync.emulator.cli._make_emulator", boom)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["emulator", "run", "--", "some-command", "--debug"])
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == (
+        "unexpected error: RuntimeError: boom (run with --debug for the traceback)\n"
+    )
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--debug", "emulator", "run", "--", "some-command"])
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 1
+    assert err.startswith("Traceback (most recent call last):\n")
+    assert err.endswith("RuntimeError: boom\n")

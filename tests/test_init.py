@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
 import yaml
+from pg_server import PgServer
 
 from lsqsync import __version__
 from lsqsync.cli import main
@@ -186,3 +188,47 @@ def test_the_default_plan_lifetime_in_plan_help_is_the_planner_s() -> None:
     help_text = " ".join(CliRunner().invoke(cli, ["plan", "--help"]).output.split())
     hours = PLAN_LIFETIME.total_seconds() / 3600
     assert f"apply refuses it later). [default: {hours:g}]" in help_text
+
+
+def test_init_for_a_postgresql_state_plans_and_applies_into_a_workspace_named_after_the_folder(
+    connected: Emulator,
+    pg: PgServer,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    folder = tmp_path / "CRM Rules"
+    code, out, _ = run(["init", str(folder), "--state", "postgres"], capsys)
+    assert code == 0
+    assert "set LSQ_HOST, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, LSQSYNC_STATE_URL and " in out
+    assert "For CI, add those five to the repository's Actions settings" in out
+    config = yaml.safe_load((folder / "lsqsync.yml").read_text())
+    assert config["state"] == {
+        "url": "postgresql://lsqsync@localhost:5432/lsqsync",
+        "workspace": "crm-rules",
+    }
+    for path, text in files("main", "postgres", "crm-rules").items():
+        assert not re.search(r"^\s*#(if |end$)|@[A-Z]+@", text, flags=re.M), path
+    workflow = (folder / ".github/workflows/lsqsync.yml").read_text()
+    assert "lsqsync-state" not in workflow  # no state branch: the database keeps the state
+    assert '"lsqsync[postgres]==$LSQSYNC_VERSION"' in workflow
+    assert workflow.count("LSQSYNC_STATE_PASSWORD: ${{ secrets.LSQSYNC_STATE_PASSWORD }}") == 4
+    monkeypatch.chdir(folder)
+    monkeypatch.setenv("LSQSYNC_STATE_URL", pg.url(pg.new_database()))
+    assert run(["validate"], capsys)[:2] == (0, "valid: 1 rule in 1 file\n")
+    assert run(["plan", "--out", "p.json"], capsys)[0] == 0
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert (code, ": succeeded.\n" in out) == (0, True)
+    assert not (folder / ".lsqsync" / "state.db").exists()
+    code, out, _ = run(["state", "workspaces"], capsys)
+    assert out.splitlines()[1].split()[:4] == ["*", "crm-rules", "1", "1"]
+
+
+@pytest.mark.parametrize(
+    ("folder", "workspace"),
+    [("crm-rules", "crm-rules"), ("Sales Ops 2026", "sales-ops-2026"), ("---", "default")],
+)
+def test_the_workspace_is_named_after_the_folder(folder: str, workspace: str) -> None:
+    from lsqsync.scaffold import workspace_for
+
+    assert workspace_for(Path("/srv") / folder) == workspace

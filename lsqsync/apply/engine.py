@@ -47,10 +47,10 @@ def result(
     current: str | None = None,
 ) -> FieldResult:
     """The result of one planned field, as the state file records it."""
+    code = change.opportunity_type
     return FieldResult(
-        change.id, change.opportunity_type, f.field, f.before, f.after, status, f.rule,
-        message, current,
-    )  # fmt: skip
+        change.id, code, f.field, f.before, f.after, status, f.rule, message, current
+    )
 
 
 @dataclass(frozen=True)

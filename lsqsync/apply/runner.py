@@ -1,15 +1,15 @@
-"""``lsqsync apply PLAN``: the I/O around the apply engine — the plan file, the state file and
-its lock, the client, the workers, Ctrl-C — and the run's summary."""
+"""``lsqsync apply PLAN``: the I/O around the apply engine — the plan file, the state and its
+lock, the client, the workers, Ctrl-C — and the run's summary."""
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import json
 import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -18,12 +18,13 @@ from pathlib import Path
 
 from lsqsync.apply import engine as apply
 from lsqsync.clock import parse_stamp
-from lsqsync.config import Config, load_config, open_client
+from lsqsync.config import Config, inside_project, load_config, open_client
 from lsqsync.errors import PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
 from lsqsync.plan.model import Plan
 from lsqsync.state import records as state
+from lsqsync.state.location import open_state
 from lsqsync.state.store import StateFile
 
 log = logging.getLogger(__name__)
@@ -88,11 +89,17 @@ class ApplySummary:
         return "\n".join(lines) + "\n"
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
+def _current_files(root: Path, names: Iterable[str]) -> dict[str, str | None]:
+    """The sha256 of each of the plan's files (named relative to the project folder) as it is
+    now; None for one that is gone or that names a place outside the project (never read)."""
+    out: dict[str, str | None] = {}
+    for name in names:
+        path = inside_project(root, name)
+        out[name] = None
+        if isinstance(path, Path) and path.is_file():
+            with contextlib.suppress(OSError):
+                out[name] = planfile.file_sha256(path)
+    return out
 
 
 def apply_plan_file(
@@ -104,14 +111,14 @@ def apply_plan_file(
 ) -> ApplySummary:
     plan = planfile.load(plan_path)
     config = load_config(config_path)
-    with StateFile.open(config.root / config.state) as st:
+    with open_state(config) as st:
         reasons = apply.refusals(
             plan.state_lineage,
             st.lineage,
             parse_stamp(plan.expires_at),
             now(),
             plan.inputs.files,
-            {p: _sha256(Path(p)) for p in plan.inputs.files},
+            _current_files(config.root, plan.inputs.files),
             options.ignore_rule_changes,
         )
         if reasons:
@@ -195,11 +202,11 @@ def _run(
     if unknown and not interrupted:
         _resolve_unknown(client, st, run_id, unknown, types, options, stop, say)
     counts = st.run(run_id).counts
-    outcome: state.Outcome = (
-        "interrupted" if interrupted
-        else "succeeded" if not (counts.failed or counts.stale or counts.unknown or counts.not_sent)
-        else "partial"
-    )  # fmt: skip
+    outcome: state.Outcome = "succeeded"
+    if interrupted:
+        outcome = "interrupted"
+    elif counts.failed or counts.stale or counts.unknown or counts.not_sent:
+        outcome = "partial"
     usage = (
         client.calls - calls_before,
         client.rate_limited - refused_before,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import csv
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +23,7 @@ class CsvRow:
 @dataclass(frozen=True)
 class CsvData:
     file: str  # as shown in messages
+    path: Path  # as read
     key: str
     columns: tuple[str, ...]
     rows: tuple[CsvRow, ...]
@@ -33,56 +34,84 @@ def read(
 ) -> CsvData | list[Problem]:
     """Read a UTF-8 CSV (BOM or not) with a header row; ``key`` must be a column whose values
     are present and unique. Returns the data, or every problem found."""
+    text = _text(path, shown, referenced_at, referenced_path)
+    if isinstance(text, Problem):
+        return [text]
+    records = _records(text, shown)
+    if isinstance(records, Problem):
+        return [records]
+    header_line, header = records[0]
+    columns = tuple(c.strip() for c in header)
+    problems = _header_problems(columns, key, Location(shown, header_line, 1))
+    if key not in columns:
+        return problems
+    rows = _rows(records[1:], columns, key, shown, problems)
+    if problems:
+        return problems
+    return CsvData(shown, path, key, columns, tuple(rows))
+
+
+def _text(path: Path, shown: str, referenced_at: Location, referenced_path: str) -> str | Problem:
+    """The file's text, or why it cannot be read (at the rule that names it, or in the file)."""
     if path.exists() and not path.is_file():
-        return [Problem(referenced_at, referenced_path, f"{shown} is not a regular file")]
+        return Problem(referenced_at, referenced_path, f"{shown} is not a regular file")
     if path.is_file() and path.stat().st_size > MAX_BYTES:
-        return [
-            Problem(referenced_at, referenced_path,
-                    f"CSV file {shown} is larger than {MAX_BYTES // 2**20} MiB")
-        ]  # fmt: skip
+        return Problem(
+            referenced_at,
+            referenced_path,
+            f"CSV file {shown} is larger than {MAX_BYTES // 2**20} MiB",
+        )
     try:
-        text = path.read_text(encoding="utf-8-sig")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
-        return [Problem(referenced_at, referenced_path, f"CSV file {shown} not found")]
+        return Problem(referenced_at, referenced_path, f"CSV file {shown} not found")
     except UnicodeDecodeError as e:
         line = path.read_bytes()[: e.start].count(b"\n") + 1
-        return [Problem(Location(shown, line, 1), "", "not UTF-8 text (save the CSV as UTF-8)")]
+        return Problem(Location(shown, line, 1), "", "not UTF-8 text (save the CSV as UTF-8)")
     except OSError as e:
-        return [
-            Problem(
-                referenced_at, referenced_path, f"cannot read CSV file {shown}: {e.strerror or e}"
-            )
-        ]
+        return Problem(
+            referenced_at, referenced_path, f"cannot read CSV file {shown}: {e.strerror or e}"
+        )
+
+
+def _records(text: str, shown: str) -> list[tuple[int, list[str]]] | Problem:
+    """The non-blank records with their line numbers, the header first."""
     reader = csv.reader(text.splitlines(keepends=True), strict=True)
     try:
         records = [(reader.line_num, record) for record in reader]
     except csv.Error as e:
-        return [Problem(Location(shown, reader.line_num, 1), "", f"malformed CSV: {e}")]
+        return Problem(Location(shown, reader.line_num, 1), "", f"malformed CSV: {e}")
     records = [(line, r) for line, r in records if any(cell.strip() for cell in r)]
     if not records:
-        return [Problem(Location(shown, 1, 1), "", "the CSV is empty (a header row is required)")]
-    header_line, header = records[0]
-    columns = tuple(c.strip() for c in header)
+        return Problem(Location(shown, 1, 1), "", "the CSV is empty (a header row is required)")
+    return records
+
+
+def _header_problems(columns: Sequence[str], key: str, at: Location) -> list[Problem]:
+    """Duplicate columns, and a key that is not a column."""
     problems = []
     seen_columns: dict[str, int] = {}
     for i, column in enumerate(columns):
         if column in seen_columns:
-            problems.append(
-                Problem(Location(shown, header_line, 1), "", f"duplicate column '{column}'")
-            )
+            problems.append(Problem(at, "", f"duplicate column '{column}'"))
         seen_columns.setdefault(column, i)
     if key not in columns:
-        problems.append(
-            Problem(
-                Location(shown, header_line, 1),
-                "",
-                f"no key column '{key}' (columns: {', '.join(columns)})",
-            )
-        )
-        return problems
+        problems.append(Problem(at, "", f"no key column '{key}' (columns: {', '.join(columns)})"))
+    return problems
+
+
+def _rows(
+    records: Sequence[tuple[int, list[str]]],
+    columns: Sequence[str],
+    key: str,
+    shown: str,
+    problems: list[Problem],
+) -> list[CsvRow]:
+    """The rows after the header, by column; a row of the wrong width, or with an empty or
+    repeated key, is added to ``problems`` instead."""
     rows: list[CsvRow] = []
     first_line: dict[str, int] = {}
-    for line, record in records[1:]:
+    for line, record in records:
         if len(record) != len(columns):
             problems.append(
                 Problem(
@@ -108,6 +137,4 @@ def read(
         else:
             first_line[value] = line
             rows.append(CsvRow(value, line, values))
-    if problems:
-        return problems
-    return CsvData(shown, key, columns, tuple(rows))
+    return rows

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from lsqsync.documents.yamlsource import Location, PathKey
+from lsqsync.display import capped, clean, plural
+from lsqsync.documents.yamlsource import Document, Location, PathKey
 from lsqsync.errors import LsqsyncError
 
 ReportFormat = Literal["text", "json", "github"]
@@ -31,7 +32,15 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
+        # One line, whatever the message quotes (a CRM or CSV value with a newline or an escape
+        # sequence cannot forge a line or a fence), and of a readable length.
+        text = f"{self.location}: {self.path + ': ' if self.path else ''}{self.message}"
+        return capped(clean(text))
+
+
+def document_problems(document: Document) -> list[Problem]:
+    """What loading ``document`` found without stopping (``Document.problems``), as problems."""
+    return [Problem(e.location, "", e.message) for e in document.problems]
 
 
 class ProjectInvalid(LsqsyncError):
@@ -83,8 +92,7 @@ def report(problems: Sequence[Problem], fmt: ReportFormat, summary: dict[str, in
     lines = [str(p) + "\n" for p in problems]
     rules, files = summary.get("rules", 0), summary.get("files", 0)
     if problems:
-        lines.append(f"{len(problems)} problem{'s' if len(problems) != 1 else ''} found\n")
+        lines.append(f"{plural(len(problems), 'problem')} found\n")
     else:
-        lines.append(f"valid: {rules} rule{'s' if rules != 1 else ''} in {files} file"
-                     f"{'s' if files != 1 else ''}\n")  # fmt: skip
+        lines.append(f"valid: {plural(rules, 'rule')} in {plural(files, 'file')}\n")
     return "".join(lines)

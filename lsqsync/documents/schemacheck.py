@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from functools import cache
 from typing import Any
 
@@ -57,23 +57,26 @@ def _problems(document: Document, error: ValidationError) -> list[Problem]:
                 )
             )
         return out
-    message = custom if isinstance(custom, str) else _message(error)
+    message = custom if isinstance(custom, str) else describe(error)
     if "propertyNames" in error.schema_path:  # the instance is a key of the mapping at path
         key = str(error.instance)
         return [Problem(document.where((*path, key, "<key>")), format_path((*path, key)), message)]
     return [Problem(document.where(path), format_path(path), message)]
 
 
-def _message(error: ValidationError) -> str:
-    instance: Any = error.instance
+def describe(error: ValidationError, show: Callable[[Any], str] = repr) -> str:
+    """A schema error in plain words. ``show`` writes the offending value as the file's own
+    language would (YAML documents: Python's repr, which reads like YAML; JSON: JSON)."""
+    instance = show(error.instance)
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     if error.validator == "const":
-        return f"must be {error.validator_value!r}, not {instance!r}"
+        return f"must be {error.validator_value!r}, not {instance}"
     if error.validator == "type":
         expected = error.validator_value
-        expected = " or ".join(expected) if isinstance(expected, list) else expected
-        return (
-            f"must be {'an' if str(expected)[0] in 'aeiou' else 'a'} {expected}, not {instance!r}"
-        )
-    return error.message
+        names = " or ".join(expected) if isinstance(expected, list) else str(expected)
+        article = "an" if names[0] in "aeiou" else "a"
+        return f"must be {article} {names}, not {instance}"
+    if error.validator == "pattern":
+        return f"{instance} does not match {error.validator_value!r}"
+    return error.message if len(error.message) <= 200 else error.message[:199] + "…"

@@ -10,6 +10,7 @@ error's ``absolute_path`` maps straight to ``file:line:col``.
 from __future__ import annotations
 
 import contextlib
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -32,7 +33,8 @@ class Location:
 
 
 class YamlError(Exception):
-    """The file is not valid YAML (or has a duplicate key); ``location`` says where."""
+    """The file is not valid YAML, or (in ``Document.problems``) one of its values cannot be
+    used: a repeated key, a number that is not finite; ``location`` says where."""
 
     def __init__(self, location: Location, message: str) -> None:
         super().__init__(message)
@@ -55,6 +57,10 @@ _MERGE = "tag:yaml.org,2002:merge"
 _PLAIN_COLLECTIONS = ("tag:yaml.org,2002:map", "tag:yaml.org,2002:seq")
 # Aliases may repeat what they name, but not grow a small file into millions of values.
 MAX_EXPANSION = 100_000
+# No rule file comes near this; a bigger one is refused before it is parsed (parsing 20 MB of
+# YAML takes most of a minute and a gigabyte).
+MAX_BYTES = 2 * 2**20
+TOO_DEEP = "the document nests too deeply (an alias inside itself, or hundreds of levels?)"
 
 
 class _Loader(
@@ -76,11 +82,14 @@ class _Loader(
 
 @dataclass(frozen=True)
 class Document:
-    """A loaded YAML document: its data, and the position of every value by its path."""
+    """A loaded YAML document: its data, the position of every value by its path, and the
+    problems found while building it that leave the rest checkable (a duplicate key: the first
+    value is kept; a number that is not finite: it stays, the schema and the codec refuse it)."""
 
     file: str
     data: Any
     positions: Mapping[PathKey, Location]
+    problems: tuple[YamlError, ...] = ()
 
     def where(self, path: PathKey) -> Location:
         """The position of the value at ``path``, or of its closest ancestor that has one."""
@@ -98,7 +107,13 @@ def _location(file: str, mark: Any) -> Location:
 def load(path: Path, display: str | None = None) -> Document:
     """Load one YAML file. Raises YamlError (bad YAML, duplicate keys) and OSError."""
     name = display or str(path)
-    data = path.read_bytes()
+    with path.open("rb") as f:
+        data = f.read(MAX_BYTES + 1)
+    if len(data) > MAX_BYTES:
+        raise YamlError(
+            Location(name, 1, 1),
+            f"larger than {MAX_BYTES // 2**20} MiB: not a rule or settings file",
+        )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -118,6 +133,8 @@ def loads(text: str, file: str) -> Document:
         raise YamlError(_position(file, text, e.position), _reader_message(e)) from None
     try:
         node = loader.get_single_node()
+    except RecursionError:
+        raise YamlError(Location(file, 1, 1), TOO_DEEP) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         location = _location(file, mark) if mark else Location(file, 1, 1)
@@ -130,13 +147,12 @@ def loads(text: str, file: str) -> Document:
     if node is None:
         return Document(file, None, {(): Location(file, 1, 1)})
     positions: dict[PathKey, Location] = {}
+    repeats = _Repeats()
     try:
-        data = _build(node, (), file, positions, _Loader(""), _Repeats())
+        data = _build(node, (), file, positions, _Loader(""), repeats)
     except RecursionError:
-        raise YamlError(
-            Location(file, 1, 1), "the document nests too deeply (an alias inside itself?)"
-        ) from None
-    return Document(file, data, positions)
+        raise YamlError(Location(file, 1, 1), TOO_DEEP) from None
+    return Document(file, data, positions, tuple(repeats.problems))
 
 
 def _position(file: str, text: str, offset: int) -> Location:
@@ -183,10 +199,13 @@ def _build(
                 )
             if key in own_keys:
                 first = positions[(*path, str(key), "<key>")].line
-                raise YamlError(
-                    _location(file, key_node.start_mark),
-                    f"duplicate key {key!r} (first at line {first})",
+                repeats.problems.append(
+                    YamlError(
+                        _location(file, key_node.start_mark),
+                        f"duplicate key {key!r} (first at line {first})",
+                    )
                 )
+                continue
             if key in out and not is_own:
                 continue
             if is_own:
@@ -203,9 +222,14 @@ def _build(
             for i, child in enumerate(node.value)
         ]
     try:
-        return constructor.construct_object(node, deep=True)
+        value = constructor.construct_object(node, deep=True)
     except yaml.constructor.ConstructorError as e:
         raise YamlError(_location(file, node.start_mark), _yaml_message(e)) from None
+    if isinstance(value, float) and not math.isfinite(value):
+        repeats.problems.append(
+            YamlError(_location(file, node.start_mark), f"{node.value} is not a finite number")
+        )
+    return value
 
 
 @dataclass
@@ -214,6 +238,7 @@ class _Repeats:
 
     seen: set[int] = field(default_factory=set)
     repeated: int = 0
+    problems: list[YamlError] = field(default_factory=list)  # see Document.problems
 
     def count(self, node: yaml.Node, file: str) -> None:
         if id(node) not in self.seen:

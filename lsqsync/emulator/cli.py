@@ -37,6 +37,9 @@ def _rate_limit(ctx: click.Context, param: click.Parameter, value: str) -> tuple
 
 
 def _emulator_options(f: F) -> F:
+    """The options ``serve`` and ``run`` share, in the order ``--help`` lists them. Kept whole
+    though long: it is one flat list, an option per entry, that reads like the help it becomes;
+    split, the options would no longer be seen side by side."""
     rate = click.FloatRange(0.0, 1.0)
     options = [
         click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind."),

@@ -8,6 +8,11 @@ Field metadata follows GetOpportunityTypeMetadata / GetOpportunityDetails as doc
 ``DependentOptionSet`` is not documented [UNKNOWN]; the emulator uses a JSON string holding
 ``[{"ParentValue": "<Status option>", "Options": [<option>, …]}, …]`` and the client reads it
 defensively.
+
+This model repeats, on purpose, what the client's `lsqsync.lsq.models` also knows (system
+fields, data types, which fields are read-only): the emulator is a second, independent reading of
+LeadSquared's documentation, so a client assumption is not true here merely because the client
+holds it. Never import the client's model here (an import-linter contract forbids it).
 """
 
 from __future__ import annotations

@@ -338,39 +338,63 @@ def generate(
 ) -> tuple[list[tuple[str, str, str, str, str]], list[tuple[Any, ...]]]:
     """Leads and opportunities for the data set: the two example opportunities, then ``count``
     generated ones alternating between the types. Same (seed, count) → same rows."""
-    rng = random.Random(seed)
-    r = rng.random
-    owners = [u.id for u in model.USERS if u.role != "Administrator"]
-    stages = {
-        code: dict(t.fields_by_name["mx_Custom_2"].dependent_options)
-        for code, t in model.TYPES.items()
-    }
-    leads: list[tuple[str, str, str, str, str]] = []
-    opps: list[tuple[Any, ...]] = []
-    deals = 0  # the AutoId counter of type 12003
+    data = _DataSet(seed)
+    for opp_id, code in model.EXAMPLE_OPPORTUNITIES:
+        data.opportunity(opp_id, model.TYPES[code], data.lead())
+    # The example opportunities start where the Bulk Update page's example changes them.
+    opps = data.opportunities
+    for index, overrides in enumerate(_EXAMPLE_VALUES):
+        row = opps[index]
+        opps[index] = (*row[:5], json.dumps({**json.loads(row[5]), **overrides}))
+    types = list(model.TYPES.values())
+    lead_id = ""
+    for i in range(count):
+        if i % 2 == 0:
+            lead_id = data.lead()
+        data.opportunity(_uuid(data.rng), types[i % len(types)], lead_id)
+    return data.leads, opps
 
-    def pick(seq: Sequence[str]) -> str:
-        return seq[int(r() * len(seq))]
 
-    def new_lead() -> str:
-        first, last = pick(_FIRST), pick(_LAST)
-        lead_id = _uuid(rng)
-        email = f"{first}.{last}.{len(leads) + 1}@example.org".lower()
-        leads.append((lead_id, first, last, email, f"+91-9{int(r() * 9e8) + 10**8}"))
+class _DataSet:
+    """The rows generated so far, and the one random stream they are drawn from: the order of
+    the draws is the data, so each row draws its values in a fixed order."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = random.Random(seed)
+        self.r = self.rng.random
+        self.owners = [u.id for u in model.USERS if u.role != "Administrator"]
+        self.stages = {
+            code: dict(t.fields_by_name["mx_Custom_2"].dependent_options)
+            for code, t in model.TYPES.items()
+        }
+        self.leads: list[tuple[str, str, str, str, str]] = []
+        self.opportunities: list[tuple[Any, ...]] = []
+        self.deals = 0  # the AutoId counter of type 12003
+
+    def pick(self, seq: Sequence[str]) -> str:
+        return seq[int(self.r() * len(seq))]
+
+    def lead(self) -> str:
+        """A new lead; its id."""
+        first, last = self.pick(_FIRST), self.pick(_LAST)
+        lead_id = _uuid(self.rng)
+        email = f"{first}.{last}.{len(self.leads) + 1}@example.org".lower()
+        self.leads.append((lead_id, first, last, email, f"+91-9{int(self.r() * 9e8) + 10**8}"))
         return lead_id
 
-    def opportunity(opp_id: str, t: model.OpportunityTypeDef, lead_id: str) -> None:
-        nonlocal deals
+    def opportunity(self, opp_id: str, t: model.OpportunityTypeDef, lead_id: str) -> None:
+        """A new opportunity of type ``t``: the fields both types have, then the type's own."""
+        r, pick = self.r, self.pick
         created = int(r() * _DAYS * 86400)
         modified = created + int(r() * 30 * 86400)
         x = r()
         status = "Open" if x < 0.6 else "Won" if x < 0.8 else "Lost"
-        creator = pick(owners)
+        creator = pick(self.owners)
         fields: dict[str, str | None] = {
             "Status": status,
-            "mx_Custom_1": f"{pick(_COMPANIES)} {t.name} {len(opps) + 1}",
-            "mx_Custom_2": pick(stages[t.code][status]),
-            "Owner": pick(owners),
+            "mx_Custom_1": f"{pick(_COMPANIES)} {t.name} {len(self.opportunities) + 1}",
+            "mx_Custom_2": pick(self.stages[t.code][status]),
+            "Owner": pick(self.owners),
             "mx_Custom_6": str((5 + int(r() * 495)) * 1000),
             "mx_Custom_7": str(int(r() * 2000) / 100).removesuffix(".0"),
             "mx_Custom_9": None,
@@ -388,25 +412,13 @@ def generate(
             fields["mx_Custom_12"] = "1" if r() < 0.3 else "0"
             fields["mx_Custom_13"] = _stamp(modified)
         else:
-            deals += 1
-            auto_id = f"DEAL-{deals:06d}"
+            self.deals += 1
+            auto_id = f"DEAL-{self.deals:06d}"
             fields["mx_Custom_15"] = auto_id
             fields["mx_Custom_8"] = _stamp(modified) if status != "Open" else None
             fields["mx_Custom_11"] = f"+91-8{int(r() * 9e8) + 10**8}"
             fields["mx_Custom_12"] = _DATES[created // 86400 + 365]
             fields["mx_Custom_13"] = "1" if r() < 0.4 else "0"
-        opps.append((opp_id, t.code, auto_id, lead_id, fields["CreatedOn"], json.dumps(fields)))
-
-    for opp_id, code in model.EXAMPLE_OPPORTUNITIES:
-        opportunity(opp_id, model.TYPES[code], new_lead())
-    # The example opportunities start where the Bulk Update page's example changes them.
-    for index, overrides in enumerate(_EXAMPLE_VALUES):
-        row = opps[index]
-        opps[index] = (*row[:5], json.dumps({**json.loads(row[5]), **overrides}))
-    types = list(model.TYPES.values())
-    lead_id = ""
-    for i in range(count):
-        if i % 2 == 0:
-            lead_id = new_lead()
-        opportunity(_uuid(rng), types[i % len(types)], lead_id)
-    return leads, opps
+        self.opportunities.append(
+            (opp_id, t.code, auto_id, lead_id, fields["CreatedOn"], json.dumps(fields))
+        )

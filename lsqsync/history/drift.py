@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from lsqsync.apply import engine as apply
-from lsqsync.display import plural
+from lsqsync.display import EMPTY, MASKED, clean, is_masked, masked, plural, quote
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import (
     FieldChange,
@@ -65,9 +65,11 @@ def drift(client: LsqClient, st: StateFile) -> list[Drifted]:
     return out
 
 
-def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Sequence[str] = ()) -> str:
+def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Collection[str] = ()) -> str:
     def show(field: str, value: str | None) -> str:
-        return "***" if field in mask else "(empty)" if value is None else json.dumps(value)
+        if value is None or value == "":
+            return EMPTY
+        return MASKED if is_masked(field, mask) else quote(value)
 
     if fmt == "json":
         return (
@@ -77,8 +79,8 @@ def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Sequence[str] = ())
                         "opportunity_id": d.opportunity_id,
                         "opportunity_type": d.opportunity_type,
                         "field": d.field,
-                        "written": None if d.field in mask else d.written,
-                        "current": None if d.field in mask else d.current,
+                        "written": masked(d.field, d.written, mask),
+                        "current": masked(d.field, d.current, mask),
                         "run": d.run_id,
                     }
                     for d in drifted
@@ -90,7 +92,7 @@ def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Sequence[str] = ())
     if not drifted:
         return "No drift: LeadSquared holds every value lsqsync last wrote.\n"
     lines = [
-        f"~ {d.opportunity_id} (type {d.opportunity_type}) {d.field}: wrote "
+        f"~ {clean(d.opportunity_id)} (type {d.opportunity_type}) {clean(d.field)}: wrote "
         f"{show(d.field, d.written)} (run {d.run_id}), now {show(d.field, d.current)}"
         for d in drifted
     ]

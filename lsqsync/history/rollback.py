@@ -4,6 +4,7 @@ holds what that run wrote."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -13,8 +14,9 @@ from lsqsync.clock import NOW_FORMAT, utcnow
 from lsqsync.config import Config
 from lsqsync.display import plural
 from lsqsync.history.drift import _as_changes, _types
-from lsqsync.lsq import LsqClient, codec
+from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import PLAN_LIFETIME, FieldChange, Inputs, OpportunityChange, Plan, assemble
+from lsqsync.state.records import FieldResult
 from lsqsync.state.store import StateFile
 
 
@@ -45,22 +47,7 @@ def rollback(
         ),
     )
     name, source = f"rollback-{run.id}", f"run {run.id}"  # it comes from the state, not a file
-    conflicting: list[str] = []
-    per_opportunity: dict[tuple[str, int], list[FieldChange]] = defaultdict(list)
-    for r in applied:
-        meta = types[r.opportunity_type].field(r.field)
-        values = current.get(r.opportunity_id.lower())
-        held = values.get(r.field) if values is not None else None
-        if meta is None or values is None or not codec.same(meta, held, r.after):
-            conflicting.append(f"{r.opportunity_id} {r.field}")
-            continue
-        per_opportunity[(r.opportunity_id, r.opportunity_type)].append(
-            FieldChange(r.field, codec.canonical(meta, held), r.before or "", name, source)
-        )
-    changes = [
-        OpportunityChange(opp, code, (name,), tuple(fields))
-        for (opp, code), fields in per_opportunity.items()
-    ]
+    changes, conflicting = _put_back(applied, types, current, name, source)
     moment = now or utcnow()
     inputs = Inputs(
         files={}, vars={}, now=moment.strftime(NOW_FORMAT), host=client.host, targets=(name,)
@@ -88,3 +75,31 @@ def rollback(
         mask=config.mask,
     )
     return Rollback(plan, tuple(conflicting))
+
+
+def _put_back(
+    applied: Sequence[FieldResult],
+    types: Mapping[int, OpportunityType],
+    current: Mapping[str, Mapping[str, str | None]],
+    name: str,
+    source: str,
+) -> tuple[list[OpportunityChange], list[str]]:
+    """The changes that put back each applied field's ``before`` value, where LeadSquared still
+    holds what the run wrote; and the fields changed since ("opportunity field"), left alone."""
+    conflicting: list[str] = []
+    per_opportunity: dict[tuple[str, int], list[FieldChange]] = defaultdict(list)
+    for r in applied:
+        meta = types[r.opportunity_type].field(r.field)
+        values = current.get(r.opportunity_id.lower())
+        held = values.get(r.field) if values is not None else None
+        if meta is None or values is None or not codec.same(meta, held, r.after):
+            conflicting.append(f"{r.opportunity_id} {r.field}")
+            continue
+        per_opportunity[(r.opportunity_id, r.opportunity_type)].append(
+            FieldChange(r.field, codec.canonical(meta, held), r.before or "", name, source)
+        )
+    changes = [
+        OpportunityChange(opp, code, (name,), tuple(fields))
+        for (opp, code), fields in per_opportunity.items()
+    ]
+    return changes, conflicting

@@ -18,7 +18,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 
 from lsqsync.lsq.models import FieldMeta
@@ -28,6 +28,11 @@ Typed = Decimal | date | datetime | bool | str | None
 # A Decimal field keeps two places (as read back: "23500.00"). How many places a tenant keeps
 # is UNKNOWN; two is what every read shows, so more is refused rather than rounded silently.
 DECIMAL_PLACES = 2
+# How many significant digits a Number or Decimal field keeps is UNKNOWN (not documented). The
+# defensive reading: what a double holds exactly, 15 digits; a longer number is refused rather
+# than written and silently rounded by LeadSquared (or by us: Decimal's default context rounds to
+# 28 digits, which once planned 99999999999999999999999999999 as 1000…0).
+MAX_DIGITS = 15
 NUMERIC = frozenset({"number", "decimal", "currency", "integer"})
 _NUMBER = re.compile(r"^[+-]?(\d{1,3}(,\d{3})+|\d+)(\.\d+)?$|^[+-]?\.\d+$")
 _US = re.compile(
@@ -75,19 +80,24 @@ def _blank(value: Any) -> bool:
 
 
 def parse_number(value: Any) -> Decimal:
+    """A number, exactly (never rounded), in its shortest form: ``20,000.00`` → ``2E+4``."""
     if isinstance(value, bool):
         raise ValueError("a boolean is not a number")
     if isinstance(value, int | Decimal):
-        return Decimal(value)
-    if isinstance(value, float):
-        return Decimal(repr(value))
-    text = str(value).strip()
-    if not _NUMBER.match(text):
-        raise ValueError(f"'{value}' is not a number")
-    try:
-        return Decimal(text.replace(",", ""))
-    except InvalidOperation:  # pragma: no cover - the pattern admits valid decimals only
-        raise ValueError(f"'{value}' is not a number") from None
+        number = Decimal(value)
+    elif isinstance(value, float):
+        number = Decimal(repr(value))
+    else:
+        text = str(value).strip()
+        if not _NUMBER.match(text):
+            raise ValueError(f"'{value}' is not a number")
+        try:
+            number = Decimal(text.replace(",", ""))
+        except InvalidOperation:  # pragma: no cover - the pattern admits valid decimals only
+            raise ValueError(f"'{value}' is not a number") from None
+    if not number.is_finite():
+        raise ValueError(f"'{value}' is not a finite number")
+    return number.normalize(Context(prec=max(28, len(number.as_tuple().digits))))
 
 
 def parse_datetime(value: Any) -> datetime:
@@ -147,7 +157,7 @@ def read(field: FieldMeta, raw: Any) -> Typed:
     k = kind(field)
     try:
         if k == "number":
-            return parse_number(raw).normalize()
+            return parse_number(raw)
         if k == "date":
             return parse_datetime(raw).date()
         if k == "datetime":
@@ -172,7 +182,13 @@ def to_wire(field: FieldMeta, desired: Any, users_by_email: Mapping[str, str] | 
     k = kind(field)
     try:
         if k == "number":
-            number = parse_number(desired).normalize()
+            number = parse_number(desired)
+            digits = len(number.as_tuple().digits)
+            if digits > MAX_DIGITS:
+                raise ValueError(
+                    f"'{desired}' has {digits} significant digits; a number field keeps at most "
+                    f"{MAX_DIGITS} exactly, so it would be rounded"
+                )
             places = -int(number.as_tuple().exponent)
             if field.data_type.lower() == "decimal" and places > DECIMAL_PLACES:
                 # Stored with two places, it would read back different and never converge.

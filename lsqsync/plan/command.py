@@ -1,4 +1,5 @@
-"""``lsqsync plan`` and ``lsqsync show``: load the project, read LeadSquared, build the plan.
+"""``lsqsync plan`` (and ``apply`` without a plan file): load the project, read LeadSquared,
+build the plan.
 
 The one place where the planner's inputs are gathered (files, network, clock, git); the
 planner itself stays pure.
@@ -6,20 +7,22 @@ planner itself stays pure.
 
 from __future__ import annotations
 
-import hashlib
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
-from lsqsync.config import Config, display_path, open_client
+from lsqsync.config import Config, open_client
 from lsqsync.errors import ConfigError
 from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
-from lsqsync.plan.planner import PlanOptions, build_plan, targeted
+from lsqsync.plan.planfile import file_sha256
+from lsqsync.plan.planner import PlanOptions, build_plan
 from lsqsync.rules.project import Project, load
 
 
@@ -34,24 +37,26 @@ def parse_now(text: str | None) -> str:
 
 
 def input_files(config: Config, project: Project) -> dict[str, str]:
-    """sha256 of every file the plan depends on: lsqsync.yml, the rule files, the CSVs."""
-    paths = [config.root / Path(config.file).name, *(Path(f) for f in project.files)]
-    paths += [Path(r.csv.file) for r in project.rules if r.csv is not None]
-    out = {}
-    for path in paths:
-        resolved = path if path.is_absolute() or path.exists() else config.root / path
-        out[display_path(resolved)] = hashlib.sha256(resolved.read_bytes()).hexdigest()
-    return out
+    """sha256 of every file the plan depends on (lsqsync.yml, the rule files, the CSVs), by its
+    path relative to the project folder: the plan means the same from any working directory."""
+    paths = [config.root / Path(config.file).name, *project.files]
+    paths += [r.csv.path for r in project.rules if r.csv is not None]
+    root = os.path.abspath(config.root)
+    return {
+        Path(os.path.relpath(os.path.abspath(p), root)).as_posix(): file_sha256(p) for p in paths
+    }
 
 
 def _state_position(config: Config) -> tuple[str | None, int | None]:
-    """The state file's lineage and serial, which bind a plan to it (None before any apply)."""
-    from lsqsync.state.store import StateFile
+    """The state's lineage and serial, which bind a plan to it (None before any apply)."""
+    from lsqsync.state.database import NoState
+    from lsqsync.state.location import open_state
 
-    path = config.root / config.state
-    if not path.exists():
+    try:
+        st = open_state(config, read_only=True)
+    except NoState:
         return None, None
-    with StateFile.open(path, create=False) as st:
+    with st:
         return st.lineage, st.serial
 
 
@@ -70,22 +75,29 @@ def git_commit(folder: Path) -> str | None:
     return done.stdout.strip() if done.returncode == 0 else None
 
 
+@dataclass(frozen=True)
+class PlanRequest:
+    """What ``lsqsync plan`` was asked for, besides the project and its variables."""
+
+    targets: Sequence[str] = ()  # --target: only these rules
+    allow_large: bool = False
+    now: str | None = None  # --now, else the current time
+    expires_in: timedelta | None = None  # else PLAN_LIFETIME
+
+
 def make_plan(
     config_path: Path | None,
     variables: Mapping[str, Any],
-    *,
-    targets: Sequence[str] = (),
-    allow_large: bool = False,
-    now: str | None = None,
-    expires_in: timedelta | None = None,
+    request: PlanRequest,
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
-    now = parse_now(now)  # a typo must not cost a full read of the CRM
+    targets, allow_large = request.targets, request.allow_large
+    now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)
-    rules = targeted(project, targets)
+    project = project.only(targets)
     with open_client(config) as client:
-        snapshot = fetch(client, rules, progress)
+        snapshot = fetch(client, project.rules, progress)
         host = client.host
         pace = client.limiter.write_pace()
     lineage, serial = _state_position(config)
@@ -97,7 +109,7 @@ def make_plan(
         input_files=input_files(config, project),
         targets=tuple(targets),
         allow_large=allow_large,
-        expires_in=expires_in or PLAN_LIFETIME,
+        expires_in=request.expires_in or PLAN_LIFETIME,
         git_commit=git_commit(config.root),
         state_lineage=lineage,
         state_serial=serial,

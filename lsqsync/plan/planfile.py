@@ -8,6 +8,7 @@ read, or whose changes, inputs or summary were modified after the plan was made.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -17,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
-from jsonschema.exceptions import ValidationError
 
 from lsqsync import __version__, resources
 from lsqsync.documents.problems import format_path
+from lsqsync.documents.schemacheck import describe
 from lsqsync.errors import LsqsyncError, PlanInvalid
 from lsqsync.plan.model import (
     FORMAT_VERSION,
@@ -31,6 +32,11 @@ from lsqsync.plan.model import (
     from_json,
     summarise,
 )
+
+
+def file_sha256(path: Path) -> str:
+    """The hash by which a plan binds one of its input files (``inputs.files``)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def save(plan: Plan, path: Path | str) -> None:
@@ -65,9 +71,11 @@ def load(path: Path | str) -> Plan:
         raise PlanInvalid(f"{name}: not a JSON file: {e}") from None
     try:
         data = json.loads(text)
+        return parse(data, name)
     except json.JSONDecodeError as e:
         raise PlanInvalid(f"{name}: not a JSON file: {e}") from None
-    return parse(data, name)
+    except RecursionError:  # json, or the schema check, on a document nested thousands deep
+        raise PlanInvalid(f"{name}: not a plan (nested too deeply)") from None
 
 
 def parse(data: Any, name: str) -> Plan:
@@ -189,32 +197,14 @@ def _problems(data: Any) -> list[str]:
                 if key not in known
             )
         else:
-            where = format_path(path)
-            found.append(
-                (_order(path), f"{where}: {_message(error)}" if where else _message(error))
-            )
+            where, message = format_path(path), describe(error, _short)
+            found.append((_order(path), f"{where}: {message}" if where else message))
     return [text for _, text in sorted(found)]
 
 
 def _order(path: tuple[str | int, ...]) -> tuple[tuple[int, int | str], ...]:
     # changes[2] before changes[10]; keys and indexes never compare with each other
     return tuple((0, p) if isinstance(p, int) else (1, p) for p in path)
-
-
-def _message(error: ValidationError) -> str:
-    instance = _short(error.instance)
-    if error.validator == "required":
-        return error.message.replace("is a required property", "is required")
-    if error.validator == "const":
-        return f"must be {error.validator_value!r}, not {instance}"
-    if error.validator == "type":
-        expected = error.validator_value
-        names = " or ".join(expected) if isinstance(expected, list) else str(expected)
-        article = "an" if names[0] in "aeiou" else "a"
-        return f"must be {article} {names}, not {instance}"
-    if error.validator == "pattern":
-        return f"{instance} does not match {error.validator_value!r}"
-    return error.message if len(error.message) <= 200 else error.message[:199] + "…"
 
 
 def _short(value: Any) -> str:

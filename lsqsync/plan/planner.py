@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import operator
 from collections import defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from lsqsync.config import RATIO_MIN_TOTAL, Safety
+from lsqsync.display import is_masked
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
-from lsqsync.lsq import FieldMeta, Limit, OpportunityRecord, User, codec
+from lsqsync.lsq import FieldMeta, Limit, OpportunityRecord, OpportunityType, User, codec
 from lsqsync.plan.model import (
     PLAN_LIFETIME,
     FieldChange,
@@ -90,71 +91,127 @@ class _Desired:
 
 
 def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOptions) -> Plan:
-    """The plan, or ProjectInvalid listing every problem, or UnsafePlan."""
-    rules = targeted(project, options.targets)
+    """The plan of ``project``'s rules (already narrowed to ``options.targets``, which the plan
+    records), or ProjectInvalid listing every problem, or UnsafePlan."""
     problems = _Problems()
+    users = _user_ids(snapshot)
+    problems.static.extend(_static_problems(project, snapshot, users[0]))
+    desired, warnings = _desired_values(project, snapshot, users, options, problems)
+    changes = _changes(desired, snapshot, problems)
+    found = problems.all()
+    if found:
+        raise ProjectInvalid(found)
+    _check_safety(changes, snapshot, project.config.safety, options.allow_large)
+    return _assemble(project, snapshot, host, options, changes, warnings)
+
+
+def _user_ids(snapshot: Snapshot) -> tuple[dict[str, str], dict[str, str]]:
+    """Lower-cased email → lower-cased id, of the active users and of every user."""
     users = snapshot.users or ()
     active = {u.email.lower(): u.id.lower() for u in users if u.active}
-    problems.static.extend(
-        online.check(
-            _with_rules(project, rules),
-            {c: t.meta for c, t in snapshot.types.items()},
-            users=active if snapshot.users is not None else None,
-        )
-    )
     # Conditions may name any user: reassigning from deactivated owners is a common rule.
     everyone = {u.email.lower(): u.id.lower() for u in users}
+    return active, everyone
+
+
+def _static_problems(
+    project: Project, snapshot: Snapshot, active: Mapping[str, str]
+) -> list[Problem]:
+    """What is wrong with the rules whatever the opportunities: checked against the metadata."""
+    return online.check(
+        project,
+        {c: t.meta for c, t in snapshot.types.items()},
+        users=active if snapshot.users is not None else None,
+    )
+
+
+def _desired_values(
+    project: Project,
+    snapshot: Snapshot,
+    users: tuple[Mapping[str, str], Mapping[str, str]],
+    options: PlanOptions,
+    problems: _Problems,
+) -> tuple[dict[tuple[int, str], dict[str, _Desired]], list[str]]:
+    """What the rules want, by (type, lower-cased id) and field, and a warning for each rule that
+    names opportunities that do not exist."""
     warnings: list[str] = []
     desired: dict[tuple[int, str], dict[str, _Desired]] = defaultdict(dict)
-
-    for rule in rules:
+    for rule in project.rules:
         data = snapshot.types[rule.opportunity_type]
         if any(data.meta.field(name) is None for name in rule.referenced_fields):
             continue  # reported once by the static check; rendering would repeat it per record
         selection, missing = _select(rule, data)
         if missing:
-            shown = ", ".join(missing[:10]) + (
-                f" and {len(missing) - 10} more" if len(missing) > 10 else ""
-            )
-            warnings.append(
-                f"rule '{rule.name}': {len(missing)} of its opportunities "
-                f"{'was' if len(missing) == 1 else 'were'} not found in "
-                f"type {rule.opportunity_type}: {shown}"
-            )
-        _plan_rule(rule, selection, data, (active, everyone), project, options, problems, desired)
+            warnings.append(_missing_warning(rule, missing))
+        _plan_rule(rule, selection, data, users, project, options, problems, desired)
+    return desired, warnings
 
+
+def _missing_warning(rule: Rule, missing: Sequence[str]) -> str:
+    shown = ", ".join(missing[:10]) + (
+        f" and {len(missing) - 10} more" if len(missing) > 10 else ""
+    )
+    return (
+        f"rule '{rule.name}': {len(missing)} of its opportunities "
+        f"{'was' if len(missing) == 1 else 'were'} not found in "
+        f"type {rule.opportunity_type}: {shown}"
+    )
+
+
+def _changes(
+    desired: Mapping[tuple[int, str], Mapping[str, _Desired]],
+    snapshot: Snapshot,
+    problems: _Problems,
+) -> list[OpportunityChange]:
+    """The opportunities whose desired values differ from their current ones, in (type, id)
+    order, with only the fields that differ."""
     changes: list[OpportunityChange] = []
     for (code, opp_id), fields in sorted(desired.items()):
         data = snapshot.types[code]
         record = data.records[opp_id]
         _check_dependents(record, data, fields, problems)
-        field_changes = []
-        for name, want in fields.items():
-            meta = data.meta.field(name)
-            assert meta is not None  # unknown fields never reach `desired`
-            before = record.values.get(name)
-            if not codec.same(meta, before, want.wire):
-                field_changes.append(
-                    FieldChange(
-                        name,
-                        codec.canonical(meta, before),
-                        want.wire,
-                        want.rule.name,
-                        _source(want.value.location),
-                    )
-                )
+        field_changes = _field_changes(record, data, fields)
         if field_changes:
             changes.append(
                 OpportunityChange(
                     record.id, code, tuple(f.rule for f in field_changes), tuple(field_changes)
                 )
             )
-    found = problems.all()
-    if found:
-        raise ProjectInvalid(found)
+    return changes
 
+
+def _field_changes(
+    record: OpportunityRecord, data: TypeData, fields: Mapping[str, _Desired]
+) -> list[FieldChange]:
+    """The fields of one opportunity whose desired value is not the value it has."""
+    field_changes = []
+    for name, want in fields.items():
+        meta = data.meta.field(name)
+        assert meta is not None  # unknown fields never reach `desired`
+        before = record.values.get(name)
+        if not codec.same(meta, before, want.wire):
+            field_changes.append(
+                FieldChange(
+                    name,
+                    codec.canonical(meta, before),
+                    want.wire,
+                    want.rule.name,
+                    _source(want.value.location),
+                )
+            )
+    return field_changes
+
+
+def _assemble(
+    project: Project,
+    snapshot: Snapshot,
+    host: str,
+    options: PlanOptions,
+    changes: Sequence[OpportunityChange],
+    warnings: list[str],
+) -> Plan:
+    """The plan of the changes, with what it was made from."""
     config = project.config
-    _check_safety(changes, snapshot, config.safety, options.allow_large)
     inputs = Inputs(
         files=dict(options.input_files),
         vars=dict(project.vars),
@@ -169,7 +226,7 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         version=options.lsqsync_version,
         created=options.created_at,
         lifetime=options.expires_in,
-        rule_sources={r.name: _source(r.location) for r in rules},
+        rule_sources={r.name: _source(r.location) for r in project.rules},
         type_totals={c: (t.meta.name, t.total) for c, t in snapshot.types.items()},
         rate=options.write_pace or config.rate_limit.write_pace(),
         read_calls=snapshot.read_calls,
@@ -179,23 +236,6 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
         labels=_labels(changes, snapshot),
         mask=config.mask,
     )
-
-
-def targeted(project: Project, targets: Sequence[str]) -> tuple[Rule, ...]:
-    if not targets:
-        return project.rules
-    known = {r.name for r in project.rules}
-    unknown = [t for t in targets if t not in known]
-    if unknown:
-        raise LsqsyncError(
-            f"--target: no rule named {', '.join(repr(t) for t in unknown)} "
-            f"(rules: {', '.join(sorted(known))})"
-        )
-    return tuple(r for r in project.rules if r.name in targets)
-
-
-def _with_rules(project: Project, rules: tuple[Rule, ...]) -> Project:
-    return Project(project.config, rules, project.files, project.vars)
 
 
 def _select(
@@ -232,17 +272,66 @@ def _plan_rule(
     record (condition bounds, literal values) is worked out once, before the loop."""
     meta = data.meta
     active, everyone = users
-    masked = set(project.config.mask)
+    masked = project.config.mask
+    predicates = _predicates(rule, meta, everyone, problems)
+    if predicates is None:
+        return
+    targets = _targets(rule, meta, active, problems)
+    templated = rule.when is not None or any(wire is None for _, _, wire in targets)
+    # Only the fields the templates name are typed for them: typing every field of every
+    # record was most of the planner's time at 100,000 opportunities.
+    referenced = [
+        (n, f) for n in sorted(rule.referenced_fields) if (f := meta.field(n)) is not None
+    ]
+    base_context = _base_context(rule, project, options, active)
+    for record, row in selection:
+        values = record.values
+        if not all(holds(values.get(name)) for name, holds in predicates):
+            continue
+        context: dict[str, Any] = {}
+        if templated:
+            opp = {n: codec.for_template(codec.read(f, values.get(n))) for n, f in referenced}
+            context = {**base_context, "opp": opp, "row": row}
+        if rule.when is not None and not _when_holds(rule, context, record.id, problems):
+            continue
+        for value, f, literal_wire in targets:
+            wire = literal_wire
+            if wire is None:
+                wire = _rendered(value, f, context, active, masked, record.id, problems)
+                if wire is None:
+                    continue
+            wanted = desired[(rule.opportunity_type, record.id.lower())]
+            earlier = wanted.get(f.schema_name)
+            if earlier is None:
+                wanted[f.schema_name] = _Desired(wire, rule, value)
+            elif codec.read(f, earlier.wire) != codec.read(f, wire):
+                problems.add(
+                    value.location, "", _conflict(earlier, rule, value, f, wire, masked), record.id
+                )
+
+
+def _predicates(
+    rule: Rule, meta: OpportunityType, everyone: Mapping[str, str], problems: _Problems
+) -> list[tuple[str, Callable[[Any], bool]]] | None:
+    """A test per ``where`` condition, by field name; None when the rule cannot be planned."""
     predicates: list[tuple[str, Callable[[Any], bool]]] = []
     for condition in rule.where:
         f = meta.field(condition.field)
         if f is None:
-            return  # reported by the static check
+            return None  # reported by the static check
         try:
             predicates.append((condition.field, _predicate(condition, f, everyone)))
         except codec.InvalidValue as e:
             problems.static.append(Problem(condition.location, condition.path, f"where: {e}"))
-            return
+            return None
+    return predicates
+
+
+def _targets(
+    rule: Rule, meta: OpportunityType, active: Mapping[str, str], problems: _Problems
+) -> list[tuple[FieldValue, FieldMeta, str | None]]:
+    """The ``set`` values the rule can write, each with its field and, for a literal, the value
+    as Bulk Update takes it (None: a template, rendered per record)."""
     targets: list[tuple[FieldValue, FieldMeta, str | None]] = []
     for value in rule.set:
         f = meta.field(value.field)
@@ -256,13 +345,14 @@ def _plan_rule(
                 problems.static.append(Problem(value.location, value.path, str(e)))
                 continue
         targets.append((value, f, wire))
-    templated = rule.when is not None or any(wire is None for _, _, wire in targets)
-    # Only the fields the templates name are typed for them: typing every field of every
-    # record was most of the planner's time at 100,000 opportunities.
-    referenced = [
-        (n, f) for n in sorted(rule.referenced_fields) if (f := meta.field(n)) is not None
-    ]
-    base_context = {
+    return targets
+
+
+def _base_context(
+    rule: Rule, project: Project, options: PlanOptions, active: Mapping[str, str]
+) -> dict[str, Any]:
+    """What the rule's templates see that is the same for every record."""
+    return {
         "vars": project.vars,
         "now": options.now,
         "rule": {
@@ -272,69 +362,82 @@ def _plan_rule(
         },
         "user": _user_function(active),
     }
-    for record, row in selection:
-        values = record.values
-        if not all(holds(values.get(name)) for name, holds in predicates):
-            continue
-        context: dict[str, Any] = {}
-        if templated:
-            opp = {n: codec.for_template(codec.read(f, values.get(n))) for n, f in referenced}
-            context = {**base_context, "opp": opp, "row": row}
-        if rule.when is not None:
-            try:
-                if not rule.when.render(context):
-                    continue
-            except TemplateProblem as e:
-                problems.add(
-                    rule.when_location or rule.location, f"{rule.path}.when", str(e), record.id
-                )
-                continue
-        for value, f, literal_wire in targets:
-            wire = literal_wire
-            if wire is None:
-                assert value.template is not None
-                try:
-                    wire = codec.to_wire(f, value.template.render(context), active)
-                except TemplateProblem as e:
-                    problems.add(value.location, "", str(e), record.id)
-                    continue
-                except codec.InvalidValue as e:
-                    message = (
-                        str(e)
-                        if f.schema_name not in masked
-                        else (f"{f.schema_name}: the value cannot be written (masked)")
-                    )
-                    problems.add(value.location, "", message, record.id)
-                    continue
-                if not wire and f.mandatory:
-                    problems.add(
-                        value.location,
-                        "",
-                        f"{f.schema_name} is mandatory and cannot be cleared",
-                        record.id,
-                    )
-                    continue
-                bad_option = online.option_problem(f, wire)
-                if bad_option:
-                    problems.add(value.location, "", bad_option, record.id)
-                    continue
-            wanted = desired[(rule.opportunity_type, record.id.lower())]
-            earlier = wanted.get(f.schema_name)
-            if earlier is None:
-                wanted[f.schema_name] = _Desired(wire, rule, value)
-            elif codec.read(f, earlier.wire) != codec.read(f, wire):
-                problems.add(
-                    value.location,
-                    "",
-                    f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
-                    f"'{rule.name}' ({_source(value.location)}) want different values for "
-                    + (
-                        f"{f.schema_name} (masked)"
-                        if f.schema_name in masked
-                        else f"{f.schema_name}: {earlier.wire!r} and {wire!r}"
-                    ),
-                    record.id,
-                )
+
+
+def _when_holds(
+    rule: Rule, context: Mapping[str, Any], opportunity: str, problems: _Problems
+) -> bool:
+    """Whether the rule's ``when`` holds for the record; False when it cannot be evaluated."""
+    assert rule.when is not None
+    try:
+        return bool(rule.when.render(context))
+    except TemplateProblem as e:
+        problems.add(rule.when_location or rule.location, f"{rule.path}.when", str(e), opportunity)
+        return False
+
+
+def _rendered(
+    value: FieldValue,
+    f: FieldMeta,
+    context: Mapping[str, Any],
+    active: Mapping[str, str],
+    masked: Collection[str],
+    opportunity: str,
+    problems: _Problems,
+) -> str | None:
+    """A templated ``set`` value for one record, as Bulk Update takes it; None when it cannot
+    be written (the problem is recorded)."""
+    assert value.template is not None
+    try:
+        wire = codec.to_wire(f, value.template.render(context), active)
+    except TemplateProblem as e:
+        problems.add(value.location, "", str(e), opportunity)
+        return None
+    except codec.InvalidValue as e:
+        problems.add(value.location, "", _unless_masked(str(e), value, masked), opportunity)
+        return None
+    if not wire and f.mandatory:
+        problems.add(
+            value.location, "", f"{f.schema_name} is mandatory and cannot be cleared", opportunity
+        )
+        return None
+    bad_option = online.option_problem(f, wire)
+    if bad_option:
+        problems.add(value.location, "", _unless_masked(bad_option, value, masked), opportunity)
+        return None
+    return wire
+
+
+def _hides(value: FieldValue, mask: Collection[str]) -> bool:
+    """Whether a message about ``value`` may not show it: it is written to a masked field, or
+    computed from one (a template that reads a masked field)."""
+    return any(is_masked(name, mask) for name in (value.field, *value.reads))
+
+
+def _unless_masked(message: str, value: FieldValue, mask: Collection[str]) -> str:
+    if not _hides(value, mask):
+        return message
+    return f"{value.field}: the value cannot be written (not shown: it is or reads a masked field)"
+
+
+def _conflict(
+    earlier: _Desired,
+    rule: Rule,
+    value: FieldValue,
+    f: FieldMeta,
+    wire: str,
+    masked: Collection[str],
+) -> str:
+    """The message for two rules that want different values for the same field."""
+    return (
+        f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
+        f"'{rule.name}' ({_source(value.location)}) want different values for "
+        + (
+            f"{f.schema_name} (masked)"
+            if _hides(value, masked) or _hides(earlier.value, masked)
+            else f"{f.schema_name}: {earlier.wire!r} and {wire!r}"
+        )
+    )
 
 
 def _user_function(active: Mapping[str, str]) -> Callable[[str], str]:

@@ -22,6 +22,7 @@ from lsqsync.display import (
     MARKDOWN_LIMIT,
     MASKED,
     clean,
+    is_masked,
     md,
     percent,
     plural,
@@ -89,7 +90,6 @@ class _View:
     def __init__(self, plan: Plan, safety: Safety) -> None:
         self.plan = plan
         self.short = plan.digest[:8]
-        self._mask = frozenset(f.casefold() for f in plan.mask)
         self._labels = {k.casefold(): v for k, v in plan.labels.items()}
         self._type_names = {t.opportunity_type: t.name for t in plan.summary.types}
         self.safety_notes = self._safety_notes(safety)
@@ -121,7 +121,7 @@ class _View:
         return notes
 
     def value(self, field: str, value: str | None) -> str:
-        if field.casefold() in self._mask:
+        if is_masked(field, self.plan.mask):
             return MASKED
         if value is None or value == "":
             return EMPTY
@@ -292,12 +292,11 @@ def _markdown(plan: Plan, options: _Options) -> str:
     head += [f"- {label}: {_code(value)}" for label, value in view.meta()]
     if not plan.empty:
         head += ["", f"#### Summary: {_counts(s.opportunities, s.fields)}", ""]
-        head += _table(
-            ["Rule", "Source", "Opportunities", "Fields"],
-            "llrr",
-            [[md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
-             for r in s.rules],
-        )  # fmt: skip
+        rules = [
+            [md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
+            for r in s.rules
+        ]
+        head += _table(["Rule", "Source", "Opportunities", "Fields"], "llrr", rules)
         head.append("")
         head += _table(
             ["Type", "Changing", "Total", "Share"],

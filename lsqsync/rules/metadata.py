@@ -1,7 +1,9 @@
-"""``validate --online``: rules checked against the opportunity types' metadata.
+"""Rules checked against the opportunity types' metadata: by every ``plan`` (before any value
+is computed) and by ``validate --online``.
 
 Pure: the caller fetches the metadata. What can be checked without opportunity data is checked
-here — field names, writable fields, literal values a field's options or type cannot take.
+here — field names, writable fields, literal values a field's options or type cannot take, and
+``mask:`` entries that name no field.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import difflib
 from collections.abc import Mapping
 
-from lsqsync.documents.problems import Problem
+from lsqsync.config import Config
+from lsqsync.display import is_masked
+from lsqsync.documents.problems import Problem, format_path
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
 from lsqsync.rules.project import Project, Rule
@@ -33,63 +37,92 @@ def check(
                 Problem(rule.location, "", f"opportunity type {rule.opportunity_type}: {why}")
             )
             continue
-        for field, location, path, writing in _fields(rule):
-            meta = t.field(field)
-            if meta is None:
-                close = difflib.get_close_matches(field, [f.schema_name for f in t.fields], n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                problems.append(
-                    Problem(
-                        location,
-                        path,
-                        f"'{field}' is not a field of opportunity type {t.code} ({t.name}){hint}",
-                    )
-                )
-            elif writing and (meta.read_only or meta.is_auto_id) and not meta.is_system:
-                problems.append(
-                    Problem(location, path, f"'{field}' is read-only in opportunity type {t.code}")
-                )
-        known = [f.schema_name for f in t.fields]
-        for name in sorted(rule.referenced_fields - set(known)):
-            close = difflib.get_close_matches(name, known, n=1)
+        problems.extend(_field_problems(rule, t))
+        problems.extend(_template_field_problems(rule, t))
+        problems.extend(_set_problems(rule, t, users))
+        problems.extend(_where_problems(rule, t))
+    return problems
+
+
+def _field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
+    """Fields of ``where`` and ``set`` that the type does not have, or that cannot be written."""
+    problems = []
+    for field, location, path, writing in _fields(rule):
+        meta = t.field(field)
+        if meta is None:
+            close = difflib.get_close_matches(field, [f.schema_name for f in t.fields], n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             problems.append(
-                Problem(rule.location, rule.path,
-                        f"a template reads opp.{name}, which is not a field of opportunity type "
-                        f"{t.code} ({t.name}){hint}")
-            )  # fmt: skip
-        literal_wires: dict[str, str] = {}
-        for value in rule.set:
-            meta = t.field(value.field)
-            if meta is None or value.template is not None:
-                continue
-            message = _literal_problem(meta, value.literal, users)
-            if message:
-                problems.append(Problem(value.location, value.path, message))
-            else:
-                literal_wires[meta.schema_name] = codec.to_wire(meta, value.literal, users or {})
-        problems.extend(_dependent_problems(rule, t, literal_wires))
-        for condition in rule.where:
-            meta = t.field(condition.field)
-            if meta is None or condition.op in ("empty", "contains", "startswith"):
-                continue
-            bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
-            options = meta.all_options
-            if options and condition.op in ("eq", "in"):
-                for bound in bounds:
-                    if bound is not None and str(bound) not in options:
-                        problems.append(
-                            Problem(condition.location, condition.path,
-                                    f"'{bound}' is not an option of {meta.schema_name} "
-                                    f"({', '.join(options)}): the condition can never hold")
-                        )  # fmt: skip
-            if codec.kind(meta) in ("text", "user"):
-                continue  # any text compares; users may be inactive (reassigning from them)
+                Problem(
+                    location,
+                    path,
+                    f"'{field}' is not a field of opportunity type {t.code} ({t.name}){hint}",
+                )
+            )
+        elif writing and (meta.read_only or meta.is_auto_id) and not meta.is_system:
+            problems.append(
+                Problem(location, path, f"'{field}' is read-only in opportunity type {t.code}")
+            )
+    return problems
+
+
+def _template_field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
+    """``opp`` fields read by the rule's templates that the type does not have."""
+    problems = []
+    known = [f.schema_name for f in t.fields]
+    for name in sorted(rule.referenced_fields - set(known)):
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(
+            Problem(rule.location, rule.path,
+                    f"a template reads opp.{name}, which is not a field of opportunity type "
+                    f"{t.code} ({t.name}){hint}")
+        )  # fmt: skip
+    return problems
+
+
+def _set_problems(rule: Rule, t: OpportunityType, users: Mapping[str, str] | None) -> list[Problem]:
+    """Literal ``set`` values the fields cannot take, alone or (a dependent dropdown) together."""
+    problems = []
+    literal_wires: dict[str, str] = {}
+    for value in rule.set:
+        meta = t.field(value.field)
+        if meta is None or value.template is not None:
+            continue
+        message = _literal_problem(meta, value.literal, users)
+        if message:
+            problems.append(Problem(value.location, value.path, message))
+        else:
+            literal_wires[meta.schema_name] = codec.to_wire(meta, value.literal, users or {})
+    problems.extend(_dependent_problems(rule, t, literal_wires))
+    return problems
+
+
+def _where_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
+    """``where`` values the fields cannot hold: not an option of a dropdown, or not of the
+    field's type."""
+    problems = []
+    for condition in rule.where:
+        meta = t.field(condition.field)
+        if meta is None or condition.op in ("empty", "contains", "startswith"):
+            continue
+        bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
+        options = meta.all_options
+        if options and condition.op in ("eq", "in"):
             for bound in bounds:
-                try:
-                    codec.to_wire(meta, bound)
-                except codec.InvalidValue as e:
-                    problems.append(Problem(condition.location, condition.path, str(e)))
+                if bound is not None and str(bound) not in options:
+                    problems.append(
+                        Problem(condition.location, condition.path,
+                                f"'{bound}' is not an option of {meta.schema_name} "
+                                f"({', '.join(options)}): the condition can never hold")
+                    )  # fmt: skip
+        if codec.kind(meta) in ("text", "user"):
+            continue  # any text compares; users may be inactive (reassigning from them)
+        for bound in bounds:
+            try:
+                codec.to_wire(meta, bound)
+            except codec.InvalidValue as e:
+                problems.append(Problem(condition.location, condition.path, str(e)))
     return problems
 
 
@@ -150,3 +183,24 @@ def _dependent_problems(rule: Rule, t: OpportunityType, wires: Mapping[str, str]
                 )
             )
     return out
+
+
+def mask_problems(config: Config, types: Mapping[int, OpportunityType]) -> list[Problem]:
+    """``mask:`` entries that hide no field of the rules' opportunity types: a typo there would
+    leave the field it meant to hide on show in every plan and report."""
+    fields = [f.schema_name for t in types.values() for f in t.fields]
+    problems = []
+    for i, entry in enumerate(config.mask):
+        if not any(is_masked(name, (entry,)) for name in fields):
+            close = difflib.get_close_matches(entry, fields, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            codes = ", ".join(str(code) for code in sorted(types))
+            problems.append(
+                Problem(
+                    config.where(("mask", i)),
+                    format_path(("mask", i)),
+                    f"'{entry}' is not a field of the rules' opportunity types ({codes}), so it "
+                    f"masks nothing{hint}",
+                )
+            )
+    return problems

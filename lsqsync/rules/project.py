@@ -8,16 +8,16 @@ template and ``when`` syntax, undefined names, system fields in ``set``, CSV pro
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from lsqsync.config import Config, display_path, inside_project, load_config
 from lsqsync.documents import csvsource, schemacheck, yamlsource
-from lsqsync.documents.problems import Problem, ProjectInvalid, format_path
+from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems, format_path
 from lsqsync.documents.yamlsource import Document, Location, PathKey, YamlError
-from lsqsync.errors import ConfigError
+from lsqsync.errors import ConfigError, LsqsyncError
 from lsqsync.lsq.models import SYSTEM_FIELDS
 from lsqsync.rules import templates
 
@@ -40,6 +40,7 @@ class FieldValue:
     template: templates.Compiled | None
     location: Location
     path: str = ""  # rules[0].set.Status, for messages
+    reads: frozenset[str] = frozenset()  # the opp fields its template reads
 
 
 @dataclass(frozen=True)
@@ -68,8 +69,21 @@ class Rule:
 class Project:
     config: Config
     rules: tuple[Rule, ...]
-    files: tuple[str, ...]
+    files: tuple[Path, ...]  # the rule files read
     vars: Mapping[str, Any]
+
+    def only(self, targets: Sequence[str]) -> Project:
+        """The project with only the rules named (``--target``); all of them without names."""
+        if not targets:
+            return self
+        known = {r.name for r in self.rules}
+        unknown = [t for t in targets if t not in known]
+        if unknown:
+            raise LsqsyncError(
+                f"--target: no rule named {', '.join(repr(t) for t in unknown)} "
+                f"(rules: {', '.join(sorted(known))})"
+            )
+        return replace(self, rules=tuple(r for r in self.rules if r.name in targets))
 
 
 def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None) -> Project:
@@ -89,6 +103,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
         except (OSError, UnicodeDecodeError) as e:
             problems.append(Problem(Location(shown, 1, 1), "", f"cannot read: {e}"))
             continue
+        problems += document_problems(document)
         for rule, plannable in _rules(document, config, variables, problems):
             if rule.name in names:
                 problems.append(
@@ -103,7 +118,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
                 rules.append(rule)
     if problems:
         raise ProjectInvalid(problems)
-    return Project(config, tuple(rules), tuple(display_path(p) for p in files), variables)
+    return Project(config, tuple(rules), tuple(files), variables)
 
 
 def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
@@ -172,65 +187,118 @@ def _rule(
     variables: Mapping[str, Any],
     problems: list[Problem],
 ) -> Rule:
-    def where(*path: str | int) -> Location:
-        return document.where((*at, *path))
+    """One rule of the file, its problems added to ``problems``."""
+    reader = _RuleReader(document, at, variables, has_row="csv" in raw, problems=problems)
+    # In this order: a template's row.column is checked against the CSV's header.
+    reader.csv = _csv(reader, raw.get("csv"), config)
+    when = _when(reader, raw.get("when"))
+    values = _values(reader, raw.get("set"), config)
+    return Rule(
+        name=str(raw.get("name")),
+        description=str(raw.get("description", "")),
+        opportunity_type=raw.get("opportunity_type", 0),
+        ids=tuple(raw["ids"]) if isinstance(raw.get("ids"), list) else None,
+        csv=reader.csv,
+        where=_conditions(reader, raw.get("where")),
+        when=when,
+        set=values,
+        location=reader.where("name"),
+        when_location=reader.where("when") if when is not None else None,
+        path=format_path(at),
+        referenced_fields=frozenset(reader.referenced),
+        uses_user=reader.uses_user,
+    )
 
-    def problem(path: tuple[str | int, ...], message: str) -> None:
-        problems.append(Problem(where(*path), format_path((*at, *path)), message))
 
-    csv_data = None
-    csv_spec = raw.get("csv")
-    if isinstance(csv_spec, dict) and all(
-        isinstance(csv_spec.get(k), str) and csv_spec[k] for k in ("path", "key")
-    ):
-        csv_path = inside_project(config.root, csv_spec["path"])
-        if isinstance(csv_path, str):
-            problems.append(
-                Problem(where("csv", "path"), format_path((*at, "csv", "path")), csv_path)
-            )
-        else:
-            result = csvsource.read(
-                csv_path,
-                display_path(csv_path),
-                csv_spec["key"],
-                where("csv", "path"),
-                format_path((*at, "csv", "path")),
-            )
-            if isinstance(result, list):
-                problems.extend(result)
-            else:
-                csv_data = result
+class _RuleReader:
+    """One rule being read: where its parts are, for messages, and what its templates refer to,
+    gathered over ``when`` and every ``set`` value."""
 
-    referenced: set[str] = set()
-    uses_user = False
+    def __init__(
+        self,
+        document: Document,
+        at: PathKey,
+        variables: Mapping[str, Any],
+        *,
+        has_row: bool,
+        problems: list[Problem],
+    ) -> None:
+        self.document = document
+        self.at = at
+        self.variables = variables
+        self.has_row = has_row
+        self.problems = problems
+        self.csv: csvsource.CsvData | None = None
+        self.referenced: set[str] = set()
+        self.uses_user = False
 
-    def analyse(path: tuple[str | int, ...], source: str, expression: bool) -> None:
-        nonlocal uses_user
+    def where(self, *path: str | int) -> Location:
+        return self.document.where((*self.at, *path))
+
+    def path(self, *path: str | int) -> str:
+        return format_path((*self.at, *path))
+
+    def problem(self, path: tuple[str | int, ...], message: str) -> None:
+        self.problems.append(Problem(self.where(*path), self.path(*path), message))
+
+    def analyse(
+        self, path: tuple[str | int, ...], source: str, expression: bool
+    ) -> templates.Analysis:
+        """Check a template of the rule, and note the fields and functions it uses."""
         analysis = templates.analyse(
-            source, expression=expression, vars=variables, has_row="csv" in raw
+            source, expression=expression, vars=self.variables, has_row=self.has_row
         )
         for message in analysis.problems:
-            problem(path, message)
-        referenced.update(analysis.opp_fields)
-        uses_user = uses_user or analysis.uses_user
-        if csv_data is not None:
-            for column in sorted(analysis.row_fields - set(csv_data.columns)):
-                close = difflib.get_close_matches(column, csv_data.columns, n=1)
+            self.problem(path, message)
+        self.referenced.update(analysis.opp_fields)
+        self.uses_user = self.uses_user or analysis.uses_user
+        if self.csv is not None:
+            columns = self.csv.columns
+            for column in sorted(analysis.row_fields - set(columns)):
+                close = difflib.get_close_matches(column, columns, n=1)
                 hint = f"did you mean '{close[0]}'? " if close else ""
-                problem(
+                self.problem(
                     path,
-                    f"'row.{column}' is not a column of {csv_data.file} "
-                    f"({hint}columns: {', '.join(csv_data.columns)})",
+                    f"'row.{column}' is not a column of {self.csv.file} "
+                    f"({hint}columns: {', '.join(columns)})",
                 )
+        return analysis
 
-    when = None
-    if isinstance(raw.get("when"), str) and raw["when"]:  # (an empty one: a schema problem)
-        analyse(("when",), raw["when"], expression=True)
-        when = _compile(raw["when"], expression=True)
 
+def _csv(reader: _RuleReader, spec: Any, config: Config) -> csvsource.CsvData | None:
+    """The rule's CSV, if it names one that can be read (its problems reported otherwise)."""
+    if not isinstance(spec, dict) or not all(
+        isinstance(spec.get(k), str) and spec[k] for k in ("path", "key")
+    ):
+        return None  # (a schema problem)
+    csv_path = inside_project(config.root, spec["path"])
+    if isinstance(csv_path, str):
+        reader.problem(("csv", "path"), csv_path)
+        return None
+    result = csvsource.read(
+        csv_path,
+        display_path(csv_path),
+        spec["key"],
+        reader.where("csv", "path"),
+        reader.path("csv", "path"),
+    )
+    if isinstance(result, list):
+        reader.problems.extend(result)
+        return None
+    return result
+
+
+def _when(reader: _RuleReader, source: Any) -> templates.Compiled | None:
+    if not isinstance(source, str) or not source:
+        return None  # (an empty one: a schema problem)
+    reader.analyse(("when",), source, expression=True)
+    return _compile(source, expression=True)
+
+
+def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue, ...]:
+    """The entries of ``set``, each a literal or a compiled template."""
     values = []
-    set_spec = raw.get("set")
-    for field, value in (set_spec if isinstance(set_spec, dict) else {}).items():
+    for field, value in (spec if isinstance(spec, dict) else {}).items():
         if field in SYSTEM_FIELDS and not (field == "CreatedOn" and config.allow_created_on):
             hint = (
                 " (set allow_created_on: true in lsqsync.yml only if LeadSquared enabled an "
@@ -238,42 +306,31 @@ def _rule(
                 if field == "CreatedOn"
                 else ""
             )
-            problems.append(
+            reader.problems.append(
                 Problem(
-                    where("set", field, "<key>"),
-                    format_path((*at, "set", field)),
+                    reader.where("set", field, "<key>"),
+                    reader.path("set", field),
                     f"'{field}' is a system field and cannot be set{hint}",
                 )
             )
-        template = None
+        template, reads = None, frozenset[str]()
         if isinstance(value, str) and templates.is_template(value):
-            analyse(("set", field), value, expression=False)
+            reads = reader.analyse(("set", field), value, expression=False).opp_fields
             template = _compile(value, expression=False)
         literal = value if template is None else None
-        path = format_path((*at, "set", field))
-        values.append(FieldValue(field, literal, template, where("set", field), path))
+        path = reader.path("set", field)
+        where = reader.where("set", field)
+        values.append(FieldValue(field, literal, template, where, path, reads))
+    return tuple(values)
 
-    where_spec = raw.get("where")
-    conditions = tuple(
+
+def _conditions(reader: _RuleReader, spec: Any) -> tuple[Condition, ...]:
+    """The entries of ``where``: a value is ``eq``, a one-key mapping names its operator."""
+    return tuple(
         Condition(
-            field, *_operator(spec), where("where", field), format_path((*at, "where", field))
+            field, *_operator(cond), reader.where("where", field), reader.path("where", field)
         )
-        for field, spec in (where_spec if isinstance(where_spec, dict) else {}).items()
-    )
-    return Rule(
-        name=str(raw.get("name")),
-        description=str(raw.get("description", "")),
-        opportunity_type=raw.get("opportunity_type", 0),
-        ids=tuple(raw["ids"]) if isinstance(raw.get("ids"), list) else None,
-        csv=csv_data,
-        where=conditions,
-        when=when,
-        set=tuple(values),
-        location=where("name"),
-        when_location=where("when") if when is not None else None,
-        path=format_path(at),
-        referenced_fields=frozenset(referenced),
-        uses_user=uses_user,
+        for field, cond in (spec if isinstance(spec, dict) else {}).items()
     )
 
 
@@ -300,11 +357,14 @@ def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any
     for path in files:
         # Loaded as rule files are: duplicate keys are errors, dates stay strings.
         try:
-            data = yamlsource.load(path).data
+            document = yamlsource.load(path)
+            for e in document.problems:
+                raise e
         except yamlsource.YamlError as e:
             raise ConfigError(f"--var-file {e.location}: {e.message}") from None
         except (OSError, UnicodeDecodeError) as e:
             raise ConfigError(f"--var-file {path}: cannot read: {e}") from None
+        data = document.data
         if not isinstance(data, dict) or not all(isinstance(k, str) for k in data):
             raise ConfigError(f"--var-file {path}: expected a mapping of names to values")
         out.update(data)

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, UndefinedError, nodes
+from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, nodes
 from jinja2.exceptions import SecurityError, TemplateAssertionError, TemplateError
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
@@ -46,13 +46,26 @@ _BLOCKED_METHODS = frozenset(
     ["format", "format_map", "ljust", "rjust", "center", "zfill", "expandtabs", "replace", "join",
      "encode", "translate"]
 )  # fmt: skip
-# Statements a field value never needs and that reach other templates.
-_BLOCKED_NODES = {
+# A rule template is an expression with branches: {{ … }} and {% if %}/{% elif %}/{% else %}.
+# Every other statement is refused: variables ({% set %}), loops, macros and blocks are what
+# turn a small template into a program that doubles a string sixteen times or loops 10⁸ times.
+_ALLOWED_STATEMENTS = (nodes.Output, nodes.If)
+_STATEMENT_NAMES = {
+    nodes.Assign: "{% set %}",
+    nodes.AssignBlock: "{% set %}…{% endset %}",
+    nodes.For: "{% for %}",
+    nodes.Macro: "{% macro %}",
+    nodes.CallBlock: "{% call %}",
+    nodes.FilterBlock: "{% filter %}",
+    nodes.With: "{% with %}",
+    nodes.Block: "{% block %}",
     nodes.Include: "{% include %}",
     nodes.Extends: "{% extends %}",
     nodes.Import: "{% import %}",
     nodes.FromImport: "{% from … import %}",
 }
+TOO_NESTED = "the template nests too deeply to compile (write it in smaller parts)"
+STATEMENTS_ONLY = "a template is {{ … }} with {% if %}/{% elif %}/{% else %}"
 
 
 class TemplateProblem(Exception):
@@ -74,7 +87,7 @@ def _checked(size: int) -> None:
 
 
 class _Environment(ImmutableSandboxedEnvironment):
-    intercepted_binops = frozenset(["*", "**", "%"])
+    intercepted_binops = frozenset(["*", "**", "%", "+"])
 
     def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
         if isinstance(obj, str) and attr in _BLOCKED_METHODS:
@@ -93,6 +106,14 @@ class _Environment(ImmutableSandboxedEnvironment):
             if isinstance(left, int) and abs(left) > 1 and right * math.log10(abs(left)) > MAX_SIZE:
                 raise SecurityError(f"a number of more than {MAX_SIZE:,} digits is not allowed")
             return operator.pow(left, right)
+        if op == "+":
+            if isinstance(left, str | list | tuple) and isinstance(right, str | list | tuple):
+                _checked(_weight(left) + _weight(right))
+            return operator.add(left, right)
+        # a product's digits are about the sum of its factors' digits (3.32 bits a digit)
+        both_int = isinstance(left, int) and isinstance(right, int)
+        if both_int and left.bit_length() + right.bit_length() > MAX_SIZE * 3.33:
+            raise SecurityError(f"a number of more than {MAX_SIZE:,} digits is not allowed")
         for seq, times in ((left, right), (right, left)):
             if isinstance(seq, str | list | tuple) and isinstance(times, int):
                 _checked(_weight(seq) * times)
@@ -114,10 +135,32 @@ def _replace(s: str, old: str, new: str, count: int | None = None) -> str:
     return str(_FILTER_IMPLEMENTATIONS["replace"](_EVAL, text, old, new, count))
 
 
+def _plain(value: Any) -> Any:
+    """``value`` if it is data. A missing name or attribute (an Undefined, also inside a list),
+    a function or a macro is an error, never a value: rendered, it would put ``[Undefined]`` or
+    ``<function … at 0x7f…>`` into a CRM field."""
+    if isinstance(value, Undefined):
+        str(value)  # raises the error that names what is missing (or why it is unsafe)
+        raise TemplateProblem("template error: a value is undefined")  # pragma: no cover
+    if callable(value):
+        raise TemplateProblem(
+            "template error: a function is not a value (call it: user('a@example.com'))"
+        )
+    if isinstance(value, list | tuple):
+        for item in value:
+            _plain(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            _plain(item)
+    return value
+
+
 def _environment() -> _Environment:
     # An empty field is None: it renders as "", never as the word "None".
     env = _Environment(
-        undefined=StrictUndefined, autoescape=False, finalize=lambda v: "" if v is None else v
+        undefined=StrictUndefined,
+        autoescape=False,
+        finalize=lambda v: "" if v is None else _plain(v),
     )
     env.globals.clear()
     env.filters = {name: env.filters[name] for name in _FILTERS}
@@ -158,6 +201,8 @@ def _parse(source: str, expression: bool) -> nodes.Template:
         return ENV.parse(source)
     except TemplateSyntaxError as e:
         raise TemplateProblem(_syntax_error(e, source, expression)) from None
+    except (SyntaxError, RecursionError, MemoryError):  # Python's own limits, while compiling
+        raise TemplateProblem(TOO_NESTED) from None
 
 
 def _syntax_error(e: TemplateSyntaxError, source: str, expression: bool) -> str:
@@ -178,17 +223,52 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
         tree = _parse(source, expression)
     except TemplateProblem as e:
         return Analysis(problems=(str(e),))
-    problems: list[str] = []
-    defined_vars = set(vars)
+    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
+    problems = _name_problems(tree, names)
+    opp_fields, row_fields, attribute_problems = _attributes(tree, set(vars))
+    problems += attribute_problems
+    problems += _statement_problems(tree)
+    if "row" in names and not has_row:
+        problems.append("'row' is only defined in rules that read a csv")
+    problems += _filter_problems(tree)
+    if not problems:  # what analyse passes must compile
+        try:
+            ENV.compile_expression(source) if expression else ENV.compile(source)
+        except TemplateSyntaxError as e:
+            problems.append(_syntax_error(e, source, expression))
+        except (SyntaxError, RecursionError, MemoryError):
+            problems.append(TOO_NESTED)
+    return Analysis(
+        opp_fields=frozenset(opp_fields),
+        row_fields=frozenset(row_fields),
+        uses_row="row" in names,
+        uses_user="user" in names,
+        problems=tuple(dict.fromkeys(problems)),
+    )
+
+
+def _name_problems(tree: nodes.Template, names: set[str]) -> list[str]:
+    """Names read (``names``) that the template is not given. Names that a refused statement
+    defines ({% set %}, {% for %}, a macro) are left to that statement's own problem."""
+    problems = []
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     if any(True for _ in tree.find_all(nodes.For)):
-        assigned.add("loop")  # Jinja defines it inside {% for %}
+        assigned.add("loop")
     assigned.update(m.name for m in tree.find_all(nodes.Macro))
-    for name in sorted({n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"} - assigned):
+    for name in sorted(names - assigned):
         if name in _REMOVED:
             problems.append(f"'{name}' is not available in rule templates")
         elif name not in CONTEXT_NAMES:
             problems.append(f"'{name}' is undefined (templates can use {', '.join(CONTEXT_NAMES)})")
+    return problems
+
+
+def _attributes(
+    tree: nodes.Template, defined_vars: set[str]
+) -> tuple[set[str], set[str], list[str]]:
+    """The ``opp`` and ``row`` fields the template reads, and its private attributes and
+    undefined ``vars`` and ``rule`` attributes."""
+    problems = []
     opp_fields: set[str] = set()
     row_fields: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
@@ -212,44 +292,38 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
                 problems.append(
                     f"'rule.{attr}' is undefined (rule has {', '.join(RULE_ATTRIBUTES)})"
                 )
-    for node_type, statement in _BLOCKED_NODES.items():
-        if any(True for _ in tree.find_all(node_type)):
-            problems.append(f"{statement} is not available in rule templates")
-    for loop in tree.find_all(nodes.For):
-        if any(True for _ in loop.find_all(nodes.For)):
-            problems.append("loops inside loops are not available in rule templates")
-            break
-    for node in tree.find_all(nodes.Getattr):
-        assert isinstance(node, nodes.Getattr)
-        if node.attr in _BLOCKED_METHODS and not (
-            isinstance(node.node, nodes.Name) and node.node.name in ("opp", "row", "vars")
+    return opp_fields, row_fields, problems
+
+
+def _statement_problems(tree: nodes.Template) -> list[str]:
+    """Statements and string methods that rule templates do not offer."""
+    problems = []
+    for node in tree.find_all(nodes.Stmt):
+        if not isinstance(node, _ALLOWED_STATEMENTS):
+            name = _STATEMENT_NAMES.get(type(node), f"{{% {type(node).__name__.lower()} %}}")
+            problems.append(f"{name} is not available in rule templates: {STATEMENTS_ONLY}")
+    for got in tree.find_all(nodes.Getattr):
+        assert isinstance(got, nodes.Getattr)
+        if got.attr in _BLOCKED_METHODS and not (
+            isinstance(got.node, nodes.Name) and got.node.name in ("opp", "row", "vars")
         ):
             problems.append(
-                f"'.{node.attr}()' is not available in rule templates (use ~ and filters)"
+                f"'.{got.attr}()' is not available in rule templates (use ~ and filters)"
             )
-    names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
-    if "row" in names and not has_row:
-        problems.append("'row' is only defined in rules that read a csv")
-    # Jinja finds an unknown filter or test when compiling, or (in a branch of an if) only when
-    # rendering: look for them here.
+    return problems
+
+
+def _filter_problems(tree: nodes.Template) -> list[str]:
+    """Filters and tests that rule templates do not offer. Jinja finds an unknown one when
+    compiling, or (in a branch of an if) only when rendering: they are looked for here."""
+    problems = []
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         assert isinstance(node, nodes.Filter | nodes.Test)
         is_filter = isinstance(node, nodes.Filter)
         if node.name not in (ENV.filters if is_filter else ENV.tests):
             kind = "filter" if is_filter else "test"
             problems.append(f"the {kind} '{node.name}' is not available in rule templates")
-    if not problems:  # what analyse passes must compile
-        try:
-            ENV.compile_expression(source) if expression else ENV.compile(source)
-        except TemplateSyntaxError as e:
-            problems.append(_syntax_error(e, source, expression))
-    return Analysis(
-        opp_fields=frozenset(opp_fields),
-        row_fields=frozenset(row_fields),
-        uses_row="row" in names,
-        uses_user="user" in names,
-        problems=tuple(dict.fromkeys(problems)),
-    )
+    return problems
 
 
 def _attribute(node: nodes.Getattr | nodes.Getitem) -> str | None:
@@ -308,4 +382,4 @@ def compile_expression(source: str) -> Compiled:
         expression = ENV.compile_expression(source, undefined_to_none=False)
     except TemplateSyntaxError as e:
         raise TemplateProblem(f"template syntax error: {e.message}") from None
-    return Compiled(source, True, lambda ctx: expression(**ctx))
+    return Compiled(source, True, lambda ctx: _plain(expression(**ctx)))

@@ -1,5 +1,5 @@
-"""What the state file records: runs, their batches and field results, the last value
-written to each field, and the lock."""
+"""What the state records: runs, their batches and field results, the last value written to
+each field, and the lock; and, for a PostgreSQL state, its workspaces."""
 
 from __future__ import annotations
 
@@ -99,4 +99,15 @@ class Lock:
     heartbeat: str  # refreshed by every batch; the expiry counts from here
 
 
-# -- who and where ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Workspace:
+    """One workspace of a PostgreSQL state, as `lsqsync state workspaces` lists it."""
+
+    name: str
+    schema_version: int
+    created: str
+    serial: int
+    runs: int
+    last_run: str | None  # the id of the most recent run
+    last_outcome: Outcome | None
+    lock: Lock | None

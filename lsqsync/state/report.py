@@ -1,4 +1,5 @@
-"""The state file's runs for people and tools: text tables, JSON, CSV and Markdown."""
+"""The state's runs (and a PostgreSQL state's workspaces) for people and tools: text tables,
+JSON, CSV and Markdown."""
 
 from __future__ import annotations
 
@@ -9,8 +10,18 @@ import re
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
-from lsqsync.display import MARKDOWN_LIMIT, clean, md, quote
-from lsqsync.state.records import CONFIRMED, FieldResult, Run
+from lsqsync.display import (
+    EMPTY,
+    MARKDOWN_LIMIT,
+    MASKED,
+    clean,
+    is_masked,
+    masked,
+    md,
+    quote,
+    table,
+)
+from lsqsync.state.records import CONFIRMED, FieldResult, Lock, Run, Workspace
 
 RunFormat = Literal["text", "json", "csv", "markdown"]
 RunsFormat = Literal["text", "json"]
@@ -22,8 +33,6 @@ _NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 # -- exports ----------------------------------------------------------------------------------
 
-MASKED = "***"
-EMPTY = "(empty)"
 _COUNT_LABELS = (
     ("applied", "applied"),
     ("already_current", "already current"),
@@ -73,7 +82,7 @@ CSV_COLUMNS: tuple[str, ...] = (
 def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
     """The runs for `lsqsync state runs`: an aligned table, or JSON."""
     if fmt == "json":
-        return _json({"format_version": EXPORT_VERSION, "runs": [_run_json(r) for r in runs]})
+        return _json({"format_version": EXPORT_VERSION, "runs": [_run_object(r) for r in runs]})
     if fmt != "text":
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
     if not runs:
@@ -93,7 +102,48 @@ def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
                 clean(r.who),
             )
         )
-    return _table(rows)
+    return table(rows[0], rows[1:], cut=None)
+
+
+WORKSPACE_COLUMNS: tuple[str, ...] = ("", "WORKSPACE", "SERIAL", "RUNS", "LAST RUN", "LOCK")
+
+
+def render_workspaces(
+    workspaces: Sequence[Workspace], current: str, fmt: RunsFormat = "text"
+) -> str:
+    """The workspaces for `lsqsync state workspaces`, ``current`` (the project's) marked *."""
+    if fmt == "json":
+        return _json(
+            {
+                "format_version": EXPORT_VERSION,
+                "workspaces": [
+                    {
+                        "name": w.name,
+                        "current": w.name == current,
+                        "schema_version": w.schema_version,
+                        "created": w.created,
+                        "serial": w.serial,
+                        "runs": w.runs,
+                        "last_run": w.last_run,
+                        "last_outcome": w.last_outcome,
+                        "lock": _lock_json(w.lock),
+                    }
+                    for w in workspaces
+                ],
+            }
+        )
+    if fmt != "text":
+        raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUNS_FORMATS)})")
+    if not workspaces:
+        return "No workspaces yet.\n"
+    rows = []
+    for w in workspaces:
+        last = f"{w.last_run} {w.last_outcome}" if w.last_run else "-"
+        lock = w.lock
+        held = f"{lock.holder} ({lock.operation} since {lock.since})" if lock else "-"
+        mark = "*" if w.name == current else ""
+        rows.append((mark, w.name, str(w.serial), str(w.runs), last, held))
+    return table(WORKSPACE_COLUMNS, rows, cut=None)
 
 
 def render_run(
@@ -109,56 +159,61 @@ def render_run(
     if fmt not in RUN_FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUN_FORMATS)})")
 
-    def value(r: FieldResult, v: str | None) -> str | None:
-        return MASKED if r.field in mask and v is not None else v
-
     if fmt == "json":
-        return _json(
-            {
-                "format_version": EXPORT_VERSION,
-                "run": _run_json(run),
-                "results": [
-                    {
-                        "opportunity_id": r.opportunity_id,
-                        "opportunity_type": r.opportunity_type,
-                        "field": r.field,
-                        "before": value(r, r.before),
-                        "after": value(r, r.after),
-                        "current": value(r, r.current),
-                        "status": r.status,
-                        "message": r.message,
-                        "rule": r.rule,
-                    }
-                    for r in results
-                ],
-            }
-        )
+        return _run_json(run, results, mask)
     if fmt == "csv":
-        out = io.StringIO()
-        writer = csv.writer(out)
-        writer.writerow(CSV_COLUMNS)
-        for r in results:
-            writer.writerow(
-                _cell(x)
-                for x in (
-                    (
-                        run.id,
-                        r.opportunity_id,
-                        str(r.opportunity_type),
-                        r.field,
-                        value(r, r.before),
-                        value(r, r.after),
-                        r.status,
-                        r.message,
-                        r.rule,
-                        value(r, r.current),
-                    )
-                )
-            )
-        return out.getvalue()
+        return _run_csv(run, results, mask)
     if fmt == "markdown":
         return _run_markdown(run, results, mask)
     return _run_text(run, results, mask)
+
+
+def _run_json(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    """The run and every field result, for tools."""
+    return _json(
+        {
+            "format_version": EXPORT_VERSION,
+            "run": _run_object(run),
+            "results": [
+                {
+                    "opportunity_id": r.opportunity_id,
+                    "opportunity_type": r.opportunity_type,
+                    "field": r.field,
+                    "before": masked(r.field, r.before, mask),
+                    "after": masked(r.field, r.after, mask),
+                    "current": masked(r.field, r.current, mask),
+                    "status": r.status,
+                    "message": r.message,
+                    "rule": r.rule,
+                }
+                for r in results
+            ],
+        }
+    )
+
+
+def _run_csv(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+    """One row per field result, each cell safe to open in a spreadsheet."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(CSV_COLUMNS)
+    for r in results:
+        writer.writerow(
+            _cell(x)
+            for x in (
+                run.id,
+                r.opportunity_id,
+                str(r.opportunity_type),
+                r.field,
+                masked(r.field, r.before, mask),
+                masked(r.field, r.after, mask),
+                r.status,
+                r.message,
+                r.rule,
+                masked(r.field, r.current, mask),
+            )
+        )
+    return out.getvalue()
 
 
 def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
@@ -184,14 +239,14 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                 clean(r.opportunity_id),
                 str(r.opportunity_type),
                 clean(r.field),
-                _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask),
+                _shown(r.before, is_masked(r.field, mask)),
+                _shown(r.after, is_masked(r.field, mask)),
                 r.status,
                 clean(r.rule),
-                clean(_message(r, r.field in mask)),
+                clean(_message(r, is_masked(r.field, mask))),
             )
         )
-    return "\n".join(lines) + "\n" + _table(rows)
+    return "\n".join(lines) + "\n" + table(rows[0], rows[1:], cut=None)
 
 
 MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
@@ -235,8 +290,8 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
         row = "| " + " | ".join(
             md(clean(x))
             for x in (
-                r.opportunity_id, r.field, r.status, _shown(r.before, r.field in mask),
-                _shown(r.after, r.field in mask), _message(r, r.field in mask),
+                r.opportunity_id, r.field, r.status, _shown(r.before, is_masked(r.field, mask)),
+                _shown(r.after, is_masked(r.field, mask)), _message(r, is_masked(r.field, mask)),
             )
         ) + " |"  # fmt: skip
         if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
@@ -247,7 +302,8 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
     return "\n".join(lines + tail) + "\n"
 
 
-def _run_json(run: Run) -> dict[str, Any]:
+def _run_object(run: Run) -> dict[str, Any]:
+    """The run without its field results, as JSON exports show it."""
     return {
         "id": run.id,
         "who": run.who,
@@ -262,17 +318,15 @@ def _run_json(run: Run) -> dict[str, Any]:
     }
 
 
+def _lock_json(lock: Lock | None) -> dict[str, Any] | None:
+    if lock is None:
+        return None
+    keys = ("id", "holder", "host", "pid", "run_id", "operation", "since", "heartbeat")
+    return {k: getattr(lock, k) for k in keys}
+
+
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
-
-
-def _table(rows: Sequence[Sequence[str]]) -> str:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        + "\n"
-        for row in rows
-    )
 
 
 def _serial(serial: int | None) -> str:

@@ -1,33 +1,17 @@
-"""The state file: what lsqsync has done, in SQLite, safe under kill -9.
+"""The state: what lsqsync has done, safe under kill -9, in a SQLite file or a PostgreSQL
+workspace (`lsqsync.state.database`: nothing here knows which).
 
-It holds the ``lineage`` (a UUID set when the file is created: a plan names the lineage it was
+It holds the ``lineage`` (a UUID set when the state is created: a plan names the lineage it was
 made against) and the ``serial`` (bumped by every apply run that sends anything); the runs (who,
 where, which plan, outcome, overrides used); a journal of batches, written *before* a batch is
 sent and updated with its result; the per-field results; the last value lsqsync wrote to each
-field of each opportunity (for drift and rollback); and the lock every writing command takes.
+field of each opportunity (for drift and rollback); and the lock every writing command takes
+(`lsqsync.state.lock`).
 
-Why it is built the way it is:
-
-- **Rollback journal (``journal_mode=DELETE``), ``synchronous=FULL``.** Both DELETE and WAL
-  survive kill -9 with every committed transaction intact. DELETE keeps the file
-  self-contained at rest: after a commit everything is in ``state.db`` itself, whereas WAL keeps
-  committed transactions in ``state.db-wal`` until a checkpoint, so a CI job killed mid-apply
-  whose ``state.db`` alone is cached or uploaded as an artifact would silently lose results.
-  DELETE also works where WAL's shared memory does not (network and some container file
-  systems). WAL's advantage, readers not blocking the writer, is irrelevant at our write rate
-  (a few small transactions a second, one writer under the lock). FULL fsyncs the journal and the
-  file at every commit, so a power cut is as safe as a kill.
 - **One transaction per step.** A batch is journaled (status ``sending``) in one transaction
   before it is sent; its field results, its ``last_written`` values and its new status are
   written together in one more (`record_batch_result`). So at any instant a batch is either still
   ``sending`` with no results, or finished with all of them.
-- **Lock protocol.** One row in ``lock``. Taking it is a ``BEGIN IMMEDIATE`` transaction (a write
-  lock on the whole file, so two processes cannot both see "free"): read the row, insert ours if
-  there is none or if the holder is stale (its process is gone on this host, or it has not been
-  seen for longer than ``expiry``), and commit. Otherwise poll until ``timeout``. Every batch
-  refreshes the lock's heartbeat and checks, in the transaction that journals it, that the lock is
-  still ours: a process whose lock was taken over stops before sending anything more. Taking the
-  lock also marks runs left ``running`` by a killed process as ``interrupted``.
 - **Resume.** A resumed apply is a new run of the same plan digest: `confirmed` gives the fields
   any run of that digest applied or found current (never re-sent), `pending_batches` the batches
   whose answer never came (re-read their records first), and `resolve_batches` records what the
@@ -38,28 +22,19 @@ Why it is built the way it is:
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
 import os
 import re
 import secrets
-import socket
-import sqlite3
-import stat
-import threading
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
-from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
-from lsqsync.clock import parse_stamp, stamp, utcnow
-from lsqsync.errors import StateError, StateLocked
+from lsqsync.errors import StateError
+from lsqsync.state.database import marks
+from lsqsync.state.lock import Locking, default_who
 from lsqsync.state.records import (
     CONFIRMED,
     LAST,
@@ -69,27 +44,17 @@ from lsqsync.state.records import (
     Counts,
     FieldResult,
     LastWritten,
-    Lock,
     Outcome,
     Run,
 )
-from lsqsync.state.schema import APPLICATION_ID, MIGRATIONS, SQLITE_MAGIC
+from lsqsync.state.schema import ADDED_IN, TABLES, Sql
+
+__all__ = ["StateFile", "default_where", "default_who"]
 
 logger = logging.getLogger(__name__)
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
-BUSY_TIMEOUT = 10.0  # seconds SQLite waits for another process's (short) transaction
 _DIGEST = re.compile(r"[0-9a-f]{64}")
-
-
-def default_who() -> str:
-    """``user@host`` of this process."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError, ImportError):  # no login name and no passwd entry (containers)
-        user = "unknown"
-    return f"{user}@{socket.gethostname()}"
+PAGE = 1000  # rows read or written at a time when a whole table is copied
 
 
 def default_where(env: Mapping[str, str] | None = None, cwd: str | None = None) -> str:
@@ -110,164 +75,15 @@ def _new_run_id(moment: datetime) -> str:
     return f"{moment.astimezone(UTC):%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
 
 
-def _pid_alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
+class StateFile(Locking):
+    """An open state: its runs, the journal of their batches, and their field results. Use
+    `StateFile.open` for a SQLite file (`lsqsync.state.location.open_state` for a project's
+    state, wherever it is); every method is one transaction (or one read), and the object may
+    be shared between threads.
 
-
-# -- the state file ---------------------------------------------------------------------------
-
-
-class StateFile:
-    """An open state file. Use `StateFile.open`; every method is one transaction (or one read),
-    and the object may be shared between threads."""
-
-    def __init__(
-        self, path: Path, db: sqlite3.Connection, now: Callable[[], datetime] = utcnow
-    ) -> None:
-        self.path = path
-        self._db = db
-        self._now = now
-        self._mutex = threading.RLock()
-        self._lock_id: str | None = None
-
-    @classmethod
-    def open(
-        cls,
-        path: str | os.PathLike[str],
-        *,
-        create: bool = True,
-        now: Callable[[], datetime] = utcnow,
-        busy_timeout: float = BUSY_TIMEOUT,
-    ) -> StateFile:
-        """Open (or create, mode 0600, with its folder) the state file at ``path`` and bring its
-        schema up to date. Raises StateError for a file that is not an lsqsync state file, or one
-        written by a newer lsqsync."""
-        path = Path(path)
-        if not create and not path.exists():
-            raise StateError(f"{path}: no state file (nothing has been applied yet)")
-        _prepare_file(path)
-        try:
-            db = sqlite3.connect(
-                path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-        except sqlite3.Error as e:  # pragma: no cover - os.open just opened it
-            raise StateError(f"{path}: cannot open the state file ({e})") from None
-        state = cls(path, db, now)
-        try:
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA synchronous = FULL")
-            state._check_version()
-            mode = db.execute("PRAGMA journal_mode = DELETE").fetchone()[0]
-            if mode != "delete":  # pragma: no cover - only if another process holds it in WAL
-                raise StateError(f"{path}: cannot set the rollback journal (journal_mode {mode})")
-            state._migrate()
-        except sqlite3.DatabaseError as e:
-            db.close()
-            raise StateError(f"{path}: not a usable lsqsync state file ({e})") from None
-        except BaseException:
-            db.close()
-            raise
-        return state
-
-    def close(self) -> None:
-        """Release this process's lock (if it still holds one) and close the file."""
-        with self._mutex:
-            if self._lock_id is not None:
-                self.release_lock(self._lock_id)
-            self._db.close()
-
-    def __enter__(self) -> StateFile:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    # -- plumbing --------------------------------------------------------------------------
-
-    @contextmanager
-    def _write(self) -> Iterator[sqlite3.Connection]:
-        """One write transaction. IMMEDIATE takes the file's write lock up front, so that what
-        the transaction reads cannot change before it writes."""
-        with self._mutex:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
-
-    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
-        with self._mutex:
-            return self._db.execute(sql, params).fetchall()
-
-    def _stamp(self) -> str:
-        return stamp(self._now())
-
-    def _check_version(self) -> int:
-        # One statement, so one snapshot: read apart, another process creating the file could
-        # commit its first version between the reads.
-        version, tables, application_id = self._db.execute(
-            "SELECT (SELECT user_version FROM pragma_user_version), "
-            "(SELECT count(*) FROM sqlite_master), "
-            "(SELECT application_id FROM pragma_application_id)"
-        ).fetchone()
-        if version > len(MIGRATIONS):
-            raise StateError(
-                f"{self.path}: state file schema version {version} is newer than this lsqsync "
-                f"supports ({len(MIGRATIONS)}); upgrade lsqsync to use it"
-            )
-        if version == 0:
-            if tables:
-                raise StateError(
-                    f"{self.path}: a SQLite database, but not an lsqsync state file "
-                    f"(it has tables and no lsqsync schema version)"
-                )
-        elif application_id != APPLICATION_ID:
-            raise StateError(f"{self.path}: a SQLite database, but not an lsqsync state file")
-        return int(version)
-
-    def _migrate(self) -> None:
-        while self._check_version() < len(MIGRATIONS):
-            with self._write() as db:
-                version = self._check_version()  # another process may have migrated meanwhile
-                if version == len(MIGRATIONS):
-                    break
-                MIGRATIONS[version](db, self._stamp())
-                db.execute(f"PRAGMA user_version = {version + 1}")
-            logger.info("state: %s migrated to schema version %d", self.path, version + 1)
-
-    # -- lineage and serial ----------------------------------------------------------------
-
-    @property
-    def lineage(self) -> str:
-        """A UUID set once, when the file was created."""
-        value: str = self._read("SELECT lineage FROM state")[0][0]
-        return value
-
-    @property
-    def serial(self) -> int:
-        """Bumped by every apply run that sends anything."""
-        value: int = self._read("SELECT serial FROM state")[0][0]
-        return value
-
-    @property
-    def schema_version(self) -> int:
-        value: int = self._read("PRAGMA user_version")[0][0]
-        return value
+    Runs, batches and results stay one class: each write of the journal checks and updates the
+    run it belongs to (and the lock) in the same transaction, so splitting them would only spread
+    one transaction's rules over several places."""
 
     # -- runs ------------------------------------------------------------------------------
 
@@ -310,9 +126,9 @@ class StateFile:
         with self._write() as db:
             row = db.execute("SELECT outcome FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             if row[0] != "running":
-                raise StateError(f"{self.path}: run {run_id} has already ended ({row[0]})")
+                raise StateError(f"{self.name}: run {run_id} has already ended ({row[0]})")
             db.execute(
                 "UPDATE runs SET outcome = ?, finished = ? WHERE id = ?",
                 (outcome, self._stamp(), run_id),
@@ -334,12 +150,14 @@ class StateFile:
         if id_or_prefix == LAST:
             latest = self._runs("SELECT * FROM runs ORDER BY rowid DESC LIMIT 1")
             if not latest:
-                raise StateError(f"{self.path}: no runs yet, so there is no last run")
+                raise StateError(f"{self.name}: no runs yet, so there is no last run")
             return latest[0]
         exact = self._runs("SELECT * FROM runs WHERE id = ?", (id_or_prefix,))
         if exact:
             return exact[0]
-        pattern = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        # run ids are lower case; SQLite's LIKE ignores ASCII case, PostgreSQL's does not
+        escaped = id_or_prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = escaped.lower()
         found = (
             self._runs(
                 "SELECT * FROM runs WHERE id LIKE ? ESCAPE '\\' ORDER BY rowid", (pattern + "%",)
@@ -351,10 +169,10 @@ class StateFile:
             return found[0]
         if not found:
             raise StateError(
-                f"{self.path}: no run {id_or_prefix!r} (`lsqsync state runs` lists them)"
+                f"{self.name}: no run {id_or_prefix!r} (`lsqsync state runs` lists them)"
             )
         raise StateError(
-            f"{self.path}: run {id_or_prefix!r} is ambiguous: it starts "
+            f"{self.name}: run {id_or_prefix!r} is ambiguous: it starts "
             f"{', '.join(r.id for r in found)}"
         )
 
@@ -365,7 +183,7 @@ class StateFile:
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             for run_id, status, n in self._read(
-                f"SELECT run_id, status, count(*) FROM results WHERE run_id IN ({_marks(chunk)}) "
+                f"SELECT run_id, status, count(*) FROM results WHERE run_id IN ({marks(chunk)}) "
                 "GROUP BY run_id, status",
                 chunk,
             ):
@@ -401,9 +219,9 @@ class StateFile:
             db.execute("UPDATE lock SET heartbeat = ? WHERE id = ?", (sent, self._lock_id))
             row = db.execute("SELECT outcome, serial FROM runs WHERE id = ?", (run_id,)).fetchone()
             if row is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             if row[0] != "running":
-                raise StateError(f"{self.path}: run {run_id} has already ended ({row[0]})")
+                raise StateError(f"{self.name}: run {run_id} has already ended ({row[0]})")
             if row[1] is None:
                 db.execute("UPDATE state SET serial = serial + 1")
                 db.execute(
@@ -443,10 +261,10 @@ class StateFile:
                 (run_id, batch),
             ).fetchone()
             if row is None:
-                raise StateError(f"{self.path}: no batch {batch} in run {run_id}")
+                raise StateError(f"{self.name}: no batch {batch} in run {run_id}")
             if row[1] != "sending":
                 raise StateError(
-                    f"{self.path}: batch {batch} of run {run_id} is already recorded ({row[1]})"
+                    f"{self.name}: batch {batch} of run {run_id} is already recorded ({row[1]})"
                 )
             ids = set(json.loads(row[0]))
             strangers = sorted({r.opportunity_id for r in results} - ids)
@@ -474,21 +292,19 @@ class StateFile:
         _check_results(results)
         with self._write() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             self._write_results(db, run_id, None, results, self._stamp())
 
     def _write_results(
         self,
-        db: sqlite3.Connection,
+        db: Sql,
         run_id: str,
         batch: int | None,
         results: Sequence[FieldResult],
         now: str,
     ) -> None:
         db.executemany(
-            "INSERT OR REPLACE INTO results (run_id, opportunity_id, field, opportunity_type, "
-            "before, after, status, message, rule, batch, recorded, current) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _upsert("results", TABLES["results"][0], TABLES["results"][1]),
             [
                 (
                     run_id,
@@ -508,7 +324,7 @@ class StateFile:
             ],
         )
         db.executemany(
-            "INSERT OR REPLACE INTO last_written VALUES (?, ?, ?, ?, ?, ?)",
+            _upsert("last_written", TABLES["last_written"][0], TABLES["last_written"][1]),
             [
                 (r.opportunity_id, r.field, r.opportunity_type, r.after, run_id, now)
                 for r in results
@@ -544,7 +360,7 @@ class StateFile:
         _check_results(results)
         with self._write() as db:
             if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
-                raise StateError(f"{self.path}: no run {run_id}")
+                raise StateError(f"{self.name}: no run {run_id}")
             for key in keys:
                 changed = db.execute(
                     "UPDATE batches SET resolved_by = ? WHERE run_id = ? AND batch = ? "
@@ -552,7 +368,7 @@ class StateFile:
                     (run_id, *key),
                 ).rowcount
                 if not changed:
-                    raise StateError(f"{self.path}: batch {key[1]} of run {key[0]} is not pending")
+                    raise StateError(f"{self.name}: batch {key[1]} of run {key[0]} is not pending")
             self._write_results(db, run_id, None, results, self._stamp())
         logger.info("state: run=%s resolved=%d results=%d", run_id, len(keys), len(results))
 
@@ -574,7 +390,8 @@ class StateFile:
             FieldResult(*row)
             for row in self._read(
                 "SELECT opportunity_id, opportunity_type, field, before, after, status, rule, "
-                "message, current FROM results WHERE run_id = ? ORDER BY opportunity_id, field",
+                f"message, {'current' if self._version >= 2 else 'NULL'} FROM results "
+                "WHERE run_id = ? ORDER BY opportunity_id, field",
                 (run_id,),
             )
         )
@@ -589,7 +406,7 @@ class StateFile:
             for row in self._read(
                 "SELECT DISTINCT opportunity_id, field FROM results "
                 "JOIN runs ON runs.id = results.run_id "
-                f"WHERE runs.plan_digest = ? AND results.status IN ({_marks(CONFIRMED)})",
+                f"WHERE runs.plan_digest = ? AND results.status IN ({marks(CONFIRMED)})",
                 (digest, *CONFIRMED),
             )
         )
@@ -604,216 +421,70 @@ class StateFile:
             )
         )
 
+    # -- the whole state, for `lsqsync state migrate` ---------------------------------------
+
+    def rows(self, table: str) -> Iterator[tuple[Any, ...]]:
+        """Every row of ``table`` (one of schema.TABLES) in the order of its key, with the
+        columns of the latest schema (None for a column an older state lacks)."""
+        columns, key = TABLES[table]
+        shown = ", ".join(
+            c if self._version >= ADDED_IN.get((table, c), 0) else "NULL" for c in columns
+        )
+        order = ", ".join(key)
+        after: tuple[Any, ...] = ()
+        while True:
+            where = f"WHERE ({order}) > ({marks(key)}) " if after else ""
+            page = self._read(
+                f"SELECT {shown}, {order} FROM {table} {where}ORDER BY {order} LIMIT {PAGE}",
+                after,
+            )
+            for row in page:
+                yield tuple(row[: len(columns)])
+            if len(page) < PAGE:
+                return
+            after = tuple(page[-1][len(columns) :])
+
+    def load(self, tables: Iterable[tuple[str, Iterable[Sequence[Any]]]]) -> None:
+        """Fill a new, empty state with another state's rows (``state``: its lineage, serial and
+        creation time; then the rest of schema.TABLES, in that order), in one transaction (needs
+        the lock)."""
+        with self._write() as db:
+            self._check_lock(db, "load a state")
+            for table, rows in tables:
+                columns, _ = TABLES[table]
+                if table == "state":  # the one row the new state was created with
+                    assignments = ", ".join(f"{c} = ?" for c in columns)
+                    statement = f"UPDATE state SET {assignments}"
+                else:
+                    statement = (
+                        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(columns)})"
+                    )
+                page: list[Sequence[Any]] = []
+                for row in rows:
+                    page.append(row)
+                    if len(page) == PAGE:
+                        db.executemany(statement, page)
+                        page.clear()
+                if page:
+                    db.executemany(statement, page)
+
     def _digest_of(self, run_or_digest: str) -> str:
         if _DIGEST.fullmatch(run_or_digest):
             return run_or_digest
         return self.run(run_or_digest).plan_digest
 
-    # -- the lock --------------------------------------------------------------------------
 
-    def acquire_lock(
-        self,
-        operation: str,
-        run_id: str | None = None,
-        *,
-        timeout: float = 0.0,
-        expiry: float | None = None,
-        poll: float = 0.5,
-        sleep: Callable[[float], None] = time.sleep,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> Lock:
-        """Take the lock for ``operation`` ("apply"…), waiting up to ``timeout`` seconds.
-
-        A lock whose process is gone (same host) or whose holder has not been seen for more
-        than ``expiry`` seconds is taken over, with a warning. Raises StateLocked naming the
-        holder when the lock is still held after ``timeout``."""
-        if self._lock_id is not None:
-            raise StateError(f"{self.path}: this process already holds the lock {self._lock_id}")
-        start = clock()
-        while True:
-            taken, holder = self._try_lock(operation, run_id, expiry)
-            if taken is not None:
-                return taken
-            assert holder is not None
-            waited = clock() - start
-            if waited >= timeout:
-                raise StateLocked(_locked_message(self.path, holder, timeout))
-            logger.debug("state: lock held by %s (pid %d), waiting", holder.holder, holder.pid)
-            sleep(min(poll, timeout - waited))
-
-    def _try_lock(
-        self, operation: str, run_id: str | None, expiry: float | None
-    ) -> tuple[Lock | None, Lock | None]:
-        now = self._now()
-        with self._write() as db:
-            current = self._current_lock(db)
-            if current is not None:
-                reason = _stale(current, now, expiry)
-                if reason is None:
-                    return None, current
-                logger.warning(
-                    "state: taking over lock %s of %s (pid %d on %s, %s since %s): %s",
-                    current.id,
-                    current.holder,
-                    current.pid,
-                    current.host,
-                    current.operation,
-                    current.since,
-                    reason,
-                )
-                db.execute("DELETE FROM lock")
-            host = socket.gethostname()
-            lock = Lock(
-                id=str(uuid.uuid4()),
-                holder=default_who(),
-                host=host,
-                pid=os.getpid(),
-                run_id=run_id,
-                operation=operation,
-                since=stamp(now),
-                heartbeat=stamp(now),
-            )
-            db.execute(
-                "INSERT INTO lock VALUES (1, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    lock.id,
-                    lock.holder,
-                    lock.host,
-                    lock.pid,
-                    lock.run_id,
-                    lock.operation,
-                    lock.since,
-                    lock.heartbeat,
-                ),
-            )
-            # Every run is begun under the lock: one still 'running' now was left by a process
-            # that died (or lost its lock).
-            for (orphan,) in db.execute("SELECT id FROM runs WHERE outcome = 'running'"):
-                logger.warning("state: run=%s was left running; marking it interrupted", orphan)
-            db.execute(
-                "UPDATE runs SET outcome = 'interrupted', finished = ? WHERE outcome = 'running'",
-                (lock.since,),
-            )
-        self._lock_id = lock.id
-        logger.info("state: lock=%s taken for %s", lock.id, operation)
-        return lock, None
-
-    def release_lock(self, lock_id: str) -> bool:
-        """Release a lock this process took. False (and a warning) if it had been taken over."""
-        with self._write() as db:
-            released = db.execute("DELETE FROM lock WHERE id = ?", (lock_id,)).rowcount > 0
-        if self._lock_id == lock_id:
-            self._lock_id = None
-        if released:
-            logger.info("state: lock=%s released", lock_id)
-        else:
-            logger.warning("state: lock=%s was no longer held when released", lock_id)
-        return released
-
-    def unlock(self, lock_id: str) -> Lock:
-        """Remove the current lock, whoever holds it (`lsqsync state unlock ID`). Needs its
-        exact id."""
-        with self._write() as db:
-            current = self._current_lock(db)
-            if current is None:
-                raise StateError(f"{self.path} is not locked")
-            if current.id != lock_id:
-                raise StateError(
-                    f"{self.path}: {lock_id!r} is not the current lock's id; the current lock "
-                    f"is {current.id}, held by {current.holder} (pid {current.pid} on "
-                    f"{current.host}) for {current.operation} since {current.since}"
-                )
-            db.execute("DELETE FROM lock")
-        logger.warning(
-            "state: lock %s of %s (pid %d on %s) removed by unlock",
-            current.id,
-            current.holder,
-            current.pid,
-            current.host,
-        )
-        return current
-
-    def current_lock(self) -> Lock | None:
-        with self._mutex:
-            return self._current_lock(self._db)
-
-    def _current_lock(self, db: sqlite3.Connection) -> Lock | None:
-        row = db.execute(
-            "SELECT id, holder, host, pid, run_id, operation, since, heartbeat FROM lock"
-        ).fetchone()
-        return Lock(*row) if row else None
-
-    def _check_lock(self, db: sqlite3.Connection, action: str) -> None:
-        if self._lock_id is None:
-            raise StateError(f"{self.path}: cannot {action} without the lock (acquire_lock)")
-        current = self._current_lock(db)
-        if current is None or current.id != self._lock_id:
-            by = (
-                f"{current.holder} (pid {current.pid} on {current.host}, lock id {current.id})"
-                if current
-                else "nobody (it was removed with unlock)"
-            )
-            raise StateLocked(
-                f"{self.path}: this process's lock {self._lock_id} was taken over by {by}; "
-                f"stopping before it can {action}"
-            )
-
-
-def _prepare_file(path: Path) -> None:
-    """Create the file (and its folder) with mode 0600 before SQLite opens it, refuse a file
-    that is not SQLite before touching it, and tighten the mode of an existing file."""
-    try:
-        if not path.parent.exists():
-            path.parent.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
-    except OSError as e:
-        raise StateError(f"{path}: cannot open the state file ({e.strerror or e})") from None
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):  # pragma: no cover - O_RDWR already refuses folders
-            raise StateError(f"{path}: not a regular file")
-        header = os.read(fd, len(SQLITE_MAGIC))
-        if header and header != SQLITE_MAGIC:
-            raise StateError(f"{path}: not an lsqsync state file (not a SQLite database)")
-        if stat.S_IMODE(info.st_mode) != FILE_MODE:
-            logger.warning(
-                "state: %s had mode %o; setting it to %o (it records what was changed where)",
-                path,
-                stat.S_IMODE(info.st_mode),
-                FILE_MODE,
-            )
-            os.fchmod(fd, FILE_MODE)
-    except OSError as e:
-        raise StateError(f"{path}: cannot secure the state file ({e.strerror or e})") from None
-    finally:
-        os.close(fd)
-
-
-def _marks(values: Sequence[object]) -> str:
-    return ",".join("?" * len(values))
+def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
+    """An INSERT of every column that replaces the row with the same key (SQLite and
+    PostgreSQL both read it)."""
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in key)
+    return (
+        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(columns)}) "
+        f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
+    )
 
 
 def _check_results(results: Sequence[FieldResult]) -> None:
     for r in results:
         if r.status not in RESULT_STATUSES:
             raise ValueError(f"not a field result status: {r.status!r}")
-
-
-def _stale(lock: Lock, now: datetime, expiry: float | None) -> str | None:
-    """Why ``lock`` may be taken over, or None while its holder may still be working."""
-    if lock.host == socket.gethostname() and not _pid_alive(lock.pid):
-        return f"its process {lock.pid} is gone"
-    if expiry is not None:
-        age = (now - parse_stamp(lock.heartbeat)).total_seconds()
-        if age > expiry:
-            return f"not seen for {age:g}s, more than the lock expiry of {expiry:g}s"
-    return None
-
-
-def _locked_message(path: Path, holder: Lock, timeout: float) -> str:
-    run = f" (run {holder.run_id})" if holder.run_id else ""
-    return (
-        f"{path} is locked by {holder.holder} (pid {holder.pid} on {holder.host}) for "
-        f"{holder.operation}{run} since {holder.since}; waited {timeout:g}s. Lock id: "
-        f"{holder.id}. If that process is gone: lsqsync state unlock {holder.id}"
-    )

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
 import re
+import sqlite3
+import stat
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from crm_helpers import example_project, write_directly, writes
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.model import USERS
+from lsqsync.plan.model import compute_digest, from_json
 from lsqsync.state.store import StateFile
 
 NOW = ["--now", "2026-11-27 10:00:00"]
@@ -133,6 +137,40 @@ def test_a_plan_whose_rules_changed_is_refused(
     )
     assert writes(connected) == []
     assert run(["apply", "p.json", "--ignore-rule-changes"], capsys)[0] == 0
+
+
+def test_a_plan_binds_its_files_by_their_place_in_the_project_not_the_working_directory(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(project.parent)
+    there = project.name
+    plan = ["plan", "--config", f"{there}/lsqsync.yml", "--out", f"{there}/p.json", *NOW]
+    assert run(plan, capsys)[0] == 0
+    files = json.loads((project / "p.json").read_text())["inputs"]["files"]
+    assert {"lsqsync.yml", "rules/deals.yml"} <= set(files)  # relative to the project
+    assert not any(name.startswith(there) for name in files)
+    monkeypatch.chdir(project)
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 0, out
+    assert writes(connected) != []
+
+
+def test_a_plan_naming_files_outside_the_project_is_refused(
+    connected: Emulator, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    (project.parent / "outside.yml").write_text("version: 1\n")
+    saved = json.loads((project / "p.json").read_text())
+    saved["inputs"]["files"]["../outside.yml"] = hashlib.sha256(b"version: 1\n").hexdigest()
+    saved["digest"] = compute_digest(from_json(saved).inputs, from_json(saved).changes)
+    (project / "p.json").write_text(json.dumps(saved))
+    code, _, err = run(["apply", "p.json"], capsys)
+    assert code == 1
+    assert "files changed on disk since the plan: ../outside.yml" in err
+    assert writes(connected) == []
 
 
 def test_a_second_apply_waits_for_the_lock_then_names_the_holder(
@@ -372,3 +410,39 @@ def test_keys_refused_during_the_re_read_stop_the_run_before_any_write(
     with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
         (only,) = st.runs()
         assert (only.outcome, only.finished is not None, only.serial) == ("failed", True, None)
+
+
+def test_commands_that_only_read_the_state_file_never_change_it(
+    connected: Emulator,
+    project: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    assert run(["apply", "p.json"], capsys)[0] == 0
+    path = project / ".lsqsync" / "state.db"
+    with StateFile.open(path) as st:
+        (applied,) = st.runs()
+    path.chmod(0o644)  # loosened by hand: only a writing command tightens it
+    before = path.read_bytes()
+    commands = [
+        ["plan", *NOW], ["plan", "--target", "close-signed-deals", *NOW], ["state", "runs"],
+        ["state", "show", "last", "--format", "csv"], ["drift"],
+        ["rollback", applied.id, "--out", "back.json"],
+    ]  # fmt: skip
+    for args in commands:
+        code, _, err = run(args, capsys)
+        assert code in (0, 2), (args, err)
+        assert "setting it to 600" not in err
+    assert path.read_bytes() == before
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    db = sqlite3.connect(path, isolation_level=None)  # back to the previous schema: read, not
+    db.execute("ALTER TABLE results DROP COLUMN current")  # migrated, by reading commands
+    db.execute("PRAGMA user_version = 1")
+    db.close()
+    before = path.read_bytes()
+    for args in (["state", "show", "last", "--format", "json"], ["plan", *NOW]):
+        code, _, err = run(args, capsys)
+        assert code == 0, (args, err)
+    assert json.loads(run(["state", "show", "last", "--format", "json"], capsys)[1])["results"]
+    assert path.read_bytes() == before

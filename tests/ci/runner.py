@@ -556,7 +556,8 @@ class Runner:
             # Not run: lsqsync is not on PyPI here and this environment already has it. What it
             # would install is checked instead: the version `lsqsync init` wrote, from PyPI.
             if not re.fullmatch(
-                r'python -m pip install [^"]*"lsqsync==\$LSQSYNC_VERSION"', script.strip()
+                r'python -m pip install [^"]*"lsqsync(\[postgres\])?==\$LSQSYNC_VERSION"',
+                script.strip(),
             ):
                 raise WorkflowError(
                     f"Install lsqsync runs {script!r}, not pip install of a version"

@@ -1,5 +1,6 @@
-"""The workflow `lsqsync init` writes passes actionlint (with shellcheck on every `run:` script)
-and the GitHub workflow JSON Schema; broken copies fail them, so the checks are known to check."""
+"""The workflows `lsqsync init` writes (for either state) pass actionlint (with shellcheck on
+every `run:` script) and the GitHub workflow JSON Schema; broken copies fail them, so the checks
+are known to check."""
 
 from __future__ import annotations
 
@@ -20,9 +21,11 @@ WORKFLOW = ".github/workflows/lsqsync.yml"
 PATH = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 
-def init(target: Path, branch: str, capsys: pytest.CaptureFixture[str]) -> Path:
+def init(
+    target: Path, branch: str, capsys: pytest.CaptureFixture[str], state: str = "sqlite"
+) -> Path:
     with pytest.raises(SystemExit) as exit_info:
-        main(["init", str(target), "--branch", branch])
+        main(["init", str(target), "--branch", branch, "--state", state])
     capsys.readouterr()
     assert exit_info.value.code in (0, None)
     return target / WORKFLOW
@@ -55,19 +58,21 @@ def schema_check(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 
 BRANCHES = ["main", "release/2026"]
+STATES = ["sqlite", "postgres"]
 
 
 def test_the_generated_workflows_pass_actionlint_and_the_schema(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    paths = [init(tmp_path / b.replace("/", "-"), b, capsys) for b in BRANCHES]
+    made = [(b, s) for b in BRANCHES for s in STATES]
+    paths = [init(tmp_path / f"{b.replace('/', '-')}-{s}", b, capsys, s) for b, s in made]
 
     lint = actionlint(*paths)
     schema = schema_check(*paths)
 
     assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
     assert (schema.returncode, schema.stdout) == (0, "ok -- validation done\n"), schema.stderr
-    for branch, path in zip(BRANCHES, paths, strict=True):
+    for (branch, _), path in zip(made, paths, strict=True):
         workflow = yaml.safe_load(path.read_text("utf-8"))
         assert workflow[True]["push"]["branches"] == [branch]  # YAML 1.1 reads `on` as True
 

@@ -11,6 +11,7 @@ import itertools
 import json
 import os
 import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -19,15 +20,20 @@ import pytest
 import requests
 from crm_helpers import write_directly, writes
 from fake_gh import FakeGitHub
+from pg_server import TEAM_PASSWORD, TEAM_ROLE, PgServer
 from runner import Event, JobResult, Runner
 
 from lsqsync import scaffold
+from lsqsync.config import StateLocation
 from lsqsync.emulator import Emulator
 from lsqsync.plan import planfile
 from lsqsync.plan.model import compute_digest, summarise
+from lsqsync.scaffold import StateKind
+from lsqsync.state.location import open_location
 from lsqsync.state.store import StateFile
 
 REPOSITORY = "acme/crm-rules"
+WORKFLOW = ".github/workflows/lsqsync.yml"
 TOKEN = "ghs_token-of-this-run"  # what the fake gh accepts as the job's GITHUB_TOKEN
 MARKER = "<!-- lsqsync:plan "
 PRIVATE_ERROR = "plans and the state file hold CRM values: keep this repository private"
@@ -36,7 +42,13 @@ PRIVATE_ERROR = "plans and the state file hold CRM values: keep this repository 
 class Project:
     """A rule repository made by `lsqsync init`, its copy on the fake GitHub, and the runner."""
 
-    def __init__(self, root: Path, emu: Emulator) -> None:
+    def __init__(
+        self,
+        root: Path,
+        emu: Emulator,
+        state: StateKind = "sqlite",
+        secrets: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.emu = emu
         self.origin = root / "origin.git"
@@ -50,14 +62,16 @@ class Project:
         self.git("config", "user.name", "Rule Author")
         self.git("config", "user.email", "author@example.com")
         self.git("checkout", "--quiet", "-b", "main")
-        result = scaffold.init(self.clone, "main")
-        assert ".github/workflows/lsqsync.yml" in result.created
+        result = scaffold.init(self.clone, "main", state)
+        assert WORKFLOW in result.created
+        self.state = state
         self.git("add", "-A")
         self.git("commit", "--quiet", "-m", "lsqsync init")
         self.git("push", "--quiet", "origin", "main")
         self.github = FakeGitHub(root / "github", REPOSITORY, TOKEN)
         self.run_ids = itertools.count(9001)
         self.secrets = {"LSQ_ACCESS_KEY": emu.access_key, "LSQ_SECRET_KEY": emu.secret_key}
+        self.secrets.update(secrets or {})
         self.private = True
         self.jobs: list[JobResult] = []  # every job run, for failure reports (conftest.py)
 
@@ -78,6 +92,7 @@ class Project:
             work=self.root / "runs",
             secrets=self.secrets,
             variables={"LSQ_HOST": self.emu.url},
+            workflow=scaffold.files(state=self.state)[WORKFLOW],
         )
         result = runner.run(job, event, needs)
         self.jobs.append(result)
@@ -351,6 +366,40 @@ def test_merges_apply_the_reviewed_plans_and_keep_the_state_on_its_branch(
     assert project.github.comments(9)[1]["body"].startswith("### lsqsync apply `")
 
 
+@pytest.mark.slow
+def test_with_a_postgresql_state_merges_apply_into_the_workspace_and_no_branch_is_kept(
+    emu: Emulator, pg: PgServer, tmp_path: Path
+) -> None:
+    # the team's role, with its password, as the repository's secrets give them
+    database = pg.new_database(team=True)
+    url = pg.url(database, user=TEAM_ROLE)
+    secrets = {"LSQSYNC_STATE_URL": url, "LSQSYNC_STATE_PASSWORD": TEAM_PASSWORD}
+    project = Project(tmp_path, emu, "postgres", secrets)
+    # read back as the superuser: the test's own environment has no password to give
+    workspace = StateLocation(None, pg.url(database), scaffold.workspace_for(project.clone))
+    project.push_to_pull(7, FIRST)
+    plan, event = project.plan(7)
+    assert plan.result == "success", plan
+    saved = project.artifact_plan(event)
+    assert saved["state"] == {"lineage": None, "serial": None}  # nothing applied yet
+
+    apply, _ = project.apply(project.merge(7))
+
+    assert apply.result == "success", apply
+    assert apply.step("state").outputs == {"runs": "0"}
+    assert "Save the state file" not in [s.name for s in apply.steps]
+    assert project.state_branch() is None
+    for change in saved["changes"]:
+        for f in change["fields"]:
+            assert crm_value(project.emu, change["id"], f["field"]) == f["after"]
+    with open_location(workspace, read_only=True) as st:
+        (run,) = st.runs()
+    assert (run.outcome, run.plan_digest) == ("succeeded", saved["digest"])
+    assert project.github.comments(7)[1]["body"].startswith(
+        f"### lsqsync apply `{run.id}`: succeeded\n"
+    )
+
+
 # -- what must not happen ---------------------------------------------------------------------
 
 
@@ -448,6 +497,35 @@ def test_a_plan_that_fails_is_shown_in_the_comment_and_fails_the_job(project: Pr
     ]
     assert apply.step("Apply").outcome == "skipped"
     assert (writes(project.emu), project.state_branch()) == ([], None)
+
+
+def test_an_error_with_a_fence_of_its_own_stays_inside_the_comments_fence(
+    project: Project,
+) -> None:
+    # lsqsync's own messages are escaped to one line each; this fakes a plan whose error output
+    # holds a line of backticks anyway (a server's echo, a future message) and HTML after it.
+    real = Path(sys.executable).parent / "lsqsync"
+    fake = project.root / "runs" / "bin" / "lsqsync"
+    fake.parent.mkdir(parents=True, exist_ok=True)
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = plan ]; then\n'
+        "  printf 'error: LeadSquared said:\\n````\\n' >&2\n"
+        "  printf '<img src=x onerror=alert(1)>\\n````` end\\n' >&2\n"
+        "  exit 1\n"
+        "fi\n"
+        f'exec "{real}" "$@"\n'
+    )
+    fake.chmod(0o755)
+    project.push_to_pull(7, FIRST)
+
+    plan, _ = project.plan(7)
+
+    assert plan.result == "failure", plan
+    (comment,) = project.github.comments(7)
+    lines = comment["body"].splitlines()
+    assert lines[3] == lines[-1] == "`" * 7  # longer than the longest run inside (5)
+    assert "<img src=x onerror=alert(1)>" in lines[4:-1]
 
 
 def test_a_token_that_cannot_comment_fails_the_plan_job(project: Project) -> None:

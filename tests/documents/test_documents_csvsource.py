@@ -34,6 +34,7 @@ def test_a_good_csv(tmp_path: Path, bom: bytes) -> None:
     )
     assert _read(tmp_path, content) == CsvData(
         "data/sheet.csv",
+        tmp_path / "sheet.csv",
         "opportunity_id",
         ("opportunity_id", "new_owner", "reason"),
         (
@@ -51,6 +52,7 @@ def test_cells_are_trimmed_blank_lines_skipped_and_lines_counted(tmp_path: Path)
     content = b' opportunity_id , owner \r\n\r\n opp-1 , a@x.com \r\n , \r\n"opp-2","b, c"\r\n'
     assert _read(tmp_path, content) == CsvData(
         "data/sheet.csv",
+        tmp_path / "sheet.csv",
         "opportunity_id",
         ("opportunity_id", "owner"),
         (

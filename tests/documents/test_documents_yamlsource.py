@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from lsqsync.documents import yamlsource
-from lsqsync.documents.yamlsource import MAX_EXPANSION, Location, YamlError, load, loads, walk_paths
+from lsqsync.documents.yamlsource import (
+    MAX_EXPANSION,
+    TOO_DEEP,
+    Location,
+    YamlError,
+    load,
+    loads,
+    walk_paths,
+)
 
 RULES = """\
 version: 1
@@ -156,18 +164,6 @@ def test_a_merged_value_is_positioned_where_it_is_written() -> None:
 @pytest.mark.parametrize(
     ("text", "location", "message"),
     [
-        ("a: 1\nb: 2\na: 3\n", "f.yml:3:1", "duplicate key 'a' (first at line 1)"),
-        (
-            "set:\n  Status: Won\nset:\n  Status: Lost\n",
-            "f.yml:3:1",
-            "duplicate key 'set' (first at line 1)",
-        ),
-        ("x:\n  1: a\n  1: b\n", "f.yml:3:3", "duplicate key 1 (first at line 2)"),
-        (
-            "a: &x {p: 1}\nb: {<<: *x, p: 2, p: 3}\n",
-            "f.yml:2:19",
-            "duplicate key 'p' (first at line 2)",
-        ),
         ("a: [1\n", "f.yml:2:1",
          "while parsing a flow sequence; expected ',' or ']', but got '<stream end>'"),
         ("a:\n\t- 1\n", "f.yml:2:1",
@@ -186,11 +182,57 @@ def test_a_merged_value_is_positioned_where_it_is_written() -> None:
          "could not determine a constructor for the tag 'tag:yaml.org,2002:python/name:os.system'"),
         ("a: !!set {x, y}\n", "f.yml:1:4", "the tag 'tag:yaml.org,2002:set' is not allowed"),
         ("a: !env {name: HOME}\n", "f.yml:1:4", "the tag '!env' is not allowed"),
-        ("a: &x [*x]\n", "f.yml:1:1", "the document nests too deeply (an alias inside itself?)"),
+        ("a: &x [*x]\n", "f.yml:1:1", TOO_DEEP),
+        ("a: " + "[" * 2000 + "]" * 2000 + "\n", "f.yml:1:1", TOO_DEEP),
     ],
 )  # fmt: skip
 def test_yaml_problems_are_located(text: str, location: str, message: str) -> None:
     assert _error(text) == (location, message)
+
+
+@pytest.mark.parametrize(
+    ("text", "data", "found"),
+    [
+        (
+            "a: 1\nb: 2\na: 3\n",
+            {"a": 1, "b": 2},
+            ["f.yml:3:1: duplicate key 'a' (first at line 1)"],
+        ),
+        (
+            "set:\n  Status: Won\nset:\n  Status: Lost\n",
+            {"set": {"Status": "Won"}},
+            ["f.yml:3:1: duplicate key 'set' (first at line 1)"],
+        ),
+        ("x:\n  1: a\n  1: b\n", {"x": {1: "a"}}, ["f.yml:3:3: duplicate key 1 (first at line 2)"]),
+        (
+            "a: &x {p: 1}\nb: {<<: *x, p: 2, p: 3}\n",
+            {"a": {"p": 1}, "b": {"p": 2}},
+            ["f.yml:2:19: duplicate key 'p' (first at line 2)"],
+        ),
+        (
+            "a: 1\na: 2\nb: {c: 1, c: 2}\n",
+            {"a": 1, "b": {"c": 1}},
+            [
+                "f.yml:2:1: duplicate key 'a' (first at line 1)",
+                "f.yml:3:11: duplicate key 'c' (first at line 3)",
+            ],
+        ),
+        (
+            "a: -.inf\nb: [1.0e+400, 2]\n",
+            {"a": float("-inf"), "b": [float("inf"), 2]},
+            [
+                "f.yml:1:4: -.inf is not a finite number",
+                "f.yml:2:5: 1.0e+400 is not a finite number",
+            ],
+        ),
+    ],
+)
+def test_problems_that_leave_the_rest_checkable_are_all_listed(
+    text: str, data: object, found: list[str]
+) -> None:
+    doc = loads(text, "f.yml")
+    assert doc.data == data
+    assert [f"{e.location}: {e.message}" for e in doc.problems] == found
 
 
 def test_aliases_cannot_multiply_a_small_file_into_millions_of_values() -> None:

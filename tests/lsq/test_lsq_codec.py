@@ -79,6 +79,15 @@ def test_a_different_value_is_a_change(field: FieldMeta, current: Any, desired: 
     [
         (NUMBER, "twelve", "mx_Custom_6 (Number): 'twelve' is not a number"),
         (NUMBER, True, "mx_Custom_6 (Number): a boolean is not a number"),
+        (NUMBER, float("inf"), "mx_Custom_6 (Number): 'inf' is not a finite number"),
+        (NUMBER, float("nan"), "mx_Custom_6 (Number): 'nan' is not a finite number"),
+        (NUMBER, "1e400", "mx_Custom_6 (Number): '1e400' is not a number"),
+        (NUMBER, 99999999999999999999999999999,
+         "mx_Custom_6 (Number): '99999999999999999999999999999' has 29 significant digits; a "
+         "number field keeps at most 15 exactly, so it would be rounded"),
+        (NUMBER, "1234567890.123456",
+         "mx_Custom_6 (Number): '1234567890.123456' has 16 significant digits; a number field "
+         "keeps at most 15 exactly, so it would be rounded"),
         (DATE, "31/12/2026", "mx_Custom_8 (Date): '31/12/2026' is not a date"),
         (DATETIME, "13/1/2026 1:00:00 PM",
          "mx_Custom_13 (DateTime): '13/1/2026 1:00:00 PM' is not a date"),
@@ -97,6 +106,13 @@ def test_invalid_desired_values_are_refused(field: FieldMeta, desired: Any, mess
     with pytest.raises(InvalidValue) as caught:
         to_wire(field, desired, ACTIVE)
     assert str(caught.value) == message
+
+
+def test_long_numbers_read_exactly_never_rounded() -> None:
+    long = "99999999999999999999999999999"
+    assert read(NUMBER, long) == Decimal(long)
+    assert not same(NUMBER, long, "1" + "0" * 29)
+    assert to_wire(NUMBER, 123456789012345) == "123456789012345"  # 15 digits: kept
 
 
 def test_unparseable_current_values_compare_as_text() -> None:

@@ -80,7 +80,7 @@ def plan(
     (tmp_path / "lsqsync.yml").write_text("version: 1\nvars: {region: APAC}\n" + config)
     (tmp_path / "rules" / "r.yml").write_text("version: 1\nrules:\n" + textwrap.indent(
         textwrap.dedent(rules).strip("\n") + "\n", "  "))  # fmt: skip
-    project = load_project(load_config(tmp_path / "lsqsync.yml"))
+    project = load_project(load_config(tmp_path / "lsqsync.yml")).only(options.get("targets", ()))
     defaults: dict[str, Any] = {
         "now": NOW, "created_at": datetime(2026, 11, 27, 9), "lsqsync_version": "test",
         "input_files": {"lsqsync.yml": "x"},

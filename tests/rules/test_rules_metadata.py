@@ -221,3 +221,25 @@ def test_online_checks_values_against_the_field_types(
         ],
         "",
     )
+
+
+def test_a_mask_entry_that_names_no_field_is_a_problem_online(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, VALID)
+    config = tmp_path / "lsqsync.yml"
+    config.write_text(CONFIG + "mask: [mx_custom_11, mx_Custom_111]\n", encoding="utf-8")
+    code, out, _ = _validate(["--online"], capsys)
+    assert (code, out.splitlines()) == (
+        1,
+        [
+            "lsqsync.yml:4:22: mask[1]: 'mx_Custom_111' is not a field of the rules' opportunity "
+            "types (12000, 12003), so it masks nothing (did you mean 'mx_Custom_11'?)",
+            "1 problem found",
+        ],
+    )
+    # offline, nothing knows the fields: the same file is valid
+    assert _validate([], capsys)[0] == 0

@@ -1,4 +1,5 @@
-"""Shared pieces of the state-file tests: a settable clock, field results, child processes."""
+"""Shared pieces of the state tests: where a state lives (a SQLite file or a PostgreSQL
+workspace), a settable clock, field results, child processes."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import psycopg
+from pg_server import PgServer
+
+from lsqsync.config import StateLocation
+from lsqsync.state.location import open_location
 from lsqsync.state.records import FieldResult, ResultStatus
+from lsqsync.state.schema import TABLES
+from lsqsync.state.store import StateFile
 
 DIGEST = "d" * 64
 OTHER_DIGEST = "e" * 64
@@ -44,6 +54,78 @@ def result(
     rule: str = "close-won",
 ) -> FieldResult:
     return FieldResult(opp, 12003, field, before, after, status, rule, message)
+
+
+@dataclass(frozen=True)
+class Place:
+    """Where a test's state lives: a SQLite file, or a workspace of a database of its own."""
+
+    location: StateLocation
+    server: PgServer | None = None
+
+    @classmethod
+    def sqlite(cls, path: Path) -> Place:
+        return cls(StateLocation(str(path)))
+
+    @classmethod
+    def postgres(cls, server: PgServer, workspace: str = "default") -> Place:
+        return cls(StateLocation(None, server.url(server.new_database()), workspace), server)
+
+    @property
+    def postgres_url(self) -> str | None:
+        return self.location.url
+
+    @property
+    def name(self) -> str:
+        """What the state's messages call it."""
+        return self.location.describe()
+
+    @property
+    def argv(self) -> list[str]:
+        """For a child process: ``StateLocation.parse(sys.argv[1], sys.argv[2])``."""
+        return [self.location.url or str(self.location.path), self.location.workspace]
+
+    def open(self, **options: Any) -> StateFile:
+        return open_location(self.location, **options)
+
+    def other(self, name: str) -> Place:
+        """Another state beside this one: a file in the same folder, or another workspace of
+        the same database."""
+        if self.location.url is not None:
+            return Place(StateLocation(None, self.location.url, name), self.server)
+        return Place.sqlite(Path(str(self.location.path)).with_name(f"{name}.db"))
+
+    @contextmanager
+    def raw(self) -> Iterator[Any]:
+        """A plain connection to the state's tables (autocommit; ``?`` placeholders)."""
+        if self.location.url is None:
+            with raw(Path(str(self.location.path))) as db:
+                yield db
+            return
+        with psycopg.connect(self.location.url, autocommit=True) as conn:
+            conn.execute(f'SET search_path TO "lsqsync_{self.location.workspace}"')
+            yield _Placeholders(conn)
+
+    def dump(self) -> bytes:
+        """Everything the state holds, as bytes: the file, or every row of the database."""
+        if self.location.url is None:
+            return Path(str(self.location.path)).read_bytes()
+        with psycopg.connect(self.location.url, autocommit=True) as conn:
+            tables = conn.execute(
+                "SELECT schemaname, tablename FROM pg_tables WHERE schemaname LIKE 'lsqsync%'"
+            ).fetchall()
+            assert len(tables) > len(TABLES)
+            return repr(
+                [conn.execute(f'SELECT * FROM "{s}"."{t}"').fetchall() for s, t in tables]
+            ).encode()
+
+
+class _Placeholders:
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def execute(self, statement: str, parameters: tuple[Any, ...] = ()) -> Any:
+        return self.conn.execute(statement.replace("?", "%s"), parameters)
 
 
 def child(script: str, *args: str) -> subprocess.Popen[str]:

@@ -11,7 +11,13 @@ import pytest
 from state_helpers import DIGEST, OPP_A, OPP_B, Clock, result
 
 from lsqsync.state.records import Counts, FieldResult, Run
-from lsqsync.state.report import render_run, render_runs
+from lsqsync.state.report import (
+    RUN_FORMATS,
+    RunFormat,
+    render_run,
+    render_runs,
+    render_workspaces,
+)
 from lsqsync.state.store import StateFile
 
 RUN = Run(
@@ -239,6 +245,16 @@ def test_runs_as_text_and_json() -> None:
     )
 
 
+def test_no_workspaces_and_unknown_formats_of_workspaces() -> None:
+    assert render_workspaces([], "default") == "No workspaces yet.\n"
+    assert json.loads(render_workspaces([], "default", "json")) == {
+        "format_version": 1,
+        "workspaces": [],
+    }
+    with pytest.raises(ValueError, match="unknown format 'csv'"):
+        render_workspaces([], "default", "csv")  # type: ignore[arg-type]
+
+
 def test_unknown_formats_are_refused() -> None:
     with pytest.raises(ValueError, match=r"unknown format 'xml' \(expected one of text, json, csv"):
         render_run(RUN, RESULTS, "xml")  # type: ignore[arg-type]
@@ -279,3 +295,18 @@ def test_show_a_recorded_run(state: StateFile, clock: Clock) -> None:
         (OPP_B, "failed"),
     ]
     assert render_runs(state.runs()).splitlines()[1].startswith(f"{run.id}  2024-05-01T10:00:00Z")
+
+
+@pytest.mark.parametrize("fmt", RUN_FORMATS)
+@pytest.mark.parametrize(
+    ("field", "secrets"), [("mx_Custom_11", ("98450",)), ("Owner", ("HYPERLINK", "u9"))]
+)
+def test_a_mask_entry_hides_its_field_whatever_its_case_in_every_format(
+    fmt: RunFormat, field: str, secrets: tuple[str, ...]
+) -> None:
+    shown = render_run(RUN, RESULTS, fmt)
+    exact = render_run(RUN, RESULTS, fmt, mask=(field,))
+    if fmt != "markdown" or field == "Owner":  # Markdown lists only the fields not written
+        assert all(s in shown and s not in exact for s in secrets)
+    for entry in (field.lower(), field.upper()):
+        assert render_run(RUN, RESULTS, fmt, mask=(entry,)) == exact

@@ -1,5 +1,5 @@
-"""The file itself: creation, permissions, schema version and migrations, refusals, lineage and
-serial."""
+"""The SQLite file itself: creation, permissions, schema version and migrations, refusals; and
+lineage and serial on both backends."""
 
 from __future__ import annotations
 
@@ -12,10 +12,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from state_helpers import DIGEST, OPP_A, Clock, raw
+from state_helpers import DIGEST, OPP_A, Clock, Place, raw
 
 from lsqsync.errors import StateError
-from lsqsync.state import store as state_module
+from lsqsync.state import database as state_module
 from lsqsync.state.records import FieldResult
 from lsqsync.state.schema import SCHEMA_VERSION
 from lsqsync.state.store import StateFile
@@ -61,15 +61,17 @@ def test_a_readable_file_is_made_private_again_with_a_warning(
     assert f"state: {state_path} had mode 644; setting it to 600" in caplog.text
 
 
-def test_pragmas_rollback_journal_full_sync_foreign_keys(state: StateFile) -> None:
-    db = state._db
-    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
-    assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
-    assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+def test_pragmas_rollback_journal_full_sync_foreign_keys(state_path: Path) -> None:
+    with StateFile.open(state_path) as state:
+        db = state._db
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
 
 
-def test_schema_version_and_tables(state: StateFile, state_path: Path) -> None:
-    assert state.schema_version == SCHEMA_VERSION == 3
+def test_schema_version_and_tables(state_path: Path) -> None:
+    with StateFile.open(state_path) as state:
+        assert state.schema_version == SCHEMA_VERSION == 3
     assert user_version(state_path) == 3
     assert tables(state_path) >= {"state", "runs", "batches", "results", "last_written", "lock"}
 
@@ -206,13 +208,13 @@ def test_open_without_create_needs_an_existing_file(state_path: Path) -> None:
     assert not state_path.exists()
 
 
-def test_lineage_is_a_uuid_set_once(state_path: Path) -> None:
-    with StateFile.open(state_path) as sf:
+def test_lineage_is_a_uuid_set_once(place: Place) -> None:
+    with place.open() as sf:
         lineage = sf.lineage
     assert uuid.UUID(lineage).version == 4
-    with StateFile.open(state_path) as sf:
+    with place.open() as sf:
         assert sf.lineage == lineage
-    with StateFile.open(state_path.with_name("other.db")) as other:
+    with place.other("other").open() as other:
         assert other.lineage != lineage
 
 
@@ -234,10 +236,32 @@ def test_serial_is_bumped_once_by_each_run_that_sends_something(locked: StateFil
 
 
 def test_migration_logs_at_info(state_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="lsqsync.state.store")
+    caplog.set_level(logging.INFO, logger="lsqsync.state")
     with StateFile.open(state_path):
         pass
     assert f"state: {state_path} migrated to schema version 1" in caplog.text
+
+
+def test_a_damaged_state_file_is_an_error_naming_it(state_path: Path) -> None:
+    with StateFile.open(state_path):
+        pass
+    with raw(state_path) as db:
+        db.execute("DROP TABLE results")
+    with StateFile.open(state_path, read_only=True) as sf, pytest.raises(StateError) as caught:
+        sf.results("any")
+    assert str(caught.value) == (
+        f"{state_path}: the state file cannot be used (no such table: results)"
+    )
+
+
+def test_a_foreign_sqlite_file_is_refused_before_its_mode_is_touched(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    with raw(path) as db:
+        db.execute("CREATE TABLE notes (x)")
+    path.chmod(0o644)
+    with pytest.raises(StateError, match="not an lsqsync state file"):
+        StateFile.open(path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
 
 
 def test_a_version_2_file_accepts_not_sent_and_keeps_its_results(
