@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import requests
-from crm_helpers import example_project, requests_log, write_directly, writes
+from crm_helpers import NO_LIMIT, example_project, requests_log, write_directly, writes
 
 from lsqsync.cli import main
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
@@ -196,15 +196,28 @@ def test_a_configured_limit_above_the_accounts_is_lowered_for_the_run_with_a_war
         ) in caplog.text
 
 
+def stamping_project(root: Path) -> Path:
+    """A project whose one rule stamps every opportunity of type 12000 (101 here: 5 batches)."""
+    (root / "rules").mkdir(parents=True)
+    (root / "lsqsync.yml").write_text(
+        f"version: 1\nrate_limit: {NO_LIMIT}\nsafety: {{max_changes: 1000, max_change_ratio: 1}}\n"
+    )
+    (root / "rules" / "stamp.yml").write_text(
+        "version: 1\nrules:\n  - {name: stamp, opportunity_type: 12000, set: {mx_Custom_9: x}}\n"
+    )
+    return root
+
+
 def test_a_batch_still_refused_after_every_retry_is_not_sent_and_the_next_apply_sends_it(
     connected: Emulator,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     from lsqsync.apply import runner
 
-    project = example_project(tmp_path / "project")
+    project = stamping_project(tmp_path / "project")
     monkeypatch.chdir(project)
     code, out, _ = run(["plan", "--out", "p.json", *NOW], capsys)
     assert code == 0
@@ -227,11 +240,16 @@ def test_a_batch_still_refused_after_every_retry_is_not_sent_and_the_next_apply_
     assert code == 3
     lines = out.splitlines()
     assert lines[0].endswith(": partial.")
-    assert lines[1].startswith("  applied: 0, already current: 0, stale: 0, failed: 0, unknown: 0")
-    fields = int(re.search(r", not sent: (\d+) \(fields of", lines[1])[1])  # type: ignore[index]
+    assert lines[1] == (
+        "  applied: 0, already current: 0, stale: 0, failed: 0, unknown: 0, not sent: 101 "
+        "(fields of 101 opportunities)"
+    )
     assert "  bulk limit: 1 call per 60 s (learned " in out
     assert "apply the same plan again to send the fields not sent" in out
-    assert len(writes(connected)) == 1  # the first batch was refused; the second never sent
+    # the first batch was refused; the second, already handed to the worker, was not sent, and
+    # the other three were not even journaled
+    assert "not sending the other 3 batches; apply the plan again to send them" in caplog.text
+    assert len(writes(connected)) == 1
     assert set(results(project)) == {"not_sent"}
     code, shown, _ = run(["state", "show", "last", "--format", "json"], capsys)
     assert {r["message"] for r in json.loads(shown)["results"]} == {
@@ -248,5 +266,40 @@ def test_a_batch_still_refused_after_every_retry_is_not_sent_and_the_next_apply_
     clear_log(connected)
     code, out, _ = run(["apply", "p.json"], capsys)
     assert code == 0
-    assert out.splitlines()[1].startswith(f"  applied: {fields}, already current: 0, ")
-    assert len(writes(connected)) == 2
+    assert out.splitlines()[1].startswith("  applied: 101, already current: 0, ")
+    assert len(writes(connected)) == 5
+
+
+def test_unanswered_writes_whose_re_read_is_refused_stay_unknown(
+    connected: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lsqsync.apply import engine
+    from lsqsync.errors import RateLimited
+
+    monkeypatch.chdir(example_project(tmp_path / "project"))
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    reads: list[int] = []
+    read, send = engine.read_current, engine.send_batch
+
+    def refused_the_second_time(*args: Any) -> Any:
+        reads.append(1)
+        if len(reads) > 1:  # reading back what the unanswered writes did
+            raise RateLimited("refused", status=429)
+        return read(*args)
+
+    def unanswered(*args: Any) -> Any:
+        connected.settings.drop_rate = 1.0  # every write lands, and its answer never arrives
+        return send(*args)
+
+    monkeypatch.setattr(engine, "read_current", refused_the_second_time)
+    monkeypatch.setattr(engine, "send_batch", unanswered)
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 3
+    assert ", unknown: 91 (fields of 39 opportunities)" in out.splitlines()[1]
+    code, shown, _ = run(["state", "show", "last", "--format", "json"], capsys)
+    assert {r["message"] for r in json.loads(shown)["results"]} == {
+        "no answer, and re-reading was refused for the account's rate limit (429)"
+    }
