@@ -162,7 +162,9 @@ def test_the_learned_limit_is_used_from_the_second_run_on(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.chdir(example_project(tmp_path / "project", rate_limit="auto"))
-    connected.settings.update(Account(200, 2, 0.25).settings())
+    # a second's window: a shorter one leaves the limiter a margin that a busy machine's
+    # scheduling alone can exceed
+    connected.settings.update(Account(200, 2, 1.0).settings())
     assert run(["plan", *NOW], capsys)[0] == 0
     assert refused(connected) >= 1
     clear_log(connected)
@@ -170,7 +172,7 @@ def test_the_learned_limit_is_used_from_the_second_run_on(
     assert refused(connected) == 0
     code, out, _ = run(["whoami"], capsys)
     assert code == 0
-    assert "rate:  2 calls per 0.25 s (learned 20" in out
+    assert "rate:  2 calls per 1 s (learned 20" in out
     assert "bulk:  none known: Bulk Update is paced by the account's limit" in out
     assert re.search(r"cache: .*accounts\.json \(what refusals taught", out)
 
