@@ -18,7 +18,14 @@ from lsqsync.documents import schemacheck
 from lsqsync.documents.problems import Problem, ProjectInvalid, document_problems
 from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
-from lsqsync.lsq import DOCUMENTED_LIMIT, Limit, LsqClient, account_limiter, slowest
+from lsqsync.lsq import (
+    DOCUMENTED_LIMIT,
+    Limit,
+    LsqClient,
+    account_limiter,
+    normalise_host,
+    slowest,
+)
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -50,6 +57,13 @@ def connection_from_env(
             "(e.g. https://api-in21.leadsquared.com), or unset it to use host: in lsqsync.yml"
         )
     host = env.get(ENV_HOST, "").strip() or (default_host or "")
+    if default_host and host != default_host and _same_host(host, default_host) is False:
+        # In CI the variable is the repository's and lsqsync.yml may be a pull request's: a
+        # host: that names another place is a mistake or an attempt, never quietly overruled.
+        raise ConfigError(
+            f"{ENV_HOST} ({host}) and host: in lsqsync.yml ({default_host}) name different "
+            "hosts: make them agree, or remove host: from lsqsync.yml"
+        )
     missing = [
         name
         for name, value in (
@@ -65,6 +79,15 @@ def connection_from_env(
             "from the environment (keys: My Account > Settings > API and Webhooks)"
         )
     return Connection(host, env[ENV_ACCESS_KEY].strip(), env[ENV_SECRET_KEY].strip())
+
+
+def _same_host(a: str, b: str) -> bool | None:
+    """Whether two host settings name one place (None when either is not a valid host: the
+    client says why when it is used)."""
+    try:
+        return normalise_host(a).lower() == normalise_host(b).lower()
+    except ConfigError:
+        return None
 
 
 def open_client(config: Config | None = None) -> LsqClient:

@@ -128,11 +128,19 @@ def test_the_host_and_rate_limit_come_from_lsqsync_yml_when_there_is_one(
     code, out, _ = run(["whoami"], capsys)
     assert code == 0
     assert out.startswith(f"host:  {connected.url}\n")
-    (tmp_path / "other.yml").write_text("version: 1\nhost: http://127.0.0.1:1\n")
-    monkeypatch.setenv("LSQ_HOST", connected.url)  # the environment wins over the file
-    code, out, _ = run(["whoami", "--config", "other.yml"], capsys)
+    monkeypatch.setenv("LSQ_HOST", connected.url + "/")  # the same host, written otherwise
+    code, out, _ = run(["whoami"], capsys)
     assert code == 0
     assert out.startswith(f"host:  {connected.url}\n")
+    # A host: naming another place than LSQ_HOST (in CI: a pull request's lsqsync.yml against
+    # the repository's variable) is refused, not quietly overruled.
+    (tmp_path / "other.yml").write_text("version: 1\nhost: http://127.0.0.1:1\n")
+    code, _, err = run(["whoami", "--config", "other.yml"], capsys)
+    assert code == 1
+    assert err == (
+        f"error: LSQ_HOST ({connected.url}/) and host: in lsqsync.yml (http://127.0.0.1:1) name "
+        "different hosts: make them agree, or remove host: from lsqsync.yml\n"
+    )
 
 
 def test_opportunities_list_escapes_crm_values_and_masks_masked_fields(

@@ -130,7 +130,14 @@ class _Redactor:
     """Scrubs the keys out of any text headed for an exception or a log line."""
 
     def __init__(self, secrets: Sequence[str]) -> None:
-        variants = {v for s in secrets if s for v in (s, quote(s, safe=""), quote_plus(s))}
+        # The key as sent, URL-encoded, and escaped as JSON or Python would quote it (a server
+        # echoing the request may give any of them back).
+        variants = {
+            v
+            for s in secrets
+            if s
+            for v in (s, quote(s, safe=""), quote_plus(s), json.dumps(s)[1:-1], repr(s)[1:-1])
+        }
         # Longest first, so a key containing the other is replaced whole.
         self._variants = sorted(variants, key=len, reverse=True)
 
@@ -416,7 +423,8 @@ class Transport:
             payload, is_json = None, False
         etype, emessage = _envelope(payload)
         ok = 200 <= status < 300 and is_json and not _is_error_envelope(payload)
-        text = f"{emessage or ''} {'' if is_json else _snippet(response)}"
+        snippet = "" if is_json else _snippet(response, self.redact)
+        text = f"{emessage or ''} {snippet}"
         if is_refusal(status, etype, "" if ok else text):
             return self._refusal(call, status, etype, emessage, text, response)
         if ok:
@@ -428,8 +436,8 @@ class Transport:
             detail += f" {etype}"
         if emessage:
             detail += f": {emessage}"
-        if not is_json and response.content.strip():
-            detail += f": {_snippet(response)!r}"
+        if snippet:
+            detail += f": {snippet!r}"
 
         def failure(kind: _Kind, reason: str, error: type[ApiError], message: str) -> _Failure:
             return _Failure(kind, reason, error, message, status, etype, emessage)
@@ -503,7 +511,7 @@ class Transport:
         response: requests.Response,
     ) -> _Failure:
         """A call refused for the rate limit: LeadSquared did not process it."""
-        said = " ".join(text.split()) or "no message"
+        said = " ".join(self.redact(text).split()) or "no message"
         detail = f"HTTP {status}" + (f" {etype}" if etype else "") + f": {said}"
         return _Failure(
             "rate_limited",
@@ -574,8 +582,10 @@ def _retry_after(response: requests.Response) -> float | None:
     return min(seconds, _MAX_RETRY_AFTER)
 
 
-def _snippet(response: requests.Response) -> str:
-    text = response.content[:2000].decode("utf-8", errors="replace")
+def _snippet(response: requests.Response, redact: Callable[[str], str]) -> str:
+    """The start of a body that is not JSON, for a message: the keys are removed *before* it is
+    cut or quoted (cut first, a key's start survives; quoted first, its escaped form does)."""
+    text = redact(response.content[:2000].decode("utf-8", errors="replace"))
     text = " ".join(text.split())
     return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from urllib.parse import quote
@@ -130,3 +131,46 @@ def test_no_key_in_the_retry_log_of_a_connection_failure(caplog: pytest.LogCaptu
     assert caplog.text.count("lsq: retry") == 3
     for key in KEYS:
         assert key not in caplog.text
+
+
+ODD_ACCESS = "u$r-access\\key\"quoted'-0000"
+ODD_SECRET = "secret\\with\"quotes'and\\backslashes-0000000000"
+
+
+def _fragments(key: str, size: int = 8) -> set[str]:
+    return {key[i : i + size] for i in range(len(key) - size + 1)}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        # an error page that echoes the request's headers, with the key where the 160-character
+        # snippet is cut
+        lambda: (
+            "<html><body><h1>Bad gateway</h1><p>"
+            + "x" * 120
+            + "</p><pre>x-LSQ-AccessKey: "
+            + ODD_ACCESS
+            + "\nx-LSQ-SecretKey: "
+            + ODD_SECRET
+            + "</pre></body></html>"
+        ).encode(),
+        # the same echo, escaped as JSON and as Python would quote it
+        lambda: ("echo: " + json.dumps(ODD_SECRET) + " " + json.dumps(ODD_ACCESS)).encode(),
+        lambda: ("echo: " + repr(ODD_SECRET) + " " + repr(ODD_ACCESS)).encode(),
+    ],
+    ids=["html-cut", "json-escaped", "repr-escaped"],
+)
+def test_keys_are_removed_before_a_body_is_cut_or_quoted(
+    serve: Serve, body: Callable[[], bytes], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    stub, _ = serve(Reply(502, body()))
+    client = LsqClient(stub.url, ODD_ACCESS, ODD_SECRET, limiter=None, max_retries=0)
+    with pytest.raises(ApiError) as caught:
+        client.who_am_i()
+    shown = "\n".join([*texts_of(caught.value), caplog.text])
+    assert "Bad gateway" in shown or "echo:" in shown  # the body is shown, less the keys
+    leaked = {f for key in (ODD_ACCESS, ODD_SECRET) for f in _fragments(key) if f in shown}
+    assert leaked == set()
+    client.close()

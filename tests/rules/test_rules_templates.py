@@ -5,6 +5,7 @@ else when rendering, always as a TemplateProblem with a clear message."""
 from __future__ import annotations
 
 import time
+import tracemalloc
 from collections.abc import Mapping
 from typing import Any
 
@@ -441,8 +442,12 @@ def test_the_known_cost_bypasses_end_at_once() -> None:
         "{{ ('x' * 100000) + ('x' * 100000) }}",
         "{{ ((10 ** 1000) ** 60) * ((10 ** 1000) ** 60) }}",  # int * int, each within the cap
     ]
+    tracemalloc.start()
     for source in growing:
         assert _render_problem(source).startswith(SANDBOX)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
     assert time.process_time() - started < 1.0
+    assert peak < 100 * 2**20  # the 410 MB and 2.4 GB strings of before are never built
     # Too deep for Python to compile: a problem, not a crash.
     assert _static("{{ " + " * ".join(["10"] * 300) + " }}") == (TOO_NESTED,)
