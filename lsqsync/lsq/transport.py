@@ -33,8 +33,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 from urllib.parse import quote, quote_plus, urlsplit
 
 import requests
@@ -44,22 +43,29 @@ import urllib3.exceptions
 from lsqsync import __version__
 from lsqsync.errors import (
     ApiError,
-    ApiRejected,
-    AuthError,
     ConfigError,
     ConnectionFailed,
     OutcomeUnknown,
     RateLimited,
-    ServerError,
 )
-from lsqsync.lsq.ratelimit import Limit, RateLimiter, Verdict, is_refusal, named_limit
+from lsqsync.lsq.answers import (
+    SNIPPET,
+    Answer,
+    Failure,
+    Kind,
+    Ok,
+    body_snippet,
+    envelope,
+    failure_of,
+    is_error_envelope,
+)
+from lsqsync.lsq.ratelimit import RateLimiter, Verdict, is_refusal, named_limit
 
 log = logging.getLogger(__name__)
 
 # Retry-After is not documented at all; if it ever appears it is honoured, but never for longer
 # than this, so a bogus value cannot park a run for hours.
 _MAX_RETRY_AFTER = 300.0
-_SNIPPET = 160
 
 # Exceptions that mean the connection was never established, so nothing reached the server.
 _NOT_SENT: tuple[type[BaseException], ...] = (
@@ -148,28 +154,6 @@ class _Redactor:
 
     def __repr__(self) -> str:
         return "_Redactor(***)"
-
-
-@dataclass(frozen=True)
-class _Ok:
-    payload: Any
-
-
-_Kind = Literal["rate_limited", "server", "connect", "no_response", "final"]
-
-
-@dataclass(frozen=True)
-class _Failure:
-    kind: _Kind
-    reason: str  # short and grep-friendly, for the retry log line
-    error: type[ApiError]
-    message: str
-    status: int | None = None
-    exception_type: str | None = None
-    exception_message: str | None = None
-    retry_after: float | None = None
-    named: Limit | None = None  # the limit a rate-limit refusal named
-    evidence: str = ""  # what a rate-limit refusal said, in short
 
 
 class TransportOptions(TypedDict, total=False):
@@ -268,7 +252,7 @@ class Transport:
         if body is not None:
             data = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
             headers = {"Content-Type": "application/json; charset=utf-8"}
-        failures: dict[_Kind, int] = {}
+        failures: dict[Kind, int] = {}
         while True:
             # before the grant: a lesson learned while this call waits for its slot must not
             # make its refusal look like the margin's doing
@@ -277,7 +261,7 @@ class Transport:
             with self._calls_lock:
                 self._calls += 1
             result = self._attempt(method, path, url, params, data, headers, write)
-            if isinstance(result, _Ok):
+            if isinstance(result, Ok):
                 return result.payload
             verdict: Verdict | None = None
             if result.kind == "rate_limited":
@@ -324,7 +308,7 @@ class Transport:
         ceiling = min(self._backoff_max, self._backoff_base * 2.0 ** (failures - 1))
         return ceiling * (0.5 + 0.5 * self._rng.random())
 
-    def _error(self, failure: _Failure, path: str, attempts: int) -> ApiError:
+    def _error(self, failure: Failure, path: str, attempts: int) -> ApiError:
         message = failure.message
         if attempts > 1:
             message += f" (gave up after {attempts} attempts)"
@@ -348,7 +332,7 @@ class Transport:
         data: bytes | None,
         headers: Mapping[str, str] | None,
         write: bool,
-    ) -> _Ok | _Failure:
+    ) -> Ok | Failure:
         call = f"{method} {path}"
         try:
             response = self._session.request(
@@ -362,7 +346,7 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.exceptions.SSLError as e:
-            return _Failure(
+            return Failure(
                 "final",
                 "tls_error",
                 ConnectionFailed,
@@ -376,7 +360,7 @@ class Transport:
             requests.exceptions.ContentDecodingError,
         ) as e:
             if _never_sent(e):
-                return _Failure(
+                return Failure(
                     "connect",
                     f"connect_error:{type(_root(e)).__name__}",
                     ConnectionFailed,
@@ -395,7 +379,7 @@ class Transport:
                 if write
                 else "nothing was changed by this read"
             )
-            return _Failure(
+            return Failure(
                 "no_response",
                 "read_timeout" if timed_out else f"connection_dropped:{type(_root(e)).__name__}",
                 OutcomeUnknown,
@@ -403,7 +387,7 @@ class Transport:
             )
         except requests.exceptions.RequestException as e:
             # Refused before sending (a malformed URL or header): nothing left this process.
-            return _Failure(
+            return Failure(
                 "final",
                 "request_error",
                 ConnectionFailed,
@@ -414,21 +398,21 @@ class Transport:
 
     def _classify(
         self, call: str, path: str, response: requests.Response, write: bool
-    ) -> _Ok | _Failure:
+    ) -> Ok | Failure:
         status = response.status_code
         try:
             payload: Any = json.loads(response.content) if response.content.strip() else None
             is_json = True
         except ValueError:  # JSONDecodeError and UnicodeDecodeError
             payload, is_json = None, False
-        etype, emessage = _envelope(payload)
-        ok = 200 <= status < 300 and is_json and not _is_error_envelope(payload)
-        snippet = "" if is_json else _snippet(response, self.redact)
+        etype, emessage = envelope(payload)
+        ok = 200 <= status < 300 and is_json and not is_error_envelope(payload)
+        snippet = "" if is_json else body_snippet(response, self.redact)
         text = f"{emessage or ''} {snippet}"
         if is_refusal(status, etype, "" if ok else text):
             return self._refusal(call, status, etype, emessage, text, response)
         if ok:
-            return _Ok(payload)
+            return Ok(payload)
         detail = f"HTTP {status}"
         if 200 <= status < 300 and is_json:
             detail += " with an error body"
@@ -438,68 +422,8 @@ class Transport:
             detail += f": {emessage}"
         if snippet:
             detail += f": {snippet!r}"
-
-        def failure(kind: _Kind, reason: str, error: type[ApiError], message: str) -> _Failure:
-            return _Failure(kind, reason, error, message, status, etype, emessage)
-
-        if 200 <= status < 300 and not is_json:
-            if write:
-                return failure(
-                    "final",
-                    "unreadable_body",
-                    OutcomeUnknown,
-                    f"{call} answered {detail}, which is not JSON: the outcome is unknown "
-                    "(the changes may or may not have been applied; re-read the records).",
-                )
-            return failure(
-                "final",
-                "unreadable_body",
-                ApiError,
-                f"{call} answered {detail}, which is not JSON.",
-            )
-        if status == 401:
-            return failure(
-                "final",
-                "http_401",
-                AuthError,
-                f"LeadSquared refused the keys for {call} ({detail}). Check LSQ_ACCESS_KEY and "
-                f"LSQ_SECRET_KEY, and that the host {self.host} is your account's region "
-                "(keys work only on their own region's host).",
-            )
-        if 300 <= status < 400:
-            location = response.headers.get("Location", "")
-            return failure(
-                "final",
-                f"http_{status}",
-                ApiRejected,
-                f"LeadSquared answered {call} with a redirect ({detail}) to {location!r}. "
-                "Redirects are not followed, so the keys never go to another host: set the "
-                "host to the URL it redirects to.",
-            )
-        if status >= 500 or (200 <= status < 300 and _is_error_envelope(payload)):
-            if etype and etype.strip().startswith("MX"):
-                # An MX… exception is LeadSquared's verdict on the input: retrying cannot help.
-                return failure(
-                    "final",
-                    f"http_{status}",
-                    ApiRejected,
-                    f"LeadSquared rejected {call} ({detail}).",
-                )
-            return failure(
-                "server",
-                f"http_{status}:{etype or 'no_exception_type'}",
-                ServerError,
-                f"LeadSquared failed {call} ({detail}).",
-            )
-        hint = ""
-        if status == 403:
-            hint = (
-                " The user the keys belong to may lack a permission (Opportunity Advanced "
-                "Search needs an Administrator)."
-            )
-        return failure(
-            "final", f"http_{status}", ApiRejected, f"LeadSquared rejected {call} ({detail}).{hint}"
-        )
+        answer = Answer(status, payload, is_json, etype, emessage, detail)
+        return failure_of(call, self.host, answer, response, write)
 
     def _refusal(
         self,
@@ -509,11 +433,11 @@ class Transport:
         emessage: str | None,
         text: str,
         response: requests.Response,
-    ) -> _Failure:
+    ) -> Failure:
         """A call refused for the rate limit: LeadSquared did not process it."""
         said = " ".join(self.redact(text).split()) or "no message"
         detail = f"HTTP {status}" + (f" {etype}" if etype else "") + f": {said}"
-        return _Failure(
+        return Failure(
             "rate_limited",
             f"http_{status}_rate_limited",
             RateLimited,
@@ -525,7 +449,7 @@ class Transport:
             emessage,
             _retry_after(response),
             named_limit(text),
-            f"HTTP {status}: {said}"[:_SNIPPET],
+            f"HTTP {status}: {said}"[:SNIPPET],
         )
 
 
@@ -580,35 +504,6 @@ def _retry_after(response: requests.Response) -> float | None:
     if not math.isfinite(seconds) or seconds < 0:
         return None
     return min(seconds, _MAX_RETRY_AFTER)
-
-
-def _snippet(response: requests.Response, redact: Callable[[str], str]) -> str:
-    """The start of a body that is not JSON, for a message: the keys are removed *before* it is
-    cut or quoted (cut first, a key's start survives; quoted first, its escaped form does)."""
-    text = redact(response.content[:2000].decode("utf-8", errors="replace"))
-    text = " ".join(text.split())
-    return text if len(text) <= _SNIPPET else text[:_SNIPPET] + "…"
-
-
-def _envelope(payload: Any) -> tuple[str | None, str | None]:
-    """``ExceptionType`` and the message of a LeadSquared error envelope, if there is one."""
-    if not isinstance(payload, dict):
-        return None, None
-    etype = payload.get("ExceptionType")
-    message = next(
-        (
-            payload[k]
-            for k in ("ExceptionMessage", "Message", "ErrorMessage")
-            if isinstance(payload.get(k), str) and payload[k]
-        ),
-        None,
-    )
-    return (etype if isinstance(etype, str) and etype else None), message
-
-
-def _is_error_envelope(payload: Any) -> bool:
-    status = payload.get("Status") if isinstance(payload, dict) else None
-    return isinstance(status, str) and status.strip().lower() == "error"
 
 
 def _new_session() -> requests.Session:
