@@ -15,7 +15,7 @@ import requests
 
 from lsqsync import __version__, resources
 from lsqsync.cli import main
-from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 
 LSQSYNC = [sys.executable, "-m", "lsqsync"]
 BANNER = re.compile(
@@ -207,3 +207,24 @@ def test_debug_is_lsqsyncs_own_option_not_an_argument_of_a_child_command(
     assert exit_info.value.code == 1
     assert err.startswith("Traceback (most recent call last):\n")
     assert err.endswith("RuntimeError: boom\n")
+
+
+def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
+    connected: Emulator, tmp_path: Path
+) -> None:
+    import shutil
+
+    root = Path(__file__).parent.parent
+    shutil.copy(root / "lsqsync.yml", tmp_path / "lsqsync.yml")
+    shutil.copytree(root / "rules", tmp_path / "rules")
+    env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
+    done = subprocess.run(
+        [*LSQSYNC, "plan", "--no-color", "--now", "2026-11-27 10:00:00"],
+        capture_output=True,
+        cwd=tmp_path,
+        env=env,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert b"\\u2192" in done.stdout  # the plan's arrows, escaped: the plan is all there
+    assert done.stdout.rstrip().endswith(b"fields).")

@@ -3,6 +3,7 @@ the problems a YAML file can have, each at its place."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -297,3 +298,16 @@ def test_a_control_character_is_a_located_problem() -> None:
         "rules/bell.yml:3:1",
         "character U+0007 is not allowed in YAML (special characters are not allowed)",
     )
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    path = tmp_path / "big.yml"
+    path.write_text("a: " + "x" * yamlsource.MAX_BYTES + "\n")  # parsing it would take seconds
+    started = time.process_time()
+    with pytest.raises(YamlError) as caught:
+        load(path, "rules/big.yml")
+    assert (str(caught.value.location), caught.value.message) == (
+        "rules/big.yml:1:1",
+        "larger than 2 MiB: not a rule or settings file",
+    )
+    assert time.process_time() - started < 0.5
