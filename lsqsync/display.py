@@ -67,6 +67,14 @@ def capped(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return f"{text[:limit]}… ({len(text) - limit:,} more characters)"
 
 
+def shown(value: str | None, hidden: bool = False) -> str:
+    """A field's value for people: EMPTY when there is none, MASKED when ``hidden`` (its field
+    is masked), else quoted and escaped."""
+    if not value:
+        return EMPTY
+    return MASKED if hidden else quote(value)
+
+
 def quote(value: str) -> str:
     """A value in double quotes, escaped like a JSON string (``"a \\"b\\"\\nc"``)."""
     return '"' + clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'

@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 from lsqsync.apply import engine as apply
-from lsqsync.display import EMPTY, MASKED, clean, is_masked, masked, plural, quote
+from lsqsync.display import clean, is_masked, masked, plural, shown
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import (
     FieldChange,
@@ -66,11 +66,6 @@ def drift(client: LsqClient, st: StateFile) -> list[Drifted]:
 
 
 def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Collection[str] = ()) -> str:
-    def show(field: str, value: str | None) -> str:
-        if value is None or value == "":
-            return EMPTY
-        return MASKED if is_masked(field, mask) else quote(value)
-
     if fmt == "json":
         return (
             json.dumps(
@@ -91,9 +86,11 @@ def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Collection[str] = (
         )
     if not drifted:
         return "No drift: LeadSquared holds every value lsqsync last wrote.\n"
-    lines = [
-        f"~ {clean(d.opportunity_id)} (type {d.opportunity_type}) {clean(d.field)}: wrote "
-        f"{show(d.field, d.written)} (run {d.run_id}), now {show(d.field, d.current)}"
-        for d in drifted
-    ]
+    lines = []
+    for d in drifted:
+        hidden = is_masked(d.field, mask)
+        lines.append(
+            f"~ {clean(d.opportunity_id)} (type {d.opportunity_type}) {clean(d.field)}: wrote "
+            f"{shown(d.written, hidden)} (run {d.run_id}), now {shown(d.current, hidden)}"
+        )
     return "\n".join(lines) + f"\nDrift: {plural(len(drifted), 'field')} changed outside lsqsync.\n"

@@ -11,14 +11,12 @@ from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
 from lsqsync.display import (
-    EMPTY,
     MARKDOWN_LIMIT,
-    MASKED,
     clean,
     is_masked,
     masked,
     md,
-    quote,
+    shown,
     table,
 )
 from lsqsync.state.records import CONFIRMED, FieldResult, Lock, Run, Workspace
@@ -99,7 +97,7 @@ def render_runs(runs: Sequence[Run], fmt: RunsFormat = "text") -> str:
                 _serial(r.serial),
                 *map(str, counts),
                 r.plan_digest[:12],
-                clean(r.who),
+                r.who,
             )
         )
     return table(rows[0], rows[1:], cut=None)
@@ -236,14 +234,14 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
     for r in results:
         rows.append(
             (
-                clean(r.opportunity_id),
+                r.opportunity_id,
                 str(r.opportunity_type),
-                clean(r.field),
-                _shown(r.before, is_masked(r.field, mask)),
-                _shown(r.after, is_masked(r.field, mask)),
+                r.field,
+                shown(r.before, is_masked(r.field, mask)),
+                shown(r.after, is_masked(r.field, mask)),
                 r.status,
-                clean(r.rule),
-                clean(_message(r, is_masked(r.field, mask))),
+                r.rule,
+                _message(r, is_masked(r.field, mask)),
             )
         )
     return "\n".join(lines) + "\n" + table(rows[0], rows[1:], cut=None)
@@ -286,16 +284,13 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
         "sent (the account's rate limit) are sent by applying the same plan again.",
     ]
     size = sum(len(x) + 1 for x in lines + tail)
-    for shown, r in enumerate(problems):
-        row = "| " + " | ".join(
-            md(clean(x))
-            for x in (
-                r.opportunity_id, r.field, r.status, _shown(r.before, is_masked(r.field, mask)),
-                _shown(r.after, is_masked(r.field, mask)), _message(r, is_masked(r.field, mask)),
-            )
-        ) + " |"  # fmt: skip
-        if shown == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
-            lines.append(f"| … {len(problems) - shown} more | | | | | |")
+    for count, r in enumerate(problems):
+        hidden = is_masked(r.field, mask)
+        before, after = shown(r.before, hidden), shown(r.after, hidden)
+        cells = (r.opportunity_id, r.field, r.status, before, after, _message(r, hidden))
+        row = "| " + " | ".join(md(clean(x)) for x in cells) + " |"
+        if count == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
+            lines.append(f"| … {len(problems) - count} more | | | | | |")
             break
         lines.append(row)
         size += len(row) + 1
@@ -336,14 +331,8 @@ def _serial(serial: int | None) -> str:
 def _message(r: FieldResult, masked: bool) -> str:
     """The result's message, with the value that made a stale field stale."""
     if r.status == "stale" and r.current is not None:
-        return f"{r.message or 'stale'}; now {_shown(r.current, masked)}"
+        return f"{r.message or 'stale'}; now {shown(r.current, masked)}"
     return r.message or ""
-
-
-def _shown(v: str | None, masked: bool) -> str:
-    if not v:
-        return EMPTY
-    return MASKED if masked else quote(v)
 
 
 def _cell(v: str | None) -> str:
