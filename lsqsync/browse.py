@@ -68,6 +68,9 @@ def type_fields(client: LsqClient, code: int, fmt: Format) -> str:
                         "schema_name": f.schema_name,
                         "display_name": f.display_name,
                         "data_type": f.data_type,
+                        "render_type": f.render_type,
+                        "multi_select": f.multi_select,
+                        "kind": f.kind,  # null: lsqsync does not recognise it
                         "mandatory": f.mandatory,
                         "read_only": f.read_only,
                         "system": f.is_system,
@@ -85,6 +88,7 @@ def type_fields(client: LsqClient, code: int, fmt: Format) -> str:
             f.schema_name,
             f.display_name,
             f.data_type + (f"({f.max_length})" if f.max_length else ""),
+            f.kind or "UNRECOGNISED",
             _flags(f),
             (f"under {f.parent_field}: " if f.parent_field else "") + _options(f),
         ]
@@ -92,7 +96,7 @@ def type_fields(client: LsqClient, code: int, fmt: Format) -> str:
     ]
     header = f"{t.code} {t.name}: {len(t.fields)} fields\n"
     return header + table(
-        ["SCHEMA NAME", "DISPLAY NAME", "TYPE", "FLAGS", "OPTIONS"], rows, cut=None
+        ["SCHEMA NAME", "DISPLAY NAME", "TYPE", "KIND", "FLAGS", "OPTIONS"], rows, cut=None
     )
 
 

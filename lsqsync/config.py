@@ -4,10 +4,12 @@ files, and never shown."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import logging
 import os
 import re
+import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,8 @@ from lsqsync.documents.yamlsource import Document, Location, YamlError, load
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import (
     DOCUMENTED_LIMIT,
+    FieldSettings,
+    Kind,
     Limit,
     LsqClient,
     account_limiter,
@@ -99,7 +103,13 @@ def open_client(config: Config | None = None) -> LsqClient:
     limiter = account_limiter(
         connection.host, connection.access_key, configured=rate.account, configured_bulk=rate.bulk
     )
-    return LsqClient(connection.host, connection.access_key, connection.secret_key, limiter=limiter)
+    return LsqClient(
+        connection.host,
+        connection.access_key,
+        connection.secret_key,
+        limiter=limiter,
+        field_settings=config.field_settings if config is not None else None,
+    )
 
 
 def optional_config(path: Path | None) -> Config | None:
@@ -144,6 +154,7 @@ class Safety:
 
 
 RATIO_MIN_TOTAL = 10  # smaller types are exempt from max_change_ratio
+DEFAULT_TIMEZONE = "UTC"  # the account's zone unless lsqsync.yml says (timezone:)
 
 DEFAULT_WORKSPACE = "default"
 WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # the schema's pattern repeats it
@@ -259,11 +270,18 @@ class Config:
     safety: Safety = Safety()
     mask: tuple[str, ...] = ()
     allow_created_on: bool = False
+    field_types: Mapping[str, Kind] = field(default_factory=dict)  # schema name → kind
+    timezone: str = DEFAULT_TIMEZONE  # the account's IANA zone: Date fields are its days
     positions: Mapping[tuple[str | int, ...], Any] = field(default_factory=dict, compare=False)
 
     def where(self, path: tuple[str | int, ...]) -> Location:
         """The Location of a value in lsqsync.yml (for problems about the configuration)."""
         return Document(self.file, None, self.positions).where(path)
+
+    @property
+    def field_settings(self) -> FieldSettings:
+        """How the client reads the account's values: ``field_types`` and ``timezone``."""
+        return FieldSettings(self.field_types, self.timezone)
 
 
 def inside_project(root: Path, entry: str) -> Path | str:
@@ -324,6 +342,8 @@ def load_config(path: Path | None = None) -> Config:
     if state.url is not None and url_password(state.url):
         message = "a password does not go in lsqsync.yml: remove it from the URL and set "
         problems.append(Problem(where, key, message + PASSWORD_SOURCES))
+    if document.data is not None and not any(p.path == "timezone" for p in problems):
+        problems += _timezone_problems(document)
     if problems:
         raise ProjectInvalid(problems)
     data: dict[str, Any] = document.data
@@ -346,8 +366,36 @@ def load_config(path: Path | None = None) -> Config:
         safety=Safety(**safety),
         mask=tuple(data.get("mask") or ()),
         allow_created_on=bool(data.get("allow_created_on", False)),
+        field_types=dict(data.get("field_types") or {}),
+        timezone=data.get("timezone", DEFAULT_TIMEZONE),
         positions=document.positions,
     )
+
+
+def _timezone_problems(document: Document) -> list[Problem]:
+    """``timezone:`` must name a zone of the IANA database (the schema checks it is text)."""
+    name = document.data.get("timezone") if isinstance(document.data, dict) else None
+    if not isinstance(name, str) or is_timezone(name):
+        return []
+    known = sorted(zoneinfo.available_timezones())
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else " (e.g. Asia/Kolkata, UTC)"
+    return [
+        Problem(
+            document.where(("timezone",)),
+            "timezone",
+            f"'{name}' is not a time zone of the IANA database{hint}",
+        )
+    ]
+
+
+def is_timezone(name: str) -> bool:
+    """Whether ``name`` is a zone the IANA database (tzdata) knows, such as Asia/Kolkata."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
 
 
 def _state(data: Any) -> tuple[StateLocation, tuple[str, ...]]:

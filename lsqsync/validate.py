@@ -47,4 +47,5 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
         problems = tuple(online_check.check(project, types, missing, active))
         if not missing:  # with a type unread, an entry may be one of its fields
             problems += tuple(online_check.mask_problems(config, types))
+            problems += tuple(online_check.field_type_problems(config, types))
     return Result(problems, len(project.rules), len(project.files))

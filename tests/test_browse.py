@@ -41,18 +41,27 @@ def test_types_show_lists_every_field(
     lines = out.splitlines()
     assert code == 0
     assert lines[0] == "12003 Enterprise Deal: 18 fields"
-    assert lines[1].split() == ["SCHEMA", "NAME", "DISPLAY", "NAME", "TYPE", "FLAGS", "OPTIONS"]
+    assert lines[1].split() == [
+        "SCHEMA", "NAME", "DISPLAY", "NAME", "TYPE", "KIND", "FLAGS", "OPTIONS",
+    ]  # fmt: skip
     stage = next(line for line in lines if line.startswith("mx_Custom_2 "))
     assert "under Status: Open: Prospecting, Qualification, Proposal, Negotiation; Won:" in stage
     assert next(line for line in lines if line.startswith("CreatedOn ")).split()[-1] == "system"
     assert "String(200)" in next(line for line in lines if line.startswith("mx_Custom_9 "))
+    assert next(line for line in lines if line.startswith("mx_Custom_8 ")).split()[-1] == "datetime"
 
 
 def test_types_show_json(connected: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(["types", "show", "12000", "--format", "json"], capsys)
     body = json.loads(out)
     assert code == 0
-    assert (body["code"], body["name"], len(body["fields"])) == (12000, "Home Loan", 17)
+    assert (body["code"], body["name"], len(body["fields"])) == (12000, "Home Loan", 20)
+    kinds = {
+        f["schema_name"]: (f["data_type"], f["render_type"], f["kind"]) for f in body["fields"]
+    }
+    assert kinds["mx_Custom_13"] == ("Date", "DateTime", "datetime")
+    assert kinds["mx_Custom_17"] == ("Select", "Dropdown", "multiselect")
+    assert kinds["mx_Custom_18"] == ("Lookup", "Lookup", None)
     stage = next(f for f in body["fields"] if f["schema_name"] == "mx_Custom_2")
     assert stage["dependent_options"]["Won"] == ["Disbursed"]
 

@@ -22,17 +22,40 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-# Data types. The full list of opportunity DataType values is not documented [UNKNOWN]; these
-# are the ones the reference names or implies.
-STRING = "String"
-NUMBER = "Number"
-DECIMAL = "Decimal"
-DATE = "Date"
-DATETIME = "DateTime"
-BOOLEAN = "Boolean"
-DROPDOWN = "SearchableDropdown"
-USER = "User"
-AUTO_ID = "AutoId"
+# What a field holds, in the emulator's own words, and how GetOpportunityTypeMetadata reports
+# it: (DataType, RenderType). The names follow LeadSquared's documentation (Create a Custom Lead
+# Field: data types Text, Number, Email, Phone, Website, Date, Time, Select, Boolean; a Date
+# rendered as Date or DateTime; CheckBox for Boolean; Dropdown and SearchableDropdown for
+# Select) and its opportunity metadata example (String, SearchableDropdown); ActiveUsers was seen
+# for user-valued fields on real accounts. The full list of opportunity DataType values is
+# UNKNOWN. AutoId is this emulator's name for the field whose value Bulk Update accepts as the
+# opportunity id (how LeadSquared marks it is UNKNOWN), and "Lookup" a data type nobody knows.
+STRING = "text"
+NUMBER = "number"
+DATE = "date"
+DATETIME = "datetime"
+BOOLEAN = "boolean"
+DROPDOWN = "dropdown"
+SELECT = "select"  # a dropdown reported as Select/Dropdown (Status and Stage are Searchable)
+MULTISELECT = "multiselect"
+USER = "user"
+AUTO_ID = "auto_id"
+UNKNOWN = "unknown"
+
+REPORTED: dict[str, tuple[str, str]] = {
+    STRING: ("String", "Textbox"),
+    NUMBER: ("Number", "Textbox"),
+    DATE: ("Date", "Date"),
+    DATETIME: ("Date", "DateTime"),
+    BOOLEAN: ("Boolean", "CheckBox"),
+    DROPDOWN: ("SearchableDropdown", "SearchableDropdown"),
+    SELECT: ("Select", "Dropdown"),
+    MULTISELECT: ("Select", "Dropdown"),
+    USER: ("ActiveUsers", "Dropdown"),
+    AUTO_ID: ("AutoId", "Textbox"),
+    UNKNOWN: ("Lookup", "Lookup"),
+}
+OPTION_KINDS = (DROPDOWN, SELECT, MULTISELECT)
 
 SYSTEM_FIELDS = ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy")
 
@@ -41,7 +64,7 @@ SYSTEM_FIELDS = ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy")
 class FieldDef:
     schema_name: str
     display_name: str
-    data_type: str
+    kind: str  # one of REPORTED's keys
     mandatory: bool = False
     read_only: bool = False
     max_length: int | None = None
@@ -49,10 +72,19 @@ class FieldDef:
     parent_field: str | None = None
     # parent option value -> the options allowed under it (a dependent dropdown such as Stage)
     dependent_options: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    places: int | None = None  # a number read back with this many decimals ("12.50")
 
     @property
     def is_system(self) -> bool:
         return self.schema_name in SYSTEM_FIELDS
+
+    @property
+    def data_type(self) -> str:
+        return REPORTED[self.kind][0]
+
+    @property
+    def render_type(self) -> str:
+        return REPORTED[self.kind][1]
 
     def metadata(self, sequence: int, value: str | None = None) -> dict[str, Any]:
         """The field as GetOpportunityTypeMetadata / GetOpportunityDetails describe it."""
@@ -65,8 +97,9 @@ class FieldDef:
             "IsMandatory": self.mandatory,
             "ShowInForm": not self.is_system,
             "Sequence": sequence,
-            "ParentField": self.parent_field,
-            "OptionSet": _option_set(self.all_options) if self.data_type == DROPDOWN else None,
+            # As documented: "" (not null) where a field has no parent or options.
+            "ParentField": self.parent_field or "",
+            "OptionSet": _option_set(self.all_options) if self.kind in OPTION_KINDS else "",
             "DependentOptionSet": (
                 json.dumps(
                     [
@@ -75,13 +108,13 @@ class FieldDef:
                     ]
                 )
                 if self.dependent_options
-                else None
+                else ""
             ),
             "IsDefault": self.is_system or self.schema_name in ("Status", "Owner"),
             "IsReadOnly": self.read_only or self.is_system,
-            "RenderType": self.data_type,
+            "RenderType": self.render_type,
             "ExportAsPlainText": False,
-            "IsMultiSelectDropdown": False,
+            "IsMultiSelectDropdown": self.kind == MULTISELECT,
             "IncludeOthersOption": False,
             "BehaviorOnMissingDropdownOption": None,
             "IsOthersValue": False,
@@ -131,7 +164,7 @@ class OpportunityTypeDef:
 
     @property
     def auto_id_field(self) -> FieldDef | None:
-        return next((f for f in self.fields if f.data_type == AUTO_ID), None)
+        return next((f for f in self.fields if f.kind == AUTO_ID), None)
 
     def metadata(self) -> dict[str, Any]:
         return {
@@ -145,6 +178,7 @@ class OpportunityTypeDef:
 
 
 STATUS_OPTIONS = ("Open", "Won", "Lost")
+DOCUMENTS = ("PAN", "Aadhaar", "Salary Slips", "Bank Statement", "Property Papers")
 
 
 def _common_fields(stages: dict[str, tuple[str, ...]]) -> tuple[FieldDef, ...]:
@@ -184,7 +218,7 @@ HOME_LOAN = OpportunityTypeDef(
             }
         ),
         FieldDef("mx_Custom_6", "Loan Amount", NUMBER),
-        FieldDef("mx_Custom_7", "Interest Rate", DECIMAL),
+        FieldDef("mx_Custom_7", "Interest Rate", NUMBER, places=2),
         FieldDef("mx_Custom_8", "Expected Disbursal", DATE),
         FieldDef("mx_Custom_9", "Remarks", STRING, max_length=200),
         FieldDef("mx_Custom_10", "Priority", DROPDOWN, options=("Low", "Medium", "High")),
@@ -192,6 +226,9 @@ HOME_LOAN = OpportunityTypeDef(
         FieldDef("mx_Custom_12", "Has Co-applicant", BOOLEAN),
         FieldDef("mx_Custom_13", "Last Contacted", DATETIME),
         FieldDef("mx_Custom_14", "Channel", STRING, read_only=True, max_length=50),
+        FieldDef("mx_Custom_16", "Relationship Manager", USER),
+        FieldDef("mx_Custom_17", "Documents Received", MULTISELECT, options=DOCUMENTS),
+        FieldDef("mx_Custom_18", "Branch", UNKNOWN),
         *_system_fields(),
     ),
 )
@@ -209,10 +246,10 @@ ENTERPRISE_DEAL = OpportunityTypeDef(
             }
         ),
         FieldDef("mx_Custom_6", "Deal Value", NUMBER),
-        FieldDef("mx_Custom_7", "Discount %", DECIMAL),
+        FieldDef("mx_Custom_7", "Discount %", NUMBER, places=2),
         FieldDef("mx_Custom_8", "Closed On", DATETIME),
         FieldDef("mx_Custom_9", "Closing Note", STRING, max_length=200),
-        FieldDef("mx_Custom_10", "Priority", DROPDOWN, options=("Low", "Medium", "High")),
+        FieldDef("mx_Custom_10", "Priority", SELECT, options=("Low", "Medium", "High")),
         FieldDef("mx_Custom_11", "Contact Phone", STRING, max_length=20),
         FieldDef("mx_Custom_12", "Renewal Date", DATE),
         FieldDef("mx_Custom_13", "Is Renewal", BOOLEAN),

@@ -60,12 +60,20 @@ class Settings:
     fault_rate: float = 0.0
     drop_rate: float = 0.0
     allow_created_on: bool = False
+    # "": Date fields keep the day; an IANA zone: they keep the instant of local midnight there
+    # (how LeadSquared stores a Date is UNKNOWN; see values.py)
+    date_zone: str = ""
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
             current = getattr(self, key, _MISSING)
             if current is _MISSING or key.startswith("_"):
                 raise bad_request(f"unknown setting {key!r}")
+            if isinstance(current, str):
+                if not isinstance(value, str) or (value and not values.is_zone(value)):
+                    raise bad_request(f"setting {key!r} must be an IANA time zone or ''")
+                setattr(self, key, value)
+                continue
             allowed: tuple[type, ...] = (
                 (int, float) if isinstance(current, int | float) else (bool,)
             )
@@ -361,7 +369,10 @@ class _Handler(BaseHTTPRequestHandler):
                 if not isinstance(items, list):
                     raise bad_request("edits must be a JSON array, as Bulk Update takes")
                 edited = emu.store.bulk_update(
-                    items, modified_by=model.API_USER.id, allow_created_on=False
+                    items,
+                    modified_by=model.API_USER.id,
+                    allow_created_on=False,
+                    date_zone=emu.settings.date_zone,
                 )
                 return 200, {"Response": edited}
             if route.startswith("opportunities/") and method == "GET":
@@ -400,6 +411,7 @@ def _flat_row(
     columns: list[str],
     style: values.Style,
     base: dict[str, Any],
+    date_zone: str = "",
 ) -> dict[str, Any]:
     row = dict(base)
     for column in columns:
@@ -410,7 +422,7 @@ def _flat_row(
         elif column in lead:
             row[column] = lead[column]
         elif (f := opp.type.fields_by_name.get(column)) is not None:
-            row[column] = values.render(f, opp.fields.get(column), style)
+            row[column] = values.render(f, opp.fields.get(column), style, date_zone)
         # Unknown columns are left out, not nulled: a client must not rely on their presence.
     return row
 
@@ -438,8 +450,12 @@ def bulk_update(h: _Handler) -> dict[str, Any]:
         )
     if len(items) > MAX_BULK_ITEMS:
         raise bad_request(f"You can update at most {MAX_BULK_ITEMS} opportunities in one call.")
+    s = h.emu.settings
     results = h.emu.store.bulk_update(
-        items, modified_by=model.API_USER.id, allow_created_on=h.emu.settings.allow_created_on
+        items,
+        modified_by=model.API_USER.id,
+        allow_created_on=s.allow_created_on,
+        date_zone=s.date_zone,
     )
     return {"Response": results}
 
@@ -473,10 +489,12 @@ def search(h: _Handler) -> dict[str, Any]:
         code, page_index=page_index, page_size=page_size, sort_column=sort_column, desc=desc
     )
     columns = _columns(body.get("Columns"))
+    zone = h.emu.settings.date_zone
     return {
         "RecordCount": total,
         "List": [
-            _flat_row(opp, lead, columns, "iso", {"OpportunityId": opp.id}) for opp, lead in rows
+            _flat_row(opp, lead, columns, "iso", {"OpportunityId": opp.id}, zone)
+            for opp, lead in rows
         ],
     }
 
@@ -535,6 +553,7 @@ def get_by_ids(h: _Handler) -> list[dict[str, Any]]:
                 columns,
                 "us",
                 {"ProspectId": opp.lead_id, "ProspectActivityId": opp.id},
+                h.emu.settings.date_zone,
             )
             for opp, lead in h.emu.store.by_ids(code, ids)
         ]
@@ -558,7 +577,10 @@ def details(h: _Handler) -> dict[str, Any]:
         "RelatedProspectId": opp.lead_id,
         "OpportunityNote": None,
         "Fields": [
-            f.metadata(i + 1, values.render(f, opp.fields.get(f.schema_name), "iso"))
+            f.metadata(
+                i + 1,
+                values.render(f, opp.fields.get(f.schema_name), "iso", h.emu.settings.date_zone),
+            )
             for i, f in enumerate(opp.type.fields)
         ],
     }

@@ -189,7 +189,7 @@ class Store:
     # -- the bulk update -------------------------------------------------------------------
 
     def bulk_update(
-        self, items: list[Any], *, modified_by: str, allow_created_on: bool
+        self, items: list[Any], *, modified_by: str, allow_created_on: bool, date_zone: str = ""
     ) -> list[dict[str, Any]]:
         """Apply ``Bulk/Update/ByOpportunityId``. Returns the per-row results.
 
@@ -202,7 +202,7 @@ class Store:
             updates: list[tuple[Opportunity, dict[str, str | None]]] = []
             for number, item in enumerate(items, start=1):
                 try:
-                    opp, changes = self._check_row(item, allow_created_on)
+                    opp, changes = self._check_row(item, allow_created_on, date_zone)
                 except RowFailure as failure:
                     results.append(
                         {
@@ -230,7 +230,7 @@ class Store:
         return results
 
     def _check_row(
-        self, item: Any, allow_created_on: bool
+        self, item: Any, allow_created_on: bool, date_zone: str
     ) -> tuple[Opportunity, dict[str, str | None]]:
         if not isinstance(item, dict) or not isinstance(item.get("Fields", []), list):
             raise bad_request(
@@ -285,7 +285,7 @@ class Store:
                     f"Field name : '{f.schema_name}' of datatype : '{f.data_type}' is mandatory.",
                 )
             try:
-                changes[f.schema_name] = values.parse(f, text, self.active_user_ids)
+                changes[f.schema_name] = values.parse(f, text, self.active_user_ids, date_zone)
             except LookupError as missing:
                 raise RowFailure("MXInvalidEntityException", str(missing)) from None
         return opp, changes
@@ -355,6 +355,19 @@ def generate(
     return data.leads, opps
 
 
+def _loan_extras(opp_id: str, owners: Sequence[str]) -> dict[str, str | None]:
+    """The Home Loan fields added later (a user, a multi-select, a type nobody knows), drawn
+    from the opportunity's id rather than the random stream: every other value of the data set
+    stays what it was."""
+    h = int(opp_id.replace("-", "")[-8:], 16)
+    documents = [d for i, d in enumerate(model.DOCUMENTS) if h >> i & 1]
+    return {
+        "mx_Custom_16": owners[(h >> 8) % len(owners)] if h % 4 else None,
+        "mx_Custom_17": ";".join(documents) or None,
+        "mx_Custom_18": f"BR-{(h >> 12) % 90 + 10}",
+    }
+
+
 class _DataSet:
     """The rows generated so far, and the one random stream they are drawn from: the order of
     the draws is the data, so each row draws its values in a fixed order."""
@@ -411,6 +424,7 @@ class _DataSet:
             fields["mx_Custom_11"] = f"ABCDE{1000 + int(r() * 8999)}F"
             fields["mx_Custom_12"] = "1" if r() < 0.3 else "0"
             fields["mx_Custom_13"] = _stamp(modified)
+            fields |= _loan_extras(opp_id, self.owners)
         else:
             self.deals += 1
             auto_id = f"DEAL-{self.deals:06d}"

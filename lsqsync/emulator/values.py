@@ -3,17 +3,26 @@
 This is the *server's* view, written independently of the client's codec so that tests of one
 against the other mean something. Stored values are canonical strings (or None when empty):
 
-========== ======================= ===============================================
-DataType   accepted on write       stored
-========== ======================= ===============================================
-Number     ``23500``, ``23,500``   ``23500`` (Decimal, normalised)
-Decimal    ``12.5``, ``1,012.50``  ``12.5`` (rendered with two decimals)
-Date       ``2024-04-02``          ``2024-04-02``
-DateTime   ``2024-04-02 12:13:44`` ``2024-04-02 12:13:44`` (UTC, as the docs require)
-Boolean    true/false/1/0/yes/no   ``1`` / ``0`` (read back as "1"/"0", as observed)
-User       a user GUID             the lower-cased GUID
-others     any string              as given (dropdowns accept values outside their options)
-========== ======================= ===============================================
+============ ======================= =============================================
+kind         accepted on write       stored
+============ ======================= =============================================
+Number       ``23500``, ``23,500``   ``23500`` (Decimal, normalised; a field with
+                                     ``places`` reads back as ``23500.00``)
+Date         ``2024-04-02``, with or ``2024-04-02``: the day (the time is dropped)
+             without a time
+DateTime     ``2024-04-02 12:13:44`` ``2024-04-02 12:13:44`` (UTC, as the docs require)
+Boolean      true/false/1/0/yes/no   ``1`` / ``0`` (read back as "1"/"0", as observed)
+ActiveUsers  a user GUID             the lower-cased GUID
+multi-select ``A;B``                 the options, joined by ``;`` (the encoding is
+                                     UNKNOWN; this is the client's guess, repeated)
+others       any string              as given (dropdowns accept values outside their
+                                     options; so does a type nobody knows)
+============ ======================= =============================================
+
+How LeadSquared stores a Date is UNKNOWN. By default the emulator keeps the day; with the
+setting ``date_zone`` (an IANA zone) it behaves like an account that keeps a Date as the instant
+of local midnight in that zone: a day written without a time reads back as that instant in UTC
+(``2024-12-31`` in Asia/Kolkata as ``2024-12-30 18:30:00``), a written time is kept as given.
 
 Read formats differ by endpoint, as the reference records: ``iso`` for GetOpportunityDetails
 and Advanced Search (``2026-08-31 08:38:00``), ``us`` for GetOpportunitiesById
@@ -24,9 +33,10 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 from lsqsync.emulator import model
 
@@ -67,23 +77,31 @@ def _plain(d: Decimal) -> str:
     return "0" if text in ("-0", "0") else text
 
 
-def parse(f: model.FieldDef, raw: str, active_user_ids: frozenset[str]) -> str | None:
+def parse(
+    f: model.FieldDef, raw: str, active_user_ids: frozenset[str], date_zone: str = ""
+) -> str | None:
     """Canonical stored form of ``raw`` for field ``f``; raises InvalidValue.
 
     ``active_user_ids`` is only consulted for User fields; an unknown or inactive user is a
     per-row failure rather than a data type error, so it is raised as LookupError.
+    ``date_zone``: Date fields keep instants (see the module's docstring).
     """
     if raw == "":
         return None
-    t = f.data_type
-    if t in (model.NUMBER, model.DECIMAL):
+    t = f.kind
+    if t == model.NUMBER:
         return _plain(_decimal(f, raw))
+    if t == model.MULTISELECT:
+        return ";".join(o.strip() for o in raw.split(";") if o.strip()) or None
     if t == model.DATE:
         for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S"):
             try:
-                return datetime.strptime(raw.strip(), fmt).date().isoformat()
+                written = datetime.strptime(raw.strip(), fmt)
             except ValueError:
                 continue
+            if date_zone and fmt != "%Y-%m-%d":
+                return written.strftime("%Y-%m-%d %H:%M:%S")  # an instant, kept
+            return written.date().isoformat()
         raise _type_error(f, raw)
     if t == model.DATETIME:
         try:
@@ -115,22 +133,42 @@ def parse(f: model.FieldDef, raw: str, active_user_ids: frozenset[str]) -> str |
     return raw
 
 
-def render(f: model.FieldDef, stored: str | None, style: Style) -> str | None:
+def render(f: model.FieldDef, stored: str | None, style: Style, date_zone: str = "") -> str | None:
     """The stored value as a read endpoint returns it: always a string, or null."""
     if stored is None:
         return None
-    t = f.data_type
-    if t == model.DECIMAL:
-        return f"{Decimal(stored):.2f}"
+    t = f.kind
+    if f.places is not None:
+        return f"{Decimal(stored):.{f.places}f}"
+    if t == model.DATE and (date_zone or style == "us"):
+        instant = _date_instant(stored, date_zone)
+        return _us(instant) if style == "us" else instant.strftime("%Y-%m-%d %H:%M:%S")
     if t == model.DATETIME and style == "us":
         return _us(datetime.strptime(stored, "%Y-%m-%d %H:%M:%S"))
-    if t == model.DATE and style == "us":
-        d = date.fromisoformat(stored)
-        return _us(datetime(d.year, d.month, d.day))
     return stored
+
+
+def _date_instant(stored: str, date_zone: str) -> datetime:
+    """A stored Date as an instant (UTC): a day is its midnight, in ``date_zone`` if given."""
+    if len(stored) > len("YYYY-MM-DD"):
+        return datetime.strptime(stored, "%Y-%m-%d %H:%M:%S")
+    day = date.fromisoformat(stored)
+    if not date_zone:
+        return datetime(day.year, day.month, day.day)
+    local = datetime(day.year, day.month, day.day, tzinfo=ZoneInfo(date_zone))
+    return local.astimezone(UTC).replace(tzinfo=None)
 
 
 def _us(dt: datetime) -> str:
     hour = dt.hour % 12 or 12
     ampm = "AM" if dt.hour < 12 else "PM"
     return f"{dt.month}/{dt.day}/{dt.year} {hour}:{dt.minute:02d}:{dt.second:02d} {ampm}"
+
+
+def is_zone(name: str) -> bool:
+    """Whether ``name`` is a zone of the IANA database."""
+    try:
+        ZoneInfo(name)
+    except (KeyError, ValueError, OSError):  # ZoneInfoNotFoundError is a KeyError
+        return False
+    return True

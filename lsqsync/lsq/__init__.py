@@ -3,8 +3,11 @@
 from lsqsync.lsq.accounts import account_limiter, accounts_file, cache_dir
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL, MAX_PAGE_SIZE, LsqClient
 from lsqsync.lsq.models import (
+    KINDS,
     BulkUpdateItem,
     FieldMeta,
+    FieldSettings,
+    Kind,
     OpportunityDetails,
     OpportunityRecord,
     OpportunityType,
@@ -19,12 +22,15 @@ from lsqsync.lsq.transport import normalise_host
 
 __all__ = [
     "DOCUMENTED_LIMIT",
+    "KINDS",
     "MAX_BULK_ITEMS",
     "MAX_IDS_PER_CALL",
     "MAX_PAGE_SIZE",
     "Budget",
     "BulkUpdateItem",
     "FieldMeta",
+    "FieldSettings",
+    "Kind",
     "Limit",
     "LsqClient",
     "OpportunityDetails",

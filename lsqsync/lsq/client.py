@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Unpack
 from lsqsync.errors import ApiError
 from lsqsync.lsq.models import (
     BulkUpdateItem,
+    FieldSettings,
     OpportunityDetails,
     OpportunityRecord,
     OpportunityType,
@@ -52,6 +53,8 @@ class LsqClient:
     account-wide), or ``None`` for no client-side limit. ``sleep`` is used for retry backoff
     only (tests pass a recorder); ``max_retries`` bounds retries of server errors, connection
     failures and unanswered reads, ``rate_limit_retries`` those of rate-limit refusals.
+    ``field_settings``: how the account's values are read (lsqsync.yml's field_types and
+    timezone), given to every opportunity type's metadata.
     """
 
     def __init__(
@@ -61,9 +64,11 @@ class LsqClient:
         secret_key: str,
         *,
         limiter: RateLimiter | None,
+        field_settings: FieldSettings | None = None,
         **options: Unpack[TransportOptions],
     ) -> None:
         self._transport = Transport(host, access_key, secret_key, limiter=limiter, **options)
+        self.field_settings = field_settings or FieldSettings()
 
     @property
     def host(self) -> str:
@@ -120,7 +125,13 @@ class LsqClient:
     def opportunity_type(self, code: int) -> OpportunityType:
         """The fields of an opportunity type, with their data types and option sets."""
         payload = self._transport.send("GET", TYPE_METADATA, params={"code": str(int(code))})
-        return self._read(TYPE_METADATA, OpportunityType.from_api, payload, code=code)
+        return self._read(
+            TYPE_METADATA,
+            OpportunityType.from_api,
+            payload,
+            code=code,
+            settings=self.field_settings,
+        )
 
     def opportunity_details(self, opportunity_id: str) -> OpportunityDetails | None:
         """One opportunity with every field. A missing or deleted one is a 500 (ApiRejected,

@@ -16,6 +16,87 @@ SYSTEM_FIELDS = frozenset({"CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy"}
 # Fields whose value is a user GUID whatever DataType a tenant reports for them.
 USER_VALUED_FIELDS = frozenset({"Owner", "CreatedBy", "ModifiedBy"})
 
+# What a field holds, as lsqsync compares and writes it (``field_types:`` in lsqsync.yml names
+# these). A field whose metadata maps to none of them is *unrecognised*: never written, never
+# compared (kind None).
+Kind = Literal["text", "number", "date", "datetime", "boolean", "dropdown", "multiselect", "user"]
+KINDS: tuple[Kind, ...] = (
+    "text", "number", "date", "datetime", "boolean", "dropdown", "multiselect", "user",
+)  # fmt: skip
+
+# DataType names (compared in lower case) and where each was seen. [DOC] is the field APIs'
+# list (Create a Custom Lead Field: Text, Number, Email, Phone, Website, Date, Time, Select,
+# Boolean, with render types Textbox, TextArea, Email, Phone, URL, Date and DateTime for Date,
+# Time, RadioButton and CheckBox for Boolean, Dropdown and SearchableDropdown for Select) and
+# the opportunity metadata example. The full list of opportunity DataType values is UNKNOWN; a
+# name not here is unrecognised, whatever it sounds like.
+_TEXT_TYPES = frozenset(
+    {
+        "string",  # [DOC] the opportunity metadata example
+        "text", "email", "phone", "website",  # [DOC] the field APIs' data types
+    }
+)  # fmt: skip
+_DROPDOWN_TYPES = frozenset(
+    {
+        "searchabledropdown",  # [DOC] the opportunity metadata example (Status)
+        "select",  # [DOC] the field APIs' data types; lead metadata
+        "dropdown",  # [DOC] the render type of Select, which some metadata reports as the type
+    }
+)
+_USER_TYPES = frozenset(
+    {
+        "activeusers",  # [CODE] user-valued fields of real accounts
+        "user",  # the user-valued fields of the Bulk Update page's example (Owner)
+    }
+)
+_SIMPLE_TYPES: Mapping[str, Kind] = MappingProxyType(
+    {
+        **dict.fromkeys(_TEXT_TYPES, "text"),
+        **dict.fromkeys(_USER_TYPES, "user"),
+        "number": "number",  # [DOC] the field APIs' data types
+        "boolean": "boolean",  # [DOC] the field APIs' data types
+        # The AutoId field ProspectOpportunityId accepts [DOC]: read-only, compared as text.
+        "autoid": "text",
+    }
+)
+# [DOC] Date is the one date data type; its render type tells a day (Date) from an instant
+# (DateTime). A Date field rendered otherwise (Time, or not said) is unrecognised.
+_DATE_RENDER: Mapping[str, Kind] = MappingProxyType({"date": "date", "datetime": "datetime"})
+
+
+def derive_kind(
+    schema_name: str, data_type: str, render_type: str, multi_select: bool
+) -> Kind | None:
+    """The kind LeadSquared's metadata describes, from the data type and render type together;
+    None when lsqsync does not recognise it (the field is never written by guesswork)."""
+    t, render = data_type.strip().lower(), render_type.strip().lower()
+    if schema_name in USER_VALUED_FIELDS:
+        return "user"  # tenants report Owner under different DataTypes; it holds a user GUID
+    if t in _DROPDOWN_TYPES:
+        if multi_select:
+            return "multiselect"
+        # A checkbox group may hold several values without the flag saying so: UNKNOWN.
+        return None if render == "checkbox" else "dropdown"
+    if multi_select:
+        return None  # a multi-select flag on a type that is no dropdown: contradictory
+    if t == "date":
+        return _DATE_RENDER.get(render)
+    return _SIMPLE_TYPES.get(t)
+
+
+@dataclass(frozen=True)
+class FieldSettings:
+    """How the account's values are read beyond what its metadata says (lsqsync.yml):
+    ``field_types`` declares the kind of fields by schema name, ``timezone`` is the account's
+    IANA zone (Date fields compare as calendar days there)."""
+
+    field_types: Mapping[str, Kind] = field(default_factory=lambda: _frozen({}), hash=False)
+    timezone: str = "UTC"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "field_types", _frozen(self.field_types))
+
+
 Outcome = Literal["applied", "failed", "unknown"]
 
 
@@ -199,9 +280,17 @@ class FieldMeta:
     dependent_options: Mapping[str, tuple[str, ...]] = field(
         default_factory=lambda: _frozen({}), hash=False
     )
+    render_type: str = ""
+    multi_select: bool = False  # IsMultiSelectDropdown
+    declared_kind: Kind | None = None  # field_types: in lsqsync.yml, which overrules the metadata
+    timezone: str = "UTC"  # the account's (lsqsync.yml): Date values are days in this zone
+    # What the field holds: declared, else derived from the metadata; None: unrecognised.
+    kind: Kind | None = field(init=False, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dependent_options", _frozen(self.dependent_options))
+        derived = derive_kind(self.schema_name, self.data_type, self.render_type, self.multi_select)
+        object.__setattr__(self, "kind", self.declared_kind or derived)
 
     @property
     def is_system(self) -> bool:
@@ -209,8 +298,21 @@ class FieldMeta:
 
     @property
     def is_user_valued(self) -> bool:
-        # Tenants report Owner under different DataTypes; its value is a user GUID regardless.
-        return self.data_type.lower() == "user" or self.schema_name in USER_VALUED_FIELDS
+        return self.kind == "user"
+
+    @property
+    def is_recognised(self) -> bool:
+        return self.kind is not None
+
+    @property
+    def reported_type(self) -> str:
+        """The data type (and render type) as LeadSquared reported them, for messages."""
+        shown = repr(self.data_type)
+        if self.render_type:
+            shown += f" (render type {self.render_type!r})"
+        if self.multi_select:
+            shown += " (multi-select)"
+        return shown
 
     @property
     def all_options(self) -> tuple[str, ...]:
@@ -222,11 +324,13 @@ class FieldMeta:
         return self.data_type.replace("_", "").lower() == "autoid"
 
     @classmethod
-    def from_api(cls, raw: Mapping[str, Any]) -> FieldMeta:
-        """One ``Fields[]`` item of GetOpportunityTypeMetadata / GetOpportunityDetails."""
+    def from_api(cls, raw: Mapping[str, Any], settings: FieldSettings | None = None) -> FieldMeta:
+        """One ``Fields[]`` item of GetOpportunityTypeMetadata / GetOpportunityDetails, read with
+        the account's ``settings`` (field_types, timezone) when given."""
         name = _str(raw, "SchemaName")
         if name is None:
             raise UnexpectedResponse("a field without a SchemaName")
+        settings = settings or FieldSettings()
         max_length = _int(raw.get("MaxFieldLength"))
         return cls(
             schema_name=name,
@@ -239,16 +343,22 @@ class FieldMeta:
             options=parse_option_set(raw.get("OptionSet")),
             parent_field=_str(raw, "ParentField"),
             dependent_options=parse_dependent_option_set(raw.get("DependentOptionSet")),
+            render_type=_str(raw, "RenderType") or "",
+            multi_select=_flag(raw.get("IsMultiSelectDropdown")),
+            declared_kind=settings.field_types.get(name),
+            timezone=settings.timezone,
         )
 
 
-def _fields(raw: Any) -> tuple[FieldMeta, ...]:
+def _fields(raw: Any, settings: FieldSettings | None = None) -> tuple[FieldMeta, ...]:
     if not isinstance(raw, list):
         raise UnexpectedResponse("'Fields' is not an array")
     # A field the client cannot name is of no use to any rule; skip it instead of failing the
     # whole type.
     return tuple(
-        FieldMeta.from_api(f) for f in raw if isinstance(f, dict) and _str(f, "SchemaName")
+        FieldMeta.from_api(f, settings)
+        for f in raw
+        if isinstance(f, dict) and _str(f, "SchemaName")
     )
 
 
@@ -270,17 +380,24 @@ class OpportunityType:
     def auto_id_field(self) -> FieldMeta | None:
         return next((f for f in self.fields if f.is_auto_id), None)
 
+    @property
+    def unrecognised(self) -> tuple[FieldMeta, ...]:
+        """The fields whose kind lsqsync does not recognise (and lsqsync.yml does not declare)."""
+        return tuple(f for f in self.fields if f.kind is None)
+
     @classmethod
-    def from_api(cls, raw: Any, *, code: int) -> OpportunityType:
+    def from_api(
+        cls, raw: Any, *, code: int, settings: FieldSettings | None = None
+    ) -> OpportunityType:
         """GetOpportunityTypeMetadata's body. ``code`` is the one asked for, used when the body
-        does not restate it."""
+        does not restate it; ``settings``: the account's field_types and timezone."""
         if not isinstance(raw, dict):
             raise UnexpectedResponse("expected a JSON object")
         body_code = _int(raw.get("EventCode"))
         if body_code is not None and body_code != code:
             raise UnexpectedResponse(f"asked for type {code}, got type {body_code}")
         name = _str(raw, "DisplayName", "Name") or str(code)
-        return cls(code=code, name=name, fields=_fields(raw.get("Fields")))
+        return cls(code=code, name=name, fields=_fields(raw.get("Fields"), settings))
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,8 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
     users = _user_ids(snapshot)
     problems.static.extend(_static_problems(project, snapshot, users[0]))
     desired, warnings = _desired_values(project, snapshot, users, options, problems)
+    metas = {c: t.meta for c, t in snapshot.types.items()}
+    warnings += [str(p) for p in online.field_type_problems(project.config, metas)]
     changes = _changes(desired, snapshot, problems)
     found = problems.all()
     if found:
@@ -140,6 +142,8 @@ def _desired_values(
         data = snapshot.types[rule.opportunity_type]
         if any(data.meta.field(name) is None for name in rule.referenced_fields):
             continue  # reported once by the static check; rendering would repeat it per record
+        if online.uses_unrecognised(rule, data.meta):
+            continue  # reported by the static check: never written or compared by guesswork
         selection, missing = _select(rule, data)
         if missing:
             warnings.append(_missing_warning(rule, missing))
@@ -468,6 +472,9 @@ def _predicate(
     if op == "empty":
         want_empty = bool(value)
         return lambda raw: (read(raw) is None) is want_empty
+    if op == "contains" and codec.kind(f) == "multiselect":
+        option = str(value).strip()
+        return lambda raw: option in (read(raw) or ())
     if op in ("contains", "startswith"):
         needle = str(value)
         if op == "contains":
@@ -475,7 +482,7 @@ def _predicate(
         return lambda raw: (codec.text(read(raw)) or "").startswith(needle)
 
     def typed(v: Any) -> Any:
-        if codec.kind(f) == "text":
+        if codec.kind(f) in ("text", "dropdown"):
             return None if v is None else str(v).strip()
         return codec.read(f, codec.to_wire(f, v, users))
 

@@ -2,8 +2,9 @@
 is computed) and by ``validate --online``.
 
 Pure: the caller fetches the metadata. What can be checked without opportunity data is checked
-here — field names, writable fields, literal values a field's options or type cannot take, and
-``mask:`` entries that name no field.
+here — field names, fields of a data type lsqsync does not recognise, writable fields, literal
+values a field's options or type cannot take, and ``mask:`` and ``field_types:`` entries that
+name no field.
 """
 
 from __future__ import annotations
@@ -17,6 +18,10 @@ from lsqsync.documents.problems import Problem, format_path
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
 from lsqsync.rules.project import Project, Rule
+
+# The `where` operators that mean something for a multi-select field: eq, ne, in and not_in
+# compare the whole set of options; contains holds when one of them is the value.
+MULTISELECT_OPERATORS = ("eq", "ne", "in", "not_in", "contains", "empty")
 
 
 def check(
@@ -38,6 +43,7 @@ def check(
             )
             continue
         problems.extend(_field_problems(rule, t))
+        problems.extend(_unrecognised_problems(rule, t))
         problems.extend(_template_field_problems(rule, t))
         problems.extend(_set_problems(rule, t, users))
         problems.extend(_where_problems(rule, t))
@@ -66,6 +72,29 @@ def _field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     return problems
 
 
+def _unrecognised_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
+    """Fields the rule writes, compares or reads in a template whose data type lsqsync does not
+    recognise: never written (or compared) by guesswork."""
+    problems = [
+        Problem(location, path, codec.unrecognised(meta))
+        for field, location, path, _ in _fields(rule)
+        if (meta := t.field(field)) is not None and meta.kind is None
+    ]
+    for name in sorted(rule.referenced_fields):
+        meta = t.field(name)
+        if meta is not None and meta.kind is None:
+            message = f"a template reads opp.{name}: {codec.unrecognised(meta)}"
+            problems.append(Problem(rule.location, rule.path, message))
+    return problems
+
+
+def uses_unrecognised(rule: Rule, t: OpportunityType) -> bool:
+    """Whether the rule uses a field lsqsync does not recognise (``check`` reports it)."""
+    return any(
+        (meta := t.field(name)) is not None and meta.kind is None for name in rule.read_fields
+    )
+
+
 def _template_field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     """``opp`` fields read by the rule's templates that the type does not have."""
     problems = []
@@ -87,7 +116,7 @@ def _set_problems(rule: Rule, t: OpportunityType, users: Mapping[str, str] | Non
     literal_wires: dict[str, str] = {}
     for value in rule.set:
         meta = t.field(value.field)
-        if meta is None or value.template is not None:
+        if meta is None or meta.kind is None or value.template is not None:
             continue
         message = _literal_problem(meta, value.literal, users)
         if message:
@@ -104,7 +133,16 @@ def _where_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     problems = []
     for condition in rule.where:
         meta = t.field(condition.field)
-        if meta is None or condition.op in ("empty", "contains", "startswith"):
+        if meta is None or meta.kind is None or condition.op == "empty":
+            continue
+        if meta.kind == "multiselect" and condition.op not in MULTISELECT_OPERATORS:
+            problems.append(
+                Problem(condition.location, condition.path,
+                        f"{meta.schema_name} is a multi-select field: '{condition.op}' does not "
+                        f"apply (use {', '.join(MULTISELECT_OPERATORS)})")
+            )  # fmt: skip
+            continue
+        if condition.op in ("contains", "startswith"):
             continue
         bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
         options = meta.all_options
@@ -116,7 +154,7 @@ def _where_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
                                 f"'{bound}' is not an option of {meta.schema_name} "
                                 f"({', '.join(options)}): the condition can never hold")
                     )  # fmt: skip
-        if codec.kind(meta) in ("text", "user"):
+        if meta.kind in ("text", "dropdown", "user"):
             continue  # any text compares; users may be inactive (reassigning from them)
         for bound in bounds:
             try:
@@ -136,7 +174,7 @@ def _literal_problem(
     meta: FieldMeta, literal: object, users: Mapping[str, str] | None
 ) -> str | None:
     """What is wrong with writing ``literal`` to the field, if anything."""
-    if literal is None or (isinstance(literal, str) and not literal.strip()):
+    if codec.is_blank(literal):
         if meta.mandatory:
             return f"{meta.schema_name} is mandatory and cannot be cleared"
         return None
@@ -150,14 +188,19 @@ def _literal_problem(
 
 
 def option_problem(meta: FieldMeta, wire: str) -> str | None:
-    """A dropdown value that is not one of the field's options (LeadSquared would store it)."""
+    """A dropdown value that is not one of the field's options (LeadSquared would store it);
+    for a multi-select field, the first of its values that is not."""
     options = meta.all_options
-    if not wire or not options or wire in options:
+    if not wire or not options:
         return None
-    close = [o for o in options if o.lower() == wire.lower()]
+    values = codec.parse_options(wire) if meta.kind == "multiselect" else (wire,)
+    wrong = next((v for v in values if v not in options), None)
+    if wrong is None:
+        return None
+    close = [o for o in options if o.lower() == wrong.lower()]
     hint = f" (did you mean '{close[0]}'?)" if close else ""
     return (
-        f"'{wire}' is not an option of {meta.schema_name} ({', '.join(options)}){hint}; "
+        f"'{wrong}' is not an option of {meta.schema_name} ({', '.join(options)}){hint}; "
         "LeadSquared would store it anyway"
     )
 
@@ -204,3 +247,48 @@ def mask_problems(config: Config, types: Mapping[int, OpportunityType]) -> list[
                 )
             )
     return problems
+
+
+def field_type_problems(config: Config, types: Mapping[int, OpportunityType]) -> list[Problem]:
+    """``field_types:`` entries that declare no field of the rules' opportunity types: a typo
+    there would leave the field it meant unrecognised (and the entry silently unused)."""
+    fields = sorted({f.schema_name for t in types.values() for f in t.fields})
+    codes = ", ".join(str(code) for code in sorted(types))
+    problems = []
+    for name in config.field_types:
+        if name in fields:
+            continue
+        close = difflib.get_close_matches(name, fields, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        problems.append(
+            Problem(
+                config.where(("field_types", name, "<key>")),
+                format_path(("field_types", name)),
+                f"'{name}' is not a field of the rules' opportunity types ({codes}), so the "
+                f"declaration applies to nothing{hint}",
+            )
+        )
+    return problems
+
+
+def unrecognised_fields(types: Mapping[int, OpportunityType]) -> list[tuple[int, FieldMeta]]:
+    """Every field (by type code) whose data type lsqsync does not recognise and lsqsync.yml's
+    ``field_types`` does not declare, whether or not a rule uses it."""
+    return [(code, f) for code, t in sorted(types.items()) for f in t.unrecognised]
+
+
+def read_differently(
+    t: OpportunityType, first: Mapping[str, str | None], second: Mapping[str, str | None]
+) -> list[tuple[str, str | None, str | None]]:
+    """The fields (of a recognised kind) whose values in two reads of one opportunity do not
+    mean the same — e.g. its row from Advanced Search (ISO dates) and from GetOpportunitiesById
+    (US dates): a date format or zone lsqsync misreads shows here, before any rule relies on it.
+    Each as (field, first value, second value)."""
+    out = []
+    for name in sorted(first.keys() & second.keys()):
+        meta = t.field(name)
+        if meta is None or meta.kind is None:
+            continue
+        if codec.read(meta, first[name]) != codec.read(meta, second[name]):
+            out.append((name, first[name], second[name]))
+    return out

@@ -318,10 +318,24 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
             reads = reader.analyse(("set", field), value, expression=False).opp_fields
             template = _compile(value, expression=False)
         literal = value if template is None else None
+        if isinstance(value, list):
+            literal = _options(reader, field, value)
         path = reader.path("set", field)
         where = reader.where("set", field)
         values.append(FieldValue(field, literal, template, where, path, reads))
     return tuple(values)
+
+
+def _options(reader: _RuleReader, field: str, items: list[Any]) -> tuple[Any, ...]:
+    """A list in ``set``: the options of a multi-select field, literally (a template in it
+    would be written as its text, so it is refused)."""
+    for i, item in enumerate(items):
+        if isinstance(item, str) and templates.is_template(item):
+            reader.problem(
+                ("set", field, i),
+                "a list of options is written as it is: templates in it are not rendered",
+            )
+    return tuple(items)
 
 
 def _conditions(reader: _RuleReader, spec: Any) -> tuple[Condition, ...]:

@@ -63,23 +63,48 @@ def test_metadata_describes_every_field(emu: Emulator, http: requests.Session) -
         for d in json.loads(stage["DependentOptionSet"])
     }
     assert dependent["Won"] == ["Closed Won", "Onboarding"]
-    assert fields["Owner"]["DataType"] == "User"
+    assert fields["Owner"]["DataType"] == "ActiveUsers"
     assert fields["mx_Custom_15"]["DataType"] == "AutoId"
     assert fields["mx_Custom_15"]["IsReadOnly"]
     assert fields["mx_Custom_9"]["MaxFieldLength"] == 200
-    assert {f["DataType"] for f in body["Fields"]} >= {
-        "String",
-        "Number",
-        "Decimal",
-        "Date",
-        "DateTime",
-        "Boolean",
-        "SearchableDropdown",
-        "User",
+    # The documented data type names, with the render type that tells a Date from a DateTime
+    assert {(f["DataType"], f["RenderType"]) for f in body["Fields"]} == {
+        ("String", "Textbox"),
+        ("Number", "Textbox"),
+        ("Date", "Date"),
+        ("Date", "DateTime"),
+        ("Boolean", "CheckBox"),
+        ("SearchableDropdown", "SearchableDropdown"),
+        ("Select", "Dropdown"),
+        ("ActiveUsers", "Dropdown"),
+        ("AutoId", "Textbox"),
     }
+    # "" (not null) where a field has no parent or options, as documented
+    assert (fields["mx_Custom_9"]["ParentField"], fields["mx_Custom_9"]["OptionSet"]) == ("", "")
+    assert fields["mx_Custom_9"]["IsMultiSelectDropdown"] is False
     for name in ("CreatedOn", "ModifiedOn", "CreatedBy", "ModifiedBy"):
         assert fields[name]["IsReadOnly"] is True
     assert all(f["Value"] is None for f in body["Fields"])
+
+
+def test_home_loans_have_a_multi_select_a_user_and_a_type_nobody_knows(
+    emu: Emulator, http: requests.Session
+) -> None:
+    body = http.get(emu.url + OPP + "GetOpportunityTypeMetadata", params={"code": 12000}).json()
+    fields = {f["SchemaName"]: f for f in body["Fields"]}
+    documents = fields["mx_Custom_17"]
+    assert (documents["DataType"], documents["IsMultiSelectDropdown"]) == ("Select", True)
+    assert [o["Value"] for o in json.loads(documents["OptionSet"])][:2] == ["PAN", "Aadhaar"]
+    assert fields["mx_Custom_16"]["DataType"] == "ActiveUsers"
+    assert fields["mx_Custom_18"]["DataType"] == "Lookup"
+    rows = http.post(
+        emu.url + OPP + "GetOpportunitiesById",
+        json={"SearchParameters": [{"EventCode": "12000", "ProspectActivityId": [LOAN],
+              "Columns": {"Include_CSV": "mx_Custom_16,mx_Custom_17,mx_Custom_18"}}]},
+    ).json()[0]["Opportunities"]  # fmt: skip
+    (row,) = rows
+    assert row["mx_Custom_18"].startswith("BR-")
+    assert row["mx_Custom_16"] in {u.id for u in USERS}
 
 
 def test_metadata_of_an_unknown_type_is_a_500(emu: Emulator, http: requests.Session) -> None:

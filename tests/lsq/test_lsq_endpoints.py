@@ -97,7 +97,19 @@ def test_opportunity_type_metadata(client: LsqClient) -> None:
     assert deal.auto_id_field is not None
     assert deal.auto_id_field.schema_name == "mx_Custom_15"
     loan = client.opportunity_type(12000)
-    assert (loan.name, len(loan.fields), loan.auto_id_field) == ("Home Loan", 17, None)
+    assert (loan.name, len(loan.fields), loan.auto_id_field) == ("Home Loan", 20, None)
+    kinds = {f.schema_name: f.kind for f in loan.fields}
+    assert [kinds[n] for n in ("mx_Custom_7", "mx_Custom_8", "mx_Custom_13")] == [
+        "number",
+        "date",
+        "datetime",
+    ]
+    assert [kinds[n] for n in ("mx_Custom_16", "mx_Custom_17", "mx_Custom_18")] == [
+        "user",
+        "multiselect",
+        None,  # a data type nobody knows
+    ]
+    assert [f.schema_name for f in loan.unrecognised] == ["mx_Custom_18"]
 
 
 def test_unknown_opportunity_type_is_rejected_without_retry(

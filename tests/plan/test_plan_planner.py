@@ -276,9 +276,9 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
         """,
         [deal(A)],
         [
-            f"rules/r.yml:6:20: opportunity {A}: mx_Custom_6 (Number): 'Open' is not a number",
+            f"rules/r.yml:6:20: opportunity {A}: mx_Custom_6 (number): 'Open' is not a number",
             f"rules/r.yml:7:20: opportunity {A}: mx_Custom_9 holds at most 200 characters, not 201",
-            f"rules/r.yml:8:21: opportunity {A}: mx_Custom_12 (Date): 'Negotiation' is not a date",
+            f"rules/r.yml:8:21: opportunity {A}: mx_Custom_12 (date): 'Negotiation' is not a date",
             # a literal is wrong whatever the opportunity: reported once, at the rule
             "rules/r.yml:9:14: rules[0].set.Owner: Owner: no active user with email "
             "'henry.potter@example.com'",

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from lsqsync.cli import main
-from lsqsync.emulator import Emulator
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
+from lsqsync.lsq import LsqClient
+from lsqsync.rules.metadata import read_differently
 
 CONFIG = "version: 1\nrules: [rules/]\nvars: {region: APAC}\n"
 
@@ -199,17 +201,17 @@ def test_online_checks_values_against_the_field_types(
         [
             "rules/online.yml:6:15: rules[0].where.Status: 'Opne' is not an option of Status "
             "(Open, Won, Lost): the condition can never hold",
-            "rules/online.yml:7:20: rules[0].where.mx_Custom_6: mx_Custom_6 (Number): 'lots' is "
+            "rules/online.yml:7:20: rules[0].where.mx_Custom_6: mx_Custom_6 (number): 'lots' is "
             "not a number",
-            "rules/online.yml:8:21: rules[0].where.mx_Custom_12: mx_Custom_12 (Date): 'soon' is "
+            "rules/online.yml:8:21: rules[0].where.mx_Custom_12: mx_Custom_12 (date): 'soon' is "
             "not a date",
-            "rules/online.yml:10:20: rules[0].set.mx_Custom_6: mx_Custom_6 (Number): 'abc' is not "
+            "rules/online.yml:10:20: rules[0].set.mx_Custom_6: mx_Custom_6 (number): 'abc' is not "
             "a number",
-            "rules/online.yml:11:20: rules[0].set.mx_Custom_7: mx_Custom_7 (Decimal): '12.5.6' is "
+            "rules/online.yml:11:20: rules[0].set.mx_Custom_7: mx_Custom_7 (number): '12.5.6' is "
             "not a number",
-            "rules/online.yml:12:20: rules[0].set.mx_Custom_8: mx_Custom_8 (DateTime): "
+            "rules/online.yml:12:20: rules[0].set.mx_Custom_8: mx_Custom_8 (datetime): "
             "'yesterday' is not a date",
-            "rules/online.yml:13:21: rules[0].set.mx_Custom_13: mx_Custom_13 (Boolean): 'maybe' "
+            "rules/online.yml:13:21: rules[0].set.mx_Custom_13: mx_Custom_13 (boolean): 'maybe' "
             "is not a boolean (use true or false)",
             "rules/online.yml:14:14: rules[0].set.Owner: Owner: no active user with email "
             "'nobody@example.com'",
@@ -243,3 +245,118 @@ def test_a_mask_entry_that_names_no_field_is_a_problem_online(
     )
     # offline, nothing knows the fields: the same file is valid
     assert _validate([], capsys)[0] == 0
+
+
+# -- problem 2 of issue 13: a data type lsqsync does not recognise is never written ----------
+
+UNRECOGNISED = """\
+version: 1
+rules:
+  - name: branch-by-guesswork
+    opportunity_type: 12000
+    where:
+      mx_Custom_18: BR-10
+    when: "opp.mx_Custom_18 != ''"
+    set:
+      mx_Custom_18: BR-20
+  - name: documents
+    opportunity_type: 12000
+    where:
+      mx_Custom_17: {gt: PAN}
+    set:
+      mx_Custom_17: [PAN, Passport]
+      mx_Custom_16: [george.bailey@example.com]
+      mx_Custom_7: "4.615"
+"""
+
+UNRECOGNISED_HINT = (
+    "mx_Custom_18 has data type 'Lookup' (render type 'Lookup'), which lsqsync does not "
+    "recognise: it is never written or compared by guesswork. If you know what it holds, declare "
+    "it in lsqsync.yml: field_types: {mx_Custom_18: "
+    "text|number|date|datetime|boolean|dropdown|multiselect|user}"
+)
+
+
+def test_a_field_of_an_unrecognised_type_is_a_located_error_online(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, UNRECOGNISED)
+    code, out, err = _validate(["--online"], capsys)
+    assert (code, out.splitlines(), err) == (
+        1,
+        [
+            f"rules/online.yml:3:11: rules[0]: a template reads opp.mx_Custom_18: "
+            f"{UNRECOGNISED_HINT}",
+            f"rules/online.yml:6:21: rules[0].where.mx_Custom_18: {UNRECOGNISED_HINT}",
+            f"rules/online.yml:9:21: rules[0].set.mx_Custom_18: {UNRECOGNISED_HINT}",
+            "rules/online.yml:13:21: rules[1].where.mx_Custom_17: mx_Custom_17 is a multi-select "
+            "field: 'gt' does not apply (use eq, ne, in, not_in, contains, empty)",
+            "rules/online.yml:15:21: rules[1].set.mx_Custom_17: 'Passport' is not an option of "
+            "mx_Custom_17 (PAN, Aadhaar, Salary Slips, Bank Statement, Property Papers); "
+            "LeadSquared would store it anyway",
+            "rules/online.yml:16:21: rules[1].set.mx_Custom_16: mx_Custom_16 (user) holds one "
+            "value, not a list: lists are for multi-select fields",
+            "rules/online.yml:17:20: rules[1].set.mx_Custom_7: mx_Custom_7 (number): '4.615' has 3 "
+            "decimal places; a number field keeps 2",
+            "7 problems found",
+        ],
+        "",
+    )
+
+
+def test_field_types_declares_what_a_field_holds(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rules = UNRECOGNISED.split("  - name: documents")[0]
+    _project(tmp_path, monkeypatch, rules)
+    config = tmp_path / "lsqsync.yml"
+    config.write_text(CONFIG + "field_types: {mx_Custom_18: text}\n", encoding="utf-8")
+    assert _validate(["--online"], capsys) == (0, "valid: 1 rule in 1 file\n", "")
+
+
+def test_a_field_types_entry_that_names_no_field_is_a_problem_online(
+    connected: Emulator,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _project(tmp_path, monkeypatch, VALID)
+    config = tmp_path / "lsqsync.yml"
+    config.write_text(
+        CONFIG + "field_types:\n  mx_Custom_18: text\n  mx_Custom_188: date\n", encoding="utf-8"
+    )
+    code, out, _ = _validate(["--online"], capsys)
+    assert (code, out.splitlines()) == (
+        1,
+        [
+            "lsqsync.yml:6:3: field_types.mx_Custom_188: 'mx_Custom_188' is not a field of the "
+            "rules' opportunity types (12000, 12003), so the declaration applies to nothing "
+            "(did you mean 'mx_Custom_18'?)",
+            "1 problem found",
+        ],
+    )
+    assert _validate([], capsys)[0] == 0  # offline, nothing knows the fields
+
+
+def test_two_reads_of_one_opportunity_mean_the_same(connected: Emulator) -> None:
+    """What ``doctor`` can check: the row of Advanced Search (ISO dates) and of
+    GetOpportunitiesById (US dates, two-decimal numbers) read the same; a day-first date from an
+    account whose API user prefers D/M/YYYY would not."""
+    loan = "c5a7f37c-b789-44c9-929b-74aa6250b539"
+    with LsqClient(connected.url, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None) as client:
+        t = client.opportunity_type(12000)
+        columns = [f.schema_name for f in t.fields]
+        (by_search,) = [r for r in client.search_opportunities(12000, columns) if r.id == loan]
+        (by_id,) = client.opportunities_by_id(12000, [loan], columns)
+    assert by_id.values["mx_Custom_8"] != by_search.values["mx_Custom_8"]  # two formats
+    assert read_differently(t, by_search.values, by_id.values) == []
+    day_first = {**by_id.values, "mx_Custom_8": "27/9/2025 12:00:00 AM"}
+    assert read_differently(t, by_search.values, day_first) == [
+        ("mx_Custom_8", "2025-09-27", "27/9/2025 12:00:00 AM")
+    ]
