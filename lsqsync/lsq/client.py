@@ -137,7 +137,7 @@ class LsqClient:
         """One opportunity with every field. A missing or deleted one is a 500 (ApiRejected,
         ``MXInvalidEntityException``) or, as observed, an empty envelope (None)."""
         payload = self._transport.send("GET", DETAILS, params={"OpportunityId": opportunity_id})
-        return self._read(DETAILS, OpportunityDetails.from_api, payload)
+        return self._read(DETAILS, OpportunityDetails.from_api, payload, self.field_settings)
 
     def opportunities_by_id(
         self, event_code: int, ids: Sequence[str], columns: Sequence[str]

@@ -428,9 +428,9 @@ class OpportunityDetails:
         object.__setattr__(self, "values", _frozen(self.values))
 
     @classmethod
-    def from_api(cls, raw: Any) -> OpportunityDetails | None:
+    def from_api(cls, raw: Any, settings: FieldSettings | None = None) -> OpportunityDetails | None:
         """None for the empty envelope LeadSquared has been seen to return for a deleted
-        opportunity."""
+        opportunity. ``settings``: the account's field_types and timezone."""
         if raw is None or raw == {} or raw == []:
             return None
         if not isinstance(raw, dict):
@@ -441,7 +441,7 @@ class OpportunityDetails:
         if opp_id is None:
             raise UnexpectedResponse("an opportunity without an ID")
         items = raw.get("Fields")
-        fields = _fields(items)
+        fields = _fields(items, settings)
         values = {
             str(f["SchemaName"]): value_text(f.get("Value"))
             for f in items or ()

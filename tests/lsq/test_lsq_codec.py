@@ -322,5 +322,7 @@ def test_dates_round_trip_through_an_account_that_keeps_instants(client_zone: st
             again = client.opportunities_by_id(12000, [LOAN], ["mx_Custom_8"])[0].values
             details = client.opportunity_details(LOAN)
             assert details is not None
+            (described,) = [f for f in details.fields if f.schema_name == "mx_Custom_8"]
+            assert (described.kind, described.timezone) == ("date", client_zone)
             for value in (again["mx_Custom_8"], details.values["mx_Custom_8"]):
                 assert same(field, value, wire)
