@@ -94,15 +94,7 @@ def parse(
     if t == model.MULTISELECT:
         return ";".join(o.strip() for o in raw.split(";") if o.strip()) or None
     if t == model.DATE:
-        for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S"):
-            try:
-                written = datetime.strptime(raw.strip(), fmt)
-            except ValueError:
-                continue
-            if date_zone and fmt != "%Y-%m-%d":
-                return written.strftime("%Y-%m-%d %H:%M:%S")  # an instant, kept
-            return written.date().isoformat()
-        raise _type_error(f, raw)
+        return _date(f, raw, date_zone)
     if t == model.DATETIME:
         try:
             return datetime.strptime(raw.strip(), "%Y-%m-%d %H:%M:%S").strftime("%Y-%m-%d %H:%M:%S")
@@ -131,6 +123,19 @@ def parse(
             f"Field name : '{f.schema_name}' allows at most {f.max_length} characters.",
         )
     return raw
+
+
+def _date(f: model.FieldDef, raw: str, date_zone: str) -> str:
+    """A Date as stored: the day; with ``date_zone``, a written time is an instant, kept."""
+    for fmt in ("%Y-%m-%d", "%Y-%m-%d %H:%M:%S"):
+        try:
+            written = datetime.strptime(raw.strip(), fmt)
+        except ValueError:
+            continue
+        if date_zone and fmt != "%Y-%m-%d":
+            return written.strftime("%Y-%m-%d %H:%M:%S")
+        return written.date().isoformat()
+    raise _type_error(f, raw)
 
 
 def render(f: model.FieldDef, stored: str | None, style: Style, date_zone: str = "") -> str | None:

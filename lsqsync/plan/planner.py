@@ -472,14 +472,8 @@ def _predicate(
     if op == "empty":
         want_empty = bool(value)
         return lambda raw: (read(raw) is None) is want_empty
-    if op == "contains" and codec.kind(f) == "multiselect":
-        option = str(value).strip()
-        return lambda raw: option in (read(raw) or ())
     if op in ("contains", "startswith"):
-        needle = str(value)
-        if op == "contains":
-            return lambda raw: needle in (codec.text(read(raw)) or "")
-        return lambda raw: (codec.text(read(raw)) or "").startswith(needle)
+        return _text_predicate(op, str(value), f, read)
 
     def typed(v: Any) -> Any:
         if codec.kind(f) in ("text", "dropdown"):
@@ -509,6 +503,19 @@ def _predicate(
             return False
 
     return ordered
+
+
+def _text_predicate(
+    op: str, needle: str, f: FieldMeta, read: Callable[[Any], Any]
+) -> Callable[[Any], bool]:
+    """``contains`` and ``startswith``: on the value's canonical text; for a multi-select
+    field, ``contains`` holds when the option is one of those selected."""
+    if op == "contains" and codec.kind(f) == "multiselect":
+        option = needle.strip()
+        return lambda raw: option in (read(raw) or ())
+    if op == "contains":
+        return lambda raw: needle in (codec.text(read(raw)) or "")
+    return lambda raw: (codec.text(read(raw)) or "").startswith(needle)
 
 
 def _check_dependents(

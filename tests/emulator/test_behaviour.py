@@ -212,12 +212,21 @@ def test_a_db_file_keeps_its_data_across_restarts(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "changes",
     [{"fault_rate": "high"}, {"allow_created_on": 1}, {"latency_ms": True}, {"_x": 1},
-     {"rate_limit_calls": 2.5}],
+     {"rate_limit_calls": 2.5}, {"date_zone": 5}, {"date_zone": "Mars/Olympus_Mons"},
+     {"date_zone": "../../etc/passwd"}],
 )  # fmt: skip
 def test_settings_of_the_wrong_type_are_refused(emu: Emulator, changes: dict[str, object]) -> None:
     response = requests.post(emu.url + "/_emulator/settings", json=changes, timeout=5)
     assert response.status_code == 400
     assert emu.settings == Settings(rate_limit_calls=None)
+
+
+def test_date_zone_is_an_iana_zone_or_nothing(emu: Emulator) -> None:
+    for zone in ("Asia/Kolkata", ""):
+        response = requests.post(
+            emu.url + "/_emulator/settings", json={"date_zone": zone}, timeout=5
+        )
+        assert response.json()["date_zone"] == zone
 
 
 def test_the_rate_limit_can_be_switched_off_at_run_time(emu: Emulator) -> None:
