@@ -36,7 +36,12 @@ def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = 
             types[code] = _read_type(client, meta, of_type, wanted, say)
         except SearchRefused as e:
             raise SearchRefused(
-                f"{e}. {_needing_search(rules, meta)}", role=e.role, endpoint=e.endpoint
+                f"{e}. {_needing_search(rules, meta)}",
+                role=e.role,
+                endpoint=e.endpoint,
+                status=e.status,
+                exception_type=e.exception_type,
+                exception_message=e.exception_message,
             ) from None
     users = None
     if need_users:
