@@ -272,9 +272,9 @@ class LsqClient:
             if role is None:
                 raise
             who = f"; the keys' user is {role!r}" if role else ""
-            said = " ".join(
-                str(part) for part in (e.status, e.exception_type, e.exception_message) if part
-            )
+            said = " ".join(str(part) for part in ("HTTP", e.status, e.exception_type) if part)
+            if e.exception_message:
+                said += f': "{e.exception_message}"'
             self._search_refused = SearchRefused(
                 self._transport.redact(f"{ADMIN_ONLY} (LeadSquared answered {said}{who})"),
                 role=role or None,

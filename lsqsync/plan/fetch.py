@@ -10,7 +10,7 @@ it, saying so in the plan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from lsqsync.lsq import LsqClient, OpportunityRecord, OpportunityType, SearchRefused
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
@@ -35,8 +35,9 @@ def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = 
         try:
             types[code] = _read_type(client, meta, of_type, wanted, say)
         except SearchRefused as e:
+            metas = {c: t.meta for c, t in types.items()} | {code: meta}
             raise SearchRefused(
-                f"{e}. {_needing_search(rules, meta)}",
+                f"{e}. {_needing_search(rules, metas)}",
                 role=e.role,
                 endpoint=e.endpoint,
                 status=e.status,
@@ -90,24 +91,27 @@ def _read_type(
 
 def _search_reason(rule: Rule, meta: OpportunityType | None) -> str | None:
     """Why reading ``rule``'s opportunities needs Advanced Search (None: it does not). With
-    ``meta`` None (a type not read yet) AutoId values cannot be told from missing ids."""
+    ``meta`` None (a type whose metadata was not read) an id that is no GUID is taken for an
+    AutoId value."""
     ids = selected_ids(rule)
     if ids is None:
         where = " with where:" if rule.where else ""
         return f"selects every opportunity of type {rule.opportunity_type}{where}"
     # AutoId values can only be resolved by reading the type: whether GetOpportunitiesById
     # accepts them is UNKNOWN, so the defensive reading is that it does not.
-    if meta is not None and meta.auto_id_field is not None and any(guid(i) is None for i in ids):
+    auto_ids = meta is None or meta.auto_id_field is not None
+    if auto_ids and any(guid(i) is None for i in ids):
         return f"names opportunities of type {rule.opportunity_type} by AutoId value"
     return None
 
 
-def _needing_search(rules: Sequence[Rule], refused: OpportunityType) -> str:
-    """The rules that need Advanced Search, and what to do about them."""
+def _needing_search(rules: Sequence[Rule], metas: Mapping[int, OpportunityType]) -> str:
+    """The rules that need Advanced Search (``metas``: the types read so far), and what to do
+    about them."""
     needing = [
         f"'{r.name}' ({r.location.file}:{r.location.line}) {reason}"
         for r in rules
-        if (reason := _search_reason(r, refused if r.opportunity_type == refused.code else None))
+        if (reason := _search_reason(r, metas.get(r.opportunity_type)))
     ]
     return (
         f"Rules that need it: {'; '.join(needing)}. Use an administrator's keys, or select "

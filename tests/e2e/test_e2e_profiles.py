@@ -137,35 +137,6 @@ rules:
     assert all(after[o.id]["mx_Custom_9"] for o in loans)
 
 
-def test_a_non_admin_plan_names_the_rules_that_need_advanced_search(
-    start: Callable[[Profile], Emulator], run: Run
-) -> None:
-    start(next(p for p in PROFILES if p.name == "non-admin"))
-    Path("rules/rules.yml").write_text(
-        """version: 1
-rules:
-  - name: flag-open-deals
-    opportunity_type: 12003
-    where: {Status: Open}
-    set: {mx_Custom_10: High}
-  - name: one-loan
-    opportunity_type: 12000
-    ids: [c5a7f37c-b789-44c9-929b-74aa6250b539]
-    set: {mx_Custom_10: High}
-"""
-    )
-    code, _, err = run(["plan", *NOW])
-    assert code == 1
-    assert err == (
-        "error: these keys cannot use Opportunity Advanced Search (administrators only) "
-        "(LeadSquared answered 401 MXUnAuthorizedAccessException You do not have permission to "
-        "access this API. It is only accessible to Administrator users.; the keys' user is "
-        "'Sales_User'). Rules that need it: 'flag-open-deals' (rules/rules.yml:3) selects every "
-        "opportunity of type 12003 with where:. Use an administrator's keys, or select these "
-        "rules' opportunities with ids: or csv: (read without Advanced Search)\n"
-    )
-
-
 @pytest.mark.parametrize("profile", PARAMS)
 def test_rules_that_name_their_opportunities(
     profile: Profile, start: Callable[[Profile], Emulator], run: Run

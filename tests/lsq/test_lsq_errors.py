@@ -318,7 +318,7 @@ def test_other_403_is_rejected_at_once(serve: Serve, sleeps: Sleeps) -> None:
         list(client.search_opportunities(12003, []))
     assert str(refused.value).startswith(
         "these keys cannot use Opportunity Advanced Search (administrators only) "
-        "(LeadSquared answered 403 MXAccessDenied Only admins)"
+        '(LeadSquared answered HTTP 403 MXAccessDenied: "Only admins")'
     )
     assert len(stub.seen) == 2
 
@@ -576,7 +576,7 @@ def test_a_401_from_search_with_keys_that_work_is_the_role(serve: Serve) -> None
         client.count_opportunities(12003)
     assert str(caught.value) == (
         "these keys cannot use Opportunity Advanced Search (administrators only) (LeadSquared "
-        "answered 401 MXUnAuthorizedAccessException Not authorized; the keys' user is "
+        'answered HTTP 401 MXUnAuthorizedAccessException: "Not authorized"; the keys\' user is '
         "'Sales_User')"
     )
     assert (caught.value.role, caught.value.status) == ("Sales_User", 401)
@@ -584,6 +584,10 @@ def test_a_401_from_search_with_keys_that_work_is_the_role(serve: Serve) -> None
         "/v2/OpportunityManagement.svc/Retrieve/BySearchParameter",
         "/v2/Authentication.svc/UserByAccessKey.Get",
     ]
+    # the role does not change: later searches are refused without asking again
+    with pytest.raises(SearchRefused):
+        list(client.search_opportunities(12000, []))
+    assert len(stub.seen) == 2
 
 
 def test_a_401_from_search_with_keys_refused_everywhere_is_the_keys(serve: Serve) -> None:
