@@ -154,9 +154,11 @@ def set_status(http: requests.Session, emu: Emulator, status: str) -> None:
     assert answer["Response"][0]["OpportunityUpdated"] is True
 
 
-def test_reads_lag_behind_writes(emu: Emulator, http: requests.Session) -> None:
+def test_reads_lag_behind_writes(
+    emu: Emulator, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
     clock = Clock()
-    emu.store.clock = clock
+    monkeypatch.setattr(emu.store, "clock", clock)
     emu.settings.read_lag_ms = 2000
     set_status(http, emu, "Won")
     # searches and by-id reads still show the value before the write; the record is written
@@ -176,9 +178,9 @@ def test_reads_lag_behind_writes(emu: Emulator, http: requests.Session) -> None:
 
 
 def test_a_lag_switched_off_shows_every_write_at_once(
-    emu: Emulator, http: requests.Session
+    emu: Emulator, http: requests.Session, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    emu.store.clock = Clock()
+    monkeypatch.setattr(emu.store, "clock", Clock())
     emu.settings.read_lag_ms = 60_000
     set_status(http, emu, "Won")
     assert deal_status(http, emu)[0] == "Open"
@@ -186,8 +188,10 @@ def test_a_lag_switched_off_shows_every_write_at_once(
     assert deal_status(http, emu)[:2] == ("Won", "Won")
 
 
-def test_edits_made_in_the_ui_lag_as_well(emu: Emulator, http: requests.Session) -> None:
-    emu.store.clock = Clock()
+def test_edits_made_in_the_ui_lag_as_well(
+    emu: Emulator, http: requests.Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(emu.store, "clock", Clock())
     emu.settings.read_lag_ms = 1000
     item = {"ProspectOpportunityId": DEAL, "OpportunityEventCode": 12003,
             "Fields": [{"SchemaName": "Status", "Value": "Won"}]}  # fmt: skip
