@@ -161,6 +161,11 @@ def test_the_host_and_rate_limit_come_from_lsqsync_yml_when_there_is_one(
     code, out, _ = run(["whoami"], capsys)
     assert code == 0
     assert out.startswith(f"host:  {connected.url}\n")
+    # the same host in the form of the docs' host table: no conflict
+    (tmp_path / "lsqsync.yml").write_text(f"version: 1\nhost: {connected.url}/v2/\n")
+    code, out, _ = run(["whoami"], capsys)
+    assert code == 0
+    assert out.startswith(f"host:  {connected.url}\n")
     # A host: naming another place than LSQ_HOST (in CI: a pull request's lsqsync.yml against
     # the repository's variable) is refused, not quietly overruled.
     (tmp_path / "other.yml").write_text("version: 1\nhost: http://127.0.0.1:1\n")
