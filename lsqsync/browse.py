@@ -7,9 +7,11 @@ import itertools
 import json
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from lsqsync.display import masked, table
-from lsqsync.lsq import FieldMeta, LsqClient, accounts_file
+from lsqsync.errors import ConfigError
+from lsqsync.lsq import FieldMeta, LsqClient, accounts_file, normalise_host
 
 Format = Literal["text", "json"]
 
@@ -31,11 +33,20 @@ def whoami(client: LsqClient) -> str:
             f"bulk:  {bulk}",
             f"cache: {accounts_file()} (what refusals taught; delete it to forget)",
         ]
-    if me.api_host and me.api_host.rstrip("/") != client.host:
+    if me.api_host and not _same_place(me.api_host, client.host):
         lines.append(
             f"note:  LeadSquared names {me.api_host} as this account's API host; set LSQ_HOST to it"
         )
     return "\n".join(lines) + "\n"
+
+
+def _same_place(named: str, host: str) -> bool:
+    """Whether the API host LeadSquared names (documented as a bare host name, as in
+    ``api-in21.leadsquared.com``) is the one in use, whatever scheme or ``/v2/`` either has."""
+    try:
+        return urlsplit(normalise_host(named)).netloc.lower() == urlsplit(host).netloc.lower()
+    except ConfigError:
+        return False  # not a host lsqsync could use: the note shows it as named
 
 
 def _flags(f: FieldMeta) -> str:

@@ -1,11 +1,12 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import requests
 from pg_server import PgServer
+from profiles import OPPORTUNITIES, SEED, Profile
 
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 
@@ -37,6 +38,26 @@ def emu(shared_emulator: Emulator) -> Iterator[Emulator]:
     shared_emulator.reset()
     yield shared_emulator
     shared_emulator.settings = Settings(rate_limit_calls=None)
+
+
+@pytest.fixture(scope="session")
+def profiled_emulator() -> Iterator[Callable[[Profile], Emulator]]:
+    """An emulator per profile (``profiles.py``), started on first use and kept for the session;
+    each use gets it with fresh data, an empty request log and the profile's settings."""
+    running: dict[str, Emulator] = {}
+
+    def get(profile: Profile) -> Emulator:
+        if profile.name not in running:
+            options = {"opportunities": OPPORTUNITIES, "seed": SEED, **profile.emulator}
+            running[profile.name] = Emulator(**options).start()
+        emu = running[profile.name]
+        emu.settings = profile.make_settings()
+        emu.reset()
+        return emu
+
+    yield get
+    for emu in running.values():
+        emu.stop()
 
 
 @pytest.fixture

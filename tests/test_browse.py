@@ -34,6 +34,35 @@ def test_whoami(
     assert err == ""
 
 
+@pytest.mark.parametrize("suffix", ["/v2/", "/v2", "/"])
+def test_lsq_host_may_be_written_as_the_docs_host_table_prints_it(
+    connected: Emulator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    suffix: str,
+) -> None:
+    monkeypatch.setenv("LSQ_HOST", connected.url + suffix)
+    code, out, err = run(["whoami"], capsys)
+    assert (code, err) == (0, "")
+    assert out.startswith(f"host:  {connected.url}\nuser:  Ada Admin <ada.admin@example.com>\n")
+    assert "note:" not in out  # the account's API host, named bare, is the one in use
+    assert [e["path"] for e in connected.requests] == ["/v2/Authentication.svc/UserByAccessKey.Get"]
+
+
+def test_a_host_with_another_path_is_refused_with_the_accepted_forms(
+    connected: Emulator, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LSQ_HOST", connected.url + "/api/v2/")
+    code, out, err = run(["whoami"], capsys)
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: the LeadSquared host '{connected.url}/api/v2/' has a path (/api/v2/) that is "
+        "not the API's /v2/: write it as api-in21.leadsquared.com, "
+        "https://api-in21.leadsquared.com or https://api-in21.leadsquared.com/v2/\n"
+    )
+    assert connected.requests == []
+
+
 def test_types_show_lists_every_field(
     connected: Emulator, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -138,6 +167,11 @@ def test_the_host_and_rate_limit_come_from_lsqsync_yml_when_there_is_one(
     assert code == 0
     assert out.startswith(f"host:  {connected.url}\n")
     monkeypatch.setenv("LSQ_HOST", connected.url + "/")  # the same host, written otherwise
+    code, out, _ = run(["whoami"], capsys)
+    assert code == 0
+    assert out.startswith(f"host:  {connected.url}\n")
+    # the same host in the form of the docs' host table: no conflict
+    (tmp_path / "lsqsync.yml").write_text(f"version: 1\nhost: {connected.url}/v2/\n")
     code, out, _ = run(["whoami"], capsys)
     assert code == 0
     assert out.startswith(f"host:  {connected.url}\n")

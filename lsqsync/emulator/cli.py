@@ -126,6 +126,35 @@ def _emulator_options(f: F) -> F:
             is_flag=True,
             help="Accept writes to CreatedOn, as accounts with that feature do.",
         ),
+        click.option(
+            "--page-cap",
+            type=click.IntRange(1),
+            default=1000,
+            show_default=True,
+            help="Advanced Search clamps a larger PageSize to this silently (seen above 1,000).",
+        ),
+        click.option(
+            "--short-pages",
+            is_flag=True,
+            help="Advanced Search pages hold a third fewer rows than asked; RecordCount is right.",
+        ),
+        click.option(
+            "--ignore-page-index",
+            is_flag=True,
+            help="Advanced Search answers page 1 whatever PageIndex asks (a broken server).",
+        ),
+        click.option(
+            "--read-lag-ms",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Searches and by-id reads show a write only this long after it.",
+        ),
+        click.option(
+            "--non-admin",
+            is_flag=True,
+            help="The keys' user is no administrator: Advanced Search is refused (HTTP 401).",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -154,6 +183,11 @@ def _make_emulator(options: dict[str, Any]) -> Any:
         fault_rate=options["fault_rate"],
         drop_rate=options["drop_rate"],
         allow_created_on=options["allow_created_on"],
+        page_cap=options["page_cap"],
+        short_pages=options["short_pages"],
+        ignore_page_index=options["ignore_page_index"],
+        read_lag_ms=options["read_lag_ms"],
+        non_admin=options["non_admin"],
     )
     try:
         return Emulator(

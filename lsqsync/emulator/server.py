@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,7 +41,17 @@ OPP = "/v2/OpportunityManagement.svc/"
 BULK_UPDATE = OPP + "Bulk/Update/ByOpportunityId"
 MAX_BULK_ITEMS = 25
 MAX_IDS_PER_READ = 2000
-MAX_PAGE_SIZE = 1000
+# Advanced Search: a PageSize above 1,000 was seen silently clamped on a real account.
+PAGE_CAP = 1000
+# How the emulator refuses a non-administrator Advanced Search. The real form is UNKNOWN (the
+# docs say only "accessible to Administrator users"): a 401 is the form hardest on a client,
+# which must not take it for refused keys.
+NON_ADMIN_REFUSAL = (
+    401,
+    "MXUnAuthorizedAccessException",
+    "You do not have permission to access this API. It is only accessible to Administrator users.",
+)
+NON_ADMIN_ROLE = "Sales_User"
 
 
 _MISSING = object()
@@ -63,6 +74,12 @@ class Settings:
     # "": Date fields keep the day; an IANA zone: they keep the instant of local midnight there
     # (how LeadSquared stores a Date is UNKNOWN; see values.py)
     date_zone: str = ""
+    # How real accounts were seen (or may be expected) to differ, for the client to cope with:
+    page_cap: int = PAGE_CAP  # Advanced Search: a larger PageSize is silently clamped to it
+    short_pages: bool = False  # ... and pages hold fewer rows than asked, RecordCount right
+    ignore_page_index: bool = False  # ... and every PageIndex answers page 1 (a broken server)
+    read_lag_ms: float = 0.0  # searches and by-id reads show a write only this long after it
+    non_admin: bool = False  # the keys' user is no administrator: Advanced Search is refused
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -79,6 +96,8 @@ class Settings:
             )
             if key.endswith("rate_limit_calls"):
                 allowed = (int, type(None))
+            if key == "page_cap":
+                allowed = (int,)
             if isinstance(value, bool) is not isinstance(current, bool) or not isinstance(
                 value, allowed
             ):
@@ -86,7 +105,7 @@ class Settings:
             if key == "rate_limit_response" and value not in RESPONSES:
                 raise bad_request(f"setting {key!r} must be one of {RESPONSES}")
             if isinstance(value, int | float) and not isinstance(value, bool):
-                low = 1 if key.endswith("rate_limit_calls") else 0
+                low = 1 if key.endswith("rate_limit_calls") or key == "page_cap" else 0
                 high = 1 if key.endswith("_rate") else math.inf
                 positive = not key.endswith("rate_limit_seconds") or value > 0
                 if not (math.isfinite(value) and low <= value <= high and positive):
@@ -373,6 +392,7 @@ class _Handler(BaseHTTPRequestHandler):
                     modified_by=model.API_USER.id,
                     allow_created_on=False,
                     date_zone=emu.settings.date_zone,
+                    lag=emu.settings.read_lag_ms / 1000,
                 )
                 return 200, {"Response": edited}
             if route.startswith("opportunities/") and method == "GET":
@@ -456,6 +476,7 @@ def bulk_update(h: _Handler) -> dict[str, Any]:
         modified_by=model.API_USER.id,
         allow_created_on=s.allow_created_on,
         date_zone=s.date_zone,
+        lag=s.read_lag_ms / 1000,
     )
     return {"Response": results}
 
@@ -470,23 +491,25 @@ def search(h: _Handler) -> dict[str, Any]:
             "MXMandatoryAttributeMissingException",
             "'OpportunityEventCode' and 'AdvancedSearch' are mandatory",
         )
+    s = h.emu.settings
+    if s.non_admin:
+        status, exception_type, message = NON_ADMIN_REFUSAL
+        raise ApiFailure(status, exception_type, message)
     code = _event_code(body["OpportunityEventCode"])
     _check_advanced_search(body["AdvancedSearch"], code)
-    paging = body.get("Paging") or {}
-    try:
-        page_index = int(paging.get("PageIndex", 1))
-        page_size = int(paging.get("PageSize", 10))
-    except (TypeError, ValueError, AttributeError):
-        raise bad_request("Paging.PageIndex and Paging.PageSize must be numbers.") from None
-    if not 1 <= page_index <= 10**9 or not 1 <= page_size <= MAX_PAGE_SIZE:
-        raise bad_request(f"PageIndex must be at least 1 and PageSize 1 to {MAX_PAGE_SIZE}.")
+    page_index, page_size = _paging(body.get("Paging") or {}, s)
     sorting = body.get("Sorting") or {}
     if not isinstance(sorting, dict):
         raise bad_request("Sorting must be an object with ColumnName and Direction.")
     sort_column = str(sorting.get("ColumnName") or "CreatedOn")
     desc = str(sorting.get("Direction", "1")) == "1"
     total, rows = h.emu.store.search(
-        code, page_index=page_index, page_size=page_size, sort_column=sort_column, desc=desc
+        code,
+        page_index=page_index,
+        page_size=page_size,
+        sort_column=sort_column,
+        desc=desc,
+        lag=s.read_lag_ms / 1000,
     )
     columns = _columns(body.get("Columns"))
     zone = h.emu.settings.date_zone
@@ -497,6 +520,24 @@ def search(h: _Handler) -> dict[str, Any]:
             for opp, lead in rows
         ],
     }
+
+
+def _paging(paging: Any, s: Settings) -> tuple[int, int]:
+    """The page the server answers: (PageIndex, the page size it uses). A PageSize above the cap
+    is clamped silently, as seen on a real account; with ``short_pages`` the server uses a page
+    a third smaller than asked — either way PageIndex counts pages of the size used, so a client
+    that pages on until RecordCount reads every record."""
+    try:
+        page_index = int(paging.get("PageIndex", 1))
+        page_size = int(paging.get("PageSize", 10))
+    except (TypeError, ValueError, AttributeError):
+        raise bad_request("Paging.PageIndex and Paging.PageSize must be numbers.") from None
+    if not 1 <= page_index <= 10**9 or page_size < 1:
+        raise bad_request("PageIndex must be 1 to 10^9 and PageSize at least 1.")
+    used = min(page_size, s.page_cap)
+    if s.short_pages:
+        used = max(1, used * 2 // 3)
+    return (1 if s.ignore_page_index else page_index), used
 
 
 def _check_advanced_search(advanced: Any, code: int) -> None:
@@ -555,7 +596,7 @@ def get_by_ids(h: _Handler) -> list[dict[str, Any]]:
                 {"ProspectId": opp.lead_id, "ProspectActivityId": opp.id},
                 h.emu.settings.date_zone,
             )
-            for opp, lead in h.emu.store.by_ids(code, ids)
+            for opp, lead in h.emu.store.by_ids(code, ids, lag=h.emu.settings.read_lag_ms / 1000)
         ]
         out.append({"EventCode": str(code), "RecordCount": len(rows), "Opportunities": rows})
     return out
@@ -587,7 +628,10 @@ def details(h: _Handler) -> dict[str, Any]:
 
 
 def users_get(h: _Handler) -> list[dict[str, Any]]:
-    return [u.users_get() for u in model.USERS]
+    rows = [u.users_get() for u in model.USERS]
+    if h.emu.settings.non_admin:
+        rows[model.USERS.index(model.API_USER)]["Role"] = NON_ADMIN_ROLE
+    return rows
 
 
 def user_by_email(h: _Handler) -> list[dict[str, Any]]:
@@ -596,17 +640,31 @@ def user_by_email(h: _Handler) -> list[dict[str, Any]]:
     return [u.by_email() for u in model.USERS if u.email == email and u.active]
 
 
+# The documented example's organisation id is a GUID string (By-email rows carry the number).
+ORG_GUID = str(uuid.uuid5(uuid.NAMESPACE_DNS, f"org-{model.ORG_ID}.emulator.lsqsync"))
+
+
 def who_am_i(h: _Handler) -> dict[str, Any]:
+    """The documented body (user-authentication page), trimmed of the keys nobody reads: one
+    ``Name``, the email as ``PassPhrase`` with ``EmailAddress`` null, and the API host as a
+    bare host name — callers build ``https://`` + it + ``/v2/`` (the emulator's, which speaks
+    http, is its loopback address and port)."""
     u = model.API_USER
-    # The response shape beyond the user and LSQCommonServiceURLs is UNKNOWN.
+    host = urlsplit(h.emu.url).netloc
     return {
         "Id": u.id,
-        "FirstName": u.first_name,
-        "LastName": u.last_name,
-        "EmailAddress": u.email,
-        "Role": u.role,
-        "OrgId": model.ORG_ID,
-        "LSQCommonServiceURLs": {"api": h.emu.url, "app": h.emu.url},
+        "Name": f"{u.first_name} {u.last_name}",
+        "PassPhrase": u.email,
+        "Role": NON_ADMIN_ROLE if h.emu.settings.non_admin else u.role,
+        "EmailAddress": None,
+        "SessionId": "",
+        "TimeZone": "UTC",
+        "TokenId": None,
+        "Type": "ApplicationUser",
+        "OrgDisplayName": "lsqsync emulator",
+        "OrgId": ORG_GUID,
+        "OrgShortCode": str(model.ORG_ID),
+        "LSQCommonServiceURLs": {"api": host, "app": host},
     }
 
 

@@ -7,12 +7,14 @@ value fails the whole call. Handler threads still run their simulated latency in
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -74,10 +76,17 @@ def now_utc() -> str:
 
 
 class Store:
+    """``clock`` (monotonic seconds) times the read lag; tests may replace it."""
+
     def __init__(self, path: Path, *, seed: int, opportunities: int) -> None:
         self.path = path
         self.seed = seed
         self.opportunity_count = opportunities
+        self.clock: Callable[[], float] = time.monotonic
+        # Read lag: per opportunity written while a lag was set, its versions oldest first as
+        # (written at, fields); the first is the one before those writes. Reads see the latest
+        # version written at least `lag` seconds ago.
+        self._versions: dict[str, list[tuple[float, dict[str, str | None]]]] = {}
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # A test server: speed over durability (one connection, so WAL would buy nothing).
@@ -110,6 +119,7 @@ class Store:
         """Replace all data with the deterministic data set for (seed, opportunities)."""
         leads, opps = generate(self.seed, self.opportunity_count)
         with self._transaction() as db:
+            self._versions.clear()
             db.execute("DROP INDEX IF EXISTS opportunities_by_type")
             db.execute("DELETE FROM opportunities")
             db.execute("DELETE FROM leads")
@@ -143,8 +153,17 @@ class Store:
         return dict(zip(LEAD_COLUMNS, row, strict=True)) if row else {}
 
     def search(
-        self, event_code: int, *, page_index: int, page_size: int, sort_column: str, desc: bool
+        self,
+        event_code: int,
+        *,
+        page_index: int,
+        page_size: int,
+        sort_column: str,
+        desc: bool,
+        lag: float = 0.0,
     ) -> tuple[int, list[tuple[Opportunity, dict[str, str | None]]]]:
+        """A page of the type's opportunities as a read ``lag`` seconds behind sees them (the
+        order is the stored one: lag never changes which records a page holds)."""
         order = (
             "created_on" if sort_column != "ModifiedOn" else "json_extract(fields, '$.ModifiedOn')"
         )
@@ -159,12 +178,14 @@ class Store:
                 f"ORDER BY {order} {direction}, o.id {direction} LIMIT ? OFFSET ?",
                 (event_code, page_size, (page_index - 1) * page_size),
             ).fetchall()
-        return total, [(self._row(r), dict(zip(LEAD_COLUMNS, r[6:], strict=True))) for r in rows]
+            found = [(self._row(r), dict(zip(LEAD_COLUMNS, r[6:], strict=True))) for r in rows]
+            return total, [(self._seen(opp, lag), lead) for opp, lead in found]
 
     def by_ids(
-        self, event_code: int, ids: Iterable[str]
+        self, event_code: int, ids: Iterable[str], *, lag: float = 0.0
     ) -> list[tuple[Opportunity, dict[str, str | None]]]:
-        """The opportunities of that type among ``ids`` (GUIDs only), in the order asked."""
+        """The opportunities of that type among ``ids`` (GUIDs only), in the order asked, as a
+        read ``lag`` seconds behind sees them."""
         wanted = [i.strip().lower() for i in ids]
         found: dict[str, tuple[Opportunity, dict[str, str | None]]] = {}
         with self._lock:
@@ -178,18 +199,38 @@ class Store:
                     (event_code, *chunk),
                 ):
                     found[r[0]] = (self._row(r), dict(zip(LEAD_COLUMNS, r[6:], strict=True)))
-        seen: set[str] = set()
-        out = []
-        for i in wanted:
-            if i in found and i not in seen:
-                seen.add(i)
-                out.append(found[i])
-        return out
+            seen: set[str] = set()
+            out = []
+            for i in wanted:
+                if i in found and i not in seen:
+                    seen.add(i)
+                    opp, lead = found[i]
+                    out.append((self._seen(opp, lag), lead))
+            return out
+
+    def _seen(self, opp: Opportunity, lag: float) -> Opportunity:
+        """``opp`` as a read ``lag`` seconds behind the writes sees it (under the lock)."""
+        versions = self._versions.get(opp.id)
+        if not versions:
+            return opp
+        cutoff = self.clock() - max(lag, 0.0)
+        shown = max(i for i, (written, _) in enumerate(versions) if written <= cutoff)
+        if shown == len(versions) - 1:
+            del self._versions[opp.id]  # every read now sees the stored values
+            return opp
+        del versions[:shown]  # versions older than the one shown are never seen again
+        return replace(opp, fields=versions[0][1])
 
     # -- the bulk update -------------------------------------------------------------------
 
     def bulk_update(
-        self, items: list[Any], *, modified_by: str, allow_created_on: bool, date_zone: str = ""
+        self,
+        items: list[Any],
+        *,
+        modified_by: str,
+        allow_created_on: bool,
+        date_zone: str = "",
+        lag: float = 0.0,
     ) -> list[dict[str, Any]]:
         """Apply ``Bulk/Update/ByOpportunityId``. Returns the per-row results.
 
@@ -227,6 +268,12 @@ class Store:
                 "UPDATE opportunities SET fields = ? WHERE id = ?",
                 [(json.dumps(f), i) for i, f in merged.items()],
             )
+            if lag > 0:
+                now = self.clock()
+                for opp, _ in updates:
+                    self._versions.setdefault(opp.id, [(-math.inf, opp.fields)])
+                for opp_id, fields in merged.items():
+                    self._versions[opp_id].append((now, fields))
         return results
 
     def _check_row(

@@ -1,7 +1,14 @@
 """The LeadSquared client: session, auth, retries, the rate limiter and the endpoint calls."""
 
 from lsqsync.lsq.accounts import account_limiter, accounts_file, cache_dir
-from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL, MAX_PAGE_SIZE, LsqClient
+from lsqsync.lsq.client import (
+    MAX_BULK_ITEMS,
+    MAX_IDS_PER_CALL,
+    MAX_PAGE_SIZE,
+    LsqClient,
+    PartialRead,
+    SearchRefused,
+)
 from lsqsync.lsq.models import (
     KINDS,
     BulkUpdateItem,
@@ -37,8 +44,10 @@ __all__ = [
     "OpportunityRecord",
     "OpportunityType",
     "Outcome",
+    "PartialRead",
     "RateLimiter",
     "RowResult",
+    "SearchRefused",
     "User",
     "WhoAmI",
     "account_limiter",

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar, Unpack
 
-from lsqsync.errors import ApiError
+from lsqsync.errors import ApiError, ApiRejected, AuthError
 from lsqsync.lsq.models import (
     BulkUpdateItem,
     FieldSettings,
@@ -44,6 +45,25 @@ BULK_UPDATE = _OPP + "Bulk/Update/ByOpportunityId"
 MAX_BULK_ITEMS = 25
 MAX_IDS_PER_CALL = 2000
 MAX_PAGE_SIZE = 1000
+# The AdvancedSearch examples name Windows time zones ("India Standard Time"); "UTC" is the
+# Windows name of UTC, the zone the docs say dates are in.
+QUERY_TIME_ZONE = "UTC"
+
+ADMIN_ONLY = "these keys cannot use Opportunity Advanced Search (administrators only)"
+
+
+class PartialRead(ApiError):
+    """Advanced Search ended before it returned every opportunity its ``RecordCount`` names (a
+    server that ignores ``PageIndex``, stops early, or lost records while they were read)."""
+
+
+class SearchRefused(ApiRejected):
+    """The keys work, but their user may not use Opportunity Advanced Search (it is for
+    administrators only). ``role`` is the user's, when LeadSquared named it."""
+
+    def __init__(self, message: str, *, role: str | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.role = role
 
 
 class LsqClient:
@@ -69,6 +89,7 @@ class LsqClient:
     ) -> None:
         self._transport = Transport(host, access_key, secret_key, limiter=limiter, **options)
         self.field_settings = field_settings or FieldSettings()
+        self._search_refused: SearchRefused | None = None
 
     @property
     def host(self) -> str:
@@ -167,8 +188,10 @@ class LsqClient:
         self, event_code: int, columns: Sequence[str], page_size: int = MAX_PAGE_SIZE
     ) -> Iterator[OpportunityRecord]:
         """Every opportunity of a type (Opportunity Advanced Search, administrators only),
-        oldest first, paging inside. Arguments are checked at once; calls happen as the
-        iterator is consumed."""
+        oldest first, paging inside until ``RecordCount`` is reached, whatever page size the
+        server actually uses. Arguments are checked at once; calls happen as the iterator is
+        consumed. Raises PartialRead when the pages end before ``RecordCount`` (never a silent
+        short read) and SearchRefused when the keys' user is not an administrator."""
         if not 1 <= page_size <= MAX_PAGE_SIZE:
             raise ValueError(f"page_size must be 1 to {MAX_PAGE_SIZE}")
         # Both id columns: which one a tenant returns is UNKNOWN; whichever is present is used.
@@ -178,8 +201,7 @@ class LsqClient:
     def count_opportunities(self, event_code: int) -> int:
         """How many opportunities of a type exist (one call)."""
         body = _search_body(int(event_code), "OpportunityId", page_index=1, page_size=1)
-        payload = self._transport.send("POST", SEARCH, body=body)
-        total, _ = self._read(SEARCH, _search_page, payload)
+        total, _ = self._read(SEARCH, _search_page, self._search(body))
         if total is not None:
             return total
         # A bare-array answer has no RecordCount: count by reading the ids.
@@ -213,12 +235,13 @@ class LsqClient:
         self, event_code: int, csv: str, columns: list[str], page_size: int
     ) -> Iterator[OpportunityRecord]:
         seen: set[str] = set()
-        fetched = 0
+        expected: int | None = None  # RecordCount, as the latest page states it
         page_index = 1
         while True:
             body = _search_body(event_code, csv, page_index=page_index, page_size=page_size)
-            payload = self._transport.send("POST", SEARCH, body=body)
-            total, rows = self._read(SEARCH, _search_page, payload)
+            total, rows = self._read(SEARCH, _search_page, self._search(body))
+            if total is not None:
+                expected = _recount(event_code, expected, total, len(seen))
             new = 0
             for record in _records(rows, event_code, columns, _SEARCH_KEYS):
                 # Records created while paging can shift a page; never yield one twice.
@@ -226,16 +249,73 @@ class LsqClient:
                     seen.add(record.id.lower())
                     new += 1
                     yield record
-            fetched += len(rows)
-            if len(rows) < page_size or (total is not None and fetched >= total):
+            if expected is None:
+                # A bare array (seen on a tenant) has no RecordCount: a short page is the only
+                # sign of the end there is.
+                if len(rows) < page_size or new == 0:
+                    if rows and new == 0:
+                        log.warning("lsq: search stopped page=%d no_new_rows", page_index)
+                    return
+            elif len(seen) >= expected:
                 return
-            if new == 0:
-                # A full page of nothing new: the server ignores PageIndex. Stop, don't loop.
-                log.warning(
-                    "lsq: search stopped endpoint=%s page=%d no_new_rows", SEARCH, page_index
+            elif new == 0:
+                # Pages may be shorter than asked (clamped above 1,000, or smaller still): only
+                # a page that brings nothing new ends the read, and before RecordCount that is
+                # a server that ignores PageIndex or stops early.
+                why = "was empty" if not rows else "repeated opportunities already read"
+                raise PartialRead(
+                    f"read {len(seen):,} of {expected:,} opportunities of type {event_code}; "
+                    f"refusing to plan on a partial read (Advanced Search page {page_index} "
+                    f"{why}: the server ignores PageIndex or stopped early)",
+                    endpoint=SEARCH,
                 )
-                return
             page_index += 1
+
+    def _search(self, body: dict[str, Any]) -> Any:
+        """One Advanced Search call; a refusal that is about the user's role is SearchRefused,
+        raised again for every later search without asking (the role does not change)."""
+        if self._search_refused is not None:
+            raise self._search_refused
+        try:
+            return self._transport.send("POST", SEARCH, body=body)
+        except (AuthError, ApiRejected) as e:
+            role = self._refused_role(e)
+            if role is None:
+                raise
+            who = f"; the keys' user is {role!r}" if role else ""
+            said = " ".join(str(part) for part in ("HTTP", e.status, e.exception_type) if part)
+            if e.exception_message:
+                said += f': "{e.exception_message}"'
+            self._search_refused = SearchRefused(
+                self._transport.redact(f"{ADMIN_ONLY} (LeadSquared answered {said}{who})"),
+                role=role or None,
+                endpoint=SEARCH,
+                status=e.status,
+                exception_type=e.exception_type,
+                exception_message=e.exception_message,
+            )
+            raise self._search_refused from None
+
+    def _refused_role(self, error: ApiError) -> str | None:
+        """The role of a user refused Advanced Search for it ("" when unknown), or None when
+        ``error`` is not such a refusal.
+
+        How LeadSquared refuses a non-administrator is UNKNOWN (the docs say only "accessible to
+        Administrator users"). Every plausible form is taken for one: a 403; a 401 although the
+        same keys are accepted elsewhere (asked once, of UserByAccessKey.Get: a 401 there too
+        means the keys themselves are wrong); an ``MX…`` exception that speaks of permission.
+        """
+        if isinstance(error, AuthError):
+            try:
+                me = self.who_am_i()
+            except ApiError:
+                return None
+            return me.user.role
+        if error.status == 403 or _PERMISSION.search(
+            f"{error.exception_type or ''} {error.exception_message or ''}"
+        ):
+            return ""
+        return None
 
     # -- the call --------------------------------------------------------------------------
 
@@ -253,6 +333,32 @@ class LsqClient:
 
 
 # -- response shapes -------------------------------------------------------------------------
+
+
+_PERMISSION = re.compile(
+    r"unauthori[sz]|permission|privilege|administrator|not allowed|access denied|forbidden",
+    re.IGNORECASE,
+)
+
+
+def _recount(code: int, expected: int | None, total: int, read: int) -> int:
+    """The RecordCount to page to, when a page states ``total`` after ``read`` records.
+
+    Oldest first, a record created while paging lands after the pages already read: paging on
+    to the larger count reads it, harmless either way. A count that falls means records were
+    deleted while paging, which shifts later records onto pages already read — some may never
+    be seen, so the read is refused rather than trusted.
+    """
+    if expected is not None and total < expected:
+        raise PartialRead(
+            f"read {read:,} of {expected:,} opportunities of type {code}; refusing to plan on "
+            f"a partial read (their number fell to {total:,} while they were read: records "
+            "deleted meanwhile may have hidden others; run it again)",
+            endpoint=SEARCH,
+        )
+    if expected is not None and total > expected:
+        log.info("lsq: search record_count_grew type=%d from=%d to=%d", code, expected, total)
+    return total
 
 
 def _has(row: Any, *keys: str) -> bool:
@@ -283,10 +389,12 @@ def _search_body(event_code: int, csv: str, *, page_index: int, page_size: int) 
         "Operator": "eq",
         "RSO": str(event_code),
     }
-    # No QueryTimeZone: no condition involves a date, and the docs say UTC is assumed.
+    # No condition involves a date yet; QueryTimeZone is sent all the same, as every published
+    # example does, so that one added later is read in UTC rather than the user's zone.
     advanced = {
         "GrpConOp": "And",
         "Conditions": [{"Type": "Activity", "ConOp": "and", "RowCondition": [condition]}],
+        "QueryTimeZone": QUERY_TIME_ZONE,
     }
     return {
         "OpportunityEventCode": event_code,

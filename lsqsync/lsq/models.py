@@ -7,8 +7,9 @@ else; where the reference marks a shape UNKNOWN the reading is defensive and say
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -243,12 +244,13 @@ class User:
 
 @dataclass(frozen=True)
 class WhoAmI:
-    """The user the access key belongs to, and the tenant's API host as
-    ``LSQCommonServiceURLs`` names it (None when the body does not say)."""
+    """The user the access key belongs to, the tenant's API host as ``LSQCommonServiceURLs``
+    names it (None when the body does not say; documented as a bare host name such as
+    ``api-in21.leadsquared.com``) and the organisation's id (documented as a GUID string)."""
 
     user: User
     api_host: str | None
-    org_id: int | None
+    org_id: str | None
 
     @classmethod
     def from_api(cls, raw: Any) -> WhoAmI:
@@ -257,12 +259,25 @@ class WhoAmI:
         # Keys stop working when their user is deactivated, so the caller is active unless the
         # body says otherwise.
         active = None if "StatusCode" in raw else True
+        user = User.from_api(raw, active=active)
+        # The documented body names the user in one ``Name`` and carries the email address as
+        # ``PassPhrase`` (``EmailAddress`` is null there).
+        if not user.name:
+            user = replace(user, first_name=_str(raw, "Name") or "")
+        passphrase = (_str(raw, "PassPhrase") or "").strip()
+        # Taken only when it is an email address: a field of that name may hold a secret on
+        # an account that does not follow the documented example.
+        if not user.email and _EMAIL.fullmatch(passphrase):
+            user = replace(user, email=passphrase)
         urls = raw.get("LSQCommonServiceURLs")
         api_host = None
         if isinstance(urls, dict):
             by_key = {str(k).lower(): v for k, v in urls.items()}
             api_host = value_text(by_key.get("api")) or None
-        return cls(User.from_api(raw, active=active), api_host, _int(raw.get("OrgId")))
+        return cls(user, api_host, _str(raw, "OrgId"))
+
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 @dataclass(frozen=True)

@@ -76,12 +76,27 @@ _NOT_SENT: tuple[type[BaseException], ...] = (
 )
 
 
+# How a host may be written: as the docs' host table prints it, as a base URL, or bare.
+HOST_FORMS = (
+    "api-in21.leadsquared.com, https://api-in21.leadsquared.com or "
+    "https://api-in21.leadsquared.com/v2/"
+)
+
+
 def normalise_host(host: str) -> str:
-    """The base URL to call: ``https://`` (``http://`` only for loopback), no trailing slash."""
-    text = host.strip().rstrip("/")
-    example = "e.g. https://api-in21.leadsquared.com"
+    """The base URL to call: ``https://`` (``http://`` only for loopback), no trailing slash.
+
+    Accepted: a bare host name (``api-in21.leadsquared.com``, as ``LSQCommonServiceURLs.api``
+    names it; https is assumed), a base URL, and either with a trailing ``/`` or ``/v2/`` (the
+    form of the docs' host table; the client adds ``/v2/`` to every path itself). Any other
+    path is refused: the calls would go somewhere no LeadSquared API is.
+    """
+    text = host.strip()
+    example = f"write it as {HOST_FORMS}"
     if not text:
         raise ConfigError(f"the LeadSquared host is empty: set LSQ_HOST or host: ({example})")
+    if "://" not in text:
+        text = "https://" + text
     try:
         parts = urlsplit(text)
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -89,13 +104,19 @@ def normalise_host(host: str) -> str:
         raise ConfigError(f"the LeadSquared host {text!r} is not a valid URL ({example})") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
-            f"the LeadSquared host {text!r} must be a base URL starting with https:// ({example})"
+            f"the LeadSquared host {text!r} must be a host name or a URL starting with "
+            f"https:// ({example})"
         )
     if "@" in parts.netloc:
         # Never echo it: whatever precedes the @ may be a credential.
         raise ConfigError("the LeadSquared host must not contain a user name or password")
     if parts.query or parts.fragment:
         raise ConfigError(f"the LeadSquared host {text!r} must not have a query or fragment")
+    if parts.path.rstrip("/").lower() not in ("", "/v2"):
+        raise ConfigError(
+            f"the LeadSquared host {text!r} has a path ({parts.path}) that is not the API's "
+            f"/v2/: {example}"
+        )
     hostname = parts.hostname or ""
     if parts.scheme == "http" and not _is_loopback(hostname):
         raise ConfigError(
@@ -103,7 +124,7 @@ def normalise_host(host: str) -> str:
             "unencrypted. Use https:// (http:// is accepted only for loopback addresses such "
             "as localhost, 127.0.0.1 or ::1)"
         )
-    return f"{parts.scheme}://{parts.netloc}{parts.path}".rstrip("/")
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 def _is_loopback(hostname: str) -> bool:

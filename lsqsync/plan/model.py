@@ -65,7 +65,7 @@ class Transition:
 class TypeSummary:
     opportunity_type: int
     name: str
-    total: int  # opportunities of the type in the account
+    total: int | None  # opportunities of the type in the account; None: unknown
     changing: int
 
 
@@ -142,7 +142,7 @@ def assemble(
     created: datetime,
     lifetime: timedelta,
     rule_sources: Mapping[str, str],
-    type_totals: Mapping[int, tuple[str, int]],
+    type_totals: Mapping[int, tuple[str, int | None]],
     rate: Limit,
     read_calls: int,
     git_commit: str | None = None,
@@ -152,9 +152,9 @@ def assemble(
     mask: Sequence[str] = (),
 ) -> Plan:
     """The one way to make a Plan: the changes sorted, summarised (``rule_sources``: rule name
-    → file:line; ``type_totals``: code → (name, opportunities of the type)), costed under
-    ``rate`` and digested; stamped ``created`` and valid for ``lifetime``; ``state`` is the
-    state file's (lineage, serial) it was made against."""
+    → file:line; ``type_totals``: code → (name, opportunities of the type or None when not
+    read)), costed under ``rate`` and digested; stamped ``created`` and valid for
+    ``lifetime``; ``state`` is the state file's (lineage, serial) it was made against."""
     ordered = sort_changes(changes)
     return Plan(
         lsqsync_version=version,
@@ -194,7 +194,7 @@ def sort_changes(changes: Iterable[OpportunityChange]) -> tuple[OpportunityChang
 def summarise(
     changes: Sequence[OpportunityChange],
     rule_sources: Mapping[str, str],
-    type_totals: Mapping[int, tuple[str, int]],
+    type_totals: Mapping[int, tuple[str, int | None]],
 ) -> Summary:
     """Counts per rule and type, and the most frequent value transitions."""
     per_rule_opps: Counter[str] = Counter()

@@ -103,7 +103,7 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
-    _check_safety(changes, snapshot, project.config.safety, options.allow_large)
+    warnings += _check_safety(changes, snapshot, project.config.safety, options.allow_large)
     return _assemble(project, snapshot, host, options, changes, warnings)
 
 
@@ -560,11 +560,13 @@ def _check_dependents(
 
 def _check_safety(
     changes: Sequence[OpportunityChange], snapshot: Snapshot, safety: Safety, allow_large: bool
-) -> None:
+) -> list[str]:
+    """UnsafePlan when the changes exceed a limit; else a warning for each type whose share of
+    changes could not be checked (its number of opportunities is unknown)."""
     if allow_large:
-        return
+        return []
     max_changes, max_ratio = safety.max_changes, safety.max_change_ratio
-    reasons = []
+    reasons, unchecked = [], []
     if len(changes) > max_changes:
         reasons.append(
             f"it changes {len(changes):,} opportunities, more than safety.max_changes "
@@ -575,7 +577,13 @@ def _check_safety(
         per_type[c.opportunity_type] += 1
     for code, count in sorted(per_type.items()):
         total = snapshot.types[code].total
-        if total >= RATIO_MIN_TOTAL and count / total > max_ratio:
+        if total is None:
+            unchecked.append(
+                f"safety.max_change_ratio not checked for type {code}: the number of its "
+                "opportunities is unknown, as these keys cannot use Opportunity Advanced Search "
+                f"(administrators only); safety.max_changes ({max_changes:,}) still holds"
+            )
+        elif total >= RATIO_MIN_TOTAL and count / total > max_ratio:
             reasons.append(
                 f"it changes {count:,} of the {total:,} opportunities of type {code} "
                 f"({count / total:.0%}), more than safety.max_change_ratio ({max_ratio:.0%})"
@@ -585,6 +593,7 @@ def _check_safety(
             "plan refused: " + "; ".join(reasons) + ". Review the rules, or pass --allow-large "
             "if this is intended (the override is recorded in the plan)."
         )
+    return unchecked
 
 
 def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[str, str]:

@@ -108,7 +108,7 @@ class _View:
                 f" of {max_changes} (safety.max_changes)"
             )
         for t in plan.summary.types:
-            if t.total < RATIO_MIN_TOTAL or not t.changing:
+            if t.total is None or t.total < RATIO_MIN_TOTAL or not t.changing:
                 continue
             share = t.changing / t.total
             if share >= NEAR_LIMIT * max_ratio:
@@ -261,6 +261,8 @@ def _counts(opportunities: int, fields: int) -> str:
 
 
 def _share(t: TypeSummary) -> str:
+    if t.total is None:
+        return f"{t.changing} changing (of an unknown number)"
     share = f" ({percent(t.changing / t.total)})" if t.total else ""
     return f"{t.changing} of {t.total} changing{share}"
 
@@ -305,7 +307,7 @@ def _markdown(plan: Plan, options: _Options) -> str:
                 [
                     md(view.type_label(t.opportunity_type)),
                     str(t.changing),
-                    str(t.total),
+                    "unknown" if t.total is None else str(t.total),
                     percent(t.changing / t.total) if t.total else "",
                 ]
                 for t in s.types

@@ -14,7 +14,9 @@ from lsqsync.rules.project import Rule
 @dataclass(frozen=True)
 class TypeData:
     meta: OpportunityType
-    total: int  # opportunities of the type in the account
+    # opportunities of the type in the account; None: unknown (its rules name their ids, read
+    # without Advanced Search, and the keys may not use it to count them)
+    total: int | None
     records: Mapping[str, OpportunityRecord]  # lower-cased id → record
     complete: bool  # every opportunity of the type was read
     auto_ids: Mapping[str, str]  # AutoId value → opportunity id (complete reads only)

@@ -80,6 +80,12 @@ class Case:
         spec = {**DEFAULT_EMULATOR, **json.loads(self.text("emulator.json") or "{}")}
         return int(spec["opportunities"]), int(spec["seed"])
 
+    def settings(self) -> Settings:
+        """The emulator's settings for the case: no rate limit, and ``settings`` of
+        emulator.json (a profile of ``profiles.py``, e.g. ``{"non_admin": true}``)."""
+        spec = json.loads(self.text("emulator.json") or "{}")
+        return Settings(**{"rate_limit_calls": None, **spec.get("settings", {})})
+
     def xfail(self) -> str | None:
         reason = self.text("xfail.txt")
         return " ".join(reason.split()) if reason is not None else None
@@ -104,17 +110,13 @@ class Emulators:
     def __init__(self) -> None:
         self._running: dict[tuple[int, int], Emulator] = {}
 
-    def get(self, opportunities: int, seed: int) -> Emulator:
+    def get(self, opportunities: int, seed: int, settings: Settings) -> Emulator:
         key = (opportunities, seed)
         if key not in self._running:
-            emu = Emulator(
-                opportunities=opportunities,
-                seed=seed,
-                settings=Settings(rate_limit_calls=None),
-            )
+            emu = Emulator(opportunities=opportunities, seed=seed, settings=settings)
             self._running[key] = emu.start()
         emu = self._running[key]
-        emu.settings = Settings(rate_limit_calls=None)
+        emu.settings = settings
         emu.reset()
         return emu
 
@@ -260,7 +262,7 @@ def test_plan_case(
     project = tmp_path / "project"
     shutil.copytree(case.folder, project, ignore=shutil.ignore_patterns(*CASE_FILES))
     monkeypatch.chdir(project)
-    emu = emulators.get(*case.emulator())
+    emu = emulators.get(*case.emulator(), case.settings())
     _apply_setup(emu, json.loads(case.text("setup.json") or "[]"))
     monkeypatch.setenv("LSQ_HOST", emu.url)
     monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import pytest
@@ -262,10 +263,10 @@ def test_search_rows_are_flat_with_iso_dates(emu: Emulator, http: requests.Sessi
             {
                 "OpportunityEventCode": 12000,
                 "AdvancedSearch": advanced(12000),
-                "Paging": {"PageIndex": 1, "PageSize": 1001},
+                "Paging": {"PageIndex": 1, "PageSize": 0},
             },
             400,
-            "PageSize 1 to 1000",
+            "PageSize at least 1",
         ),
         (
             {
@@ -340,7 +341,18 @@ def test_user_by_email_hides_inactive_users(
     assert [r["UserId"] for r in rows] == ([found] if found else [])
 
 
-def test_user_by_access_key_names_the_api_host(emu: Emulator, http: requests.Session) -> None:
+def test_user_by_access_key_answers_the_documented_body(
+    emu: Emulator, http: requests.Session
+) -> None:
     body = http.get(emu.url + "/v2/Authentication.svc/UserByAccessKey.Get", timeout=5).json()
+    # as the user-authentication page shows it: one Name, the email as PassPhrase, no
+    # EmailAddress, the organisation as a GUID string and the API host as a bare host name
+    assert (body["Name"], body["PassPhrase"], body["EmailAddress"]) == (
+        "Ada Admin",
+        "ada.admin@example.com",
+        None,
+    )
     assert body["Role"] == "Administrator"
-    assert body["LSQCommonServiceURLs"]["api"] == emu.url
+    assert str(uuid.UUID(body["OrgId"])) == body["OrgId"]
+    assert "FirstName" not in body
+    assert body["LSQCommonServiceURLs"]["api"] == emu.url.removeprefix("http://")

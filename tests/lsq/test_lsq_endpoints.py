@@ -25,14 +25,12 @@ ISO_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}$")
 def test_who_am_i(client: LsqClient, emu: Emulator) -> None:
     me = client.who_am_i()
     assert me.user.id == model.API_USER.id
-    assert (me.user.email, me.user.first_name, me.user.last_name) == (
-        "ada.admin@example.com",
-        "Ada",
-        "Admin",
-    )
+    # the documented body: one Name, the email as PassPhrase, a bare host name
+    assert (me.user.email, me.user.name) == ("ada.admin@example.com", "Ada Admin")
     assert (me.user.role, me.user.active) == ("Administrator", True)
-    assert me.api_host == emu.url
-    assert me.org_id == 22824
+    assert me.api_host == emu.url.removeprefix("http://")
+    assert me.org_id is not None
+    assert len(me.org_id) == 36
 
 
 def test_users(client: LsqClient) -> None:

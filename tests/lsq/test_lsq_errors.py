@@ -28,7 +28,14 @@ from lsqsync.errors import (
     RateLimited,
     ServerError,
 )
-from lsqsync.lsq import BulkUpdateItem, LsqClient, RateLimiter, RowResult
+from lsqsync.lsq import (
+    BulkUpdateItem,
+    LsqClient,
+    PartialRead,
+    RateLimiter,
+    RowResult,
+    SearchRefused,
+)
 
 WHO = {"Id": "u1", "EmailAddress": "a@example.com"}
 RATE_429 = Reply(
@@ -71,14 +78,14 @@ def test_wrong_keys_are_an_auth_error_after_one_request(
 def test_not_found_is_rejected_after_one_request(
     make_client: Callable[..., LsqClient], emu: Emulator, sleeps: Sleeps
 ) -> None:
-    # A host with a wrong base path: every endpoint lands on a path the API does not have.
-    client = make_client(host=emu.url + "/wrong")
+    # A path the API does not have (a host with a base path of its own is refused up front).
+    client = make_client()
     with pytest.raises(ApiRejected) as caught:
-        client.users()
+        client._transport.send("GET", "/v2/UserManagement.svc/Users.List")
     error = caught.value
     assert (error.status, error.exception_type) == (404, "MXInvalidAPIException")
-    assert error.exception_message == "No API found at '/wrong/v2/UserManagement.svc/Users.Get'."
-    assert error.endpoint == "/v2/UserManagement.svc/Users.Get"
+    assert error.exception_message == "No API found at '/v2/UserManagement.svc/Users.List'."
+    assert error.endpoint == "/v2/UserManagement.svc/Users.List"
     assert [e["status"] for e in api_log(emu.url)] == [404]
     assert sleeps == []
 
@@ -113,7 +120,7 @@ def test_occasional_faults_are_retried_until_the_call_succeeds(
 ) -> None:
     emu.settings.fault_rate = 0.5
     client = make_client(max_retries=30, backoff_base=0.0)
-    assert [client.who_am_i().user.first_name for _ in range(12)] == ["Ada"] * 12
+    assert [client.who_am_i().user.name for _ in range(12)] == ["Ada Admin"] * 12
     statuses = [e["status"] for e in api_log(emu.url)]
     assert statuses.count(200) == 12
     assert statuses.count(500) == len(sleeps) == len(statuses) - 12
@@ -301,11 +308,19 @@ def test_other_403_is_rejected_at_once(serve: Serve, sleeps: Sleeps) -> None:
     )
     stub, client = serve(denied)
     with pytest.raises(ApiRejected, match="Only admins") as caught:
-        list(client.search_opportunities(12003, []))
+        client.users()
     assert caught.value.status == 403
     assert "Administrator" in str(caught.value)
     assert len(stub.seen) == 1
     assert sleeps == []
+    # from Advanced Search, it is the refusal of a user who is no administrator
+    with pytest.raises(SearchRefused, match="Only admins") as refused:
+        list(client.search_opportunities(12003, []))
+    assert str(refused.value).startswith(
+        "these keys cannot use Opportunity Advanced Search (administrators only) "
+        '(LeadSquared answered HTTP 403 MXAccessDenied: "Only admins")'
+    )
+    assert len(stub.seen) == 2
 
 
 @pytest.mark.parametrize("status", [400, 404, 405])
@@ -488,15 +503,116 @@ def test_count_without_a_record_count_reads_the_ids(serve: Serve) -> None:
     assert len(stub.seen) == 2
 
 
-def test_search_stops_if_the_server_ignores_the_page_index(
+def ids_page(start: int, n: int, total: int | None) -> Reply:
+    rows = [{"OpportunityId": f"o{i}"} for i in range(start, start + n)]
+    return Reply(body=rows if total is None else {"RecordCount": total, "List": rows})
+
+
+def test_search_pages_on_until_the_record_count_whatever_the_page_size(serve: Serve) -> None:
+    # asked for 1,000 a page, the server clamps to 500: the first short page is not the end
+    stub, client = serve(
+        ids_page(0, 500, 1200), ids_page(500, 500, 1200), ids_page(1000, 200, 1200)
+    )
+    records = list(client.search_opportunities(12003, []))
+    assert [r.id for r in records] == [f"o{i}" for i in range(1200)]
+    assert [s.json()["Paging"] for s in stub.seen] == [
+        {"PageIndex": i, "PageSize": 1000} for i in (1, 2, 3)
+    ]
+
+
+def test_a_search_that_stops_early_is_refused_not_planned_on(serve: Serve) -> None:
+    stub, client = serve(ids_page(0, 500, 1200), ids_page(0, 0, 1200))
+    with pytest.raises(PartialRead) as caught:
+        list(client.search_opportunities(12003, []))
+    assert str(caught.value).startswith(
+        "read 500 of 1,200 opportunities of type 12003; refusing to plan on a partial read "
+        "(Advanced Search page 2 was empty"
+    )
+    assert caught.value.exit_code == 1
+    assert len(stub.seen) == 2
+
+
+def test_a_server_that_ignores_the_page_index_is_refused(serve: Serve) -> None:
+    stub, client = serve(ids_page(0, 2, 100))
+    with pytest.raises(PartialRead, match=r"read 2 of 100 .* page 2 repeated opportunities"):
+        list(client.search_opportunities(12003, [], page_size=2))
+    assert len(stub.seen) == 2
+
+
+def test_a_record_count_that_falls_while_paging_is_refused(serve: Serve) -> None:
+    # a record deleted from page 1 shifts the first of page 2 onto page 1: never seen
+    _, client = serve(ids_page(0, 3, 7), ids_page(4, 3, 6))
+    with pytest.raises(PartialRead, match="their number fell to 6 while they were read"):
+        list(client.search_opportunities(12003, [], page_size=3))
+
+
+def test_records_created_while_paging_are_read_too(
     serve: Serve, caplog: pytest.LogCaptureFixture
 ) -> None:
-    stub, client = serve(
-        Reply(body={"RecordCount": 100, "List": [{"OpportunityId": "o1"}, {"OpportunityId": "o2"}]})
+    caplog.set_level(logging.INFO)
+    _, client = serve(ids_page(0, 3, 5), ids_page(3, 3, 6))
+    assert len(list(client.search_opportunities(12003, [], page_size=3))) == 6
+    assert "lsq: search record_count_grew type=12003 from=5 to=6" in caplog.text
+
+
+def test_a_bare_array_page_repeated_ends_the_read_with_a_warning(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    _, client = serve(ids_page(0, 2, None))
+    assert [r.id for r in client.search_opportunities(12003, [], page_size=2)] == ["o0", "o1"]
+    assert "lsq: search stopped page=2 no_new_rows" in caplog.text
+
+
+ADMIN_ONLY_401 = Reply(
+    401,
+    {"Status": "Error", "ExceptionType": "MXUnAuthorizedAccessException",
+     "ExceptionMessage": "Not authorized"},
+)  # fmt: skip
+
+
+def test_a_401_from_search_with_keys_that_work_is_the_role(serve: Serve) -> None:
+    stub, client = serve(ADMIN_ONLY_401, Reply(body={**WHO, "Role": "Sales_User"}))
+    with pytest.raises(SearchRefused) as caught:
+        client.count_opportunities(12003)
+    assert str(caught.value) == (
+        "these keys cannot use Opportunity Advanced Search (administrators only) (LeadSquared "
+        'answered HTTP 401 MXUnAuthorizedAccessException: "Not authorized"; the keys\' user is '
+        "'Sales_User')"
     )
-    assert [r.id for r in client.search_opportunities(12003, [], page_size=2)] == ["o1", "o2"]
+    assert (caught.value.role, caught.value.status) == ("Sales_User", 401)
+    assert [s.path for s in stub.seen] == [
+        "/v2/OpportunityManagement.svc/Retrieve/BySearchParameter",
+        "/v2/Authentication.svc/UserByAccessKey.Get",
+    ]
+    # the role does not change: later searches are refused without asking again
+    with pytest.raises(SearchRefused):
+        list(client.search_opportunities(12000, []))
     assert len(stub.seen) == 2
-    assert "lsq: search stopped" in caplog.text
+
+
+def test_a_401_from_search_with_keys_refused_everywhere_is_the_keys(serve: Serve) -> None:
+    _, client = serve(ADMIN_ONLY_401)
+    with pytest.raises(AuthError, match="Check LSQ_ACCESS_KEY"):
+        list(client.search_opportunities(12003, []))
+
+
+@pytest.mark.parametrize(
+    ("exception", "refused"),
+    [
+        (("MXInsufficientPrivilegeException", "No."), True),
+        (("MXException", "You do not have permission to perform this action"), True),
+        (("MXInvalidInputException", "'AdvancedSearch' is not valid"), False),
+    ],
+)
+def test_an_mx_refusal_speaking_of_permission_is_the_role(
+    serve: Serve, exception: tuple[str, str], refused: bool
+) -> None:
+    etype, message = exception
+    body = {"Status": "Error", "ExceptionType": etype, "ExceptionMessage": message}
+    _, client = serve(Reply(500, body))
+    with pytest.raises(ApiRejected) as caught:
+        list(client.search_opportunities(12003, []))
+    assert isinstance(caught.value, SearchRefused) is refused
 
 
 def test_by_id_accepts_a_single_group_object_and_skips_other_codes(serve: Serve) -> None:

@@ -218,8 +218,38 @@ def test_who_am_i_reads_the_api_host() -> None:
             "LSQCommonServiceURLs": {"API": "https://h"},
         }
     )
-    assert (me.user.id, me.user.active, me.api_host, me.org_id) == ("u1", True, "https://h", 22824)
+    assert (me.user.id, me.user.active, me.api_host, me.org_id) == (
+        "u1",
+        True,
+        "https://h",
+        "22824",
+    )
     assert WhoAmI.from_api({"Id": "u1"}).api_host is None
+
+
+def test_who_am_i_reads_the_documented_body() -> None:
+    # the example of the user-authentication page, trimmed
+    me = WhoAmI.from_api(
+        {
+            "Id": "1a50c565-8525-11ea-a93b-0aa4c559f4ca",
+            "Name": "Yogesh",
+            "PassPhrase": "sri.sudhan@leadsquared.com",
+            "Role": "Administrator",
+            "EmailAddress": None,
+            "OrgId": "3b1041a3-8374-11e7-8758-0a106ee76b21",
+            "LSQCommonServiceURLs": {"api": "api-in21.leadsquared.com", "app": "app.x"},
+        }
+    )
+    assert (me.user.name, me.user.email, me.user.role) == (
+        "Yogesh",
+        "sri.sudhan@leadsquared.com",
+        "Administrator",
+    )
+    assert me.api_host == "api-in21.leadsquared.com"
+    assert me.org_id == "3b1041a3-8374-11e7-8758-0a106ee76b21"
+    # a PassPhrase that is no email address is never taken for one (nor shown)
+    other = WhoAmI.from_api({"Id": "u1", "Name": "X", "PassPhrase": "s3cret words"})
+    assert other.user.email == ""
     with pytest.raises(UnexpectedResponse):
         WhoAmI.from_api([])
 

@@ -78,7 +78,7 @@ def test_no_key_in_anything_the_error_cases_produce(
         )
     )
     expect_error(lambda: client.opportunity_type(1))
-    expect_error(make_client(host=emu.url + "/nowhere").users)
+    expect_error(lambda: client._transport.send("GET", "/v2/Nowhere.svc/Get"))
     emu.settings.latency_ms = 400
     expect_error(make_client(timeout=(1.0, 0.05), max_retries=0).who_am_i)
     emu.settings.latency_ms = 0

@@ -9,7 +9,7 @@ import pytest
 import requests
 from lsq_helpers import OTHER_ACCESS_KEY, OTHER_SECRET_KEY, Reply, Serve, StubServer
 
-from lsqsync import __version__
+from lsqsync import __version__, browse
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import BulkUpdateItem, LsqClient, normalise_host
 
@@ -107,6 +107,7 @@ def test_search_and_by_id_bodies(serve: Serve) -> None:
                 ],
             }
         ],
+        "QueryTimeZone": "UTC",
     }
     assert body == {
         "OpportunityEventCode": 12003,
@@ -143,7 +144,14 @@ def test_every_call_has_a_timeout_and_follows_no_redirect(serve: Serve) -> None:
         ("https://api-in21.leadsquared.com", "https://api-in21.leadsquared.com"),
         ("  https://api-in21.leadsquared.com/ ", "https://api-in21.leadsquared.com"),
         ("HTTPS://api-us11.leadsquared.com//", "https://api-us11.leadsquared.com"),
-        ("https://proxy.example.com:8443/lsq/", "https://proxy.example.com:8443/lsq"),
+        # as the docs' host table prints hosts, and as LSQCommonServiceURLs.api names them
+        ("https://api-in21.leadsquared.com/v2/", "https://api-in21.leadsquared.com"),
+        ("https://api-in21.leadsquared.com/v2", "https://api-in21.leadsquared.com"),
+        ("api-in21.leadsquared.com", "https://api-in21.leadsquared.com"),
+        (" api-in21.leadsquared.com/v2/ ", "https://api-in21.leadsquared.com"),
+        ("api.leadsquared.com/", "https://api.leadsquared.com"),
+        ("https://proxy.example.com:8443/", "https://proxy.example.com:8443"),
+        ("http://127.0.0.1:9/v2/", "http://127.0.0.1:9"),
         ("http://localhost:8080", "http://localhost:8080"),
         ("http://127.0.0.1:9/", "http://127.0.0.1:9"),
         ("http://127.5.6.7", "http://127.5.6.7"),
@@ -161,14 +169,17 @@ def test_accepted_hosts(host: str, expected: str) -> None:
         ("http://10.0.0.1", "refusing http://"),
         ("http://localhost.evil.com", "refusing http://"),
         ("http://128.0.0.1", "refusing http://"),
-        ("api-in21.leadsquared.com", "must be a base URL starting with https://"),
-        ("ftp://api.leadsquared.com", "must be a base URL starting with https://"),
+        ("ftp://api.leadsquared.com", "must be a host name or a URL starting with https://"),
+        ("https://proxy.example.com:8443/lsq/", r"has a path \(/lsq/\) that is not the API's"),
+        ("https://api-in21.leadsquared.com/v2/v2/", "has a path"),
+        ("api-in21.leadsquared.com/v1", "write it as api-in21.leadsquared.com, https://"),
+        ("https://api.leadsquared.com/v2/OpportunityManagement.svc", "has a path"),
         ("", "is empty"),
         ("https://user:secret@api.leadsquared.com", "must not contain a user name or password"),
         ("https://api.leadsquared.com/?accessKey=x", "must not have a query"),
         ("https://api.leadsquared.com:99999", "is not a valid URL"),
         ("https://[::1", "is not a valid URL"),
-        ("https://:443", "must be a base URL"),
+        ("https://:443", "must be a host name or a URL"),
     ],
 )
 def test_refused_hosts(host: str, message: str) -> None:
@@ -212,3 +223,36 @@ def test_repr_shows_only_the_host() -> None:
     assert OTHER_ACCESS_KEY not in repr(vars(client))
     assert OTHER_SECRET_KEY not in repr(vars(client))
     client.close()
+
+
+DOCUMENTED_WHO = {
+    "Id": "1a50c565-8525-11ea-a93b-0aa4c559f4ca",
+    "Name": "Yogesh",
+    "PassPhrase": "sri.sudhan@leadsquared.com",
+    "Role": "Administrator",
+    "EmailAddress": None,
+    "OrgId": "3b1041a3-8374-11e7-8758-0a106ee76b21",
+}
+
+
+@pytest.mark.parametrize(
+    ("api", "note"),
+    [
+        # the same host, named bare or as the docs' table prints it: no hint
+        ("127.0.0.1:{port}", False),
+        ("http://127.0.0.1:{port}/v2/", False),
+        # another host: the hint to set LSQ_HOST to it
+        ("api-in21.leadsquared.com", True),
+        ("not a host at all", True),
+    ],
+)
+def test_whoami_reads_the_documented_body_and_compares_hosts_without_the_scheme(
+    serve: Serve, api: str, note: bool
+) -> None:
+    stub, client = serve()
+    api = api.format(port=client.host.rsplit(":", 1)[1])
+    stub.replies = [Reply(body={**DOCUMENTED_WHO, "LSQCommonServiceURLs": {"api": api}})]
+    text = browse.whoami(client)
+    assert "user:  Yogesh <sri.sudhan@leadsquared.com>\nrole:  Administrator\n" in text
+    hint = f"note:  LeadSquared names {api} as this account's API host; set LSQ_HOST to it\n"
+    assert text.endswith(hint) is note

@@ -98,7 +98,7 @@ def sample_changes() -> list[OpportunityChange]:
 def make_plan(
     changes: Sequence[OpportunityChange] | None = None,
     *,
-    types: dict[int, tuple[str, int]] | None = None,
+    types: dict[int, tuple[str, int | None]] | None = None,
     warnings: tuple[str, ...] = (),
     allow_large: bool = False,
     targets: tuple[str, ...] = (),

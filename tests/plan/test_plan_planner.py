@@ -42,7 +42,11 @@ def deal(opp_id: str, **values: str | None) -> OpportunityRecord:
     return OpportunityRecord(opp_id, 12003, {**base, **values})
 
 
-def snapshot(records: Sequence[OpportunityRecord], total: int | None = None) -> Snapshot:
+def snapshot(
+    records: Sequence[OpportunityRecord], total: int | None = None, *, counted: bool = True
+) -> Snapshot:
+    """The records as read; ``counted=False``: the types' totals are unknown (keys that may not
+    use Advanced Search)."""
     by_type: dict[int, list[OpportunityRecord]] = {12000: [], 12003: []}
     for r in records:
         by_type[r.event_code].append(r)
@@ -50,7 +54,7 @@ def snapshot(records: Sequence[OpportunityRecord], total: int | None = None) -> 
         {
             code: TypeData(
                 META[code],
-                total if total is not None else len(rs),
+                (total if total is not None else len(rs)) if counted else None,
                 {r.id.lower(): r for r in rs},
                 True,
                 {
@@ -73,6 +77,7 @@ def plan(
     *,
     config: str = "",
     total: int | None = None,
+    counted: bool = True,
     **options: Any,
 ) -> Plan:
     os.chdir(tmp_path)  # messages name files relative to the working directory
@@ -85,8 +90,8 @@ def plan(
         "now": NOW, "created_at": datetime(2026, 11, 27, 9), "lsqsync_version": "test",
         "input_files": {"lsqsync.yml": "x"},
     }  # fmt: skip
-    return build_plan(project, snapshot(records, total), "https://api.example", PlanOptions(
-        **{**defaults, **options}))  # fmt: skip
+    return build_plan(project, snapshot(records, total, counted=counted), "https://api.example",
+                      PlanOptions(**{**defaults, **options}))  # fmt: skip
 
 
 def changes(p: Plan) -> list[tuple[str, str, str | None, str]]:
@@ -373,6 +378,24 @@ def test_a_plan_over_the_change_ratio_is_refused(tmp_path: Path) -> None:
         "safety.max_change_ratio (30%). Review the rules, or pass --allow-large if this is "
         "intended (the override is recorded in the plan)."
     )
+
+
+def test_an_unknown_number_of_opportunities_skips_the_ratio_with_a_warning(tmp_path: Path) -> None:
+    records = [deal(f"{i:08d}-0000-4000-8000-000000000000") for i in range(12)]
+    p = plan(tmp_path, SAFE, records, counted=False)
+    assert len(p.changes) == 12  # 100% of what was read: no ratio can be worked out
+    assert p.warnings == (
+        "safety.max_change_ratio not checked for type 12003: the number of its opportunities is "
+        "unknown, as these keys cannot use Opportunity Advanced Search (administrators only); "
+        "safety.max_changes (1,000) still holds",
+    )
+    assert [(t.opportunity_type, t.total, t.changing) for t in p.summary.types] == [
+        (12000, None, 0),
+        (12003, None, 12),
+    ]
+    with pytest.raises(UnsafePlan, match=r"more than safety\.max_changes"):
+        plan(tmp_path, SAFE, records, counted=False, config="safety: {max_changes: 11}\n")
+    assert plan(tmp_path, SAFE, records, counted=False, allow_large=True).warnings == ()
 
 
 def test_the_ratio_counts_only_from_ten_opportunities(tmp_path: Path) -> None:

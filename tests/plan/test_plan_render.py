@@ -20,6 +20,7 @@ from plan_helpers import (
 from lsqsync import display
 from lsqsync.config import Safety
 from lsqsync.display import MARKDOWN_LIMIT
+from lsqsync.plan import planfile
 from lsqsync.plan import render as render_module
 from lsqsync.plan.model import Plan
 from lsqsync.plan.render import FORMATS, Format, render
@@ -312,6 +313,26 @@ def test_a_close_safety_limit_is_a_bold_warning_in_markdown_and_a_warning_in_tex
 def test_small_types_are_outside_the_ratio_limit() -> None:
     plan = make_plan(types={12003: ("Enterprise Deal", 9), 12004: ("Renewal", 2)})
     assert "⚠️" not in render(plan, "markdown", safety=Safety(1000, 0.1))
+
+
+def test_a_type_whose_number_is_unknown_is_shown_so_and_never_warned_about(
+    tmp_path: Path,
+) -> None:
+    # keys that may not use Advanced Search could not count the type
+    plan = make_plan(types={12003: ("Enterprise Deal", None), 12004: ("Renewal", 10)})
+    text = render(plan, "text", safety=Safety(1000, 0.01))
+    assert "    12003 Enterprise Deal: 4 changing (of an unknown number)\n" in text
+    assert "Warning: type 12003" not in text
+    md = render(plan, "markdown", safety=Safety(1000, 0.01))
+    assert "| 12003 Enterprise Deal | 4 | unknown |  |" in md
+    assert "12003 Enterprise Deal: 3 of" not in md + text
+    data = json.loads(render(plan, "json"))
+    assert data["summary"]["types"][0] == {
+        "opportunity_type": 12003, "name": "Enterprise Deal", "total": None, "changing": 4,
+    }  # fmt: skip
+    saved = tmp_path / "p.json"
+    planfile.save(plan, saved)
+    assert planfile.load(saved) == plan  # the schema, and the summary check, accept it
 
 
 def test_markdown_of_an_empty_plan_says_no_changes() -> None:
