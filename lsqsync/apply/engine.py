@@ -82,19 +82,21 @@ def check_freshness(
     types: Mapping[int, OpportunityType],
     confirmed: frozenset[tuple[str, str]] = frozenset(),
     mask: Collection[str] = (),
+    written: frozenset[tuple[str, str]] = frozenset(),
 ) -> Freshness:
     """Decide every planned field against the values just read (``current``: lower-cased
     opportunity id → field → raw value; an opportunity absent from it was deleted).
-    ``confirmed`` (opportunity id, field) pairs were applied by an earlier attempt of this plan
-    and are skipped entirely. A field still at its ``before`` whose rule's premise (or, for a
-    field two rules set, either rule's) no longer holds is stale, with the premise's changes in
-    its message (values of ``mask``ed fields not shown). Pure."""
+    ``confirmed`` (opportunity id, field) pairs were applied or found current by an earlier
+    attempt of this plan and are skipped entirely; ``written``: those it applied. A field still
+    at its ``before`` whose rule's premise (or, for a field two rules set, either rule's) no
+    longer holds is stale, with the premise's changes in its message (values of ``mask``ed
+    fields not shown). Pure."""
     pending: list[Pending] = []
     settled: list[FieldResult] = []
     for change in changes:
         values = current.get(change.id.lower())
         meta = types[change.opportunity_type]
-        held = {} if values is None else premise_changes(change, values, meta, confirmed, mask)
+        held = {} if values is None else premise_changes(change, values, meta, written, mask)
         to_send: list[FieldChange] = []
         for f in change.changes:
             if (change.id.lower(), f.field) in confirmed:
@@ -125,14 +127,15 @@ def premise_changes(
     change: OpportunityChange,
     values: Mapping[str, str | None],
     meta: OpportunityType,
-    confirmed: frozenset[tuple[str, str]] = frozenset(),
+    written: frozenset[tuple[str, str]] = frozenset(),
     mask: Collection[str] = (),
 ) -> dict[str, str]:
     """The planned fields of ``change`` held back because a premise no longer holds → why
     (``premise changed: Status "Open" → "Lost"``, values shown canonical). A premise value
     compares as the codec says (``250000`` is ``250,000.00``). A premise field that this plan
-    itself set on an earlier attempt (``confirmed``) and that still holds the planned value is
-    not a change: the resumed run must not take its own write for somebody else's."""
+    itself wrote on an earlier attempt (``written``) and that still holds the planned value is
+    not a change: the resumed run must not take its own write for somebody else's (a value
+    somebody else set, even the planned one, is a change)."""
     planned = {f.field: f.after for f in change.changes}
     reasons: dict[str, list[str]] = {}
     for premise in change.premises:
@@ -145,7 +148,7 @@ def premise_changes(
                 continue
             if codec.same(fm, now, value or ""):
                 continue
-            ours = (change.id.lower(), name) in confirmed and name in planned
+            ours = (change.id.lower(), name) in written and name in planned
             if ours and codec.same(fm, now, planned[name]):
                 continue
             hidden = is_masked(name, mask)

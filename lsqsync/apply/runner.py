@@ -187,7 +187,12 @@ def _run(
         raise
     pool.shutdown()
     fresh = apply.check_freshness(
-        plan.changes, current, types, st.confirmed(plan.digest), (*plan.mask, *config.mask)
+        plan.changes,
+        current,
+        types,
+        st.confirmed(plan.digest),
+        (*plan.mask, *config.mask),
+        st.confirmed(plan.digest, ("applied",)),
     )
     # Batches an earlier attempt sent without recording their answer (killed, or no answer):
     # a planned value found on their records was written by lsqsync — applied, not merely

@@ -159,12 +159,15 @@ def test_a_resumed_run_does_not_take_its_own_write_for_a_change() -> None:
         premises=(premise("priority", ("mx_Custom_10",), mx_Custom_2="Negotiation"),),
     )
     now = {"mx_Custom_2": "Proposal", "mx_Custom_10": "Low"}
-    assert decided(c, now, confirmed=frozenset({(DEAL, "mx_Custom_2")}))[0] == ["mx_Custom_10"]
-    # not written by this plan: somebody else set the same value
+    stage = frozenset({(DEAL, "mx_Custom_2")})
+    assert decided(c, now, confirmed=stage, written=stage)[0] == ["mx_Custom_10"]
+    # not written by this plan: somebody else set the same value (an earlier attempt found it
+    # already current)
     assert decided(c, now)[0] == []
+    assert decided(c, now, confirmed=stage)[0] == []
     # written by this plan, then changed again by somebody
     changed = {**now, "mx_Custom_2": "Qualification"}
-    assert decided(c, changed, confirmed=frozenset({(DEAL, "mx_Custom_2")}))[0] == []
+    assert decided(c, changed, confirmed=stage, written=stage)[0] == []
 
 
 def test_a_premise_field_the_type_no_longer_has_holds_the_fields_back() -> None:
@@ -458,3 +461,36 @@ def test_a_rollback_puts_back_an_opportunitys_fields_together_or_not_at_all(
         (edited, "mx_Custom_10", 'premise changed: mx_Custom_9 "flagged" → "keep me flagged"'),
         (edited, "mx_Custom_9", "changed in LeadSquared since the plan"),
     ]
+
+
+def test_applied_again_the_plan_does_not_take_its_own_writes_for_changed_premises(
+    connected: Emulator, here: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (opp,) = deals(connected, 1)
+    edit(connected, opp, Status="Open", mx_Custom_2="Negotiation", mx_Custom_6="500000",
+         mx_Custom_10="Low")  # fmt: skip
+    project(here, f"""
+    - name: to-proposal
+      opportunity_type: 12003
+      ids: [{opp}]
+      set: {{mx_Custom_2: Proposal}}
+    - name: big-in-negotiation
+      opportunity_type: 12003
+      ids: [{opp}]
+      where: {{mx_Custom_2: Negotiation, mx_Custom_6: {{gte: 400000}}}}
+      set: {{mx_Custom_10: High}}
+    """)  # fmt: skip
+    assert run(["plan", "--out", "p.json", *NOW], capsys)[0] == 0
+    edit(connected, opp, mx_Custom_6="1000")  # a mistake, undone after the first apply
+    assert run(["apply", "p.json"], capsys)[0] == 3
+    assert (stored(connected, opp)["mx_Custom_2"], stored(connected, opp)["mx_Custom_10"]) == (
+        "Proposal", "Low"
+    )  # fmt: skip
+    edit(connected, opp, mx_Custom_6="500000")
+
+    code, out, _ = run(["apply", "p.json"], capsys)
+
+    # the Stage it read is the one this plan wrote: the premise holds
+    assert code == 0
+    assert "applied: 1, already current: 0, stale: 0," in out
+    assert stored(connected, opp)["mx_Custom_10"] == "High"
