@@ -258,9 +258,9 @@ def read_current(
     pool: Executor | None = None,
 ) -> dict[str, dict[str, str | None]]:
     """The current values of the planned fields and of the fields of their premises (lower-cased
-    id → field → raw value), read by
-    id (2,000 a call) per opportunity type. Deleted opportunities are absent. With a ``pool``
-    the calls go out together: each costs a round trip, and none needs another's answer."""
+    id → field → raw value), read by id (2,000 a call) per opportunity type. Deleted
+    opportunities are absent. With a ``pool`` the calls go out together: each costs a round
+    trip, and none needs another's answer."""
     by_type: dict[int, tuple[set[str], set[str]]] = {}
     for c in changes:
         ids, fields = by_type.setdefault(c.opportunity_type, (set(), set()))

@@ -176,7 +176,8 @@ def _changes(
     """The opportunities whose desired values differ from their current ones, in (type, id)
     order, with only the fields that differ."""
     changes: list[OpportunityChange] = []
-    reads: dict[int, tuple[str, ...]] = {}  # the fields each rule reads, by id(rule)
+    # the fields each rule reads, and the parents of the dependent fields it sets, by id(rule)
+    reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for (code, opp_id), fields in sorted(desired.items()):
         data = snapshot.types[code]
         record = data.records[opp_id]
@@ -200,7 +201,7 @@ def _premises(
     data: TypeData,
     fields: Mapping[str, _Desired],
     changed: Sequence[FieldChange],
-    reads: dict[int, tuple[str, ...]],
+    reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]],
 ) -> tuple[Premise, ...]:
     """The premise of each rule that wants one of the ``changed`` fields of ``record``: the
     values the rule read, as read (only the fields read, only for the opportunities that change;
@@ -217,25 +218,35 @@ def _premises(
                 entry[1].append(f.field)
     premises = []
     for key, (rule, held) in holds.items():
-        names = reads.get(key)
-        if names is None:
-            names = reads[key] = _read_fields(rule, data.meta)
+        names, parents = reads.get(key) or reads.setdefault(key, _read_fields(rule, data.meta))
+        # a parent counts only where it was read (for the rule's type, by any rule)
+        if parents and (seen := tuple(p for p in parents if p in record.values)):
+            names = tuple(sorted((*names, *seen)))
         if names:
             read = tuple(zip(names, map(record.values.get, names), strict=True))
             premises.append(Premise(rule.name, tuple(sorted(held)), read))
     return tuple(premises)
 
 
-def _read_fields(rule: Rule, meta: OpportunityType) -> tuple[str, ...]:
+def _read_fields(rule: Rule, meta: OpportunityType) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The fields a rule decides on, sorted: those of its ``where`` and those its ``when`` and
-    templates read. Templates are given an ``opp`` of exactly the fields their syntax names
-    (``rule.referenced_fields``), so that a template that reads ``opp`` as a whole (``opp |
-    length``, ``opp | list``, ``opp[vars.name]``) can see no other field: the premise is every
-    field the rule *could* have read, not only those a branch taken did read — a change to a
-    field read only in a branch not taken holds the rule's fields back needlessly, but never
-    lets a changed reason through."""
+    templates read; and apart, the parent of each dependent field it sets (Status for Stage:
+    the plan checked the option against the parent where it was read, and a Stage sent under a
+    Status somebody changed since may be refused, or kept invalid). Templates are given an
+    ``opp`` of exactly the fields their syntax names (``rule.referenced_fields``), so that a
+    template that reads ``opp`` as a whole (``opp | length``, ``opp | list``,
+    ``opp[vars.name]``) can see no other field: the premise is every field the rule *could*
+    have read, not only those a branch taken did read — a change to a field read only in a
+    branch not taken holds the rule's fields back needlessly, but never lets a changed reason
+    through."""
     names = set(rule.referenced_fields) | {c.field for c in rule.where}
-    return tuple(n for n in sorted(names) if meta.field(n) is not None)
+    parents = set()
+    for value in rule.set:
+        f = meta.field(value.field)
+        if f is not None and f.parent_field and f.dependent_options:
+            parents.add(f.parent_field)
+    known = [n for n in sorted(names) if meta.field(n) is not None]
+    return tuple(known), tuple(sorted(p for p in parents - names if meta.field(p) is not None))
 
 
 def _field_changes(

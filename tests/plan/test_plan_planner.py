@@ -431,6 +431,31 @@ def test_a_premise_is_what_where_when_and_templates_read(tmp_path: Path) -> None
     ]  # fmt: skip
 
 
+def test_a_rule_that_sets_a_dependent_field_decided_on_its_parent(tmp_path: Path) -> None:
+    # the plan checked Stage's option against Status: a Status changed since holds Stage back
+    rules = f"""
+    - name: stage-only
+      opportunity_type: 12003
+      ids: [{A}]
+      set: {{mx_Custom_2: Proposal}}
+    - name: both
+      opportunity_type: 12003
+      ids: [{B}]
+      set: {{Status: Won, mx_Custom_2: Closed Won}}
+    """
+    p = plan(tmp_path, rules, [deal(A), deal(B)])
+    assert premises(p) == [
+        (A, "stage-only", ("mx_Custom_2",), {"Status": "Open"}),
+        (B, "both", ("Status", "mx_Custom_2"), {"Status": "Open"}),
+    ]
+    # where no rule of the type made the plan read Status, nothing was decided on it
+    unread = deal(A)
+    unread = OpportunityRecord(A, 12003, {k: v for k, v in unread.values.items() if k != "Status"})
+    again = plan(tmp_path, rules, [unread, deal(B)])
+    assert [c.id for c in again.changes] == [A, B]
+    assert premises(again) == [(B, "both", ("Status", "mx_Custom_2"), {"Status": "Open"})]
+
+
 def test_a_rule_that_reads_nothing_has_no_premise(tmp_path: Path) -> None:
     rules = "- name: r\n  opportunity_type: 12003\n  ids: [" + A + "]\n  set: {mx_Custom_9: x}\n"
     p = plan(tmp_path, rules, [deal(A)])
