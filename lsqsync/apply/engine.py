@@ -5,9 +5,11 @@ The pipeline for one plan:
 1. refuse a plan that cannot be applied as reviewed (another state lineage, expired, rule files
    changed on disk since — see ``refusals``);
 2. re-read the planned opportunities (GetOpportunitiesById, 2,000 a call, every call and the
-   type metadata at once) and decide field by field: still the plan's ``before`` → send;
-   already the plan's ``after`` → already-current, not sent; anything else → stale, not sent
-   (somebody changed it since the plan);
+   type metadata at once: the planned fields and the fields of their premises) and decide field
+   by field: still the plan's ``before`` → send; already the plan's ``after`` →
+   already-current, not sent; anything else → stale, not sent (somebody changed it since the
+   plan). A field whose rule's premise no longer holds (a field the rule's ``where``, ``when`` or
+   templates read has changed) is stale too, even where the field itself did not change;
 3. send the rest in batches of at most 25 opportunities from several workers that share the
    one account-wide rate limiter, so that the limit, not latency, sets the pace;
 4. map each batch's results back by row; a whole-call ``MX…`` 500 is split in halves until the
@@ -22,18 +24,19 @@ was confirmed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Literal
 
 from lsqsync.clock import stamp
+from lsqsync.display import is_masked, shown
 from lsqsync.errors import ApiRejected, OutcomeUnknown, RateLimited
 from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL
 from lsqsync.lsq.models import OpportunityRecord
-from lsqsync.plan.model import FieldChange, OpportunityChange
+from lsqsync.plan.model import FieldChange, OpportunityChange, plan_host
 from lsqsync.state.records import FieldResult, ResultStatus
 
 log = logging.getLogger(__name__)
@@ -78,35 +81,84 @@ def check_freshness(
     current: Mapping[str, Mapping[str, str | None]],
     types: Mapping[int, OpportunityType],
     confirmed: frozenset[tuple[str, str]] = frozenset(),
+    mask: Collection[str] = (),
+    written: frozenset[tuple[str, str]] = frozenset(),
 ) -> Freshness:
     """Decide every planned field against the values just read (``current``: lower-cased
     opportunity id → field → raw value; an opportunity absent from it was deleted).
-    ``confirmed`` (opportunity id, field) pairs were applied by an earlier attempt of this plan
-    and are skipped entirely. Pure."""
+    ``confirmed`` (opportunity id, field) pairs were applied or found current by an earlier
+    attempt of this plan and are skipped entirely; ``written``: those it applied. A field still
+    at its ``before`` whose rule's premise (or, for a field two rules set, either rule's) no
+    longer holds is stale, with the premise's changes in its message (values of ``mask``ed
+    fields not shown). Pure."""
     pending: list[Pending] = []
     settled: list[FieldResult] = []
     for change in changes:
         values = current.get(change.id.lower())
+        meta = types[change.opportunity_type]
+        held = {} if values is None else premise_changes(change, values, meta, written, mask)
         to_send: list[FieldChange] = []
         for f in change.changes:
             if (change.id.lower(), f.field) in confirmed:
                 continue
-            meta = types[change.opportunity_type].field(f.field)
-            if values is None or meta is None:
+            fm = meta.field(f.field)
+            if values is None or fm is None:
                 why = "the opportunity no longer exists" if values is None else "unknown field"
                 settled.append(result(change, f, "stale", why))
                 continue
             now = values.get(f.field)
-            if codec.same(meta, now, f.before or ""):
-                to_send.append(f)
-            elif codec.same(meta, now, f.after):
+            if codec.same(fm, now, f.before or ""):
+                if f.field in held:
+                    why = held[f.field]
+                    settled.append(result(change, f, "stale", why, codec.canonical(fm, now)))
+                else:
+                    to_send.append(f)
+            elif codec.same(fm, now, f.after):
                 settled.append(result(change, f, "already_current"))
             else:
                 why = "changed in LeadSquared since the plan"
-                settled.append(result(change, f, "stale", why, codec.canonical(meta, now)))
+                settled.append(result(change, f, "stale", why, codec.canonical(fm, now)))
         if to_send:
             pending.append(Pending(change, tuple(to_send)))
     return Freshness(tuple(pending), tuple(settled))
+
+
+def premise_changes(
+    change: OpportunityChange,
+    values: Mapping[str, str | None],
+    meta: OpportunityType,
+    written: frozenset[tuple[str, str]] = frozenset(),
+    mask: Collection[str] = (),
+) -> dict[str, str]:
+    """The planned fields of ``change`` held back because a premise no longer holds → why
+    (``premise changed: Status "Open" → "Lost"``, values shown canonical). A premise value
+    compares as the codec says (``250000`` is ``250,000.00``). A premise field that this plan
+    itself wrote on an earlier attempt (``written``) and that still holds the planned value is
+    not a change: the resumed run must not take its own write for somebody else's (a value
+    somebody else set, even the planned one, is a change)."""
+    planned = {f.field: f.after for f in change.changes}
+    reasons: dict[str, list[str]] = {}
+    for premise in change.premises:
+        changed = []
+        for name, value in premise.read:
+            fm = meta.field(name)
+            now = values.get(name)
+            if fm is None:
+                changed.append(f"{name} (no longer a field of the type)")
+                continue
+            if codec.same(fm, now, value or ""):
+                continue
+            ours = (change.id.lower(), name) in written and name in planned
+            if ours and codec.same(fm, now, planned[name]):
+                continue
+            hidden = is_masked(name, mask)
+            was = shown(codec.canonical(fm, value), hidden)
+            is_now = shown(codec.canonical(fm, now), hidden)
+            changed.append(f"{name} {was} → {is_now}")
+        for name in premise.holds if changed else ():
+            known = reasons.setdefault(name, [])
+            known.extend(c for c in changed if c not in known)
+    return {name: "premise changed: " + ", ".join(why) for name, why in reasons.items()}
 
 
 def batches(
@@ -205,14 +257,16 @@ def read_current(
     changes: Sequence[OpportunityChange],
     pool: Executor | None = None,
 ) -> dict[str, dict[str, str | None]]:
-    """The current values of the planned fields (lower-cased id → field → raw value), read by
-    id (2,000 a call) per opportunity type. Deleted opportunities are absent. With a ``pool``
-    the calls go out together: each costs a round trip, and none needs another's answer."""
+    """The current values of the planned fields and of the fields of their premises (lower-cased
+    id → field → raw value), read by id (2,000 a call) per opportunity type. Deleted
+    opportunities are absent. With a ``pool`` the calls go out together: each costs a round
+    trip, and none needs another's answer."""
     by_type: dict[int, tuple[set[str], set[str]]] = {}
     for c in changes:
         ids, fields = by_type.setdefault(c.opportunity_type, (set(), set()))
         ids.add(c.id)
         fields.update(f.field for f in c.changes)
+        fields.update(name for p in c.premises for name, _ in p.read)
     calls = [
         (code, chunk, sorted(fields))
         for code, (ids, fields) in sorted(by_type.items())
@@ -262,11 +316,22 @@ def refusals(
     planned_files: Mapping[str, str],
     current_files: Mapping[str, str | None],
     ignore_rule_changes: bool = False,
+    hosts: tuple[str, str | None] | None = None,
 ) -> list[str]:
     """Why a saved plan cannot be applied as reviewed (empty: it can). ``current_files`` holds
-    the sha256 of each planned file as it is on disk now (None: gone). A state serial that moved
-    since the plan is not a refusal: the per-field freshness check decides."""
+    the sha256 of each planned file as it is on disk now (None: gone). ``hosts``: the plan's
+    host and the one apply would write to (None when it is not set: the client says so). A
+    state serial that moved since the plan is not a refusal: the per-field freshness check
+    decides."""
     reasons = []
+    if hosts is not None and hosts[1] is not None:
+        planned, target = plan_host(hosts[0]), plan_host(hosts[1])
+        if planned != target:
+            reasons.append(
+                f"the plan was made against {planned}, but apply would write to {target} "
+                "(LSQ_HOST or host: in lsqsync.yml): apply it with the host it was made for, or "
+                "make a new plan against this one"
+            )
     if plan_lineage is not None and plan_lineage != state_lineage:
         reasons.append(
             f"the plan was made against state lineage {plan_lineage}, but this state file is "

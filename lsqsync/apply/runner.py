@@ -18,8 +18,8 @@ from pathlib import Path
 
 from lsqsync.apply import engine as apply
 from lsqsync.clock import parse_stamp
-from lsqsync.config import Config, inside_project, load_config, open_client
-from lsqsync.errors import PlanRefused, RateLimited
+from lsqsync.config import Config, connection_from_env, inside_project, load_config, open_client
+from lsqsync.errors import ConfigError, PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
 from lsqsync.plan.model import Plan
@@ -102,6 +102,15 @@ def _current_files(root: Path, names: Iterable[str]) -> dict[str, str | None]:
     return out
 
 
+def _target_host(config: Config) -> str | None:
+    """The host apply would write to; None when it is not set or keys are missing (opening the
+    client says why, after the plan's own refusals)."""
+    try:
+        return connection_from_env(default_host=config.host).host
+    except ConfigError:
+        return None
+
+
 def apply_plan_file(
     plan_path: Path,
     config_path: Path | None,
@@ -120,6 +129,7 @@ def apply_plan_file(
             plan.inputs.files,
             _current_files(config.root, plan.inputs.files),
             options.ignore_rule_changes,
+            (plan.inputs.host, _target_host(config)),
         )
         if reasons:
             raise PlanRefused(f"{plan_path}: refused: " + "; ".join(reasons))
@@ -176,7 +186,14 @@ def _run(
         pool.shutdown(wait=False, cancel_futures=True)
         raise
     pool.shutdown()
-    fresh = apply.check_freshness(plan.changes, current, types, st.confirmed(plan.digest))
+    fresh = apply.check_freshness(
+        plan.changes,
+        current,
+        types,
+        st.confirmed(plan.digest),
+        (*plan.mask, *config.mask),
+        st.confirmed(plan.digest, ("applied",)),
+    )
     # Batches an earlier attempt sent without recording their answer (killed, or no answer):
     # a planned value found on their records was written by lsqsync — applied, not merely
     # already current — so that drift and rollback know it.

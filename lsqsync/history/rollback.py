@@ -1,5 +1,10 @@
 """``lsqsync rollback``: a plan that puts back what a run changed, where LeadSquared still
-holds what that run wrote."""
+holds what that run wrote.
+
+A rollback's premise for each opportunity is the fields it writes: it puts back a run's
+fields together or not at all, so that if one of them changed after the plan, ``apply`` sends
+none of that opportunity's (a person who marked the deal Lost again keeps its close date).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,15 @@ from lsqsync.config import Config
 from lsqsync.display import plural
 from lsqsync.history.drift import _as_changes, _types
 from lsqsync.lsq import LsqClient, OpportunityType, codec
-from lsqsync.plan.model import PLAN_LIFETIME, FieldChange, Inputs, OpportunityChange, Plan, assemble
+from lsqsync.plan.model import (
+    PLAN_LIFETIME,
+    FieldChange,
+    Inputs,
+    OpportunityChange,
+    Plan,
+    Premise,
+    assemble,
+)
 from lsqsync.state.records import FieldResult
 from lsqsync.state.store import StateFile
 
@@ -99,7 +112,15 @@ def _put_back(
             FieldChange(r.field, codec.canonical(meta, held), r.before or "", name, source)
         )
     changes = [
-        OpportunityChange(opp, code, (name,), tuple(fields))
+        OpportunityChange(opp, code, (name,), tuple(fields), (_premise(name, fields),))
         for (opp, code), fields in per_opportunity.items()
     ]
     return changes, conflicting
+
+
+def _premise(rule: str, fields: Sequence[FieldChange]) -> Premise:
+    """The fields a rollback writes to one opportunity, as they were when it was planned."""
+    ordered = sorted(fields, key=lambda f: f.field)
+    return Premise(
+        rule, tuple(f.field for f in ordered), tuple((f.field, f.before) for f in ordered)
+    )

@@ -1,9 +1,12 @@
 """The plan: what lsqsync would change, frozen, with its JSON form and its digest.
 
-A plan is bound to its inputs: the digest is a sha256 over the canonical JSON of the changes
-and of everything that produced them (the input files' hashes, the variables, ``now``, the
-host, the targets, the overrides). Timestamps of the plan itself (created, expires) are not
-part of it, so the same inputs always give the same digest.
+A plan is bound to everything in it: the digest is a sha256 over the canonical JSON of every
+member of the plan but the digest itself — the changes and their premises, what produced them
+(the input files' hashes, the variables, ``now``, the host, the targets, the overrides), the
+state it was made against, its times and expiry, its summary, cost, labels and mask. Editing
+any of them (an expiry pushed back, another lineage, a label or a mask that makes ``show`` lie)
+makes the plan refused. Two plans of the same inputs made at different moments have different
+digests; their ``changes`` are still byte-identical.
 """
 
 from __future__ import annotations
@@ -13,14 +16,16 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 from lsqsync.clock import stamp
 from lsqsync.lsq import MAX_BULK_ITEMS, Limit
 
-FORMAT_VERSION = 1
+# 2: premises in the changes, and a digest over the whole plan (1 covered inputs and changes)
+FORMAT_VERSION = 2
 TOP_TRANSITIONS = 10
 
 
@@ -38,11 +43,26 @@ class FieldChange:
 
 
 @dataclass(frozen=True)
+class Premise:
+    """What one rule's changes to one opportunity rest on: the values, as read when planning, of
+    the fields the rule's ``where``, ``when`` and templates read. When any of them no longer
+    holds at apply time, none of the fields the rule ``holds`` is sent."""
+
+    rule: str
+    holds: tuple[str, ...]  # the planned fields of this opportunity the rule sets, sorted
+    # (field, value as LeadSquared returned it; None: empty), sorted by field. Compared with
+    # the codec at apply time (250000 is 250,000.00): parsing 100,000 of them here would cost
+    # the planner more than it saves anyone.
+    read: tuple[tuple[str, str | None], ...]
+
+
+@dataclass(frozen=True)
 class OpportunityChange:
     id: str
     opportunity_type: int
     rules: tuple[str, ...]
     changes: tuple[FieldChange, ...]  # sorted by field
+    premises: tuple[Premise, ...] = ()  # sorted by rule; a rule that read nothing has none
 
 
 @dataclass(frozen=True)
@@ -152,19 +172,20 @@ def assemble(
     mask: Sequence[str] = (),
 ) -> Plan:
     """The one way to make a Plan: the changes sorted, summarised (``rule_sources``: rule name
-    → file:line; ``type_totals``: code → (name, opportunities of the type or None when not
+    → file:line; ``type_totals``: code → (name, opportunities of the type, or None when not
     read)), costed under ``rate`` and digested; stamped ``created`` and valid for
-    ``lifetime``; ``state`` is the state file's (lineage, serial) it was made against."""
+    ``lifetime``; ``state`` is the state file's (lineage, serial) it was made against; its host
+    in one form (``plan_host``)."""
     ordered = sort_changes(changes)
-    return Plan(
+    plan = Plan(
         lsqsync_version=version,
         created_at=stamp(created),
         expires_at=stamp(created + lifetime),
-        inputs=inputs,
+        inputs=replace(inputs, host=plan_host(inputs.host)),
         summary=summarise(ordered, rule_sources, type_totals),
         cost=write_cost(read_calls, len(ordered), rate),
         changes=ordered,
-        digest=compute_digest(inputs, ordered),
+        digest="",
         git_commit=git_commit,
         state_lineage=state[0],
         state_serial=state[1],
@@ -172,6 +193,35 @@ def assemble(
         labels=dict(labels or {}),
         mask=tuple(mask),
     )
+    return replace(plan, digest=compute_digest(plan))
+
+
+def plan_host(host: str) -> str:
+    """The host a plan is bound to, in one form, so that two spellings of one host are one:
+    ``HTTPS://API-in21.LeadSquared.com:443/v2/`` is ``https://api-in21.leadsquared.com``. It
+    must agree with ``lsq.transport.normalise_host``, which reads ``LSQ_HOST`` and ``host:``
+    (a base URL; ``https://`` when the scheme is left out; a trailing ``/v2`` is the API's own
+    path): two settings it accepts for one host must give one value here, or ``apply`` would
+    refuse a plan of the very host it writes to. Never raises: a value it cannot read is kept
+    as it is (lower-cased)."""
+    text = host.strip()
+    if "://" not in text:
+        text = "https://" + text
+    try:
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError:
+        return text.lower()
+    scheme = parts.scheme.lower()
+    name = (parts.hostname or "").rstrip(".")  # urlsplit lower-cases it
+    if ":" in name:
+        name = f"[{name}]"  # an IPv6 address
+    if port is not None and port != {"https": 443, "http": 80}.get(scheme):
+        name += f":{port}"
+    path = parts.path.rstrip("/")
+    if path.lower().endswith("/v2"):
+        path = path[:-3].rstrip("/")
+    return f"{scheme}://{name}{path}"
 
 
 def sort_changes(changes: Iterable[OpportunityChange]) -> tuple[OpportunityChange, ...]:
@@ -183,6 +233,7 @@ def sort_changes(changes: Iterable[OpportunityChange]) -> tuple[OpportunityChang
                     c.opportunity_type,
                     tuple(sorted(set(c.rules))),
                     tuple(sorted(c.changes, key=lambda f: f.field)),
+                    tuple(sorted(c.premises, key=lambda p: p.rule)),
                 )
                 for c in changes
             ),
@@ -247,6 +298,9 @@ def changes_json(changes: Sequence[OpportunityChange]) -> list[dict[str, Any]]:
                 }
                 for f in c.changes
             ],
+            "premises": [
+                {"rule": p.rule, "holds": list(p.holds), "read": dict(p.read)} for p in c.premises
+            ],
         }
         for c in changes
     ]
@@ -267,21 +321,27 @@ def canonical(data: Any) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def compute_digest(inputs: Inputs, changes: Sequence[OpportunityChange]) -> str:
-    body = {
-        "format_version": FORMAT_VERSION,
-        "inputs": inputs_json(inputs),
-        "changes": changes_json(changes),
-    }
-    return hashlib.sha256(canonical(body)).hexdigest()
+def compute_digest(plan: Plan) -> str:
+    """sha256 over the canonical JSON of every member of ``plan`` but its digest."""
+    return hashlib.sha256(canonical(_members(plan))).hexdigest()
 
 
 def to_json(plan: Plan) -> dict[str, Any]:
+    members = _members(plan)
+    return {
+        "format_version": members.pop("format_version"),
+        "lsqsync_version": members.pop("lsqsync_version"),
+        "digest": plan.digest,
+        **members,
+    }
+
+
+def _members(plan: Plan) -> dict[str, Any]:
+    """The plan's JSON form, without its digest."""
     s = plan.summary
     return {
         "format_version": plan.format_version,
         "lsqsync_version": plan.lsqsync_version,
-        "digest": plan.digest,
         "created_at": plan.created_at,
         "expires_at": plan.expires_at,
         "git_commit": plan.git_commit,
@@ -377,6 +437,10 @@ def from_json(data: Mapping[str, Any]) -> Plan:
                 tuple(
                     FieldChange(f["field"], f["before"], f["after"], f["rule"], f["source"])
                     for f in c["fields"]
+                ),
+                tuple(
+                    Premise(p["rule"], tuple(p["holds"]), tuple(sorted(p["read"].items())))
+                    for p in c["premises"]
                 ),
             )
             for c in data["changes"]

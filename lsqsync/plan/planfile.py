@@ -3,7 +3,8 @@
 A saved plan holds the real values (apply writes them and re-checks the ``before`` values);
 masking is for renderings only. ``load`` refuses a file that is not JSON, does not match
 ``plan.schema.json`` (every problem, each at its JSON path), has a format this version cannot
-read, or whose changes, inputs or summary were modified after the plan was made.
+read, or any member of which (changes, inputs, times, state, labels, mask …) was modified after
+the plan was made.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import os
 import re
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -89,11 +91,11 @@ def parse(data: Any, name: str) -> Plan:
             + "\n".join(f"{name}: {p}" for p in problems)
         )
     plan = from_json(data)
-    digest = compute_digest(plan.inputs, plan.changes)
+    digest = compute_digest(plan)
     if digest != plan.digest:
         raise PlanInvalid(
             f"{name}: the plan was modified after it was made: its digest is {plan.digest[:8]}…"
-            f" but its inputs and changes hash to {digest[:8]}…; make a new plan"
+            f" but its content hashes to {digest[:8]}…; make a new plan"
         )
     if _recomputed_summary(plan) != plan.summary:
         raise PlanInvalid(
@@ -103,12 +105,24 @@ def parse(data: Any, name: str) -> Plan:
     return plan
 
 
+# What each older format lacks, that this version needs to apply a plan safely.
+_OLDER = {
+    1: "it records no premises (the values the rules read, which apply re-checks) and its "
+    "digest does not cover the whole plan"
+}
+
+
 def _check_format_version(data: Any, name: str) -> None:
     if not isinstance(data, dict) or "format_version" not in data:
         return  # the schema reports it
     version = data["format_version"]
     if version == FORMAT_VERSION or not isinstance(version, int) or isinstance(version, bool):
         return  # the right one, or not a version at all: the schema reports the latter
+    if version in _OLDER:
+        raise PlanInvalid(
+            f"{name}: a plan of format_version {version}, which lsqsync {__version__} no longer "
+            f"reads: {_OLDER[version]}. Make a new plan (lsqsync plan --out FILE) and review it"
+        )
     message = (
         f"{name}: unknown plan format_version {version}:"
         f" lsqsync {__version__} reads format_version {FORMAT_VERSION}"
@@ -123,8 +137,9 @@ def _check_format_version(data: Any, name: str) -> None:
 
 
 def _recomputed_summary(plan: Plan) -> Summary:
-    # The digest covers inputs and changes only; the summary a reviewer reads first must agree
-    # with the changes it summarises (rule sources and type totals come from the plan itself).
+    # The digest binds the summary to the plan as it was made; this also makes sure that the
+    # summary a reviewer reads first agrees with the changes it summarises (rule sources and
+    # type totals come from the plan itself).
     s = plan.summary
     return summarise(
         plan.changes,
@@ -138,47 +153,81 @@ def _validator() -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(resources.schema("plan"))
 
 
+@dataclass(frozen=True)
+class _Shape:
+    """The keys of a change, of its fields and of its premises, and the pattern of a source."""
+
+    change: frozenset[str]
+    field: frozenset[str]
+    premise: frozenset[str]
+    source: re.Pattern[str]
+
+
 @cache
-def _change_shape() -> tuple[frozenset[str], frozenset[str], re.Pattern[str]]:
+def _change_shape() -> _Shape:
     schema = resources.schema("plan")
-    item = schema["properties"]["changes"]["items"]
-    fields = item["properties"]["fields"]["items"]
-    source = re.compile(schema["$defs"]["source"]["pattern"])
-    return frozenset(item["properties"]), frozenset(fields["properties"]), source
+    item = schema["properties"]["changes"]["items"]["properties"]
+    return _Shape(
+        frozenset(item),
+        frozenset(item["fields"]["items"]["properties"]),
+        frozenset(item["premises"]["items"]["properties"]),
+        re.compile(schema["$defs"]["source"]["pattern"]),
+    )
 
 
 def changes_well_formed(changes: Any) -> bool:
     """True only if ``changes`` satisfies plan.schema.json (never looser; it may be stricter,
     e.g. about 12003.0 as a type code). The changes are what makes a plan big, and this is
     tens of times faster than the validator: 100,000 opportunities in well under a second."""
-    change_keys, field_keys, source = _change_shape()
+    shape = _change_shape()
     if type(changes) is not list:
         return False
     for c in changes:
-        if type(c) is not dict or c.keys() != change_keys:
+        if type(c) is not dict or c.keys() != shape.change:
             return False
-        t, rules, fields = c["opportunity_type"], c["rules"], c["fields"]
+        t, rules, fields, premises = c["opportunity_type"], c["rules"], c["fields"], c["premises"]
         if not (type(c["id"]) is str and c["id"] and type(t) is int and t >= 0):
             return False
-        if not (type(rules) is list and rules and all(type(r) is str and r for r in rules)):
+        if not (_names(rules) and type(fields) is list and fields and type(premises) is list):
             return False
-        if not (type(fields) is list and fields):
+        if not all(_field_well_formed(f, shape) for f in fields):
             return False
-        for f in fields:
-            if not (
-                type(f) is dict
-                and f.keys() == field_keys
-                and type(f["field"]) is str
-                and f["field"]
-                and (f["before"] is None or type(f["before"]) is str)
-                and type(f["after"]) is str
-                and type(f["rule"]) is str
-                and f["rule"]
-                and type(f["source"]) is str
-                and source.search(f["source"])
-            ):
-                return False
+        if not all(_premise_well_formed(p, shape) for p in premises):
+            return False
     return True
+
+
+def _names(items: Any) -> bool:
+    """A non-empty list of non-empty strings."""
+    return type(items) is list and bool(items) and all(type(i) is str and i for i in items)
+
+
+def _field_well_formed(f: Any, shape: _Shape) -> bool:
+    return (
+        type(f) is dict
+        and f.keys() == shape.field
+        and type(f["field"]) is str
+        and bool(f["field"])
+        and (f["before"] is None or type(f["before"]) is str)
+        and type(f["after"]) is str
+        and type(f["rule"]) is str
+        and bool(f["rule"])
+        and type(f["source"]) is str
+        and shape.source.search(f["source"]) is not None
+    )
+
+
+def _premise_well_formed(p: Any, shape: _Shape) -> bool:
+    if not (type(p) is dict and p.keys() == shape.premise and type(p["read"]) is dict):
+        return False
+    read = p["read"]
+    return (
+        type(p["rule"]) is str
+        and bool(p["rule"])
+        and _names(p["holds"])
+        and bool(read)
+        and all(name and (v is None or type(v) is str) for name, v in read.items())
+    )
 
 
 def _problems(data: Any) -> list[str]:

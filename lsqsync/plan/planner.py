@@ -5,6 +5,10 @@ that pass ``where`` and ``when``, and for each the values of ``set`` — literal
 turned into what Bulk Update takes by the codec, checked against the metadata, and kept only
 where they differ from the current value. Then, across rules: conflicts, Stage under Status,
 and the safety limits.
+
+Each opportunity's change carries the premise of every rule that changes it: the values, as
+read here, of the fields that rule's ``where``, ``when`` and templates read, so that ``apply``
+can send none of a rule's fields once what it decided on has changed.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ from __future__ import annotations
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,6 +32,7 @@ from lsqsync.plan.model import (
     Inputs,
     OpportunityChange,
     Plan,
+    Premise,
     assemble,
 )
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
@@ -88,6 +93,11 @@ class _Desired:
     wire: str
     rule: Rule
     value: FieldValue
+    also: list[Rule] = field(default_factory=list)  # other rules that want the same value
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        return (self.rule, *self.also)
 
 
 def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOptions) -> Plan:
@@ -170,6 +180,8 @@ def _changes(
     """The opportunities whose desired values differ from their current ones, in (type, id)
     order, with only the fields that differ."""
     changes: list[OpportunityChange] = []
+    # the fields each rule reads, and the parents of the dependent fields it sets, by id(rule)
+    reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
     for (code, opp_id), fields in sorted(desired.items()):
         data = snapshot.types[code]
         record = data.records[opp_id]
@@ -178,10 +190,67 @@ def _changes(
         if field_changes:
             changes.append(
                 OpportunityChange(
-                    record.id, code, tuple(f.rule for f in field_changes), tuple(field_changes)
+                    record.id,
+                    code,
+                    tuple(f.rule for f in field_changes),
+                    tuple(field_changes),
+                    _premises(record, data, fields, field_changes, reads),
                 )
             )
     return changes
+
+
+def _premises(
+    record: OpportunityRecord,
+    data: TypeData,
+    fields: Mapping[str, _Desired],
+    changed: Sequence[FieldChange],
+    reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]],
+) -> tuple[Premise, ...]:
+    """The premise of each rule that wants one of the ``changed`` fields of ``record``: the
+    values the rule read, as read (only the fields read, only for the opportunities that change;
+    ``apply`` compares them with the codec, so nothing is parsed here). ``reads`` caches each
+    rule's fields."""
+    holds: dict[int, tuple[Rule, list[str]]] = {}
+    for f in changed:
+        want = fields[f.field]
+        for rule in want.rules if want.also else (want.rule,):
+            entry = holds.get(id(rule))
+            if entry is None:
+                holds[id(rule)] = (rule, [f.field])
+            else:
+                entry[1].append(f.field)
+    premises = []
+    for key, (rule, held) in holds.items():
+        names, parents = reads.get(key) or reads.setdefault(key, _read_fields(rule, data.meta))
+        # a parent counts only where it was read (for the rule's type, by any rule)
+        if parents and (seen := tuple(p for p in parents if p in record.values)):
+            names = tuple(sorted((*names, *seen)))
+        if names:
+            read = tuple(zip(names, map(record.values.get, names), strict=True))
+            premises.append(Premise(rule.name, tuple(sorted(held)), read))
+    return tuple(premises)
+
+
+def _read_fields(rule: Rule, meta: OpportunityType) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The fields a rule decides on, sorted: those of its ``where`` and those its ``when`` and
+    templates read; and apart, the parent of each dependent field it sets (Status for Stage:
+    the plan checked the option against the parent where it was read, and a Stage sent under a
+    Status somebody changed since may be refused, or kept invalid). Templates are given an
+    ``opp`` of exactly the fields their syntax names (``rule.referenced_fields``), so that a
+    template that reads ``opp`` as a whole (``opp | length``, ``opp | list``,
+    ``opp[vars.name]``) can see no other field: the premise is every field the rule *could*
+    have read, not only those a branch taken did read — a change to a field read only in a
+    branch not taken holds the rule's fields back needlessly, but never lets a changed reason
+    through."""
+    names = set(rule.referenced_fields) | {c.field for c in rule.where}
+    parents = set()
+    for value in rule.set:
+        f = meta.field(value.field)
+        if f is not None and f.parent_field and f.dependent_options:
+            parents.add(f.parent_field)
+    known = [n for n in sorted(names) if meta.field(n) is not None]
+    return tuple(known), tuple(sorted(p for p in parents - names if meta.field(p) is not None))
 
 
 def _field_changes(
@@ -312,6 +381,8 @@ def _plan_rule(
                 problems.add(
                     value.location, "", _conflict(earlier, rule, value, f, wire, masked), record.id
                 )
+            else:
+                earlier.also.append(rule)  # the field rests on this rule's premise too
 
 
 def _predicates(

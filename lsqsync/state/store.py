@@ -45,6 +45,7 @@ from lsqsync.state.records import (
     FieldResult,
     LastWritten,
     Outcome,
+    ResultStatus,
     Run,
 )
 from lsqsync.state.schema import ADDED_IN, TABLES, Sql
@@ -396,18 +397,20 @@ class StateFile(Locking):
             )
         )
 
-    def confirmed(self, run_or_digest: str) -> frozenset[tuple[str, str]]:
-        """(opportunity id, field) pairs applied or found already current by any run of this
-        plan digest (a run id or prefix stands for its plan's digest): a resumed apply never
-        re-sends them."""
+    def confirmed(
+        self, run_or_digest: str, statuses: Sequence[ResultStatus] = CONFIRMED
+    ) -> frozenset[tuple[str, str]]:
+        """(opportunity id, field) pairs applied or found already current (``statuses``) by any
+        run of this plan digest (a run id or prefix stands for its plan's digest): a resumed
+        apply never re-sends them."""
         digest = self._digest_of(run_or_digest)
         return frozenset(
             (row[0], row[1])
             for row in self._read(
                 "SELECT DISTINCT opportunity_id, field FROM results "
                 "JOIN runs ON runs.id = results.run_id "
-                f"WHERE runs.plan_digest = ? AND results.status IN ({marks(CONFIRMED)})",
-                (digest, *CONFIRMED),
+                f"WHERE runs.plan_digest = ? AND results.status IN ({marks(statuses)})",
+                (digest, *statuses),
             )
         )
 

@@ -616,8 +616,9 @@ def forge(path: Path) -> str:
         {r.name: r.source for r in plan.summary.rules},
         {t.opportunity_type: (t.name, t.total) for t in plan.summary.types},
     )
-    digest = compute_digest(plan.inputs, changes)
-    planfile.save(replace(plan, changes=changes, summary=summary, digest=digest), path)
+    forged = replace(plan, changes=changes, summary=summary)
+    digest = compute_digest(forged)
+    planfile.save(replace(forged, digest=digest), path)
     return digest
 
 

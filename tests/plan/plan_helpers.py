@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 
 from lsqsync.plan.model import (
     Cost,
@@ -12,6 +13,7 @@ from lsqsync.plan.model import (
     Inputs,
     OpportunityChange,
     Plan,
+    Premise,
     compute_digest,
     sort_changes,
     summarise,
@@ -49,8 +51,17 @@ def change(
     return FieldChange(field, before, after, rule, f"{file}:{line or int(rule_line) + 4}")
 
 
-def opportunity(n: int, opportunity_type: int, *changes: FieldChange) -> OpportunityChange:
-    return OpportunityChange(opp_id(n), opportunity_type, tuple(c.rule for c in changes), changes)
+def opportunity(
+    n: int, opportunity_type: int, *changes: FieldChange, premises: tuple[Premise, ...] = ()
+) -> OpportunityChange:
+    return OpportunityChange(
+        opp_id(n), opportunity_type, tuple(c.rule for c in changes), changes, premises
+    )
+
+
+def premise(rule: str, *holds: str, **read: str | None) -> Premise:
+    """``rule``'s premise: it holds the fields ``holds`` and read ``read``."""
+    return Premise(rule, tuple(sorted(holds)), tuple(sorted(read.items())))
 
 
 def sample_changes() -> list[OpportunityChange]:
@@ -63,6 +74,17 @@ def sample_changes() -> list[OpportunityChange]:
             change("Status", "Open", "Won", CLOSE, 7),
             change("mx_Stage", "Negotiation", "Closed Won", CLOSE, 8),
             change("mx_Revenue", "231500.75", "412777.25", CLOSE, 9),
+            premises=(
+                premise(
+                    CLOSE,
+                    "Status",
+                    "mx_Stage",
+                    "mx_Revenue",
+                    Status="Open",
+                    mx_Stage="Negotiation",
+                    mx_Revenue="231500.75",
+                ),
+            ),
         ),
         opportunity(
             2,
@@ -70,6 +92,10 @@ def sample_changes() -> list[OpportunityChange]:
             change("Status", "Open", "Won", CLOSE, 7),
             change("mx_Stage", None, "Closed Won", CLOSE, 8),
             change("Owner", GEORGE.upper(), MARY, OWNERS, 5),
+            premises=(
+                premise(CLOSE, "Status", "mx_Stage", Status="Open", mx_Stage=None),
+                premise(OWNERS, "Owner", Owner=GEORGE),
+            ),
         ),
         opportunity(3, 12003, change("Owner", None, MARY, OWNERS, 5)),
         opportunity(
@@ -120,7 +146,7 @@ def make_plan(
         allow_large=allow_large,
     )
     write_calls = math.ceil(len(sorted_changes) / 25)
-    return Plan(
+    plan = Plan(
         lsqsync_version="0.1.0",
         created_at="2024-12-02T09:30:04Z",
         expires_at="2024-12-03T09:30:04Z",
@@ -128,12 +154,13 @@ def make_plan(
         summary=summarise(sorted_changes, RULE_SOURCES, TYPES if types is None else types),
         cost=Cost(read_calls=read_calls, write_calls=write_calls, min_seconds=write_calls * 0.2),
         changes=sorted_changes,
-        digest=compute_digest(inputs, sorted_changes),
+        digest="",
         git_commit="9fceb02d0ae598e95dc970b74767f19372d61af8",
         warnings=warnings,
         labels=LABELS if labels is None else labels,
         mask=mask,
     )
+    return replace(plan, digest=compute_digest(plan))
 
 
 def many_changes(count: int, opportunity_type: int = 12003) -> list[OpportunityChange]:

@@ -6,16 +6,25 @@ import json
 import os
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-from plan_helpers import make_plan
+from plan_helpers import GEORGE, LABELS, MARY, make_plan
 
 from lsqsync import __version__
 from lsqsync.errors import LsqsyncError, PlanInvalid
 from lsqsync.plan import planfile
-from lsqsync.plan.model import compute_digest, dumps, from_json, to_json
+from lsqsync.plan.model import Plan, compute_digest, dumps, from_json, to_json
+
+MARY_LABEL = LABELS[MARY]
+
+
+def sample_plan() -> Plan:
+    """The sample plan (with premises) with a state position and a warning."""
+    plan = replace(make_plan(warnings=("one warning",)), state_lineage="L1", state_serial=3)
+    return replace(plan, digest=compute_digest(plan))
 
 
 def test_save_then_load_gives_the_same_plan(tmp_path: Path) -> None:
@@ -50,8 +59,12 @@ def test_a_failed_save_says_where_and_leaves_nothing_behind(tmp_path: Path) -> N
 # -- load refuses what it cannot trust --------------------------------------------------------
 
 
-def saved(tmp_path: Path, change: Callable[[dict[str, Any]], object] | None = None) -> Path:
-    data = to_json(make_plan())
+def saved(
+    tmp_path: Path,
+    change: Callable[[dict[str, Any]], object] | None = None,
+    plan: Plan | None = None,
+) -> Path:
+    data = to_json(plan or make_plan())
     if change is not None:
         change(data)
     path = tmp_path / "plan.json"
@@ -112,7 +125,7 @@ def test_every_schema_problem_is_named_by_its_json_path(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("[]", "must be an object, not []"),
-        ('{"format_version": "1"}', 'format_version: must be 1, not "1"'),
+        ('{"format_version": "2"}', 'format_version: must be 2, not "2"'),
     ],
 )
 def test_one_schema_problem(tmp_path: Path, content: str, problem: str) -> None:
@@ -139,7 +152,7 @@ def test_a_long_value_is_shortened_in_messages(tmp_path: Path) -> None:
 )
 def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: str) -> None:
     def change(data: dict[str, Any]) -> None:
-        data["format_version"] = 2
+        data["format_version"] = 3
         data["something_new"] = {"a": 1}  # a newer format may have anything: not reported
         if made_by is None:
             del data["lsqsync_version"]
@@ -148,8 +161,23 @@ def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: 
 
     path = saved(tmp_path, change)
     assert load_error(path) == (
-        f"{path}: unknown plan format_version 2: lsqsync {__version__} reads format_version 1;"
+        f"{path}: unknown plan format_version 3: lsqsync {__version__} reads format_version 2;"
         f" {advice}{', or make a new plan' if made_by else ''}"
+    )
+
+
+def test_a_plan_of_the_first_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    # what lsqsync 0.x saved: no premises, a digest over inputs and changes only
+    def first_format(data: dict[str, Any]) -> None:
+        data["format_version"] = 1
+        for c in data["changes"]:
+            del c["premises"]
+
+    path = saved(tmp_path, first_format)
+    assert load_error(path) == (
+        f"{path}: a plan of format_version 1, which lsqsync {__version__} no longer reads: it "
+        "records no premises (the values the rules read, which apply re-checks) and its digest "
+        "does not cover the whole plan. Make a new plan (lsqsync plan --out FILE) and review it"
     )
 
 
@@ -158,31 +186,45 @@ def test_a_tampered_digest(tmp_path: Path) -> None:
     path = saved(tmp_path, lambda d: d.update(digest="0" * 64))
     assert load_error(path) == (
         f"{path}: the plan was modified after it was made: its digest is 00000000… but its"
-        f" inputs and changes hash to {real[:8]}…; make a new plan"
+        f" content hashes to {real[:8]}…; make a new plan"
     )
 
 
-@pytest.mark.parametrize(
-    "change",
-    [
-        pytest.param(lambda d: d["changes"][0]["fields"][0].update(after="Lost"), id="after"),
-        pytest.param(lambda d: d["changes"][1]["fields"][0].update(before=None), id="before"),
-        pytest.param(lambda d: d["changes"].pop(2), id="a removed opportunity"),
-        pytest.param(lambda d: d["inputs"].update(allow_large=True), id="allow_large"),
-        pytest.param(lambda d: d["inputs"].update(host="https://api.leadsquared.com"), id="host"),
-    ],
-)
-def test_a_tampered_change_or_input(
+# Every member of a plan but its digest, each edited the way a hand (or a script) might.
+EDITS = [
+    pytest.param(lambda d: d["changes"][0]["fields"][0].update(after="Lost"), id="after"),
+    pytest.param(lambda d: d["changes"][1]["fields"][0].update(before=None), id="before"),
+    pytest.param(lambda d: d["changes"].pop(2), id="a removed opportunity"),
+    pytest.param(lambda d: d["changes"][0]["premises"][0]["read"].update(Status="Won"), id="read"),
+    pytest.param(lambda d: d["changes"][0].update(premises=[]), id="premises removed"),
+    pytest.param(lambda d: d["inputs"].update(allow_large=True), id="allow_large"),
+    pytest.param(lambda d: d["inputs"].update(host="https://api.leadsquared.com"), id="host"),
+    pytest.param(lambda d: d.update(expires_at="2099-01-01T00:00:00Z"), id="expires_at"),
+    pytest.param(lambda d: d.update(created_at="2024-12-01T09:30:04Z"), id="created_at"),
+    pytest.param(lambda d: d["state"].update(lineage=None), id="lineage"),
+    pytest.param(lambda d: d["state"].update(serial=99), id="serial"),
+    pytest.param(lambda d: d["labels"].update({GEORGE: MARY_LABEL}), id="labels"),
+    pytest.param(lambda d: d.update(mask=[]), id="mask"),
+    pytest.param(lambda d: d["cost"].update(write_calls=0), id="cost"),
+    pytest.param(lambda d: d["summary"]["types"][0].update(name="Ernie"), id="summary"),
+    pytest.param(lambda d: d.update(warnings=[]), id="warnings"),
+    pytest.param(lambda d: d.update(git_commit="0" * 40), id="git_commit"),
+    pytest.param(lambda d: d.update(lsqsync_version="9.9.9"), id="lsqsync_version"),
+]
+
+
+@pytest.mark.parametrize("change", EDITS)
+def test_an_edit_of_any_member_is_refused(
     tmp_path: Path, change: Callable[[dict[str, Any]], object]
 ) -> None:
-    data = to_json(make_plan())
+    data = to_json(sample_plan())
     change(data)
-    recomputed = from_json(data)
-    digest = compute_digest(recomputed.inputs, recomputed.changes)
-    path = saved(tmp_path, change)
+    assert data != to_json(sample_plan())  # the edit changed something
+    digest = compute_digest(from_json(data))
+    path = saved(tmp_path, change, sample_plan())
     assert load_error(path) == (
         f"{path}: the plan was modified after it was made: its digest is {data['digest'][:8]}…"
-        f" but its inputs and changes hash to {digest[:8]}…; make a new plan"
+        f" but its content hashes to {digest[:8]}…; make a new plan"
     )
 
 
@@ -195,9 +237,15 @@ def test_a_tampered_change_or_input(
         pytest.param(lambda d: d["summary"]["transitions"].pop(0), id="transition"),
     ],
 )
-def test_a_tampered_summary(tmp_path: Path, change: Callable[[dict[str, Any]], object]) -> None:
-    # the digest does not cover the summary, but a reviewer reads the summary first
-    path = saved(tmp_path, change)
+def test_a_summary_that_does_not_match_its_changes(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object]
+) -> None:
+    # with the digest made to match too: a reviewer reads the summary first
+    def forged(data: dict[str, Any]) -> None:
+        change(data)
+        data["digest"] = compute_digest(from_json(data))
+
+    path = saved(tmp_path, forged)
     assert load_error(path) == (
         f"{path}: the plan was modified after it was made: its summary does not match its"
         " changes; make a new plan"
@@ -206,7 +254,9 @@ def test_a_tampered_summary(tmp_path: Path, change: Callable[[dict[str, Any]], o
 
 def test_an_expired_plan_still_loads(tmp_path: Path) -> None:
     # expiry is apply's decision; `show` must still be able to display an old plan
-    path = saved(tmp_path, lambda d: d.update(expires_at="2000-01-01T00:00:00Z"))
+    plan = replace(make_plan(), expires_at="2000-01-01T00:00:00Z")
+    path = tmp_path / "plan.json"
+    planfile.save(replace(plan, digest=compute_digest(plan)), path)
     assert planfile.load(path).expires_at == "2000-01-01T00:00:00Z"
 
 

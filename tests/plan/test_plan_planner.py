@@ -6,6 +6,7 @@ metadata as GetOpportunityTypeMetadata returns it) and hand-written records.
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from lsqsync.config import load_config
 from lsqsync.documents.problems import ProjectInvalid
 from lsqsync.emulator.model import TYPES, USERS
 from lsqsync.lsq import OpportunityRecord, OpportunityType, User
-from lsqsync.plan.model import Plan
+from lsqsync.plan.model import Plan, dumps
 from lsqsync.plan.planner import PlanOptions, UnsafePlan, build_plan
 from lsqsync.plan.snapshot import Snapshot, TypeData
 from lsqsync.rules.project import load_project
@@ -415,9 +416,126 @@ def test_same_inputs_same_digest_and_now_is_an_input(tmp_path: Path) -> None:
     first = plan(tmp_path, rules, records)
     again = plan(tmp_path, rules, list(reversed(records)), created_at=datetime(2030, 1, 1))
     later = plan(tmp_path, rules, records, now="2026-11-28 10:00:00")
-    assert first.digest == again.digest
-    assert first.changes == again.changes
+    same = plan(tmp_path, rules, list(reversed(records)))
+    assert same.digest == first.digest
+    # the digest covers the whole plan, its time too; the changes stay byte-identical
+    assert again.digest != first.digest
+    assert dumps(first).replace(first.digest, "") != dumps(again).replace(again.digest, "")
+    assert json.loads(dumps(first))["changes"] == json.loads(dumps(again))["changes"]
     assert later.digest != first.digest
+
+
+# -- premises ---------------------------------------------------------------------------------
+
+CLOSE_Q4 = """
+- name: close-q4
+  opportunity_type: 12003
+  where: {Status: Open, mx_Custom_6: {gt: 100000}}
+  when: "opp.mx_Custom_2 == 'Negotiation'"
+  set:
+    Status: Won
+    mx_Custom_2: Closed Won
+    mx_Custom_8: "{{ now }}"
+    mx_Custom_9: "closed by {{ rule.name }} at {{ opp.mx_Custom_6 }}"
+"""
+
+
+def premises(p: Plan) -> list[tuple[str, str, tuple[str, ...], dict[str, str | None]]]:
+    return [(c.id, pr.rule, pr.holds, dict(pr.read)) for c in p.changes for pr in c.premises]
+
+
+def test_a_premise_is_what_where_when_and_templates_read(tmp_path: Path) -> None:
+    p = plan(tmp_path, CLOSE_Q4, [deal(A, mx_Custom_6="150,000.00"), deal(B, Status="Lost")])
+    # the values as LeadSquared returned them (apply compares them with the codec); the fields
+    # the rule both reads and writes are there too
+    assert premises(p) == [
+        (A, "close-q4", ("Status", "mx_Custom_2", "mx_Custom_8", "mx_Custom_9"),
+         {"Status": "Open", "mx_Custom_2": "Negotiation", "mx_Custom_6": "150,000.00"}),
+    ]  # fmt: skip
+
+
+def test_a_rule_that_sets_a_dependent_field_decided_on_its_parent(tmp_path: Path) -> None:
+    # the plan checked Stage's option against Status: a Status changed since holds Stage back
+    rules = f"""
+    - name: stage-only
+      opportunity_type: 12003
+      ids: [{A}]
+      set: {{mx_Custom_2: Proposal}}
+    - name: both
+      opportunity_type: 12003
+      ids: [{B}]
+      set: {{Status: Won, mx_Custom_2: Closed Won}}
+    """
+    p = plan(tmp_path, rules, [deal(A), deal(B)])
+    assert premises(p) == [
+        (A, "stage-only", ("mx_Custom_2",), {"Status": "Open"}),
+        (B, "both", ("Status", "mx_Custom_2"), {"Status": "Open"}),
+    ]
+    # where no rule of the type made the plan read Status, nothing was decided on it
+    unread = deal(A)
+    unread = OpportunityRecord(A, 12003, {k: v for k, v in unread.values.items() if k != "Status"})
+    again = plan(tmp_path, rules, [unread, deal(B)])
+    assert [c.id for c in again.changes] == [A, B]
+    assert premises(again) == [(B, "both", ("Status", "mx_Custom_2"), {"Status": "Open"})]
+
+
+def test_a_rule_that_reads_nothing_has_no_premise(tmp_path: Path) -> None:
+    rules = "- name: r\n  opportunity_type: 12003\n  ids: [" + A + "]\n  set: {mx_Custom_9: x}\n"
+    p = plan(tmp_path, rules, [deal(A)])
+    assert changes(p) == [(A, "mx_Custom_9", None, "x")]
+    assert premises(p) == []
+
+
+def test_a_field_two_rules_set_is_held_by_both_premises(tmp_path: Path) -> None:
+    rules = """
+    - name: by-status
+      opportunity_type: 12003
+      where: {Status: Open}
+      set: {mx_Custom_10: High, mx_Custom_9: open deal}
+    - name: by-value
+      opportunity_type: 12003
+      where: {mx_Custom_6: {gte: 100000}}
+      set: {mx_Custom_10: High}
+    """
+    p = plan(tmp_path, rules, [deal(A), deal(B, mx_Custom_6="5")])
+    assert premises(p) == [
+        (A, "by-status", ("mx_Custom_10", "mx_Custom_9"), {"Status": "Open"}),
+        (A, "by-value", ("mx_Custom_10",), {"mx_Custom_6": "150000"}),
+        (B, "by-status", ("mx_Custom_10", "mx_Custom_9"), {"Status": "Open"}),
+    ]
+    # the field keeps the first rule as its provenance
+    assert [f.rule for f in p.changes[0].changes] == ["by-status", "by-status"]
+
+
+def test_a_rule_whose_fields_are_all_current_has_no_premise(tmp_path: Path) -> None:
+    rules = """
+    - name: notes
+      opportunity_type: 12003
+      where: {Status: Open}
+      set: {mx_Custom_9: x}
+    - name: priority
+      opportunity_type: 12003
+      where: {mx_Custom_2: Negotiation}
+      set: {mx_Custom_10: High}
+    """
+    p = plan(tmp_path, rules, [deal(A, mx_Custom_9="x")])
+    assert premises(p) == [(A, "priority", ("mx_Custom_10",), {"mx_Custom_2": "Negotiation"})]
+
+
+def test_a_template_reading_opp_as_a_whole_sees_only_what_its_premise_holds(
+    tmp_path: Path,
+) -> None:
+    # `opp` holds exactly the fields the templates name: whatever reads it whole reads no other
+    rules = f"""
+    - name: r
+      opportunity_type: 12003
+      ids: [{A}]
+      set:
+        mx_Custom_9: "{{{{ opp | length }}}} {{{{ opp | list | join(',') }}}} {{{{ opp.Status }}}}"
+    """
+    p = plan(tmp_path, rules, [deal(A)])
+    assert changes(p) == [(A, "mx_Custom_9", None, "1 Status Open")]
+    assert premises(p) == [(A, "r", ("mx_Custom_9",), {"Status": "Open"})]
 
 
 def test_targets_plan_only_the_named_rules(tmp_path: Path) -> None:

@@ -35,10 +35,13 @@ def test_the_schema_knows_the_models_format_version() -> None:
     assert SCHEMA["properties"]["format_version"] == {
         "const": FORMAT_VERSION,
         "title": "Plan format version",
-        "description": "The version of this JSON form. Only 1 exists.",
+        "description": (
+            "The version of this JSON form. 2 added the premises of each change and a digest "
+            "over the whole plan; plans of format 1 are refused (make a new plan)."
+        ),
     }
-    assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 1}
-    assert resources.versions_text() == "config schema v1, rules schema v1, plan format v1"
+    assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 2}
+    assert resources.versions_text() == "config schema v1, rules schema v1, plan format v2"
 
 
 def objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
@@ -54,7 +57,7 @@ def objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]
 
 def test_every_record_refuses_unknown_keys_and_every_map_says_what_it_holds() -> None:
     found = dict(objects(SCHEMA))
-    assert len(found) == 13  # 10 records, 3 maps (files, vars, labels)
+    assert len(found) == 15  # 11 records, 4 maps (files, vars, labels, a premise's reads)
     for path, schema in found.items():
         if "properties" in schema:  # a record
             assert schema["additionalProperties"] is False, path
@@ -86,6 +89,7 @@ def test_the_json_form_validates_and_round_trips(name: str) -> None:
         (("cost",), "extra"),
         (("changes", 0), "extra"),
         (("changes", 0, "fields", 0), "extra"),
+        (("changes", 0, "premises", 0), "extra"),
     ],
 )
 def test_unknown_keys_are_refused_everywhere(where: tuple[str | int, ...], key: str) -> None:
@@ -100,7 +104,8 @@ def test_unknown_keys_are_refused_everywhere(where: tuple[str | int, ...], key: 
 @pytest.mark.parametrize(
     ("path", "value"),
     [
-        (("format_version",), 2),
+        (("format_version",), 1),
+        (("inputs", "host"), "https://api.leadsquared.com/"),  # not in the plan's one form
         (("digest",), "3f2a1b9c"),
         (("inputs", "host"), "https://user:secret@api.leadsquared.com"),
         (("inputs", "files", "rules/x.yml"), "not a hash"),
@@ -109,6 +114,10 @@ def test_unknown_keys_are_refused_everywhere(where: tuple[str | int, ...], key: 
         (("changes", 0, "fields"), []),
         (("cost", "write_calls"), -1),
         (("mask",), ["mx_Revenue", "mx_Revenue"]),
+        (("changes", 0, "premises", 0, "holds"), []),
+        (("changes", 0, "premises", 0, "read"), {}),
+        (("changes", 0, "premises", 0, "read", "Status"), 5),
+        (("changes", 0, "premises", 0, "rule"), ""),
     ],
 )
 def test_the_schema_refuses_what_the_model_cannot_mean(
@@ -158,6 +167,19 @@ def mutations() -> Iterator[tuple[str, Any]]:
         for value in WRONG_VALUES:
             field = {**good["fields"][0], key: value}
             yield f"fields[0].{key}={value!r}", [{**good, "fields": [field]}]
+    premise = good["premises"][0]
+    for key in premise:
+        for value in WRONG_VALUES:
+            wrong = {**premise, key: value}
+            yield f"premises[0].{key}={value!r}", [{**good, "premises": [wrong]}]
+        wrong = {k: v for k, v in premise.items() if k != key}
+        yield f"premises[0] without {key}", [{**good, "premises": [wrong]}]
+    for value in WRONG_VALUES:
+        wrong = {**premise, "read": {**premise["read"], "Status": value}}
+        yield f"premises[0].read.Status={value!r}", [{**good, "premises": [wrong]}]
+        yield f"premises=[{value!r}]", [{**good, "premises": [value]}]
+    wrong = {**premise, "read": {"": "Open"}}
+    yield "premises[0].read with an empty name", [{**good, "premises": [wrong]}]
     for value in WRONG_VALUES:
         yield f"changes={value!r}", value
         yield f"changes=[{value!r}]", [value]
