@@ -36,6 +36,8 @@ from lsqsync.rules.project import Condition, FieldValue, Project, Rule
 from lsqsync.rules.templates import TemplateProblem
 
 SHOWN_IDS = 5
+# what a conflict between two rules says (``lsqsync test`` recognises an expected conflict by it)
+CONFLICT = "want different values for"
 
 
 class UnsafePlan(LsqsyncError):
@@ -57,6 +59,8 @@ class PlanOptions:
     # the strictest limit the writes will meet, as the client knows it (learned or configured);
     # None: as lsqsync.yml configures it
     write_pace: Limit | None = None
+    # False: the caller checks the safety limits on the parts it applies (reconcile)
+    check_safety: bool = True
 
 
 def _source(location: Location) -> str:
@@ -101,7 +105,9 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
-    _check_safety(changes, snapshot, project.config.safety, options.allow_large)
+    if options.check_safety:
+        totals = {code: t.total for code, t in snapshot.types.items()}
+        check_safety(changes, totals, project.config.safety, options.allow_large)
     return _assemble(project, snapshot, host, options, changes, warnings)
 
 
@@ -431,7 +437,7 @@ def _conflict(
     """The message for two rules that want different values for the same field."""
     return (
         f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
-        f"'{rule.name}' ({_source(value.location)}) want different values for "
+        f"'{rule.name}' ({_source(value.location)}) {CONFLICT} "
         + (
             f"{f.schema_name} (masked)"
             if _hides(value, masked) or _hides(earlier.value, masked)
@@ -544,11 +550,26 @@ def _check_dependents(
         )
 
 
-def _check_safety(
-    changes: Sequence[OpportunityChange], snapshot: Snapshot, safety: Safety, allow_large: bool
+def check_safety(
+    changes: Sequence[OpportunityChange],
+    totals: Mapping[int, int],
+    safety: Safety,
+    allow_large: bool,
 ) -> None:
-    if allow_large:
-        return
+    """UnsafePlan when ``changes`` exceed the project's safety limits (``totals``: opportunities
+    of each type in the account), unless ``allow_large``."""
+    reasons = [] if allow_large else safety_problems(changes, totals, safety)
+    if reasons:
+        raise UnsafePlan(
+            "plan refused: " + "; ".join(reasons) + ". Review the rules, or pass --allow-large "
+            "if this is intended (the override is recorded in the plan)."
+        )
+
+
+def safety_problems(
+    changes: Sequence[OpportunityChange], totals: Mapping[int, int], safety: Safety
+) -> list[str]:
+    """How ``changes`` exceed the project's safety limits (none: they do not)."""
     max_changes, max_ratio = safety.max_changes, safety.max_change_ratio
     reasons = []
     if len(changes) > max_changes:
@@ -560,17 +581,13 @@ def _check_safety(
     for c in changes:
         per_type[c.opportunity_type] += 1
     for code, count in sorted(per_type.items()):
-        total = snapshot.types[code].total
+        total = totals[code]
         if total >= RATIO_MIN_TOTAL and count / total > max_ratio:
             reasons.append(
                 f"it changes {count:,} of the {total:,} opportunities of type {code} "
                 f"({count / total:.0%}), more than safety.max_change_ratio ({max_ratio:.0%})"
             )
-    if reasons:
-        raise UnsafePlan(
-            "plan refused: " + "; ".join(reasons) + ". Review the rules, or pass --allow-large "
-            "if this is intended (the override is recorded in the plan)."
-        )
+    return reasons
 
 
 def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[str, str]:
