@@ -788,9 +788,18 @@ def rollback(
     help="Where CI keeps the state: a SQLite file on the lsqsync-state branch, or a PostgreSQL "
     "database the team shares (URL and password from repository secrets).",
 )
-def init_command(directory: Path, branch: str, state: Literal["sqlite", "postgres"]) -> None:
-    """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule, the
-    schemas for editors, .gitignore, a pre-commit hook and a GitHub Actions workflow.
+@click.option(
+    "--schedule",
+    metavar="CRON",
+    help="Also write a scheduled workflow that runs reconcile and drift at CRON (UTC), e.g. "
+    "'0 6 * * 1-5'.",
+)
+def init_command(
+    directory: Path, branch: str, state: Literal["sqlite", "postgres"], schedule: str | None
+) -> None:
+    """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule and
+    its test, a snapshot of the emulator's example type, the schemas for editors, .gitignore, a
+    pre-commit hook and a GitHub Actions workflow (and, with --schedule, a scheduled one).
 
     An existing file is never overwritten: it is listed as skipped.
     """
@@ -798,7 +807,7 @@ def init_command(directory: Path, branch: str, state: Literal["sqlite", "postgre
     from lsqsync.scaffold import init
 
     try:
-        result = init(directory, branch, state)
+        result = init(directory, branch, state, schedule)
     except OSError as e:
         raise LsqsyncError(f"init: {e.filename or directory}: {e.strerror or e}") from None
     click.echo(result.report(display_path(directory)), nl=False)

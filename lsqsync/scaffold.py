@@ -29,12 +29,22 @@ PACKAGES: dict[StateKind, str] = {"sqlite": "lsqsync", "postgres": "lsqsync[post
 TEMPLATES = {
     "lsqsync.yml": "lsqsync.yml",
     "rules/example.yml": "rules/example.yml",
+    "tests/example.yml": "tests/example.yml",
+    "types/12003.json": "types/12003.json",
     ".gitignore": "gitignore",
     ".pre-commit-config.yaml": "pre-commit-config.yaml",
     ".github/workflows/lsqsync.yml": "workflow.yml",
 }
 # the `$schema` lines of lsqsync.yml and the rule files point at these copies
-SCHEMAS = {"schemas/config.schema.json": "config", "schemas/rules.schema.json": "rules"}
+SCHEMAS = {
+    "schemas/config.schema.json": "config",
+    "schemas/rules.schema.json": "rules",
+    "schemas/tests.schema.json": "tests",
+}
+# `init --schedule CRON`: the scheduled workflow (reconcile and drift)
+SCHEDULE = ".github/workflows/lsqsync-schedule.yml"
+# five fields of POSIX cron as GitHub reads them: digits, names (MON, JAN), * , - /
+_CRON = re.compile(r"[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4}")
 # git's rules for a branch name (git check-ref-format --branch), for the characters a YAML
 # flow list and a shell can carry without quoting trouble
 _BRANCH = re.compile(r"(?!-)(?!.*(?://|\.\.|/\.|\.lock(?:/|$)|[/.]$))[A-Za-z0-9._/-]+")
@@ -48,6 +58,7 @@ class InitResult:
     # state file and saved plans (CRM values) could be committed
     gitignore_missing: tuple[str, ...] = ()
     state: StateKind = "sqlite"
+    schedule: str | None = None
 
     def report(self, where: str) -> str:
         """What ``init`` did in the folder shown as ``where``, and what to do next."""
@@ -59,19 +70,26 @@ class InitResult:
         if self.state == "postgres":
             lines += [
                 "",
-                f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, "
-                "LSQSYNC_STATE_URL and LSQSYNC_STATE_PASSWORD and run lsqsync plan.",
+                f"Next: {go}lsqsync validate and lsqsync test (offline), then set LSQ_HOST, "
+                "LSQ_ACCESS_KEY, LSQ_SECRET_KEY, LSQSYNC_STATE_URL and LSQSYNC_STATE_PASSWORD "
+                "and run lsqsync types pull (your account's types) and lsqsync plan.",
                 "For CI, add those five to the repository's Actions settings "
                 "(.github/workflows/lsqsync.yml says how).",
             ]
         else:
             lines += [
                 "",
-                f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY and LSQ_SECRET_KEY "
-                "and run lsqsync plan.",
+                f"Next: {go}lsqsync validate and lsqsync test (offline), then set LSQ_HOST, "
+                "LSQ_ACCESS_KEY and LSQ_SECRET_KEY and run lsqsync types pull (your account's "
+                "types) and lsqsync plan.",
                 "For CI, add those three to the repository's Actions settings "
                 "(.github/workflows/lsqsync.yml says how).",
             ]
+        if self.schedule is not None and SCHEDULE in self.created:
+            lines.append(
+                f"{SCHEDULE} runs lsqsync reconcile and drift at '{self.schedule}' (UTC): it "
+                "applies the rules marked apply: auto and opens an issue for the rest."
+            )
         return "\n".join(lines) + "\n"
 
     @property
@@ -88,32 +106,53 @@ class InitResult:
 
 
 def files(
-    branch: str = "main", state: StateKind = "sqlite", workspace: str = DEFAULT_WORKSPACE
+    branch: str = "main",
+    state: StateKind = "sqlite",
+    workspace: str = DEFAULT_WORKSPACE,
+    schedule: str | None = None,
 ) -> dict[str, str]:
     """Every file ``init`` writes (path relative to the new repository → content), for a state
-    kept in a SQLite file or in the PostgreSQL workspace ``workspace``."""
+    kept in a SQLite file or in the PostgreSQL workspace ``workspace``; with ``schedule`` (a
+    cron expression), the scheduled workflow too."""
     if not _BRANCH.fullmatch(branch) or branch.startswith(("/", ".")):
         raise LsqsyncError(f"--branch {branch!r} is not a branch name")
+    if schedule is not None:
+        schedule = " ".join(schedule.split())
+        if not _CRON.fullmatch(schedule):
+            raise LsqsyncError(
+                f"--schedule {schedule!r} is not a cron schedule: five fields, minute hour "
+                "day-of-month month day-of-week, in UTC (e.g. '0 6 * * 1-5': 06:00 on weekdays)"
+            )
     root = resources.files("lsqsync").joinpath("templates", "init")
+    templates = dict(TEMPLATES)
+    if schedule is not None:
+        templates[SCHEDULE] = "schedule.yml"
     out = {
         path: _variant(root.joinpath(*template.split("/")).read_text("utf-8"), state)
         .replace("@VERSION@", __version__)
         .replace("@BRANCH@", branch)
         .replace("@PACKAGE@", PACKAGES[state])
         .replace("@WORKSPACE@", workspace)
-        for path, template in TEMPLATES.items()
+        .replace("@CRON@", schedule or "")
+        for path, template in templates.items()
     }
     out.update({path: schema_text(name) for path, name in SCHEMAS.items()})
     return out
 
 
-def init(directory: Path, branch: str = "main", state: StateKind = "sqlite") -> InitResult:
+def init(
+    directory: Path,
+    branch: str = "main",
+    state: StateKind = "sqlite",
+    schedule: str | None = None,
+) -> InitResult:
     """Write the files of a new rule repository into ``directory`` (created if needed), skipping
-    every file that already exists. A PostgreSQL state's workspace is named after the folder."""
+    every file that already exists. A PostgreSQL state's workspace is named after the folder.
+    With ``schedule``, the scheduled workflow too (into an existing repository as well)."""
     if directory.exists() and not directory.is_dir():
         raise LsqsyncError(f"{directory}: not a folder")
     created, skipped = [], []
-    wanted = files(branch, state, workspace_for(directory))
+    wanted = files(branch, state, workspace_for(directory), schedule)
     for path, content in wanted.items():
         target = directory / path
         if target.exists() or target.is_symlink():
@@ -128,7 +167,7 @@ def init(directory: Path, branch: str = "main", state: StateKind = "sqlite") -> 
             continue
         created.append(path)
     missing = _missing_ignores(directory / ".gitignore", wanted[".gitignore"])
-    return InitResult(tuple(created), tuple(skipped), missing, state)
+    return InitResult(tuple(created), tuple(skipped), missing, state, schedule)
 
 
 def workspace_for(directory: Path) -> str:
