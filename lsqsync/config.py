@@ -155,6 +155,7 @@ class TypeSnapshots:
     path: str = "types/"
     max_age_days: int = 90
 
+
 DEFAULT_WORKSPACE = "default"
 WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # the schema's pattern repeats it
 _URL_PREFIXES = ("postgresql://", "postgres://")

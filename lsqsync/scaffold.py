@@ -43,8 +43,16 @@ SCHEMAS = {
 }
 # `init --schedule CRON`: the scheduled workflow (reconcile and drift)
 SCHEDULE = ".github/workflows/lsqsync-schedule.yml"
-# five fields of POSIX cron as GitHub reads them: digits, names (MON, JAN), * , - /
-_CRON = re.compile(r"[0-9A-Za-z*,/-]+( [0-9A-Za-z*,/-]+){4}")
+# the five fields of POSIX cron as GitHub reads them: (name, lowest, highest, names)
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of the month", 1, 31, ()),
+    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
+                      "NOV", "DEC")),
+    ("day of the week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)  # fmt: skip
+_CRON_PART = re.compile(r"(\*|(\w+)(?:-(\w+))?)(?:/(\d+))?")
 # git's rules for a branch name (git check-ref-format --branch), for the characters a YAML
 # flow list and a shell can carry without quoting trouble
 _BRANCH = re.compile(r"(?!-)(?!.*(?://|\.\.|/\.|\.lock(?:/|$)|[/.]$))[A-Za-z0-9._/-]+")
@@ -118,10 +126,12 @@ def files(
         raise LsqsyncError(f"--branch {branch!r} is not a branch name")
     if schedule is not None:
         schedule = " ".join(schedule.split())
-        if not _CRON.fullmatch(schedule):
+        why = cron_problem(schedule)
+        if why:
             raise LsqsyncError(
-                f"--schedule {schedule!r} is not a cron schedule: five fields, minute hour "
-                "day-of-month month day-of-week, in UTC (e.g. '0 6 * * 1-5': 06:00 on weekdays)"
+                f"--schedule {schedule!r} is not a cron schedule: {why} (five fields, minute "
+                "hour day-of-month month day-of-week, in UTC: e.g. '0 6 * * 1-5' is 06:00 on "
+                "weekdays)"
             )
     root = resources.files("lsqsync").joinpath("templates", "init")
     templates = dict(TEMPLATES)
@@ -140,6 +150,31 @@ def files(
     return out
 
 
+def cron_problem(text: str) -> str | None:
+    """What keeps ``text`` from being a five-field cron schedule GitHub accepts, if anything."""
+    parts = text.split(" ")
+    if len(parts) != len(_CRON_FIELDS):
+        return f"{len(parts)} field{'s' if len(parts) != 1 else ''}"
+    for part, (name, low, high, names) in zip(parts, _CRON_FIELDS, strict=True):
+        for item in part.split(","):
+            m = _CRON_PART.fullmatch(item)
+            bounds = [b for b in (m[2], m[3]) if b] if m else []
+            values = [_cron_value(b, names) for b in bounds]
+            if m is None or any(v is None or not low <= v <= high for v in values):
+                return f"'{item}' is not a {name} ({low}-{high}{', or a name' if names else ''})"
+            if m[4] is not None and int(m[4]) == 0:
+                return f"'{item}': a step of 0"
+    return None
+
+
+def _cron_value(text: str, names: tuple[str, ...]) -> int | None:
+    if text.isdigit():
+        return int(text)
+    if text.upper() in names:
+        return names.index(text.upper()) + (1 if len(names) == 12 else 0)
+    return None
+
+
 def init(
     directory: Path,
     branch: str = "main",
@@ -152,6 +187,7 @@ def init(
     if directory.exists() and not directory.is_dir():
         raise LsqsyncError(f"{directory}: not a folder")
     created, skipped = [], []
+    schedule = " ".join(schedule.split()) if schedule is not None else None
     wanted = files(branch, state, workspace_for(directory), schedule)
     for path, content in wanted.items():
         target = directory / path

@@ -243,3 +243,49 @@ def test_the_workspace_is_named_after_the_folder(folder: str, workspace: str) ->
     from lsqsync.scaffold import workspace_for
 
     assert workspace_for(Path("/srv") / folder) == workspace
+
+
+def test_init_with_a_schedule_adds_the_scheduled_workflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["init", str(tmp_path), "--schedule", " 0  6 * *  MON-FRI "], capsys)
+    assert (code, err) == (0, "")
+    assert "created  .github/workflows/lsqsync-schedule.yml\n" in out
+    assert out.endswith(
+        ".github/workflows/lsqsync-schedule.yml runs lsqsync reconcile and drift at "
+        "'0 6 * * MON-FRI' (UTC): it applies the rules marked apply: auto and opens an issue for "
+        "the rest.\n"
+    )
+    workflow = yaml.safe_load((tmp_path / ".github/workflows/lsqsync-schedule.yml").read_text())
+    assert workflow[True]["schedule"] == [{"cron": "0 6 * * MON-FRI"}]
+    assert workflow["env"]["LSQSYNC_VERSION"] == __version__
+
+    # an existing repository gets the scheduled workflow alone
+    (tmp_path / ".github/workflows/lsqsync-schedule.yml").unlink()
+    code, out, _ = run(["init", str(tmp_path), "--schedule", "30 2 * * *"], capsys)
+    assert code == 0
+    assert [line for line in out.splitlines() if line.startswith("created")] == [
+        "created  .github/workflows/lsqsync-schedule.yml"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [
+        ("0 6 * *", "4 fields"),
+        ("61 6 * * *", "'61' is not a minute (0-59)"),
+        ("0 6 * * 7", "'7' is not a day of the week (0-6, or a name)"),
+        ("0 6 * FOO *", "'FOO' is not a month (1-12, or a name)"),
+        ("*/0 6 * * *", "'*/0': a step of 0"),
+        ('0 6 * * "1"', "'\"1\"' is not a day of the week (0-6, or a name)"),
+    ],
+)
+def test_a_bad_schedule_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cron: str, why: str
+) -> None:
+    code, out, err = run(["init", str(tmp_path / "repo"), "--schedule", cron], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"error: --schedule {' '.join(cron.split())!r} is not a cron schedule: {why} ("
+    )
+    assert not (tmp_path / "repo").exists()

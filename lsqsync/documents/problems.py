@@ -116,7 +116,6 @@ def report(
 def warning_text(warnings: Sequence[Problem]) -> str:
     """Warnings as text lines (for stderr): ``file:line:col: warning: message``."""
     return "".join(
-        capped(clean(f"{w.location}: warning: {w.path + ': ' if w.path else ''}{w.message}"))
-        + "\n"
+        capped(clean(f"{w.location}: warning: {w.path + ': ' if w.path else ''}{w.message}")) + "\n"
         for w in sorted(set(warnings))
     )

@@ -93,19 +93,24 @@ def _setup(
         if code in types.files:
             metas[code] = types.files[code].meta
         else:
+            # at the first opportunity of the type, else at the test (a rule's type)
+            at = next(((*g.path, "type") for g in case.given if g.opportunity_type == code),
+                      (*case.path, "name"))  # fmt: skip
             problems.append(
-                Problem(case.location, format_path((*case.path, "name")),
+                Problem(case.document.where(at), format_path(at),
                         f"{types.folder}/ has no snapshot of opportunity type {code}: "
                         f"lsqsync types pull {code}")
             )  # fmt: skip
-    if problems:
-        return None
     ids: dict[str, str] = {}
     records: dict[int, dict[str, OpportunityRecord]] = {code: {} for code in metas}
     for given in case.given:
+        if given.opportunity_type not in metas:
+            continue  # reported above
         record = _record(given, metas[given.opportunity_type], everyone, case, problems)
         records[given.opportunity_type][record.id.lower()] = record
         ids[record.id.lower()] = given.name
+    if problems:
+        return None
     data = {
         code: _type_data(meta, records[code], case.totals.get(code, len(records[code])))
         for code, meta in metas.items()
