@@ -112,7 +112,7 @@ def split(plan: Plan, rules: Sequence[Rule], safety: Safety) -> Split:
             f"({'; '.join(unsafe)}): they wait for review"
         )
         for name in {f.rule for c in auto for f in c.changes}:
-            reasons[name] = "apply: auto, but the changes of such rules exceed safety: limits"
+            reasons[name] = "apply: auto, but the auto rules' changes exceed the safety limits"
         auto, review = (), plan.changes
     return Split(auto, review, reasons, tuple(held))
 

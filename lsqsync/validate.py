@@ -38,9 +38,9 @@ class Result:
 def validate(config_path: Path | None, variables: Mapping[str, Any], online: bool) -> Result:
     try:
         config, project = load(config_path, variables)
+        snapshots = typefiles.load(config)
     except ProjectInvalid as e:
         return Result(e.problems, 0, 0)
-    snapshots = typefiles.load(config)
     if online:
         problems, warnings = _online(config, project, snapshots)
     else:

@@ -172,7 +172,7 @@ def test_changes_over_the_safety_limits_are_neither_applied_nor_saved(
     assert code == 1
     assert writes(connected) == []
     assert (
-        "  flag-high-value: apply: auto, but the changes of such rules exceed safety: limits\n"
+        "  flag-high-value: apply: auto, but the auto rules' changes exceed the safety limits\n"
         in out
     )
     assert err.splitlines()[-1] + "\n" == (

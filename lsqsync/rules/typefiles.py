@@ -21,7 +21,7 @@ from typing import Any
 
 from lsqsync.clock import parse_stamp, stamp
 from lsqsync.config import Config, display_path, inside_project
-from lsqsync.documents.problems import Problem
+from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
 from lsqsync.lsq import FieldMeta, LsqClient, OpportunityType
@@ -68,11 +68,11 @@ class TypeSnapshots:
 
 
 def folder(config: Config) -> Path:
-    """The project's snapshot folder; ConfigError-like LsqsyncError when ``types.path`` leads out
-    of the project folder (its files would not be the project's)."""
+    """The project's snapshot folder; ProjectInvalid when ``types.path`` leads out of the project
+    folder (its files would not be the project's)."""
     path = inside_project(config.root, config.types.path)
     if isinstance(path, str):
-        raise LsqsyncError(f"{config.file}: types.path: {path}")
+        raise ProjectInvalid([Problem(config.where(("types", "path")), "types.path", path)])
     return path
 
 

@@ -37,10 +37,10 @@ def run_tests(config_path: Path | None, variables: Mapping[str, Any] | None = No
     problems: list[Problem] = []
     try:
         project = load_project(config, variables)
+        snapshots = typefiles.load(config)
     except ProjectInvalid as e:
         return Report((), e.problems, (), 0)
-    files = cases.test_files(config, problems)
-    snapshots = typefiles.load(config)
+    files = cases.find_files(config, problems)
     problems += snapshots.problems
     outcomes: list[Outcome] = []
     for path in files:

@@ -77,7 +77,7 @@ class Case:
         return self.document.where((*self.path, *path))
 
 
-def test_files(config: Config, problems: list[Problem]) -> list[Path]:
+def find_files(config: Config, problems: list[Problem]) -> list[Path]:
     """The test files of ``tests:`` in lsqsync.yml: files, and the ``*.yml``/``*.yaml`` under
     folders; an entry that leads out of the project or names nothing is a problem (a folder
     that does not exist is no tests)."""

@@ -38,7 +38,9 @@ def test_the_schema_knows_the_models_format_version() -> None:
         "description": "The version of this JSON form. Only 1 exists.",
     }
     assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 1, "tests": 1}
-    assert resources.versions_text() == "config schema v1, rules schema v1, plan format v1, tests schema v1"
+    assert resources.versions_text() == (
+        "config schema v1, rules schema v1, plan format v1, tests schema v1"
+    )
 
 
 def objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:

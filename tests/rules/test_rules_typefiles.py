@@ -284,3 +284,39 @@ def test_the_shipped_snapshots_are_the_emulators_types(emu: Emulator, path: Path
         f"{path.relative_to(ROOT)} is not the emulator's metadata any more: pull it again "
         "(lsqsync types pull, against lsqsync emulator serve)"
     )
+
+
+def test_a_snapshot_folder_outside_the_project_is_refused(
+    project: Path, no_network: list[object], capsys: pytest.CaptureFixture[str]
+) -> None:
+    (project / "lsqsync.yml").write_text("version: 1\ntypes: {path: ../elsewhere}\n")
+    for command in (["validate"], ["test"]):
+        code, out, _ = run(command, capsys)
+        assert code == 1
+        assert (
+            "lsqsync.yml:2:15: types.path: must stay inside the project folder (no '..' or links"
+            " leading out)" in out
+        ), command
+
+
+def test_a_pulled_snapshot_lets_validate_check_fields_with_no_network(
+    connected: Emulator,
+    project: Path,
+    request: pytest.FixtureRequest,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert run(["types", "pull"], capsys)[0] == 0
+    (project / "rules" / "deals.yml").write_text(RULES)
+    seen = len(connected.requests)
+    attempts: list[object] = request.getfixturevalue("no_network")  # from here on: no network
+
+    code, out, err = run(["validate"], capsys)
+
+    assert (code, err) == (1, "")
+    assert [line.split(": ")[1] for line in out.splitlines()[:-1]] == [
+        "rules[0].where.Stauts",
+        "rules[0].set.mx_Custom_2",
+        "rules[0].set.mx_Custom_10",
+    ]
+    assert attempts == []
+    assert len(connected.requests) == seen  # the emulator heard nothing either

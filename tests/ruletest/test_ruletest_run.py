@@ -216,7 +216,8 @@ def test_mistakes_in_a_test_file_are_located(
     )
     (project / "tests" / "semantic.yml").write_text(MISTAKES)
     (project / "tests" / "unknown.yml").write_text(
-        "version: 1\ntests:\n  - name: y\n    given: {a: {type: 12003}}\n    expect: {b: no_change}\n"
+        "version: 1\ntests:\n  - name: y\n    given: {a: {type: 12003}}\n"
+        "    expect: {b: no_change}\n"
     )
 
     code, out, _ = run(["test"], capsys)
