@@ -226,7 +226,7 @@ def missing(
     checked offline."""
     if not snapshots.exists:
         return []
-    broken = {p.location.file for p in snapshots.problems}
+    broken = {Path(p.location.file).name for p in snapshots.problems}
     return [
         Problem(
             where[code],
@@ -235,7 +235,7 @@ def missing(
             f"not checked offline: lsqsync types pull {code}",
         )
         for code in sorted(set(codes))
-        if code not in snapshots.files and not any(f.endswith(f"{code}.json") for f in broken)
+        if code not in snapshots.files and f"{code}.json" not in broken
     ]
 
 
