@@ -29,23 +29,25 @@ version: 1
 rules:
   - name: flag-high-value
     apply: auto
-    limits: {max_changes: LIMIT}
+    limits: {max_changes: 100}
     opportunity_type: 12003
     where: {Status: Open, mx_Custom_6: {gte: 400000}}
     set: {mx_Custom_10: High}
 """
+OVER = """\
+  - name: note-lost-deals
+    apply: auto
+    limits: {max_changes: 1}
+    opportunity_type: 12003
+    where: {Status: Lost, mx_Custom_9: {empty: true}}
+    set: {mx_Custom_9: Lost}
+"""
 REVIEW = """\
   - name: note-rejected-loans
-    apply: MODE
     opportunity_type: 12000
     where: {Status: Lost, mx_Custom_2: Rejected, mx_Custom_9: {empty: true}}
     set: {mx_Custom_9: "Rejected: {{ opp.mx_Custom_1 }}"}
 """
-
-
-def rules(limit: int = 100, review: str | None = "review") -> str:
-    text = AUTO.replace("LIMIT", str(limit))
-    return text + (REVIEW.replace("MODE", review) if review else "")
 
 
 class Scheduled(Project):
@@ -92,7 +94,7 @@ class Scheduled(Project):
 
 @pytest.fixture
 def project(emu: Emulator, tmp_path: Path, request: pytest.FixtureRequest) -> Scheduled:
-    return Scheduled(tmp_path, emu, getattr(request, "param", rules()))
+    return Scheduled(tmp_path, emu, getattr(request, "param", AUTO + OVER + REVIEW))
 
 
 def run_url(event: Event) -> str:
@@ -102,6 +104,7 @@ def run_url(event: Event) -> str:
 def test_auto_changes_are_applied_and_the_rest_wait_in_one_issue_until_none_does(
     project: Scheduled,
 ) -> None:
+    # an auto rule within its limits, one over them, and a review rule
     first, event = project.scheduled()
 
     assert first.result == "success", first
@@ -110,19 +113,28 @@ def test_auto_changes_are_applied_and_the_rest_wait_in_one_issue_until_none_does
     with StateFile.open(project.state_file(), create=False) as st:
         (run,) = st.runs()
         applied = st.results(run.id)
-    assert {r.status for r in applied} == {"applied"}
-    assert {(r.rule, r.field, r.after) for r in applied} == {
-        ("flag-high-value", "mx_Custom_10", "High")
+    assert {(r.rule, r.field, r.after, r.status) for r in applied} == {
+        ("flag-high-value", "mx_Custom_10", "High", "applied")
     }
     for r in applied:
         assert crm_value(project.emu, r.opportunity_id, "mx_Custom_10") == "High"
     waiting = project.review_artifact(event)
-    assert {f["rule"] for c in waiting["changes"] for f in c["fields"]} == {"note-rejected-loans"}
+    assert {f["rule"] for c in waiting["changes"] for f in c["fields"]} == {
+        "note-lost-deals",  # over its limit: not applied
+        "note-rejected-loans",
+    }
+    over = sum(1 for c in waiting["changes"] if c["rules"] == ["note-lost-deals"])
+    warning = (
+        f"rule 'note-lost-deals' is apply: auto, but it changes {over} opportunities, more than"
+        " its limits.max_changes (1): its changes wait for review"
+    )
+    assert waiting["warnings"] == [warning]
     count = len(waiting["changes"])
     (issue,) = project.github.issues()
     assert (issue["title"], issue["state"]) == (f"lsqsync: {count} changes wait for review", "open")
     assert issue["body"].splitlines()[0] == MARKER
     assert f"### lsqsync plan `{waiting['digest'][:8]}`" in issue["body"]
+    assert md(warning) in issue["body"]
     assert run_url(event) in issue["body"]
     assert f"### lsqsync apply `{run.id}`: succeeded" in first.summary  # what was applied
     assert f"**{count} changes wait for review:**" in first.summary
@@ -152,14 +164,15 @@ def test_auto_changes_are_applied_and_the_rest_wait_in_one_issue_until_none_does
     assert drift_line in updated["body"]
     assert crm_value(project.emu, edited, "mx_Custom_10") == "Low"  # never overwritten
 
-    # the review rule becomes a standing one: applied, and nothing waits any more
-    project.commit_to_main({"rules/example.yml": rules(review="auto")}, "note loans on schedule")
+    # the rules whose changes waited are gone: nothing to do, nothing waits, the issue closes
+    project.commit_to_main({"rules/example.yml": AUTO}, "only the standing rule")
     third, event3 = project.scheduled()
 
     assert third.result == "success", third
     assert third.step("reconcile").outputs == {"exit-code": "0", "waiting": "0"}
-    assert len(writes(project.emu)) == before + 1
+    assert len(writes(project.emu)) == before
     assert project.github.artifact(event3.run_id, "lsqsync-review") is None
+    assert third.step("Upload the plan that waits for review").outcome == "skipped"
     (closed,) = project.github.issues()
     assert (closed["number"], closed["state"], closed["state_reason"]) == (
         issue["number"],
@@ -170,51 +183,10 @@ def test_auto_changes_are_applied_and_the_rest_wait_in_one_issue_until_none_does
         MARKER,
         f"Nothing waits for review since [this run]({run_url(event3)}).",
     ]
-    assert "Nothing waits for review." in third.summary
+    for line in ("Nothing was applied without review.", "Nothing waits for review.", drift_line):
+        assert line in third.summary
     with StateFile.open(project.state_file(), create=False) as st:
-        assert [r.outcome for r in st.runs()] == ["succeeded", "succeeded"]
-
-
-@pytest.mark.parametrize("project", [rules(limit=1, review=None)], indirect=True)
-def test_an_auto_rule_over_its_limit_is_not_applied_and_waits_in_the_issue(
-    project: Scheduled,
-) -> None:
-    result, event = project.scheduled()
-
-    assert result.result == "success", result
-    assert writes(project.emu) == []
-    waiting = project.review_artifact(event)
-    over = waiting["summary"]["opportunities"]
-    assert over > 1
-    warning = (
-        f"rule 'flag-high-value' is apply: auto, but it changes {over} opportunities, more than"
-        " its limits.max_changes (1): its changes wait for review"
-    )
-    assert waiting["warnings"] == [warning]
-    (issue,) = project.github.issues()
-    assert issue["title"] == f"lsqsync: {over} changes wait for review"
-    assert md(warning) in issue["body"]
-    assert project.state_branch() is None  # nothing applied: no state to keep
-
-
-@pytest.mark.parametrize(
-    "project", [rules(review=None).replace("gte: 400000", "gte: 900000000")], indirect=True
-)
-def test_with_nothing_to_do_nothing_is_written_and_no_issue_opened(project: Scheduled) -> None:
-    result, event = project.scheduled()
-
-    assert result.result == "success", result
-    assert result.step("reconcile").outputs == {"exit-code": "0", "waiting": "0"}
-    assert writes(project.emu) == []
-    assert project.github.issues() == []
-    assert project.github.artifact(event.run_id, "lsqsync-review") is None
-    assert result.step("Upload the plan that waits for review").outcome == "skipped"
-    for line in (
-        "Nothing was applied without review.",
-        "Nothing waits for review.",
-        "Nothing has been applied yet: no drift to look for.",
-    ):
-        assert line in result.summary
+        assert [r.outcome for r in st.runs()] == ["succeeded"]
 
 
 def test_an_error_fails_the_job_and_leaves_the_issue_alone(project: Scheduled) -> None:
@@ -229,7 +201,9 @@ def test_an_error_fails_the_job_and_leaves_the_issue_alone(project: Scheduled) -
     assert "**lsqsync reconcile failed:**" in result.summary
     assert "LeadSquared refused the keys" in result.summary
     assert "not-the-secret-key" not in result.summary
+    assert "Nothing has been applied yet: no drift to look for." in result.summary
     assert project.github.issues() == []
+    assert project.state_branch() is None
 
 
 def test_a_public_repository_is_refused(project: Scheduled) -> None:
