@@ -1,6 +1,6 @@
 #!/bin/sh
 # The whole story against a throw-away emulator (make demo runs this under `lsqsync emulator
-# run`, which sets LSQ_HOST and the demo keys): validate, plan, apply, plan again, a person's
+# run`, which sets LSQ_HOST and the demo keys): validate, test, plan, apply, plan again, a person's
 # edit in the CRM shows up as drift, and a run is rolled back.
 set -eu
 step() { printf '\n== %s\n' "$*"; }
@@ -10,6 +10,7 @@ step "lsqsync whoami"; lsqsync whoami
 step "lsqsync opportunities list --type 12003 --limit 5"
 lsqsync opportunities list --type 12003 --limit 5
 step "lsqsync validate"; lsqsync validate
+step "lsqsync test (offline, against the types snapshot in types/)"; lsqsync test
 step "lsqsync plan --out .lsqsync/demo/plan.json"
 lsqsync plan --out .lsqsync/demo/plan.json --max-details 3
 step "lsqsync apply .lsqsync/demo/plan.json"; lsqsync apply .lsqsync/demo/plan.json

@@ -138,6 +138,29 @@ def types_show(code: int, fmt: Literal["text", "json"], config_path: Path | None
         click.echo(browse.type_fields(client, code, fmt), nl=False)
 
 
+@types.command("pull")
+@click.argument("codes", metavar="[CODE]...", nargs=-1, type=click.IntRange(1))
+@CONFIG
+def types_pull(codes: tuple[int, ...], config_path: Path | None) -> None:
+    """Write each opportunity type's metadata to types/CODE.json: the reviewed snapshot of the
+    account's fields that validate checks offline and lsqsync test plans against.
+
+    Without CODE: the types the rules use and those types/ already has."""
+    from lsqsync.clock import utcnow
+    from lsqsync.config import load_config, open_client
+    from lsqsync.rules import typefiles
+    from lsqsync.rules.project import load_project
+
+    config = load_config(config_path)
+    if not codes:
+        rules = load_project(config).rules
+        codes = tuple(typefiles.wanted_codes(config, (r.opportunity_type for r in rules)))
+    with open_client(config) as client:
+        pulled = typefiles.pull(client, config, sorted(set(codes)), utcnow())
+    for p in pulled:
+        click.echo(f"{p.file}  {p.name}: {p.fields} fields ({p.status})")
+
+
 @cli.group()
 def opportunities() -> None:
     """Read opportunities."""
@@ -204,12 +227,27 @@ def validate(
     Offline unless --online. Exit 0 when valid, 1 otherwise.
     """
     from lsqsync import validate as validation
-    from lsqsync.documents.problems import report
+    from lsqsync.documents.problems import report, warning_text
     from lsqsync.rules.project import parse_vars
 
     result = validation.validate(config_path, parse_vars(var_pairs, var_files), online)
-    click.echo(report(result.problems, fmt, result.summary), nl=False)
+    if fmt == "text":
+        click.echo(warning_text(result.warnings), nl=False, err=True)
+    click.echo(report(result.problems, fmt, result.summary, result.warnings), nl=False)
     raise SystemExit(EXIT_ERROR if result.problems else EXIT_OK)
+
+
+@cli.command("test")
+@CONFIG
+@_format("text", "github", help="github: also workflow-command annotations for pull requests.")
+def test_command(config_path: Path | None, fmt: Literal["text", "github"]) -> None:
+    """Run the rule tests (tests/*.yml): plan each test's opportunities offline against the
+    snapshot in types/ and compare with what it expects. Exit 1 if any test fails."""
+    from lsqsync import ruletest
+
+    report = ruletest.run_tests(config_path)
+    click.echo(ruletest.render(report, fmt), nl=False)
+    raise SystemExit(EXIT_OK if report.ok else EXIT_ERROR)
 
 
 # -- plans ------------------------------------------------------------------------------------
@@ -496,6 +534,80 @@ def _plan_and_confirm(
     return path
 
 
+@cli.command()
+@CONFIG
+@VAR
+@VAR_FILE
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path(".lsqsync/review.plan.json"),
+    show_default=True,
+    help="Where to save the plan of the changes that wait for review.",
+)
+@FORMAT
+@click.option(
+    "--expires-in",
+    "expires_in",
+    type=Finite(min=0, min_open=True, max=24 * 30),
+    metavar="HOURS",
+    help="How long the saved plan may be applied.  [default: 24]",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=4,
+    show_default=True,
+    help="Batches in flight at once (all share the account's rate limit).",
+)
+@click.option(
+    "--lock-timeout",
+    type=Finite(0),
+    default=0.0,
+    show_default=True,
+    help="Seconds to wait for another run's lock before giving up.",
+)
+@click.option(
+    "--lock-expiry",
+    type=Finite(min=1),
+    default=3600.0,
+    show_default=True,
+    help="Seconds without a sign of life after which another run's lock is taken over.",
+)
+def reconcile(
+    config_path: Path | None,
+    var_pairs: tuple[str, ...],
+    var_files: tuple[Path, ...],
+    out: Path,
+    fmt: Literal["text", "json"],
+    expires_in: float | None,
+    workers: int,
+    lock_timeout: float,
+    lock_expiry: float,
+) -> None:
+    """Plan every rule; apply the changes of 'apply: auto' rules within their limits and the
+    safety limits, as apply does; save the rest as a plan for review.
+
+    Exit 0 when nothing waits for review, 2 when changes wait, 3 when some applied fields
+    failed, were stale or have an unknown outcome, 1 on error.
+    """
+    from lsqsync import reconcile as standing
+    from lsqsync.apply.runner import ApplyOptions
+    from lsqsync.rules.project import parse_vars
+
+    options = standing.ReconcileOptions(
+        out=out,
+        expires_in=None if expires_in is None else timedelta(hours=expires_in),
+        apply=ApplyOptions(workers=workers, lock_timeout=lock_timeout, lock_expiry=lock_expiry),
+    )
+    variables = parse_vars(var_pairs, var_files)
+    result = standing.reconcile(config_path, variables, options, _progress(every=10.0))
+    click.echo(standing.render(result, fmt), nl=False)
+    if result.refused is not None:
+        click.echo(f"error: {result.refused}", err=True)
+    raise SystemExit(result.exit_code)
+
+
 @cli.group("state")
 def state_group() -> None:
     """The state (a SQLite file or a PostgreSQL workspace): runs, their per-field results, the
@@ -676,9 +788,18 @@ def rollback(
     help="Where CI keeps the state: a SQLite file on the lsqsync-state branch, or a PostgreSQL "
     "database the team shares (URL and password from repository secrets).",
 )
-def init_command(directory: Path, branch: str, state: Literal["sqlite", "postgres"]) -> None:
-    """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule, the
-    schemas for editors, .gitignore, a pre-commit hook and a GitHub Actions workflow.
+@click.option(
+    "--schedule",
+    metavar="CRON",
+    help="Also write a scheduled workflow that runs reconcile and drift at CRON (UTC), e.g. "
+    "'0 6 * * 1-5'.",
+)
+def init_command(
+    directory: Path, branch: str, state: Literal["sqlite", "postgres"], schedule: str | None
+) -> None:
+    """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule and
+    its test, a snapshot of the emulator's example type, the schemas for editors, .gitignore, a
+    pre-commit hook and a GitHub Actions workflow (and, with --schedule, a scheduled one).
 
     An existing file is never overwritten: it is listed as skipped.
     """
@@ -686,7 +807,7 @@ def init_command(directory: Path, branch: str, state: Literal["sqlite", "postgre
     from lsqsync.scaffold import init
 
     try:
-        result = init(directory, branch, state)
+        result = init(directory, branch, state, schedule)
     except OSError as e:
         raise LsqsyncError(f"init: {e.filename or directory}: {e.strerror or e}") from None
     click.echo(result.report(display_path(directory)), nl=False)

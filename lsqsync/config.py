@@ -156,6 +156,17 @@ class Safety:
 RATIO_MIN_TOTAL = 10  # smaller types are exempt from max_change_ratio
 DEFAULT_TIMEZONE = "UTC"  # the account's zone unless lsqsync.yml says (timezone:)
 
+
+@dataclass(frozen=True)
+class TypeSnapshots:
+    """``types:`` — where ``lsqsync types pull`` keeps the reviewed snapshot of the account's
+    opportunity types (one ``<code>.json`` each), and the age after which ``validate`` says a
+    snapshot should be pulled again."""
+
+    path: str = "types/"
+    max_age_days: int = 90
+
+
 DEFAULT_WORKSPACE = "default"
 WORKSPACE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,39}")  # the schema's pattern repeats it
 _URL_PREFIXES = ("postgresql://", "postgres://")
@@ -272,6 +283,8 @@ class Config:
     allow_created_on: bool = False
     field_types: Mapping[str, Kind] = field(default_factory=dict)  # schema name → kind
     timezone: str = DEFAULT_TIMEZONE  # the account's IANA zone: Date fields are its days
+    types: TypeSnapshots = TypeSnapshots()
+    tests: tuple[str, ...] = ("tests/",)  # test files, or folders searched for *.yml / *.yaml
     positions: Mapping[tuple[str | int, ...], Any] = field(default_factory=dict, compare=False)
 
     def where(self, path: tuple[str | int, ...]) -> Location:
@@ -368,6 +381,8 @@ def load_config(path: Path | None = None) -> Config:
         allow_created_on=bool(data.get("allow_created_on", False)),
         field_types=dict(data.get("field_types") or {}),
         timezone=data.get("timezone", DEFAULT_TIMEZONE),
+        types=TypeSnapshots(**(data.get("types") or {})),
+        tests=tuple(data.get("tests", ["tests/"])),
         positions=document.positions,
     )
 

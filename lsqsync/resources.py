@@ -8,7 +8,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-SCHEMA_NAMES = ("config", "rules", "plan")
+SCHEMA_NAMES = ("config", "rules", "plan", "tests")
 
 # The key holding each schema's format version: the plan follows Terraform's ``format_version``.
 _VERSION_KEYS = {"plan": "format_version"}

@@ -29,12 +29,30 @@ PACKAGES: dict[StateKind, str] = {"sqlite": "lsqsync", "postgres": "lsqsync[post
 TEMPLATES = {
     "lsqsync.yml": "lsqsync.yml",
     "rules/example.yml": "rules/example.yml",
+    "tests/example.yml": "tests/example.yml",
+    "types/12003.json": "types/12003.json",
     ".gitignore": "gitignore",
     ".pre-commit-config.yaml": "pre-commit-config.yaml",
     ".github/workflows/lsqsync.yml": "workflow.yml",
 }
 # the `$schema` lines of lsqsync.yml and the rule files point at these copies
-SCHEMAS = {"schemas/config.schema.json": "config", "schemas/rules.schema.json": "rules"}
+SCHEMAS = {
+    "schemas/config.schema.json": "config",
+    "schemas/rules.schema.json": "rules",
+    "schemas/tests.schema.json": "tests",
+}
+# `init --schedule CRON`: the scheduled workflow (reconcile and drift)
+SCHEDULE = ".github/workflows/lsqsync-schedule.yml"
+# the five fields of POSIX cron as GitHub reads them: (name, lowest, highest, names)
+_CRON_FIELDS = (
+    ("minute", 0, 59, ()),
+    ("hour", 0, 23, ()),
+    ("day of the month", 1, 31, ()),
+    ("month", 1, 12, ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT",
+                      "NOV", "DEC")),
+    ("day of the week", 0, 6, ("SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT")),
+)  # fmt: skip
+_CRON_PART = re.compile(r"(\*|(\w+)(?:-(\w+))?)(?:/(\d+))?")
 # git's rules for a branch name (git check-ref-format --branch), for the characters a YAML
 # flow list and a shell can carry without quoting trouble
 _BRANCH = re.compile(r"(?!-)(?!.*(?://|\.\.|/\.|\.lock(?:/|$)|[/.]$))[A-Za-z0-9._/-]+")
@@ -48,6 +66,7 @@ class InitResult:
     # state file and saved plans (CRM values) could be committed
     gitignore_missing: tuple[str, ...] = ()
     state: StateKind = "sqlite"
+    schedule: str | None = None
 
     def report(self, where: str) -> str:
         """What ``init`` did in the folder shown as ``where``, and what to do next."""
@@ -59,19 +78,26 @@ class InitResult:
         if self.state == "postgres":
             lines += [
                 "",
-                f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY, LSQ_SECRET_KEY, "
-                "LSQSYNC_STATE_URL and LSQSYNC_STATE_PASSWORD and run lsqsync plan.",
+                f"Next: {go}lsqsync validate and lsqsync test (offline), then set LSQ_HOST, "
+                "LSQ_ACCESS_KEY, LSQ_SECRET_KEY, LSQSYNC_STATE_URL and LSQSYNC_STATE_PASSWORD "
+                "and run lsqsync types pull (your account's types) and lsqsync plan.",
                 "For CI, add those five to the repository's Actions settings "
                 "(.github/workflows/lsqsync.yml says how).",
             ]
         else:
             lines += [
                 "",
-                f"Next: {go}lsqsync validate, then set LSQ_HOST, LSQ_ACCESS_KEY and LSQ_SECRET_KEY "
-                "and run lsqsync plan.",
+                f"Next: {go}lsqsync validate and lsqsync test (offline), then set LSQ_HOST, "
+                "LSQ_ACCESS_KEY and LSQ_SECRET_KEY and run lsqsync types pull (your account's "
+                "types) and lsqsync plan.",
                 "For CI, add those three to the repository's Actions settings "
                 "(.github/workflows/lsqsync.yml says how).",
             ]
+        if self.schedule is not None and SCHEDULE in self.created:
+            lines.append(
+                f"{SCHEDULE} runs lsqsync reconcile and drift at '{self.schedule}' (UTC): it "
+                "applies the rules marked apply: auto and opens an issue for the rest."
+            )
         return "\n".join(lines) + "\n"
 
     @property
@@ -88,32 +114,81 @@ class InitResult:
 
 
 def files(
-    branch: str = "main", state: StateKind = "sqlite", workspace: str = DEFAULT_WORKSPACE
+    branch: str = "main",
+    state: StateKind = "sqlite",
+    workspace: str = DEFAULT_WORKSPACE,
+    schedule: str | None = None,
 ) -> dict[str, str]:
     """Every file ``init`` writes (path relative to the new repository → content), for a state
-    kept in a SQLite file or in the PostgreSQL workspace ``workspace``."""
+    kept in a SQLite file or in the PostgreSQL workspace ``workspace``; with ``schedule`` (a
+    cron expression), the scheduled workflow too."""
     if not _BRANCH.fullmatch(branch) or branch.startswith(("/", ".")):
         raise LsqsyncError(f"--branch {branch!r} is not a branch name")
+    if schedule is not None:
+        schedule = " ".join(schedule.split())
+        why = cron_problem(schedule)
+        if why:
+            raise LsqsyncError(
+                f"--schedule {schedule!r} is not a cron schedule: {why} (five fields, minute "
+                "hour day-of-month month day-of-week, in UTC: e.g. '0 6 * * 1-5' is 06:00 on "
+                "weekdays)"
+            )
     root = resources.files("lsqsync").joinpath("templates", "init")
+    templates = dict(TEMPLATES)
+    if schedule is not None:
+        templates[SCHEDULE] = "schedule.yml"
     out = {
         path: _variant(root.joinpath(*template.split("/")).read_text("utf-8"), state)
         .replace("@VERSION@", __version__)
         .replace("@BRANCH@", branch)
         .replace("@PACKAGE@", PACKAGES[state])
         .replace("@WORKSPACE@", workspace)
-        for path, template in TEMPLATES.items()
+        .replace("@CRON@", schedule or "")
+        for path, template in templates.items()
     }
     out.update({path: schema_text(name) for path, name in SCHEMAS.items()})
     return out
 
 
-def init(directory: Path, branch: str = "main", state: StateKind = "sqlite") -> InitResult:
+def cron_problem(text: str) -> str | None:
+    """What keeps ``text`` from being a five-field cron schedule GitHub accepts, if anything."""
+    parts = text.split(" ")
+    if len(parts) != len(_CRON_FIELDS):
+        return f"{len(parts)} field{'s' if len(parts) != 1 else ''}"
+    for part, (name, low, high, names) in zip(parts, _CRON_FIELDS, strict=True):
+        for item in part.split(","):
+            m = _CRON_PART.fullmatch(item)
+            bounds = [b for b in (m[2], m[3]) if b] if m else []
+            values = [_cron_value(b, names) for b in bounds]
+            if m is None or any(v is None or not low <= v <= high for v in values):
+                return f"'{item}' is not a {name} ({low}-{high}{', or a name' if names else ''})"
+            if m[4] is not None and int(m[4]) == 0:
+                return f"'{item}': a step of 0"
+    return None
+
+
+def _cron_value(text: str, names: tuple[str, ...]) -> int | None:
+    if text.isdigit():
+        return int(text)
+    if text.upper() in names:
+        return names.index(text.upper()) + (1 if len(names) == 12 else 0)
+    return None
+
+
+def init(
+    directory: Path,
+    branch: str = "main",
+    state: StateKind = "sqlite",
+    schedule: str | None = None,
+) -> InitResult:
     """Write the files of a new rule repository into ``directory`` (created if needed), skipping
-    every file that already exists. A PostgreSQL state's workspace is named after the folder."""
+    every file that already exists. A PostgreSQL state's workspace is named after the folder.
+    With ``schedule``, the scheduled workflow too (into an existing repository as well)."""
     if directory.exists() and not directory.is_dir():
         raise LsqsyncError(f"{directory}: not a folder")
     created, skipped = [], []
-    wanted = files(branch, state, workspace_for(directory))
+    schedule = " ".join(schedule.split()) if schedule is not None else None
+    wanted = files(branch, state, workspace_for(directory), schedule)
     for path, content in wanted.items():
         target = directory / path
         if target.exists() or target.is_symlink():
@@ -128,7 +203,7 @@ def init(directory: Path, branch: str = "main", state: StateKind = "sqlite") -> 
             continue
         created.append(path)
     missing = _missing_ignores(directory / ".gitignore", wanted[".gitignore"])
-    return InitResult(tuple(created), tuple(skipped), missing, state)
+    return InitResult(tuple(created), tuple(skipped), missing, state, schedule)
 
 
 def workspace_for(directory: Path) -> str:

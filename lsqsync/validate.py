@@ -1,16 +1,26 @@
 """``lsqsync validate``: every problem in a project's configuration and rules, offline (and
-against the opportunity types' metadata with ``--online``)."""
+against the opportunity types' metadata with ``--online``).
+
+Offline, the field checks of ``--online`` run against the reviewed snapshot of the account's
+types in ``types/`` when there is one (``lsqsync types pull``), so that pull requests from forks,
+which get no keys, have them too. ``--online`` also lists how the account differs from the
+snapshot."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from lsqsync.clock import utcnow
+from lsqsync.config import Config
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.errors import ApiRejected
-from lsqsync.rules.project import load
+from lsqsync.lsq import OpportunityType
+from lsqsync.rules import metadata as field_check
+from lsqsync.rules import typefiles
+from lsqsync.rules.project import Project, load
 
 
 @dataclass(frozen=True)
@@ -18,6 +28,7 @@ class Result:
     problems: tuple[Problem, ...]
     rules: int
     files: int
+    warnings: tuple[Problem, ...] = ()
 
     @property
     def summary(self) -> dict[str, int]:
@@ -27,25 +38,63 @@ class Result:
 def validate(config_path: Path | None, variables: Mapping[str, Any], online: bool) -> Result:
     try:
         config, project = load(config_path, variables)
+        snapshots = typefiles.load(config)
     except ProjectInvalid as e:
         return Result(e.problems, 0, 0)
-    problems: tuple[Problem, ...] = ()
     if online:
-        from lsqsync.config import open_client
-        from lsqsync.lsq import OpportunityType
-        from lsqsync.rules import metadata as online_check
+        problems, warnings = _online(config, project, snapshots)
+    else:
+        problems, warnings = _offline(config, project, snapshots)
+    problems = snapshots.problems + problems
+    return Result(problems, len(project.rules), len(project.files), warnings)
 
-        types: dict[int, OpportunityType] = {}
-        missing: dict[int, str] = {}
-        with open_client(config) as client:
-            for code in sorted({r.opportunity_type for r in project.rules}):
-                try:
-                    types[code] = client.opportunity_type(code)
-                except ApiRejected as e:  # e.g. no such type: a problem of the rules using it
-                    missing[code] = e.exception_message or str(e)
-            active = {u.email.lower(): u.id.lower() for u in client.users() if u.active}
-        problems = tuple(online_check.check(project, types, missing, active))
-        if not missing:  # with a type unread, an entry may be one of its fields
-            problems += tuple(online_check.mask_problems(config, types))
-            problems += tuple(online_check.field_type_problems(config, types))
-    return Result(problems, len(project.rules), len(project.files))
+
+def _offline(
+    config: Config, project: Project, snapshots: typefiles.TypeSnapshots
+) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
+    """The field checks against the snapshot, for the rules of the types it has; warnings for
+    the types it lacks and for snapshots pulled long ago."""
+    codes = {r.opportunity_type for r in project.rules}
+    first = {}
+    for rule in reversed(project.rules):
+        first[rule.opportunity_type] = rule.location
+    warnings = typefiles.missing(snapshots, codes, first)
+    warnings += typefiles.too_old(snapshots, codes, utcnow(), config.types.max_age_days)
+    covered = replace(
+        project, rules=tuple(r for r in project.rules if r.opportunity_type in snapshots.files)
+    )
+    problems = tuple(field_check.check(covered, snapshots.types))
+    if covered.rules and codes <= set(snapshots.files):
+        problems += tuple(field_check.mask_problems(config, snapshots.types))
+        problems += tuple(field_check.field_type_problems(config, snapshots.types))
+    return problems, tuple(warnings)
+
+
+def _online(
+    config: Config, project: Project, snapshots: typefiles.TypeSnapshots
+) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
+    """The field checks against the account, and how the account differs from the snapshot of
+    each type the snapshot has."""
+    from lsqsync.config import open_client
+
+    types: dict[int, OpportunityType] = {}
+    missing: dict[int, str] = {}
+    codes = {r.opportunity_type for r in project.rules} | set(snapshots.files)
+    with open_client(config) as client:
+        for code in sorted(codes):
+            try:
+                types[code] = client.opportunity_type(code)
+            except ApiRejected as e:  # e.g. no such type: a problem of the rules using it
+                missing[code] = e.exception_message or str(e)
+        active = {u.email.lower(): u.id.lower() for u in client.users() if u.active}
+    problems = tuple(field_check.check(project, types, missing, active))
+    if not missing:  # with a type unread, an entry may be one of its fields
+        problems += tuple(field_check.mask_problems(config, types))
+        problems += tuple(field_check.field_type_problems(config, types))
+    for code, snapshot in sorted(snapshots.files.items()):
+        if code in types:
+            problems += tuple(typefiles.differences(snapshot, types[code]))
+        else:
+            why = f"the account has no opportunity type {code} ({missing.get(code, 'not found')})"
+            problems += (Problem(snapshot.field_location(), "", why),)
+    return problems, ()

@@ -85,3 +85,26 @@ def pg() -> Iterator[PgServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def no_network(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """No keys, LSQ_HOST where nothing listens, and every connection attempt of this process
+    recorded and refused: what a fork's pull request gets in CI. The list holds the attempts."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed when the block ends: nothing listens there
+    monkeypatch.setenv("LSQ_HOST", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("LSQ_ACCESS_KEY", raising=False)
+    monkeypatch.delenv("LSQ_SECRET_KEY", raising=False)
+    attempts: list[object] = []
+
+    def refuse(self: socket.socket, address: object) -> None:
+        attempts.append(address)
+        raise OSError("this test allows no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
+    return attempts

@@ -33,7 +33,8 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_version_names_the_schema_versions(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["--version"], capsys)
     assert code == 0
-    assert out == f"lsqsync {__version__} (config schema v1, rules schema v1, plan format v2)\n"
+    schemas = "config schema v1, rules schema v1, plan format v2, tests schema v1"
+    assert out == f"lsqsync {__version__} ({schemas})\n"
 
 
 @pytest.mark.parametrize("name", resources.SCHEMA_NAMES)
@@ -49,7 +50,7 @@ def test_schema_prints_the_shipped_schema(name: str, capsys: pytest.CaptureFixtu
     ("args", "message"),
     [
         (["nope"], "No such command 'nope'"),
-        (["schema", "nope"], "Invalid value for '{config|rules|plan}'"),
+        (["schema", "nope"], "Invalid value for '{config|rules|plan|tests}'"),
         (["emulator", "serve", "--rate-limit", "fast"], "expected CALLS/SECONDS"),
         (["emulator", "serve", "--rate-limit", "0/5"], "CALLS must be at least 1"),
         (["emulator", "serve", "--fault-rate", "2"], "0<=x<=1"),

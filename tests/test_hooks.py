@@ -59,8 +59,33 @@ def test_files_selects_the_configuration_rules_and_csvs(path: str, matches: bool
     assert bool(pattern.search(path)) is matches
 
 
-def test_the_entry_is_a_real_lsqsync_command() -> None:
-    program, *command = shlex.split(hooks()["lsqsync-validate"]["entry"])
+@pytest.mark.parametrize(
+    ("path", "matches"),
+    [
+        ("lsqsync.yml", True),
+        ("rules/a.yml", True),
+        ("rules/data/x.csv", True),
+        ("tests/deals.yml", True),
+        ("tests/sub/loans.yaml", True),
+        ("types/12003.json", True),
+        ("types/notes.json", False),
+        ("tests/test_app.py", False),
+        ("src/app.py", False),
+    ],
+)
+def test_the_tests_run_when_a_rule_a_test_or_a_snapshot_changes(path: str, matches: bool) -> None:
+    hook = hooks()["lsqsync-test"]
+    assert (hook["pass_filenames"], hook["require_serial"], hook["language"]) == (
+        False,
+        True,
+        "python",
+    )
+    assert bool(re.compile(hook["files"]).search(path)) is matches
+
+
+@pytest.mark.parametrize("hook", ["lsqsync-validate", "lsqsync-test"])
+def test_the_entry_is_a_real_lsqsync_command(hook: str) -> None:
+    program, *command = shlex.split(hooks()[hook]["entry"])
     assert program == "lsqsync"
     result = CliRunner().invoke(cli, [*command, "--help"], prog_name="lsqsync")
     assert result.exit_code == 0, result.output

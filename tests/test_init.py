@@ -37,12 +37,17 @@ def test_init_validate_plan_and_apply_in_a_fresh_folder(
     code, out, err = run(["init"], capsys)
     assert (code, err) == (0, "")
     assert out.splitlines()[: len(EVERY_FILE)] == [f"created  {p}" for p in EVERY_FILE]
-    assert "Next: lsqsync validate, then set LSQ_HOST" in out
+    assert "Next: lsqsync validate and lsqsync test (offline), then set LSQ_HOST" in out
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file()) == (
         sorted(EVERY_FILE)
     )
 
     assert run(["validate"], capsys)[:2] == (0, "valid: 1 rule in 1 file\n")
+    # the example test passes offline, against the example snapshot: no keys, no host
+    monkeypatch.delenv("LSQ_HOST")
+    code, out, _ = run(["test"], capsys)
+    assert (code, out.splitlines()[-1]) == (0, "1 passed (1 test file)"), out
+    monkeypatch.setenv("LSQ_HOST", connected.url)
     code, out, _ = run(["plan", "--out", "p.json"], capsys)
     assert code == 0
     assert "flag-high-value" in out
@@ -137,6 +142,7 @@ def test_the_schema_lines_point_at_the_schemas_init_writes(tmp_path: Path) -> No
     assert {p for p, c in written.items() if "$schema=" in c} == {
         "lsqsync.yml",
         "rules/example.yml",
+        "tests/example.yml",
     }
 
 
@@ -144,9 +150,9 @@ def test_the_pre_commit_config_uses_this_version_of_the_hook() -> None:
     config = yaml.safe_load(files()[".pre-commit-config.yaml"])
     (repo,) = config["repos"]
     assert repo["rev"] == f"v{__version__}"
-    assert [h["id"] for h in repo["hooks"]] == ["lsqsync-validate"]
+    assert [h["id"] for h in repo["hooks"]] == ["lsqsync-validate", "lsqsync-test"]
     hooks = yaml.safe_load((Path(__file__).parents[1] / ".pre-commit-hooks.yaml").read_text())
-    assert "lsqsync-validate" in [h["id"] for h in hooks]
+    assert {"lsqsync-validate", "lsqsync-test"} <= {h["id"] for h in hooks}
 
 
 def test_the_library_refuses_a_file_as_the_folder(tmp_path: Path) -> None:
@@ -216,6 +222,11 @@ def test_init_for_a_postgresql_state_plans_and_applies_into_a_workspace_named_af
     monkeypatch.chdir(folder)
     monkeypatch.setenv("LSQSYNC_STATE_URL", pg.url(pg.new_database()))
     assert run(["validate"], capsys)[:2] == (0, "valid: 1 rule in 1 file\n")
+    # the example test passes offline, against the example snapshot: no keys, no host
+    monkeypatch.delenv("LSQ_HOST")
+    code, out, _ = run(["test"], capsys)
+    assert (code, out.splitlines()[-1]) == (0, "1 passed (1 test file)"), out
+    monkeypatch.setenv("LSQ_HOST", connected.url)
     assert run(["plan", "--out", "p.json"], capsys)[0] == 0
     code, out, _ = run(["apply", "p.json"], capsys)
     assert (code, ": succeeded.\n" in out) == (0, True)
@@ -232,3 +243,49 @@ def test_the_workspace_is_named_after_the_folder(folder: str, workspace: str) ->
     from lsqsync.scaffold import workspace_for
 
     assert workspace_for(Path("/srv") / folder) == workspace
+
+
+def test_init_with_a_schedule_adds_the_scheduled_workflow(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(["init", str(tmp_path), "--schedule", " 0  6 * *  MON-FRI "], capsys)
+    assert (code, err) == (0, "")
+    assert "created  .github/workflows/lsqsync-schedule.yml\n" in out
+    assert out.endswith(
+        ".github/workflows/lsqsync-schedule.yml runs lsqsync reconcile and drift at "
+        "'0 6 * * MON-FRI' (UTC): it applies the rules marked apply: auto and opens an issue for "
+        "the rest.\n"
+    )
+    workflow = yaml.safe_load((tmp_path / ".github/workflows/lsqsync-schedule.yml").read_text())
+    assert workflow[True]["schedule"] == [{"cron": "0 6 * * MON-FRI"}]
+    assert workflow["env"]["LSQSYNC_VERSION"] == __version__
+
+    # an existing repository gets the scheduled workflow alone
+    (tmp_path / ".github/workflows/lsqsync-schedule.yml").unlink()
+    code, out, _ = run(["init", str(tmp_path), "--schedule", "30 2 * * *"], capsys)
+    assert code == 0
+    assert [line for line in out.splitlines() if line.startswith("created")] == [
+        "created  .github/workflows/lsqsync-schedule.yml"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("cron", "why"),
+    [
+        ("0 6 * *", "4 fields"),
+        ("61 6 * * *", "'61' is not a minute (0-59)"),
+        ("0 6 * * 7", "'7' is not a day of the week (0-6, or a name)"),
+        ("0 6 * FOO *", "'FOO' is not a month (1-12, or a name)"),
+        ("*/0 6 * * *", "'*/0': a step of 0"),
+        ('0 6 * * "1"', "'\"1\"' is not a day of the week (0-6, or a name)"),
+    ],
+)
+def test_a_bad_schedule_is_refused_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], cron: str, why: str
+) -> None:
+    code, out, err = run(["init", str(tmp_path / "repo"), "--schedule", cron], capsys)
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        f"error: --schedule {' '.join(cron.split())!r} is not a cron schedule: {why} ("
+    )
+    assert not (tmp_path / "repo").exists()

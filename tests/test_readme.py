@@ -1,4 +1,5 @@
-"""The README's examples are real: every YAML block in it validates."""
+"""The README's examples are real: every YAML block in it validates (configuration, rule files
+and test files)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from lsqsync.config import load_config
+from lsqsync.documents import schemacheck, yamlsource
 from lsqsync.rules.project import load_project
 
 ROOT = Path(__file__).parents[1]
@@ -24,7 +26,11 @@ def test_the_readme_has_yaml_examples() -> None:
 def test_every_yaml_example_validates(block: str, tmp_path: Path) -> None:
     shutil.copytree(ROOT / "rules" / "data", tmp_path / "rules" / "data")
     data = yaml.safe_load(block)
-    if isinstance(data.get("rules"), list) and all(isinstance(r, dict) for r in data["rules"]):
+    if isinstance(data.get("tests"), list) and all(isinstance(t, dict) for t in data["tests"]):
+        # a test file (lsqsync test): its schema, every problem at its place
+        document = yamlsource.loads(block, "tests/example.yml")
+        assert schemacheck.check(document, "tests") == []
+    elif isinstance(data.get("rules"), list) and all(isinstance(r, dict) for r in data["rules"]):
         (tmp_path / "lsqsync.yml").write_text("version: 1\nvars: {region: APAC}\n")
         (tmp_path / "rules" / "example.yml").write_text(block)
         project = load_project(load_config(tmp_path / "lsqsync.yml"))

@@ -62,32 +62,47 @@ def _github_escape(text: str, *, property: bool = False) -> str:
     return text
 
 
-def report(problems: Sequence[Problem], fmt: ReportFormat, summary: dict[str, int]) -> str:
-    """The validation result for stdout, in ``fmt``."""
+def _json_problem(p: Problem) -> dict[str, object]:
+    return {
+        "file": p.location.file,
+        "line": p.location.line,
+        "col": p.location.col,
+        "path": p.path,
+        "message": p.message,
+    }
+
+
+def annotation(p: Problem, level: str = "error", title: str = "lsqsync validate") -> str:
+    """``p`` as a GitHub workflow command (``::error file=…,line=…,col=…::message``)."""
+    return (
+        f"::{level} file={_github_escape(p.location.file, property=True)},"
+        f"line={p.location.line},col={p.location.col},"
+        f"title={_github_escape(title, property=True)}::"
+        f"{_github_escape((p.path + ': ' if p.path else '') + p.message)}\n"
+    )
+
+
+def report(
+    problems: Sequence[Problem],
+    fmt: ReportFormat,
+    summary: dict[str, int],
+    warnings: Sequence[Problem] = (),
+) -> str:
+    """The validation result for stdout, in ``fmt``. ``warnings`` (what does not make the
+    project invalid) are in the JSON and the annotations; as text, ``warning_text`` has them."""
     problems = sorted(set(problems))
     if fmt == "json":
         body = {
             "valid": not problems,
             **summary,
-            "problems": [
-                {
-                    "file": p.location.file,
-                    "line": p.location.line,
-                    "col": p.location.col,
-                    "path": p.path,
-                    "message": p.message,
-                }
-                for p in problems
-            ],
+            "problems": [_json_problem(p) for p in problems],
         }
+        if warnings:
+            body["warnings"] = [_json_problem(w) for w in sorted(set(warnings))]
         return json.dumps(body, indent=2) + "\n"
     if fmt == "github":
-        return "".join(
-            f"::error file={_github_escape(p.location.file, property=True)},"
-            f"line={p.location.line},col={p.location.col},"
-            f"title={_github_escape('lsqsync validate', property=True)}::"
-            f"{_github_escape((p.path + ': ' if p.path else '') + p.message)}\n"
-            for p in problems
+        return "".join(annotation(w, "warning") for w in sorted(set(warnings))) + "".join(
+            annotation(p) for p in problems
         )
     lines = [str(p) + "\n" for p in problems]
     rules, files = summary.get("rules", 0), summary.get("files", 0)
@@ -96,3 +111,11 @@ def report(problems: Sequence[Problem], fmt: ReportFormat, summary: dict[str, in
     else:
         lines.append(f"valid: {plural(rules, 'rule')} in {plural(files, 'file')}\n")
     return "".join(lines)
+
+
+def warning_text(warnings: Sequence[Problem]) -> str:
+    """Warnings as text lines (for stderr): ``file:line:col: warning: message``."""
+    return "".join(
+        capped(clean(f"{w.location}: warning: {w.path + ': ' if w.path else ''}{w.message}")) + "\n"
+        for w in sorted(set(warnings))
+    )

@@ -145,7 +145,7 @@ class LsqClient:
 
     def opportunity_type(self, code: int) -> OpportunityType:
         """The fields of an opportunity type, with their data types and option sets."""
-        payload = self._transport.send("GET", TYPE_METADATA, params={"code": str(int(code))})
+        payload = self.opportunity_type_metadata(code)
         return self._read(
             TYPE_METADATA,
             OpportunityType.from_api,
@@ -153,6 +153,11 @@ class LsqClient:
             code=code,
             settings=self.field_settings,
         )
+
+    def opportunity_type_metadata(self, code: int) -> Any:
+        """GetOpportunityTypeMetadata's body as LeadSquared sent it (decoded JSON, unparsed):
+        what ``lsqsync types pull`` keeps, to be read later by the same parser."""
+        return self._transport.send("GET", TYPE_METADATA, params={"code": str(int(code))})
 
     def opportunity_details(self, opportunity_id: str) -> OpportunityDetails | None:
         """One opportunity with every field. A missing or deleted one is a 500 (ApiRejected,

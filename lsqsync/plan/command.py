@@ -19,6 +19,7 @@ from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
 from lsqsync.config import Config, open_client
 from lsqsync.errors import ConfigError
+from lsqsync.lsq import Limit
 from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planfile import file_sha256
@@ -83,6 +84,17 @@ class PlanRequest:
     allow_large: bool = False
     now: str | None = None  # --now, else the current time
     expires_in: timedelta | None = None  # else PLAN_LIFETIME
+    check_safety: bool = True  # False: the caller checks the parts it applies (reconcile)
+
+
+@dataclass(frozen=True)
+class Planned:
+    """A plan with what it was made from, for commands that go on with it (reconcile)."""
+
+    config: Config
+    project: Project
+    plan: Plan
+    write_pace: Limit  # the strictest limit the writes will meet (as the plan's cost says)
 
 
 def make_plan(
@@ -92,6 +104,17 @@ def make_plan(
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
+    planned = plan_project(config_path, variables, request, progress)
+    return planned.config, planned.plan
+
+
+def plan_project(
+    config_path: Path | None,
+    variables: Mapping[str, Any],
+    request: PlanRequest,
+    progress: Progress | None = None,
+) -> Planned:
+    """The plan, with the project and the configuration it was made from."""
     targets, allow_large = request.targets, request.allow_large
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)
@@ -114,5 +137,7 @@ def make_plan(
         state_lineage=lineage,
         state_serial=serial,
         write_pace=pace,
+        check_safety=request.check_safety,
     )
-    return config, build_plan(project, snapshot, host, options)
+    plan = build_plan(project, snapshot, host, options)
+    return Planned(config, project, plan, pace or config.rate_limit.write_pace())

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
 
-from lsqsync.clock import stamp
+from lsqsync.clock import parse_stamp, stamp
 from lsqsync.lsq import MAX_BULK_ITEMS, Limit
 
 # 2: premises in the changes, and a digest over the whole plan (1 covered inputs and changes)
@@ -222,6 +222,36 @@ def plan_host(host: str) -> str:
     if path.lower().endswith("/v2"):
         path = path[:-3].rstrip("/")
     return f"{scheme}://{name}{path}"
+
+
+def subset(
+    plan: Plan,
+    changes: Iterable[OpportunityChange],
+    rate: Limit,
+    warnings: Sequence[str] = (),
+) -> Plan:
+    """A plan of some of ``plan``'s changes (reconcile splits a plan into what it applies and
+    what waits for review): the same inputs, time, expiry, state and rules, summarised, costed
+    under ``rate`` and digested anew, with ``warnings`` added to the plan's."""
+    chosen = tuple(changes)
+    created, expires = parse_stamp(plan.created_at), parse_stamp(plan.expires_at)
+    values = {(v or "").lower() for c in chosen for f in c.changes for v in (f.before, f.after)}
+    return assemble(
+        chosen,
+        plan.inputs,
+        version=plan.lsqsync_version,
+        created=created,
+        lifetime=expires - created,
+        rule_sources={r.name: r.source for r in plan.summary.rules},
+        type_totals={t.opportunity_type: (t.name, t.total) for t in plan.summary.types},
+        rate=rate,
+        read_calls=plan.cost.read_calls,
+        git_commit=plan.git_commit,
+        state=(plan.state_lineage, plan.state_serial),
+        warnings=[*plan.warnings, *warnings],
+        labels={k: v for k, v in plan.labels.items() if k in values},
+        mask=plan.mask,
+    )
 
 
 def sort_changes(changes: Iterable[OpportunityChange]) -> tuple[OpportunityChange, ...]:

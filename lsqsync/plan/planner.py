@@ -41,6 +41,8 @@ from lsqsync.rules.project import Condition, FieldValue, Project, Rule
 from lsqsync.rules.templates import TemplateProblem
 
 SHOWN_IDS = 5
+# what a conflict between two rules says (``lsqsync test`` recognises an expected conflict by it)
+CONFLICT = "want different values for"
 
 
 class UnsafePlan(LsqsyncError):
@@ -62,6 +64,8 @@ class PlanOptions:
     # the strictest limit the writes will meet, as the client knows it (learned or configured);
     # None: as lsqsync.yml configures it
     write_pace: Limit | None = None
+    # False: the caller checks the safety limits on the parts it applies (reconcile)
+    check_safety: bool = True
 
 
 def _source(location: Location) -> str:
@@ -113,7 +117,9 @@ def build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOpt
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
-    warnings += _check_safety(changes, snapshot, project.config.safety, options.allow_large)
+    if options.check_safety:
+        totals = {code: t.total for code, t in snapshot.types.items()}
+        warnings += check_safety(changes, totals, project.config.safety, options.allow_large)
     return _assemble(project, snapshot, host, options, changes, warnings)
 
 
@@ -506,7 +512,7 @@ def _conflict(
     """The message for two rules that want different values for the same field."""
     return (
         f"rules '{earlier.rule.name}' ({_source(earlier.value.location)}) and "
-        f"'{rule.name}' ({_source(value.location)}) want different values for "
+        f"'{rule.name}' ({_source(value.location)}) {CONFLICT} "
         + (
             f"{f.schema_name} (masked)"
             if _hides(value, masked) or _hides(earlier.value, masked)
@@ -629,15 +635,39 @@ def _check_dependents(
         )
 
 
-def _check_safety(
-    changes: Sequence[OpportunityChange], snapshot: Snapshot, safety: Safety, allow_large: bool
+def check_safety(
+    changes: Sequence[OpportunityChange],
+    totals: Mapping[int, int | None],
+    safety: Safety,
+    allow_large: bool,
 ) -> list[str]:
-    """UnsafePlan when the changes exceed a limit; else a warning for each type whose share of
-    changes could not be checked (its number of opportunities is unknown)."""
+    """UnsafePlan when ``changes`` exceed the project's safety limits (``totals``: opportunities
+    of each type in the account, None where it could not be read), unless ``allow_large``; else
+    a warning for each type whose share of changes could not be checked."""
     if allow_large:
         return []
+    reasons = safety_problems(changes, totals, safety)
+    if reasons:
+        raise UnsafePlan(
+            "plan refused: " + "; ".join(reasons) + ". Review the rules, or pass --allow-large "
+            "if this is intended (the override is recorded in the plan)."
+        )
+    return [
+        f"safety.max_change_ratio not checked for type {code}: the number of its "
+        "opportunities is unknown, as these keys cannot use Opportunity Advanced Search "
+        f"(administrators only); safety.max_changes ({safety.max_changes:,}) still holds"
+        for code in sorted({c.opportunity_type for c in changes})
+        if totals.get(code) is None
+    ]
+
+
+def safety_problems(
+    changes: Sequence[OpportunityChange], totals: Mapping[int, int | None], safety: Safety
+) -> list[str]:
+    """How ``changes`` exceed the project's safety limits (none: they do not). A type whose
+    number of opportunities is unknown (None) has its ratio unchecked."""
     max_changes, max_ratio = safety.max_changes, safety.max_change_ratio
-    reasons, unchecked = [], []
+    reasons = []
     if len(changes) > max_changes:
         reasons.append(
             f"it changes {len(changes):,} opportunities, more than safety.max_changes "
@@ -647,24 +677,13 @@ def _check_safety(
     for c in changes:
         per_type[c.opportunity_type] += 1
     for code, count in sorted(per_type.items()):
-        total = snapshot.types[code].total
-        if total is None:
-            unchecked.append(
-                f"safety.max_change_ratio not checked for type {code}: the number of its "
-                "opportunities is unknown, as these keys cannot use Opportunity Advanced Search "
-                f"(administrators only); safety.max_changes ({max_changes:,}) still holds"
-            )
-        elif total >= RATIO_MIN_TOTAL and count / total > max_ratio:
+        total = totals.get(code)
+        if total is not None and total >= RATIO_MIN_TOTAL and count / total > max_ratio:
             reasons.append(
                 f"it changes {count:,} of the {total:,} opportunities of type {code} "
                 f"({count / total:.0%}), more than safety.max_change_ratio ({max_ratio:.0%})"
             )
-    if reasons:
-        raise UnsafePlan(
-            "plan refused: " + "; ".join(reasons) + ". Review the rules, or pass --allow-large "
-            "if this is intended (the override is recorded in the plan)."
-        )
-    return unchecked
+    return reasons
 
 
 def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[str, str]:

@@ -44,6 +44,15 @@ class FieldValue:
 
 
 @dataclass(frozen=True)
+class RuleLimits:
+    """``limits:`` of an ``apply: auto`` rule: beyond either, reconcile leaves every change of the
+    rule for review. None: no limit of the rule's own (the project's ``safety:`` still holds)."""
+
+    max_changes: int | None = None  # opportunities the rule may change
+    max_change_ratio: float | None = None  # share of its type (RATIO_MIN_TOTAL or more)
+
+
+@dataclass(frozen=True)
 class Rule:
     name: str
     description: str
@@ -58,6 +67,8 @@ class Rule:
     uses_user: bool  # a template calls user(...)
     when_location: Location | None = None
     path: str = ""  # rules[0], for messages
+    apply: str = "review"  # "auto": reconcile applies its changes without a per-plan review
+    limits: RuleLimits = RuleLimits()
 
     @property
     def read_fields(self) -> frozenset[str]:
@@ -207,7 +218,16 @@ def _rule(
         path=format_path(at),
         referenced_fields=frozenset(reader.referenced),
         uses_user=reader.uses_user,
+        apply="auto" if raw.get("apply") == "auto" else "review",
+        limits=_limits(raw.get("limits")),
     )
+
+
+def _limits(spec: Any) -> RuleLimits:
+    """``limits:`` as the schema lets it through (a rule with schema problems is not planned)."""
+    if not isinstance(spec, dict):
+        return RuleLimits()
+    return RuleLimits(spec.get("max_changes"), spec.get("max_change_ratio"))
 
 
 class _RuleReader:

@@ -1,7 +1,7 @@
 """A fake GitHub behind a fake ``gh`` CLI, for running the generated workflow's steps locally.
 
 Its state is one JSON file: pull requests, their comments, which commit came from which pull
-request, and the artifacts of each workflow run. Tests drive it through ``FakeGitHub``; the
+request, issues, and the artifacts of each workflow run. Tests drive it through ``FakeGitHub``; the
 workflow's steps reach it through a ``gh`` wrapper script that runs this file. It answers exactly
 the ``gh`` commands the workflow uses and refuses anything else, so a step cannot pass by calling
 something the fake does not understand."""
@@ -41,6 +41,9 @@ class FakeGitHub:
                 "comments": {},  # issue number → [{id, user: {login}, body}]
                 "next_comment_id": 1001,
                 "artifacts": {},  # run id → artifact name → folder
+                "private": True,  # the repository's visibility
+                "issues": {},  # number → {number, title, body, state, state_reason, user}
+                "next_issue": 1,
                 "refuse_comment_writes": False,
                 "permissions": {},  # the running job's GITHUB_TOKEN scopes
                 "calls": [],  # every gh command line, in order
@@ -81,6 +84,16 @@ class FakeGitHub:
         data = self.load()
         data["permissions"] = permissions
         self.save(data)
+
+    def set_private(self, private: bool) -> None:
+        data = self.load()
+        data["private"] = private
+        self.save(data)
+
+    def issues(self) -> list[dict[str, Any]]:
+        """Every issue, open or closed, oldest first."""
+        found: list[dict[str, Any]] = list(self.load()["issues"].values())
+        return found
 
     def comments(self, number: int) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = self.load()["comments"].get(str(number), [])
@@ -149,6 +162,11 @@ def _api(data: dict[str, Any], args: list[str]) -> str:
             if not sep or key != "body" or not value.startswith("@"):
                 raise Unsupported(f"field {key}{sep}{value}")
             fields[key] = Path(value[1:]).read_text("utf-8")
+        elif arg in ("-f", "--raw-field") and rest:
+            key, sep, value = rest.pop(0).partition("=")
+            if not sep or key not in ("title", "state", "state_reason"):
+                raise Unsupported(f"raw field {key}{sep}{value}")
+            fields[key] = value
         elif not arg.startswith("-") and endpoint is None:
             endpoint = arg
         else:
@@ -170,6 +188,16 @@ def _api(data: dict[str, Any], args: list[str]) -> str:
 
 def _route(data: dict[str, Any], method: str, endpoint: str, fields: dict[str, str]) -> Any:
     repo = re.escape(data["repository"])
+    endpoint, _, query = endpoint.partition("?")
+    if method == "GET" and endpoint == f"repos/{data['repository']}" and not fields and not query:
+        # repository metadata: readable by every token
+        return {"full_name": data["repository"], "private": data["private"]}
+    if endpoint == f"repos/{data['repository']}/issues" or re.fullmatch(
+        rf"repos/{repo}/issues/\d+", endpoint
+    ):
+        return _issues(data, method, endpoint, query, fields)
+    if query:
+        raise Unsupported(f"query {query!r}")
     if m := re.fullmatch(rf"repos/{repo}/issues/(\d+)/comments", endpoint):
         comments = data["comments"].setdefault(m[1], [])
         if method == "GET" and not fields:
@@ -207,6 +235,57 @@ def _route(data: dict[str, Any], method: str, endpoint: str, fields: dict[str, s
         if m[1] not in data["pulls"]:
             raise GhError("gh: Not Found (HTTP 404)")
         return _pull(data, int(m[1]))
+    raise Unsupported(f"endpoint {method} {endpoint}")
+
+
+def _issues(
+    data: dict[str, Any], method: str, endpoint: str, query: str, fields: dict[str, str]
+) -> Any:
+    """The issues endpoints: list (pull requests are listed too, as GitHub does), create, edit."""
+    issues: dict[str, dict[str, Any]] = data["issues"]
+    number = endpoint.rpartition("/")[2]
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    if method == "GET" and not number.isdigit() and not fields:
+        if set(params) - {"state", "per_page"} or params.get("state", "open") not in (
+            "open",
+            "closed",
+            "all",
+        ):
+            raise Unsupported(f"query {query!r}")
+        _require(data, "issues", "read")
+        state = params.get("state", "open")
+        pulls = [
+            {"number": int(n), "title": f"pull request #{n}", "body": None, "state": "open",
+             "user": {"login": "someone"}, "pull_request": {"url": "…"}}
+            for n in data["pulls"]
+        ]  # fmt: skip
+        listed = [i for i in [*issues.values(), *pulls] if state in ("all", i["state"])]
+        return sorted(listed, key=lambda i: -int(i["number"]))  # newest first, as GitHub
+    if query:
+        raise Unsupported(f"query {query!r}")
+    if method == "POST" and not number.isdigit() and set(fields) == {"title", "body"}:
+        _require(data, "issues", "write")
+        issue = {
+            "number": data["next_issue"],
+            "title": fields["title"],
+            "body": fields["body"],
+            "state": "open",
+            "state_reason": None,
+            "user": {"login": BOT},
+        }
+        issues[str(issue["number"])] = issue
+        data["next_issue"] += 1
+        return issue
+    if method == "PATCH" and number.isdigit() and fields:
+        _require(data, "issues", "write")
+        if set(fields) - {"title", "body", "state", "state_reason"}:
+            raise Unsupported(f"issue fields {sorted(fields)}")
+        if number not in issues:
+            raise GhError("gh: Not Found (HTTP 404)")
+        if fields.get("state", "open") not in ("open", "closed"):
+            raise GhError("gh: Validation Failed (HTTP 422)")
+        issues[number].update(fields)
+        return issues[number]
     raise Unsupported(f"endpoint {method} {endpoint}")
 
 

@@ -331,7 +331,7 @@ def interpolate(value: Any, contexts: Mapping[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Event:
-    name: str  # pull_request | push
+    name: str  # pull_request | push | schedule | workflow_dispatch
     payload: dict[str, Any]
     sha: str  # GITHUB_SHA: the commit the job checks out
     run_id: int
@@ -341,6 +341,8 @@ class Event:
         """GITHUB_REF: the pushed branch, or the pull request's merge ref."""
         if self.name == "pull_request":
             return f"refs/pull/{self.payload['number']}/merge"
+        if self.name == "schedule":  # scheduled runs run on the default branch
+            return "refs/heads/main"
         ref: str = self.payload["ref"]
         return ref
 
@@ -414,13 +416,15 @@ class Runner:
         secrets: Mapping[str, str],
         variables: Mapping[str, str],
         workflow: str | None = None,
+        path: str = WORKFLOW,
     ) -> None:
         self.origin = origin
         self.github = github
         self.work = work
         self.secrets = dict(secrets)
         self.variables = dict(variables)
-        self.text = workflow or scaffold.files()[WORKFLOW]
+        self.path = path  # the workflow file, in the repository
+        self.text = workflow or scaffold.files()[path]
         self.doc = yaml.safe_load(self.text)
         self.bin = work / "bin"
         github.wrapper(self.bin)
@@ -472,8 +476,8 @@ class Runner:
         subprocess.run(clone, env=git_env, check=True)
         checkout = [*git, "checkout", "--quiet", event.sha]
         subprocess.run(checkout, cwd=workspace, env=git_env, check=True)
-        if (workspace / WORKFLOW).read_text("utf-8") != self.text:
-            raise WorkflowError(f"{WORKFLOW} at {event.sha} is not the workflow being run")
+        if (workspace / self.path).read_text("utf-8") != self.text:
+            raise WorkflowError(f"{self.path} at {event.sha} is not the workflow being run")
         summary = root / "step_summary.md"
         summary.touch()
         event_file = root / "event.json"

@@ -127,3 +127,38 @@ def test_broken_workflows_fail_the_checks_that_can_see_them(
     assert {name: sorted(set(messages)) for name, messages in found.items()} == {
         name: [message] for name, message in SCHEMA.items()
     }
+
+
+def test_the_scheduled_workflows_pass_actionlint_and_the_schema(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    paths = []
+    for state in STATES:
+        with pytest.raises(SystemExit):
+            main(["init", str(tmp_path / state), "--state", state, "--schedule", "17 6 * * 1-5"])
+        capsys.readouterr()
+        paths.append(tmp_path / state / ".github/workflows/lsqsync-schedule.yml")
+
+    lint = actionlint(*paths)
+    schema = schema_check(*paths)
+
+    assert (lint.returncode, lint.stdout + lint.stderr) == (0, "")
+    assert (schema.returncode, schema.stdout) == (0, "ok -- validation done\n"), schema.stderr
+    for path in paths:
+        workflow = yaml.safe_load(path.read_text("utf-8"))
+        assert workflow[True]["schedule"] == [{"cron": "17 6 * * 1-5"}]
+        assert workflow["permissions"] == {}
+        (job,) = workflow["jobs"].values()
+        assert job["concurrency"] == {
+            "group": "lsqsync-apply",  # the apply job's: never two writers at once
+            "cancel-in-progress": False,
+            "queue": "max",
+        }
+        # the keys reach only the steps that talk to LeadSquared
+        with_keys = [s["name"] for s in job["steps"] if "LSQ_SECRET_KEY" in s.get("env", {})]
+        assert with_keys == ["Reconcile", "Drift"]
+        with_token = [s["name"] for s in job["steps"] if "GH_TOKEN" in s.get("env", {})]
+        assert with_token == ["Refuse a public repository", "Open, update or close the issue"]
+    sqlite, postgres = (yaml.safe_load(p.read_text("utf-8"))["jobs"]["reconcile"] for p in paths)
+    assert sqlite["permissions"] == {"contents": "write", "issues": "write"}
+    assert postgres["permissions"] == {"contents": "read", "issues": "write"}

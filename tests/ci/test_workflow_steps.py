@@ -238,6 +238,7 @@ def test_a_pull_request_is_validated_and_planned_in_one_comment(project: Project
         "actions/setup-python@v6": "success",
         "Install lsqsync": "success",
         "Validate": "success",
+        "Test the rules": "success",
     }
     assert plan.result == "success", plan
     assert plan.step("plan").outputs == {"exit-code": "2"}  # changes: not a failure

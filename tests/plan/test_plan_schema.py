@@ -40,8 +40,10 @@ def test_the_schema_knows_the_models_format_version() -> None:
             "over the whole plan; plans of format 1 are refused (make a new plan)."
         ),
     }
-    assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 2}
-    assert resources.versions_text() == "config schema v1, rules schema v1, plan format v2"
+    assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 2, "tests": 1}
+    assert resources.versions_text() == (
+        "config schema v1, rules schema v1, plan format v2, tests schema v1"
+    )
 
 
 def objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]]:
