@@ -9,7 +9,7 @@ from collections.abc import Collection, Sequence
 from typing import Any, Literal
 
 from lsqsync.display import masked, table
-from lsqsync.lsq import FieldMeta, LsqClient, accounts_file
+from lsqsync.lsq import FieldMeta, LsqClient
 
 Format = Literal["text", "json"]
 
@@ -29,7 +29,7 @@ def whoami(client: LsqClient) -> str:
         lines += [
             f"rate:  {budgets['account']}",
             f"bulk:  {bulk}",
-            f"cache: {accounts_file()} (what refusals taught; delete it to forget)",
+            f"cache: {client.limiter.where}",
         ]
     if me.api_host and me.api_host.rstrip("/") != client.host:
         lines.append(

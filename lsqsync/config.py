@@ -22,6 +22,7 @@ from lsqsync.lsq import (
     DOCUMENTED_LIMIT,
     Limit,
     LsqClient,
+    SharedLedger,
     account_limiter,
     normalise_host,
     slowest,
@@ -90,14 +91,20 @@ def _same_host(a: str, b: str) -> bool | None:
         return None
 
 
-def open_client(config: Config | None = None) -> LsqClient:
+def open_client(config: Config | None = None, shared: SharedLedger | None = None) -> LsqClient:
     """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
     and the account's rate limit — as lsqsync.yml configures it, else learned (``auto``) — shared
-    with every other lsqsync process using the account."""
+    with every other lsqsync process using the account: through ``shared``'s ledger, else this
+    machine's. Commands open it with ``lsqsync.state.location.open_client``, which knows where
+    the state puts the ledger."""
     rate = config.rate_limit if config is not None else RateLimit()
     connection = connection_from_env(default_host=config.host if config is not None else None)
     limiter = account_limiter(
-        connection.host, connection.access_key, configured=rate.account, configured_bulk=rate.bulk
+        connection.host,
+        connection.access_key,
+        configured=rate.account,
+        configured_bulk=rate.bulk,
+        shared=shared,
     )
     return LsqClient(connection.host, connection.access_key, connection.secret_key, limiter=limiter)
 
@@ -226,9 +233,12 @@ def _is_local(host: str) -> bool:
         return False
 
 
-def state_location(config: Config, env: Mapping[str, str] | None = None) -> StateLocation:
+def state_location(
+    config: Config, env: Mapping[str, str] | None = None, *, quiet: bool = False
+) -> StateLocation:
     """Where the project's state is: ``state:`` of lsqsync.yml, with its URL replaced by
-    LSQSYNC_STATE_URL when that is set (the workspace stays the file's)."""
+    LSQSYNC_STATE_URL when that is set (the workspace stays the file's). A URL that may travel
+    unencrypted is warned about unless ``quiet``."""
     env = os.environ if env is None else env
     url = env.get(ENV_STATE_URL, "").strip()
     if not url:
@@ -240,7 +250,7 @@ def state_location(config: Config, env: Mapping[str, str] | None = None) -> Stat
             f"{ENV_STATE_URL} holds a password: remove it from the URL and set {PASSWORD_SOURCES}"
         )
     warning = tls_warning(url, env)
-    if warning:
+    if warning and not quiet:
         logger.warning("state: %s: %s", ENV_STATE_URL, warning)
     return StateLocation(None, url, config.state.workspace)
 

@@ -31,9 +31,9 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
         return Result(e.problems, 0, 0)
     problems: tuple[Problem, ...] = ()
     if online:
-        from lsqsync.config import open_client
         from lsqsync.lsq import OpportunityType
         from lsqsync.rules import metadata as online_check
+        from lsqsync.state.location import open_client
 
         types: dict[int, OpportunityType] = {}
         missing: dict[int, str] = {}

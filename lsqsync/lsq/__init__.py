@@ -1,6 +1,6 @@
 """The LeadSquared client: session, auth, retries, the rate limiter and the endpoint calls."""
 
-from lsqsync.lsq.accounts import account_limiter, accounts_file, cache_dir
+from lsqsync.lsq.accounts import SharedLedger, account_limiter, cache_dir
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL, MAX_PAGE_SIZE, LsqClient
 from lsqsync.lsq.models import (
     BulkUpdateItem,
@@ -33,10 +33,10 @@ __all__ = [
     "Outcome",
     "RateLimiter",
     "RowResult",
+    "SharedLedger",
     "User",
     "WhoAmI",
     "account_limiter",
-    "accounts_file",
     "cache_dir",
     "normalise_host",
     "slowest",

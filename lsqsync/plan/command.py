@@ -17,7 +17,7 @@ from typing import Any
 
 from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
-from lsqsync.config import Config, open_client
+from lsqsync.config import Config
 from lsqsync.errors import ConfigError
 from lsqsync.plan.fetch import Progress, fetch
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
@@ -92,6 +92,8 @@ def make_plan(
     progress: Progress | None = None,
 ) -> tuple[Config, Plan]:
     """The project's configuration and the plan."""
+    from lsqsync.state.location import open_client
+
     targets, allow_large = request.targets, request.allow_large
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)

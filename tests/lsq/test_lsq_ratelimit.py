@@ -7,6 +7,7 @@ import pytest
 from lsq_helpers import FakeClock
 
 from lsqsync.lsq import Budget, Limit, RateLimiter
+from lsqsync.lsq.ledger import Lesson, MemoryLedger
 from lsqsync.lsq.ratelimit import is_refusal, named_limit
 
 
@@ -247,17 +248,28 @@ def test_limits_compare_by_calls_per_window_and_pace() -> None:
 ASSUMED = Budget.assumed()
 
 
+class Recording(MemoryLedger):
+    """A process's ledger that notes each lesson it is given: (bucket, limit, evidence)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.taught: list[tuple[str, Limit, str]] = []
+
+    def learn(self, bucket: str, lesson: Lesson) -> None:
+        super().learn(bucket, lesson)
+        self.taught.append((bucket, Limit(lesson.calls, lesson.per_seconds), lesson.evidence))
+
+
 def auto(
     start: Budget = ASSUMED, bulk: Budget | None = None
 ) -> tuple[RateLimiter, FakeClock, list[tuple[str, Limit, str]]]:
     clock = FakeClock()
-    lessons: list[tuple[str, Limit, str]] = []
+    ledger = Recording(clock)
     lim = RateLimiter(
         start.limit.calls, start.limit.per_seconds, kind=start.kind, origin=start.origin,
-        bulk=bulk, clock=clock, sleep=clock.sleep,
-        learned=lambda bucket, limit, evidence: lessons.append((bucket, limit, evidence)),
+        bulk=bulk, clock=clock, sleep=clock.sleep, ledger=ledger,
     )  # fmt: skip
-    return lim, clock, lessons
+    return lim, clock, ledger.taught
 
 
 def grants_in(lim: RateLimiter, clock: FakeClock, seconds: float, bulk: bool = False) -> int:
