@@ -33,6 +33,7 @@ import logging
 import math
 import threading
 from collections.abc import Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import psycopg
@@ -229,11 +230,18 @@ class PostgresLedger:
         """One transaction: lock the account's rows, decide, record (if granted)."""
         conn = self._conn
         asked = max((w.seconds for ws in windows.values() for w in ws), default=0.0)
-        batched = conn.pipeline() if self._pipeline else contextlib.nullcontext()
-        with batched, conn.transaction():
+        batched: AbstractContextManager[psycopg.Pipeline | None] = (
+            conn.pipeline() if self._pipeline else contextlib.nullcontext()
+        )
+        with batched as pipeline, conn.transaction():
             if not self._rows.issuperset(windows):  # a bucket new to the account
                 conn.execute(_ENSURE, (self.account, self.host, sorted(windows)))
-            rows = conn.execute(_LOCK, (self.account,)).fetchall()
+            cursor = conn.execute(_LOCK, (self.account,))
+            if pipeline is not None:
+                # a Sync, not only a flush: the server then sees the transaction wait for its
+                # client, and cuts off one that stalls (idle_in_transaction_session_timeout)
+                pipeline.sync()
+            rows = cursor.fetchall()
             self._rows = {r[0] for r in rows}
             if not self._rows.issuperset(windows):
                 return _AGAIN  # rows deleted meanwhile: make them again first

@@ -120,3 +120,17 @@ def test_the_cache_keeps_the_hundred_accounts_used_last(tmp_path: Path) -> None:
     assert "acct5" in stored
     assert "acct4" not in stored
     assert set(cache.get("acct10")) == {"account", "bulk"}
+
+
+def test_processes_on_one_machine_share_what_one_learns_while_they_run(tmp_path: Path) -> None:
+    first = account_limiter(HOST, KEY, configured=None, directory=tmp_path)
+    second = account_limiter(HOST, KEY, configured=None, directory=tmp_path)
+    other_account = account_limiter(HOST, OTHER_KEY, configured=None, directory=tmp_path)
+    second.acquire()
+    first.refused(named=Limit(10, 5.0), evidence="HTTP 429: limit of 10 in 5 second(s)")
+    second.acquire()  # it reads accounts.json again, which changed
+    other_account.acquire()
+    assert (second.calls, other_account.calls) == (10, 25)
+    assert second.where == (
+        f"{tmp_path / ACCOUNTS_FILE} (what refusals taught; delete it to forget)"
+    )
