@@ -10,9 +10,10 @@ as the other ledgers (`lsqsync.lsq.ledger`), and record the grant. Two round tri
 the read go out together, and so do the record and the COMMIT (psycopg's pipeline mode).
 
 **One clock.** Grant times are the database server's (``clock_timestamp()``), never a runner's:
-runners on several machines share no other. The time a grant is decided on may be read before
-the wait for the rows ends, so it is earlier than the real one, if anything: the windows look
-fuller than they are, never emptier. The time recorded is read when the grant is written.
+runners on several machines share no other. It is read once the rows are locked — a runner that
+queued behind another's transaction decides on the time it got its turn, not on the time it
+asked (which would make the window look fuller than it is, and let the runners that never queue
+win every free slot) — and again when the grant is written.
 
 **A runner that dies holds nothing.** Grants are records of calls made, not leases: there is
 nothing to give back. A runner killed inside a grant transaction loses its connection, and the
@@ -58,9 +59,7 @@ LEDGER_VERSION = 2  # the shared schema version that made lsqsync.ledger
 # A ledger transaction takes milliseconds; a session idle inside one this long is gone. Waiting
 # twice as long for another runner's transaction: that runner does not let go.
 STALL_TIMEOUT = 5.0
-# Grant times more than this ahead of the server's clock are not honoured (a clock set back). A
-# grant is decided on a time that can be as old as the wait for the rows (up to twice the stall
-# timeout): grants recorded meanwhile lie ahead of it, and count.
+# Grant times more than this ahead of the server's clock are not honoured (a clock set back).
 _FUTURE = 60.0
 # Asking again after finding the account's rows deleted (by a person, to forget the lessons).
 _AGAIN = 0.01
@@ -70,10 +69,11 @@ _ENSURE = (
     "SELECT %s, b, %s FROM unnest(%s::text[]) AS b ON CONFLICT DO NOTHING"
 )
 _LOCK = (
-    "SELECT bucket, grants, keep, hold_until, calls, per_seconds, learned, evidence, "
-    "extract(epoch FROM clock_timestamp())::float8 "
+    "SELECT bucket, grants, keep, hold_until, calls, per_seconds, learned, evidence "
     "FROM lsqsync.ledger WHERE account = %s ORDER BY bucket FOR UPDATE"
 )
+# after _LOCK, in the same round trip: the time once the rows are this transaction's
+_NOW = "SELECT extract(epoch FROM clock_timestamp())::float8"
 _RECORD = (
     "UPDATE lsqsync.ledger "
     "SET grants = %s::float8[] || extract(epoch FROM clock_timestamp())::float8, "
@@ -237,15 +237,16 @@ class PostgresLedger:
             if not self._rows.issuperset(windows):  # a bucket new to the account
                 conn.execute(_ENSURE, (self.account, self.host, sorted(windows)))
             cursor = conn.execute(_LOCK, (self.account,))
+            clock = conn.execute(_NOW)
             if pipeline is not None:
                 # a Sync, not only a flush: the server then sees the transaction wait for its
                 # client, and cuts off one that stalls (idle_in_transaction_session_timeout)
                 pipeline.sync()
             rows = cursor.fetchall()
+            (now,) = clock.fetchone() or (0.0,)
             self._rows = {r[0] for r in rows}
             if not self._rows.issuperset(windows):
                 return _AGAIN  # rows deleted meanwhile: make them again first
-            now = float(rows[0][-1])
             keep = max([asked, *(float(r[2]) for r in rows)])
             grants = {
                 r[0]: sorted(t for t in r[1] if now - keep < t <= now + _FUTURE) for r in rows
