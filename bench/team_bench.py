@@ -64,6 +64,7 @@ APPLIED = re.compile(r"applied: (\d+),")
 @dataclass
 class Run:
     wall: float  # s, from starting the processes to the end of the last
+    first: float  # s, from starting the processes to the first call's arrival
     span: float  # s, from the first call's arrival to the last's
     calls: int
     refused: int
@@ -135,6 +136,7 @@ def one_run(emu: Emulator, pg: PgServer, tmp: Path, run: int, shared: bool, upda
         applied += int(done[1])
     return Run(
         wall=wall,
+        first=arrivals[0] - start,
         span=arrivals[-1] - arrivals[0],
         calls=len(log),
         refused=sum(1 for e in log if e["rate_limited"]),
@@ -149,10 +151,37 @@ def describe(mode: str, run: int, r: Run, total: int) -> str:
     grants = ", ".join(f"{m:.2f}/{p:.2f}" for _, m, p in r.latency)
     return (
         f"run {run}: {mode:8}  wall {r.wall:6.2f} s  {rate:6.1f} updates/s "
-        f"({rate / CEILING:.1%} of {CEILING:.0f}/s); first to last call {r.span:6.2f} s "
+        f"({rate / CEILING:.1%} of {CEILING:.0f}/s), first call after {r.first:.2f} s; first "
+        f"to last call {r.span:6.2f} s "
         f"({account / CEILING:.1%}); applied {r.applied}/{total}, calls {r.calls}, refused "
         f"{r.refused}; grant ms median/p99 per runner: {grants}; load average "
         f"{r.load[0]:.1f} -> {r.load[1]:.1f}"
+    )
+
+
+def uncontended(pg: PgServer, grants: int) -> str:
+    """The floor: one runner's grant transactions in a loop, nobody else asking (a limit no
+    loop reaches, on an account of its own)."""
+    from lsqsync.lsq.ledger import Window
+    from lsqsync.state.ledger import PostgresLedger
+    from lsqsync.state.postgres import PostgresWorkspace
+
+    url = pg.url(pg.new_database())
+    PostgresWorkspace.open(url, "bench").close()
+    ledger = PostgresLedger.open(url, "bench-account", "bench")
+    assert ledger is not None
+    windows = {"account": [Window(1_000_000, WINDOW)], "bulk": []}
+    taken = []
+    for _ in range(grants):
+        began = time.perf_counter()
+        ledger.grant(windows)
+        taken.append((time.perf_counter() - began) * 1000)
+    ledger.close()
+    taken.sort()
+    return (
+        f"uncontended grant transactions ({grants}, one runner alone): median "
+        f"{statistics.median(taken):.2f} ms, 99th percentile {taken[int(0.99 * grants) - 1]:.2f} "
+        f"ms; load average {os.getloadavg()[0]:.1f}"
     )
 
 
@@ -173,6 +202,7 @@ def main() -> None:
     )
     pg = PgServer.start()
     try:
+        print(uncontended(pg, 1000), flush=True)
         # the two examples, then alternating types: 2 (n - 1) generated give n of each type
         with (
             tempfile.TemporaryDirectory() as tmp,
