@@ -158,12 +158,12 @@ class PostgresLedger:
             # it up to date), or a newer one (which the state itself refuses, saying why)
             log.info("lsq: %s has no rate-limit ledger this lsqsync can use", self.name)
             return False
-        for setting, value in (
-            ("idle_in_transaction_session_timeout", f"{round(stall_timeout * 1000)}ms"),
-            ("lock_timeout", f"{round(2 * stall_timeout * 1000)}ms"),
-            ("synchronous_commit", "off"),
-        ):
-            conn.execute("SELECT set_config(%s, %s, false)", (setting, value))
+        stall = round(stall_timeout * 1000)
+        conn.execute(
+            "SELECT set_config('idle_in_transaction_session_timeout', %s, false), "
+            "set_config('lock_timeout', %s, false), set_config('synchronous_commit', 'off', false)",
+            (f"{stall}ms", f"{2 * stall}ms"),
+        )
         conn.execute(_ENSURE, (self.account, self.host, ["account", "bulk"]))
         self._rows = {"account", "bulk"}
         self._lessons = _lessons(conn.execute(_LESSONS, (self.account,)).fetchall())

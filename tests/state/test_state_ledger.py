@@ -276,3 +276,45 @@ def test_rows_deleted_while_a_runner_runs_are_made_again(pg: PgServer) -> None:
     assert pg.execute("SELECT bucket, cardinality(grants) FROM lsqsync.ledger", database) == [
         ("account", 1)
     ]
+
+
+def test_a_hold_or_a_lesson_that_cannot_be_written_leaves_the_runner_pacing_itself(
+    pg: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    database = state_database(pg)
+    holding, learning = ledger(pg.url(database)), ledger(pg.url(database))
+    assert repr(holding) == f"PostgresLedger('{pg.url(database)}')"
+    pg.terminate(database)
+    with caplog.at_level(logging.WARNING):
+        holding.hold(0.0)  # nothing to hold: nothing sent
+        assert holding.shared
+        holding.hold(1.0)
+        learning.learn("bulk", Lesson(1, 2.0, "t", "e"))
+    assert caplog.text.count("cannot be used") == 2
+    assert not holding.shared
+    assert 0.0 < holding.grant(TWO) <= 1.0  # the hold, kept in the process
+    assert learning.lessons() == {"bulk": Lesson(1, 2.0, "t", "e")}
+    holding.close()
+    learning.close()
+
+
+def test_a_stored_limit_that_is_no_limit_teaches_nothing(pg: PgServer) -> None:
+    database = state_database(pg)
+    ledger(pg.url(database)).close()
+    pg.execute(
+        "UPDATE lsqsync.ledger SET calls = 0, per_seconds = 5, learned = 't' "
+        "WHERE bucket = 'account'; "
+        "UPDATE lsqsync.ledger SET calls = 2, per_seconds = 'NaN' WHERE bucket = 'bulk'",
+        database,
+    )
+    runner = ledger(pg.url(database))
+    assert runner.lessons() == {}
+    runner.close()
+
+
+def test_a_libpq_without_pipeline_mode_grants_alike(pg: PgServer) -> None:
+    runner = ledger(pg.url(state_database(pg)))
+    runner._pipeline = False  # libpq before 14: one round trip per statement
+    assert [runner.grant(TWO), runner.grant(TWO)] == [0.0, 0.0]
+    assert 0.0 < runner.grant(TWO) <= 2.0
+    runner.close()
