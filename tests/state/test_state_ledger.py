@@ -111,27 +111,35 @@ def test_a_limiter_starts_from_what_the_database_learned_and_grants_through_it(
     assert os.listdir(tmp_path) == []  # nothing in the cache folder
 
 
-# A runner that locks the account's rows inside a grant transaction and stalls there: what a
-# runner killed, or frozen, at the worst moment leaves behind.
+# A runner that is granted ``calls`` calls, then locks the account's rows inside its next grant
+# transaction and stalls there: what a runner killed, or frozen, at the worst moment leaves.
 STALLED = """
 import sys, time
 import lsqsync.state.ledger as ledger
 from lsqsync.lsq.ledger import Window
 
+url, account, stall_timeout, calls = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+decide = ledger.seconds_to_wait
+
 def stall(*args):
+    if calls:
+        return decide(*args)
     print("holding", flush=True)
     time.sleep(60)
     return 0.0
 
 ledger.seconds_to_wait = stall
-held = ledger.PostgresLedger.open(sys.argv[1], sys.argv[2], "h", stall_timeout=float(sys.argv[3]))
-held.grant({"account": [Window(1, 2.0)]})
+held = ledger.PostgresLedger.open(url, account, "h", stall_timeout=stall_timeout)
+while calls:
+    assert held.grant({"account": [Window(2, 2.0)]}) == 0.0
+    calls -= 1
+held.grant({"account": [Window(2, 2.0)]})
 """
 
 
-def holder(url: str, stall_timeout: float) -> subprocess.Popen[str]:
+def holder(url: str, stall_timeout: float, calls: int = 0) -> subprocess.Popen[str]:
     proc = subprocess.Popen(
-        [sys.executable, "-c", STALLED, url, ACCOUNT, str(stall_timeout)],
+        [sys.executable, "-c", STALLED, url, ACCOUNT, str(stall_timeout), str(calls)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -143,15 +151,18 @@ def holder(url: str, stall_timeout: float) -> subprocess.Popen[str]:
 @pytest.mark.slow
 def test_a_runner_killed_inside_a_grant_transaction_holds_nobody_up(pg: PgServer) -> None:
     url = pg.url(state_database(pg))
-    proc = holder(url, stall_timeout=30.0)
+    proc = holder(url, stall_timeout=30.0, calls=2)  # 2 calls: the window is full
     waiting = ledger(url)
     try:
         os.kill(proc.pid, signal.SIGKILL)
         proc.communicate()
         started = time.monotonic()
-        assert waiting.grant(TWO) == 0.0
+        wait = waiting.grant(TWO)  # its 2 calls count until they leave the window; no more
         assert waiting.shared
         assert time.monotonic() - started < 5.0  # the server rolled it back when it died
+        assert wait <= 2.0
+        time.sleep(wait)
+        assert [waiting.grant(TWO), waiting.grant(TWO)] == [0.0, 0.0]  # the full rate
     finally:
         waiting.close()
 
