@@ -233,12 +233,15 @@ def _is_local(host: str) -> bool:
         return False
 
 
-def state_location(
-    config: Config, env: Mapping[str, str] | None = None, *, quiet: bool = False
-) -> StateLocation:
+# The LSQSYNC_STATE_URL values warned about in this process: a command that opens the state and
+# its rate-limit ledger looks the URL up twice, and says it once.
+_WARNED: set[str] = set()
+
+
+def state_location(config: Config, env: Mapping[str, str] | None = None) -> StateLocation:
     """Where the project's state is: ``state:`` of lsqsync.yml, with its URL replaced by
     LSQSYNC_STATE_URL when that is set (the workspace stays the file's). A URL that may travel
-    unencrypted is warned about unless ``quiet``."""
+    unencrypted is warned about, once."""
     env = os.environ if env is None else env
     url = env.get(ENV_STATE_URL, "").strip()
     if not url:
@@ -250,7 +253,8 @@ def state_location(
             f"{ENV_STATE_URL} holds a password: remove it from the URL and set {PASSWORD_SOURCES}"
         )
     warning = tls_warning(url, env)
-    if warning and not quiet:
+    if warning and url not in _WARNED:
+        _WARNED.add(url)
         logger.warning("state: %s: %s", ENV_STATE_URL, warning)
     return StateLocation(None, url, config.state.workspace)
 

@@ -67,7 +67,7 @@ def open_client(config: Config | None) -> LsqClient:
     database, every call is granted through the database's ledger."""
     if config is None:
         return open_local_client(None)
-    location = state_location(config, quiet=True)  # open_state has warned, if need be
+    location = state_location(config)
     if location.url is None:
         return open_local_client(config)
     need_driver()

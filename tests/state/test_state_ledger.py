@@ -12,10 +12,12 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from pg_server import TEAM_PASSWORD, TEAM_ROLE, PgServer
 
+from lsqsync.config import Config, state_location
 from lsqsync.lsq import Limit, account_limiter
 from lsqsync.lsq.accounts import fingerprint
 from lsqsync.lsq.ledger import Lesson, Window
@@ -329,3 +331,14 @@ def test_a_libpq_without_pipeline_mode_grants_alike(pg: PgServer) -> None:
     assert [runner.grant(TWO), runner.grant(TWO)] == [0.0, 0.0]
     assert 0.0 < runner.grant(TWO) <= 2.0
     runner.close()
+
+
+def test_a_state_url_from_the_environment_without_tls_is_warned_about_once(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tmp_path: os.PathLike[str]
+) -> None:
+    # a command that opens the state and its ledger looks the URL up twice
+    config = Config(root=Path(tmp_path), file="lsqsync.yml")
+    monkeypatch.setenv("LSQSYNC_STATE_URL", "postgresql://ci@ledger-once.internal/lsqsync")
+    with caplog.at_level(logging.WARNING):
+        assert state_location(config).url == state_location(config).url
+    assert caplog.text.count("ledger-once.internal is not a loopback address") == 1
