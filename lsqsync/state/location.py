@@ -16,7 +16,7 @@ from pathlib import Path
 
 from lsqsync.clock import utcnow
 from lsqsync.config import WORKSPACE_NAME, Config, StateLocation, state_location
-from lsqsync.config import open_client as open_local_client
+from lsqsync.config import open_client as build_client
 from lsqsync.errors import ConfigError, StateError
 from lsqsync.lsq import LsqClient
 from lsqsync.state.records import Workspace
@@ -66,14 +66,14 @@ def open_client(config: Config | None) -> LsqClient:
     """The process's one client (`lsqsync.config.open_client`): with the state in a PostgreSQL
     database, every call is granted through the database's ledger."""
     if config is None:
-        return open_local_client(None)
+        return build_client(None)
     location = state_location(config)
     if location.url is None:
-        return open_local_client(config)
+        return build_client(config)
     need_driver()
     from lsqsync.state import ledger
 
-    return open_local_client(config, ledger.opener(location.url))
+    return build_client(config, ledger.opener(location.url))
 
 
 def workspaces(config: Config) -> tuple[Workspace, ...]:
