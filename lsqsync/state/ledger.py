@@ -54,6 +54,9 @@ from lsqsync.lsq.ledger import (
 from lsqsync.state.postgres import SHARED_MIGRATIONS, connect, reason_of
 
 log = logging.getLogger(__name__)
+# psycopg warns of the errors it ignores while ending a pipeline on a connection that broke; the
+# ledger says what broke, once, itself
+logging.getLogger("psycopg").setLevel(logging.ERROR)
 
 LEDGER_VERSION = 2  # the shared schema version that made lsqsync.ledger
 # A ledger transaction takes milliseconds; a session idle inside one this long is gone. Waiting
