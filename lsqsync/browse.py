@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 
 from lsqsync.display import masked, table
 from lsqsync.errors import ConfigError
-from lsqsync.lsq import FieldMeta, LsqClient, accounts_file, normalise_host
+from lsqsync.lsq import FieldMeta, LsqClient, normalise_host
 
 Format = Literal["text", "json"]
 
@@ -31,7 +31,7 @@ def whoami(client: LsqClient) -> str:
         lines += [
             f"rate:  {budgets['account']}",
             f"bulk:  {bulk}",
-            f"cache: {accounts_file()} (what refusals taught; delete it to forget)",
+            f"cache: {client.limiter.where}",
         ]
     if me.api_host and not _same_place(me.api_host, client.host):
         lines.append(

@@ -106,7 +106,8 @@ FORMAT = _format("text", "json")
 
 
 def _client(config_path: Path | None) -> LsqClient:
-    from lsqsync.config import open_client, optional_config
+    from lsqsync.config import optional_config
+    from lsqsync.state.location import open_client
 
     return open_client(optional_config(config_path))
 
@@ -147,8 +148,9 @@ def types_pull(codes: tuple[int, ...], config_path: Path | None) -> None:
 
     Without CODE: the types the rules use and those types/ already has."""
     from lsqsync.clock import utcnow
-    from lsqsync.config import load_config, open_client
+    from lsqsync.config import load_config
     from lsqsync.rules import typefiles
+    from lsqsync.state.location import open_client
     from lsqsync.rules.project import load_project
 
     config = load_config(config_path)
@@ -182,7 +184,8 @@ def opportunities_list(
 ) -> None:
     """The first opportunities of a type, oldest first (Owner shown as an email)."""
     from lsqsync import browse
-    from lsqsync.config import open_client, optional_config
+    from lsqsync.config import optional_config
+    from lsqsync.state.location import open_client
 
     wanted = [c.strip() for c in columns.split(",") if c.strip()]
     config = optional_config(config_path)
@@ -725,8 +728,8 @@ def state_unlock(lock_id: str, config_path: Path | None) -> None:
 @FORMAT
 def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
     """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any)."""
-    from lsqsync.config import open_client
     from lsqsync.history import drift as undo
+    from lsqsync.state.location import open_client
 
     st, config = _state_file(config_path)
     with st, open_client(config) as client:
@@ -754,9 +757,9 @@ def rollback(
     max_details: int,
 ) -> None:
     """Write a plan that puts back what run RUN_ID changed, where nobody changed it since."""
-    from lsqsync.config import open_client
     from lsqsync.history import rollback as undo
     from lsqsync.plan import planfile
+    from lsqsync.state.location import open_client
 
     st, config = _state_file(config_path)
     with st, open_client(config) as client:

@@ -26,6 +26,7 @@ from lsqsync.lsq import (
     Kind,
     Limit,
     LsqClient,
+    SharedLedger,
     account_limiter,
     normalise_host,
     slowest,
@@ -94,14 +95,20 @@ def _same_host(a: str, b: str) -> bool | None:
         return None
 
 
-def open_client(config: Config | None = None) -> LsqClient:
+def open_client(config: Config | None = None, shared: SharedLedger | None = None) -> LsqClient:
     """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
     and the account's rate limit — as lsqsync.yml configures it, else learned (``auto``) — shared
-    with every other lsqsync process using the account."""
+    with every other lsqsync process using the account: through ``shared``'s ledger, else this
+    machine's. Commands open it with ``lsqsync.state.location.open_client``, which knows where
+    the state puts the ledger."""
     rate = config.rate_limit if config is not None else RateLimit()
     connection = connection_from_env(default_host=config.host if config is not None else None)
     limiter = account_limiter(
-        connection.host, connection.access_key, configured=rate.account, configured_bulk=rate.bulk
+        connection.host,
+        connection.access_key,
+        configured=rate.account,
+        configured_bulk=rate.bulk,
+        shared=shared,
     )
     return LsqClient(
         connection.host,
@@ -248,9 +255,15 @@ def _is_local(host: str) -> bool:
         return False
 
 
+# The LSQSYNC_STATE_URL values warned about in this process: a command that opens the state and
+# its rate-limit ledger looks the URL up twice, and says it once.
+_WARNED: set[str] = set()
+
+
 def state_location(config: Config, env: Mapping[str, str] | None = None) -> StateLocation:
     """Where the project's state is: ``state:`` of lsqsync.yml, with its URL replaced by
-    LSQSYNC_STATE_URL when that is set (the workspace stays the file's)."""
+    LSQSYNC_STATE_URL when that is set (the workspace stays the file's). A URL that may travel
+    unencrypted is warned about, once."""
     env = os.environ if env is None else env
     url = env.get(ENV_STATE_URL, "").strip()
     if not url:
@@ -262,7 +275,8 @@ def state_location(config: Config, env: Mapping[str, str] | None = None) -> Stat
             f"{ENV_STATE_URL} holds a password: remove it from the URL and set {PASSWORD_SOURCES}"
         )
     warning = tls_warning(url, env)
-    if warning:
+    if warning and url not in _WARNED:
+        _WARNED.add(url)
         logger.warning("state: %s: %s", ENV_STATE_URL, warning)
     return StateLocation(None, url, config.state.workspace)
 

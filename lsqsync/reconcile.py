@@ -72,7 +72,9 @@ def rule_over_limits(rule: Rule, plan: Plan) -> str | None:
             f"its limits.max_change_ratio cannot be checked: the number of opportunities of "
             f"type {rule.opportunity_type} is unknown (these keys cannot use Advanced Search)"
         )
-    if ratio is not None and total is not None and total >= RATIO_MIN_TOTAL and count / total > ratio:
+    if ratio is None or total is None or total < RATIO_MIN_TOTAL:
+        return None
+    if count / total > ratio:
         return (
             f"it changes {count:,} of the {total:,} opportunities of type "
             f"{rule.opportunity_type} ({count / total:.0%}), more than its "

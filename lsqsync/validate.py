@@ -75,7 +75,7 @@ def _online(
 ) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
     """The field checks against the account, and how the account differs from the snapshot of
     each type the snapshot has."""
-    from lsqsync.config import open_client
+    from lsqsync.state.location import open_client
 
     types: dict[int, OpportunityType] = {}
     missing: dict[int, str] = {}

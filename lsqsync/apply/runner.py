@@ -18,13 +18,13 @@ from pathlib import Path
 
 from lsqsync.apply import engine as apply
 from lsqsync.clock import parse_stamp
-from lsqsync.config import Config, connection_from_env, inside_project, load_config, open_client
+from lsqsync.config import Config, connection_from_env, inside_project, load_config
 from lsqsync.errors import ConfigError, PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
 from lsqsync.plan.model import Plan
 from lsqsync.state import records as state
-from lsqsync.state.location import open_state
+from lsqsync.state.location import open_client, open_state
 from lsqsync.state.store import StateFile
 
 log = logging.getLogger(__name__)

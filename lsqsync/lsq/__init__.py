@@ -1,6 +1,6 @@
 """The LeadSquared client: session, auth, retries, the rate limiter and the endpoint calls."""
 
-from lsqsync.lsq.accounts import account_limiter, accounts_file, cache_dir
+from lsqsync.lsq.accounts import SharedLedger, account_limiter, cache_dir
 from lsqsync.lsq.client import (
     MAX_BULK_ITEMS,
     MAX_IDS_PER_CALL,
@@ -48,10 +48,10 @@ __all__ = [
     "RateLimiter",
     "RowResult",
     "SearchRefused",
+    "SharedLedger",
     "User",
     "WhoAmI",
     "account_limiter",
-    "accounts_file",
     "cache_dir",
     "normalise_host",
     "slowest",

@@ -1,8 +1,12 @@
-"""What lsqsync remembers about each account between runs, in the user cache directory:
+"""What lsqsync remembers about each account between runs, in the user cache directory — the
+``LocalLedger`` of every lsqsync process on this machine:
 
 - ``accounts.json``: the limits the account's refusals named (per bucket, with when and what
   the refusal said), so that the next run starts at the right pace;
-- ``ledger.json``: the shared ledger of recent calls (``ledger.FileLedger``).
+- ``ledger.json``: the recent calls (``ledger.FileLedger``).
+
+When the state is in a PostgreSQL database, the ledger is there instead
+(``lsqsync.state.ledger``), and this folder is not used.
 
 An account is known by its host and a fingerprint of its access key: a keyed hash, truncated,
 from which the key cannot be recovered — never the key. Both files are mode 0600 in a 0700
@@ -17,8 +21,7 @@ import hmac
 import json
 import logging
 import os
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +29,8 @@ import filelock
 import platformdirs
 
 from lsqsync.clock import stamp, utcnow
-from lsqsync.lsq.ledger import LOCK_TIMEOUT, FileLedger
-from lsqsync.lsq.ratelimit import BucketName, Budget, Limit, RateLimiter
+from lsqsync.lsq.ledger import LOCK_TIMEOUT, FileLedger, Ledger, Lesson, Lessons, Windows
+from lsqsync.lsq.ratelimit import BUCKETS, Budget, Limit, RateLimiter
 from lsqsync.lsq.transport import normalise_host
 
 log = logging.getLogger(__name__)
@@ -47,11 +50,6 @@ def cache_dir(env: Mapping[str, str] | None = None) -> Path:
     return Path(chosen) if chosen else Path(platformdirs.user_cache_dir("lsqsync", False))
 
 
-def accounts_file(env: Mapping[str, str] | None = None) -> Path:
-    """Where the limits learned per account are kept."""
-    return cache_dir(env) / ACCOUNTS_FILE
-
-
 def fingerprint(host: str, access_key: str) -> str:
     """The account's name in the cache: host and access key, hashed with a fixed key (so that
     runners on several machines name the account alike) and truncated to 64 bits. Access keys
@@ -60,16 +58,9 @@ def fingerprint(host: str, access_key: str) -> str:
     return hmac.new(_FINGERPRINT_KEY, message, hashlib.sha256).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Remembered:
-    """A limit one of the account's refusals named."""
-
-    limit: Limit
-    learned: str  # when (UTC timestamp)
-    evidence: str  # what the refusal said
-
-    def budget(self) -> Budget:
-        return Budget.learned(self.limit, self.learned, self.evidence)
+# Given an account (its fingerprint) and its host: the ledger shared beyond this machine, or None
+# for this machine's (`LocalLedger`).
+SharedLedger = Callable[[str, str], Ledger | None]
 
 
 class AccountCache:
@@ -83,15 +74,14 @@ class AccountCache:
             str(self.path) + ".lock", timeout=LOCK_TIMEOUT, mode=0o600, thread_local=False
         )
 
-    def get(self, account: str) -> dict[BucketName, Remembered]:
+    def get(self, account: str) -> dict[str, Lesson]:
         entry = self._read().get(account)
         if not isinstance(entry, dict):
             return {}
-        buckets: tuple[BucketName, ...] = ("account", "bulk")
-        found = {b: _remembered(entry.get(b)) for b in buckets}
+        found = {b: _lesson(entry.get(b)) for b in BUCKETS}
         return {b: r for b, r in found.items() if r is not None}
 
-    def put(self, account: str, host: str, bucket: BucketName, learned: Remembered) -> None:
+    def put(self, account: str, host: str, bucket: str, learned: Lesson) -> None:
         """Remember a limit (best effort: a cache that cannot be written only costs the next
         run a refusal)."""
         try:
@@ -102,8 +92,8 @@ class AccountCache:
                 entry = entry if isinstance(entry, dict) else {}
                 entry.update(host=host, used=stamp(utcnow()))
                 entry[bucket] = {
-                    "calls": learned.limit.calls,
-                    "per_seconds": learned.limit.per_seconds,
+                    "calls": learned.calls,
+                    "per_seconds": learned.per_seconds,
                     "learned": learned.learned,
                     "evidence": learned.evidence[:_MAX_EVIDENCE],
                 }
@@ -131,15 +121,63 @@ class AccountCache:
             json.dump(data, f, indent=1)
         os.replace(temporary, self.path)
 
+    def changed(self) -> int | None:
+        """A token that changes whenever the file does (None: there is none)."""
+        try:
+            found = self.path.stat()
+        except OSError:
+            return None
+        return hash((found.st_mtime_ns, found.st_size, found.st_ino))
 
-def _remembered(stored: Any) -> Remembered | None:
+
+def _lesson(stored: Any) -> Lesson | None:
     if not isinstance(stored, dict):
         return None
     try:
-        limit = Limit(int(stored["calls"]), float(stored["per_seconds"]))
-    except (KeyError, TypeError, ValueError):
+        return Lesson(
+            int(stored["calls"]),
+            float(stored["per_seconds"]),
+            str(stored.get("learned", "")),
+            str(stored.get("evidence", "")),
+        )
+    except (KeyError, TypeError, ValueError):  # "calls": "many", or a limit of 0
         return None
-    return Remembered(limit, str(stored.get("learned", "")), str(stored.get("evidence", "")))
+
+
+class LocalLedger:
+    """The ledger of every lsqsync process on this machine using one account: its grants in
+    ``ledger.json`` (``FileLedger``), its lessons in ``accounts.json``, re-read when the file
+    changes (one ``stat`` per grant)."""
+
+    def __init__(self, directory: Path, account: str, host: str) -> None:
+        self.where = f"{directory / ACCOUNTS_FILE} (what refusals taught; delete it to forget)"
+        self.account = account
+        self.host = host
+        self.grants = FileLedger(directory / LEDGER_FILE, account)
+        self.cache = AccountCache(directory)
+        self._version: int | None = None
+        self._lessons: Lessons = {}
+
+    def grant(self, windows: Windows) -> float:
+        return self.grants.grant(windows)
+
+    def hold(self, seconds: float) -> None:
+        self.grants.hold(seconds)
+
+    def lessons(self) -> Lessons:
+        version = self.cache.changed()
+        if version != self._version:
+            self._version = version
+            found = self.cache.get(self.account)
+            if found != self._lessons:
+                self._lessons = found
+        return self._lessons
+
+    def learn(self, bucket: str, lesson: Lesson) -> None:
+        self.cache.put(self.account, self.host, bucket, lesson)
+
+    def close(self) -> None:
+        pass
 
 
 def account_limiter(
@@ -149,6 +187,7 @@ def account_limiter(
     configured: Limit | None,
     configured_bulk: Limit | None = None,
     directory: Path | None = None,
+    shared: SharedLedger | None = None,
 ) -> RateLimiter:
     """The process's limiter for the account behind ``host`` and ``access_key``.
 
@@ -156,34 +195,31 @@ def account_limiter(
     the limit the account's refusals named in earlier runs, else at the documented top tier;
     the bulk bucket at the configured one, else the remembered one, else none. What a refusal
     teaches is remembered at once, and every grant goes through the ledger shared with every
-    other lsqsync process using the account.
+    other lsqsync process using the account: ``shared``'s, else this machine's (in
+    ``directory``, by default the cache folder).
     """
-    directory = directory or cache_dir()
     account = fingerprint(host, access_key)
-    cache = AccountCache(directory)
-    remembered = cache.get(account)
+    shown_host = normalise_host(host)
+    ledger = shared(account, shown_host) if shared is not None else None
+    if ledger is None:
+        ledger = LocalLedger(directory or cache_dir(), account, shown_host)
+    remembered = ledger.lessons()
     if configured is not None:
         start = Budget.configured(configured)
     elif "account" in remembered:
-        start = remembered["account"].budget()
+        start = Budget.lesson(remembered["account"])
     else:
         start = Budget.assumed()
     bulk: Budget | None = None
     if configured_bulk is not None:
         bulk = Budget.configured(configured_bulk, "rate_limit.bulk")
     elif "bulk" in remembered:
-        bulk = remembered["bulk"].budget()
-    shown_host = normalise_host(host)
-
-    def learned(bucket: BucketName, limit: Limit, evidence: str) -> None:
-        cache.put(account, shown_host, bucket, Remembered(limit, stamp(utcnow()), evidence))
-
+        bulk = Budget.lesson(remembered["bulk"])
     return RateLimiter(
         start.limit.calls,
         start.limit.per_seconds,
         kind=start.kind,
         origin=start.origin,
         bulk=bulk,
-        ledger=FileLedger(directory / LEDGER_FILE, account),
-        learned=learned,
+        ledger=ledger,
     )

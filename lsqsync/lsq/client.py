@@ -113,7 +113,9 @@ class LsqClient:
         return f"LsqClient(host={self.host!r})"
 
     def close(self) -> None:
+        """Close the HTTP session and the limiter's ledger."""
         self._transport.close()
+        self._transport.limiter.close()
 
     def __enter__(self) -> LsqClient:
         return self

@@ -1,18 +1,22 @@
-"""Where the rate limiter records its grants: the ledger of every call made to one account.
+"""Where the rate limiter records its grants: the ledger of every call made to one account, and
+of what the account's refusals taught about its limit.
 
 The account's limit covers every call of every lsqsync process (and every other integration)
 using the account, so the limiter's memory of recent calls must be shared too. A ``Ledger`` is
 that memory: one small transaction per grant checks every window the call counts against and,
-if each has room, records the call in all of them at once.
+if each has room, records the call in all of them at once. It also keeps the limits refusals
+named (``Lesson``), so that every user of the ledger paces to what any of them learned.
 
 - ``MemoryLedger``: one process's threads (the limiter's default, and tests);
-- ``FileLedger``: every process on this machine, through a JSON file in the user cache directory
-  under a file lock (``filelock``: ``flock`` on POSIX, released by the kernel when a process dies,
-  even by ``kill -9`` while holding it). The file is replaced atomically, so a process killed
-  while writing leaves the previous version, never half a file.
+- ``accounts.LocalLedger``: every process on this machine — the grants in a ``FileLedger`` (a
+  JSON file in the user cache directory under a file lock: ``flock`` on POSIX, released by the
+  kernel when a process dies, even by ``kill -9`` while holding it; the file is replaced
+  atomically, so a process killed while writing leaves the previous version, never half a
+  file), the lessons in ``accounts.json`` beside it;
+- ``lsqsync.state.ledger.PostgresLedger``: every runner on every machine using one PostgreSQL
+  state database, when the state is there.
 
-Runners on several machines will need a ledger behind a shared service; the protocol is what the
-limiter needs from one, and nothing else.
+The limiter knows only the protocol: it never learns which one it has.
 """
 
 from __future__ import annotations
@@ -36,9 +40,9 @@ log = logging.getLogger(__name__)
 # Below this a computed wait is float noise: sleeping it could not move a coarse clock.
 EPSILON = 1e-9
 # Grants kept per bucket: enough for the largest limit lsqsync.yml accepts (1,000 calls).
-_MAX_GRANTS = 1000
+MAX_GRANTS = 1000
 # A hold longer than this (a clock that jumped, a corrupt file) is not honoured.
-_MAX_HOLD = 300.0
+MAX_HOLD = 300.0
 # How long a process waits for another's ledger transaction before pacing itself alone (a
 # transaction takes well under a millisecond; only a stopped process holds the lock longer).
 LOCK_TIMEOUT = 10.0
@@ -56,8 +60,31 @@ class Window:
 Windows = Mapping[str, Sequence[Window]]
 
 
+@dataclass(frozen=True)
+class Lesson:
+    """A limit one of the account's refusals named — at most ``calls`` calls in any
+    ``per_seconds`` — with when it was learned (a UTC stamp) and what the refusal said."""
+
+    calls: int
+    per_seconds: float
+    learned: str
+    evidence: str
+
+    def __post_init__(self) -> None:
+        if self.calls < 1 or not (0 < self.per_seconds < math.inf):
+            raise ValueError(f"not a limit: {self.calls} calls per {self.per_seconds} s")
+
+
+# bucket name → the last limit refusals named for it
+Lessons = Mapping[str, Lesson]
+
+
 class Ledger(Protocol):
-    """The shared record of grants, per bucket (``account``, ``bulk``)."""
+    """The shared record of grants, per bucket (``account``, ``bulk``), and of the limits the
+    account's refusals taught. ``where`` tells people where the lessons are kept and how to
+    forget them (``lsqsync whoami`` shows it)."""
+
+    where: str
 
     def grant(self, windows: Windows) -> float:
         """One transaction: if no hold is in force and each named bucket has room in each of its
@@ -70,8 +97,23 @@ class Ledger(Protocol):
         shortens a longer hold)."""
         ...
 
+    def lessons(self) -> Lessons:
+        """What refusals taught any user of the ledger, per bucket, as the ledger last saw it
+        (at its last transaction, or now: cheap enough to ask before every grant). The same
+        mapping is returned until something changes."""
+        ...
 
-def _wait(
+    def learn(self, bucket: str, lesson: Lesson) -> None:
+        """Remember ``lesson`` for every user of the ledger, in this run and the next ones (best
+        effort: a lesson lost costs a refusal)."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the ledger holds open (a connection); it is not used again."""
+        ...
+
+
+def seconds_to_wait(
     grants: Mapping[str, Sequence[float]], hold_until: float, windows: Windows, now: float
 ) -> float:
     """Seconds until a grant in every bucket of ``windows`` fits (0: now). ``grants`` are the
@@ -87,21 +129,24 @@ def _wait(
 
 
 class MemoryLedger:
-    """The grants of one process, shared by its threads."""
+    """The grants and lessons of one process, shared by its threads."""
+
+    where = "this process's memory (forgotten when it ends)"
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._grants: dict[str, deque[float]] = {}
         self._hold_until = float("-inf")
+        self._lessons: Lessons = {}
 
     def grant(self, windows: Windows) -> float:
         with self._lock:
             now = self._clock()
-            wait = _wait(self._grants, self._hold_until, windows, now)
+            wait = seconds_to_wait(self._grants, self._hold_until, windows, now)
             if wait == 0.0:
                 for bucket in windows:
-                    self._grants.setdefault(bucket, deque(maxlen=_MAX_GRANTS)).append(now)
+                    self._grants.setdefault(bucket, deque(maxlen=MAX_GRANTS)).append(now)
             return wait
 
     def hold(self, seconds: float) -> None:
@@ -110,9 +155,20 @@ class MemoryLedger:
         with self._lock:
             self._hold_until = max(self._hold_until, self._clock() + seconds)
 
+    def lessons(self) -> Lessons:
+        return self._lessons
+
+    def learn(self, bucket: str, lesson: Lesson) -> None:
+        with self._lock:
+            self._lessons = {**self._lessons, bucket: lesson}  # a new mapping: a change shows
+
+    def close(self) -> None:
+        pass
+
 
 class FileLedger:
-    """The grants of every process on this machine, for every account, in one JSON file::
+    """The grants of every process on this machine, for every account, in one JSON file (the
+    grants half of ``accounts.LocalLedger``)::
 
         {"version": 1, "accounts": {ACCOUNT: {"hold_until": T, "keep": S,
                                               "buckets": {"account": [T, …], "bulk": […]}}}}
@@ -198,17 +254,17 @@ class FileLedger:
             hold_until = mine["hold_until"]
             wait = 0.0
             if windows:
-                wait = _wait(grants, hold_until, windows, now)
+                wait = seconds_to_wait(grants, hold_until, windows, now)
                 if wait == 0.0:
                     for bucket in windows:
                         grants.setdefault(bucket, []).append(now)
             if hold > 0:
-                hold_until = max(hold_until, now + min(hold, _MAX_HOLD))
+                hold_until = max(hold_until, now + min(hold, MAX_HOLD))
             if wait == 0.0 or hold > 0:
                 accounts[self.account] = {
                     "hold_until": hold_until,
                     "keep": keep,
-                    "buckets": {b: ts[-_MAX_GRANTS:] for b, ts in grants.items() if ts},
+                    "buckets": {b: ts[-MAX_GRANTS:] for b, ts in grants.items() if ts},
                 }
                 self._write(accounts, now)
             return wait
@@ -256,7 +312,7 @@ def _account(entry: dict[str, Any], now: float) -> dict[str, Any]:
     buckets = entry.get("buckets")
     hold = _number(entry.get("hold_until"))
     return {
-        "hold_until": hold if hold <= now + _MAX_HOLD else 0.0,
+        "hold_until": hold if hold <= now + MAX_HOLD else 0.0,
         "keep": min(_number(entry.get("keep")), 3600.0),
         "buckets": {
             str(name): sorted(t for t in map(_number, times) if 0 < t <= now + 1.0)

@@ -14,8 +14,9 @@ refusal that the limit does not explain, at most once a window, up to ``max_marg
 - *configured* — ``rate_limit:`` in lsqsync.yml. Never raised: a refusal naming a lower limit
   adds that limit for the rest of the run (both are kept) and warns to fix the file.
 - *learned* — named by one of the account's refusals ("API calls exceeded the limit of 20 in 5
-  second(s)"), in this run or an earlier one (``accounts``). A refusal naming a lower limit
-  replaces it at once, for every thread.
+  second(s)"), in this run or an earlier one, by this process or by another user of the ledger
+  (``Ledger.lessons``). A refusal naming a lower limit replaces it at once, for every thread,
+  and the ledger passes it on: every other user adopts it before its next grant.
 - *assumed* — nothing known: LeadSquared's documented 25 calls per 5 s, the top tier, until the
   first refusal names the account's own limit.
 
@@ -35,12 +36,13 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from lsqsync.clock import stamp, utcnow
-from lsqsync.lsq.ledger import EPSILON, Ledger, MemoryLedger, Window, Windows
+from lsqsync.lsq.ledger import EPSILON, Ledger, Lesson, Lessons, MemoryLedger, Window, Windows
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +127,10 @@ class Budget:
     @classmethod
     def learned(cls, limit: Limit, when: str, evidence: str) -> Budget:
         return cls(limit, "learned", f"learned {when} from LeadSquared's refusal: {evidence}")
+
+    @classmethod
+    def lesson(cls, lesson: Lesson) -> Budget:
+        return cls.learned(Limit(lesson.calls, lesson.per_seconds), lesson.learned, lesson.evidence)
 
 
 # -- recognising a refusal -------------------------------------------------------------------
@@ -218,8 +224,9 @@ class _Bucket:
         return text
 
 
-# Called when a refusal taught a bucket's limit: (bucket, limit, evidence).
-Learned = Callable[[BucketName, Limit, str], None]
+BUCKETS: tuple[BucketName, ...] = ("account", "bulk")
+# How many grant transactions' durations are kept for the run's latency figures.
+_TIMED = 100_000
 
 
 class RateLimiter:
@@ -230,8 +237,9 @@ class RateLimiter:
     :meth:`off`: no limit), ``kind`` and ``origin`` say where it comes from; ``bulk`` is the bulk
     bucket's, if one is known. ``acquire(bulk)`` blocks until a call may be made; after a
     refusal, ``refused(bulk, named, evidence)`` learns or slows down, and ``penalize(seconds)``
-    holds every acquisition (in every process sharing the ledger) until that time passed.
-    ``learned`` is told each limit a refusal teaches, so that it can be remembered.
+    holds every acquisition (in every process sharing the ledger) until that time passed. Each
+    limit a refusal teaches goes to the ledger, which remembers it for every user; before each
+    grant the limiter adopts what the other users learned. ``close`` closes the ledger.
     """
 
     def __init__(
@@ -245,7 +253,6 @@ class RateLimiter:
         margin: float | None = None,
         max_margin: float | None = None,
         ledger: Ledger | None = None,
-        learned: Learned | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -259,7 +266,10 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._ledger: Ledger = ledger if ledger is not None else MemoryLedger(clock)
-        self._learned = learned
+        # the ledger's lessons when the run started (the starting budgets took them into
+        # account), then as last caught up with
+        self._seen: Lessons = self._ledger.lessons()
+        self._timed: deque[float] = deque(maxlen=_TIMED)  # seconds each grant transaction took
         now = clock()
         self._buckets: dict[BucketName, _Bucket] = {}
         if calls is not None:
@@ -313,9 +323,13 @@ class RateLimiter:
             return 0.0
         start = self._clock()
         while True:
+            self._catch_up()
+            windows = self._windows(bulk)
             # Never sleep holding a lock: refusals and the other threads' grants must go on
             # while this one waits.
-            wait = self._ledger.grant(self._windows(bulk))
+            began = time.perf_counter()
+            wait = self._ledger.grant(windows)
+            self._timed.append(time.perf_counter() - began)
             if wait <= EPSILON:
                 return max(0.0, self._clock() - start)
             self._sleep(wait)
@@ -338,7 +352,7 @@ class RateLimiter:
         granted. Learn the limit, or slow down, or widen the margin."""
         if self.unlimited:
             return "margin"
-        lesson: tuple[BucketName, Limit] | None = None
+        lesson: tuple[BucketName, Lesson] | None = None
         with self._lock:
             now = self._clock()
             target, verdict = self._judge(bulk, named)
@@ -346,16 +360,17 @@ class RateLimiter:
                 # granted before the last lesson, at the pace it corrected: nothing new
                 return "learned"
             if verdict == "learned" and named is not None:
-                lesson = (target, named)
-                self._adopt(target, named, evidence, now)
-                self._lessons += 1
+                when = stamp(utcnow())
+                lesson = (target, Lesson(named.calls, named.per_seconds, when, evidence))
+                self._adopt(target, named, when, evidence, now)
+                log.info("lsq: rate limit learned bucket=%s limit=%s (%s)", target, named, evidence)
             elif verdict == "slowed":
                 for name in self._drawn(bulk):
                     self._buckets[name].slow(now)
             if verdict != "learned":
                 self._widen(now)
-        if lesson is not None and self._learned is not None:
-            self._learned(*lesson, evidence)
+        if lesson is not None:
+            self._ledger.learn(*lesson)  # outside the lock: it may take a transaction
         return verdict
 
     def penalize(self, seconds: float) -> None:
@@ -376,6 +391,53 @@ class RateLimiter:
         """The strictest limit a Bulk Update call meets (None: no limit)."""
         with self._lock:
             return slowest(lim for b in self._buckets.values() for lim in b.limits)
+
+    @property
+    def where(self) -> str:
+        """Where the ledger keeps the lessons, and how to forget them, for people."""
+        return self._ledger.where
+
+    def grant_latency(self) -> tuple[int, float, float] | None:
+        """How many grant transactions this limiter made, and the median and 99th percentile
+        of their durations in seconds (None before the first)."""
+        return _percentiles(list(self._timed))
+
+    def close(self) -> None:
+        """Log the grant latency (``-v`` shows it) and close the ledger."""
+        figures = self.grant_latency()
+        if figures is not None:
+            log.info(
+                "lsq: rate-limit ledger: %d grant transactions, median %.2f ms, 99th percentile "
+                "%.2f ms",
+                figures[0], figures[1] * 1000, figures[2] * 1000,
+            )  # fmt: skip
+        self._ledger.close()
+
+    def _catch_up(self) -> None:
+        """Adopt what other users of the ledger learned since the run started, as if this
+        process had met the refusal: each new lesson stricter than the limit its bucket paces
+        to (a looser one is older news). Lessons from before the start were the starting
+        budgets' business (a configured limit wins over them). A grant already decided at the
+        old pace is not taken back: a lesson reaches each thread at its next grant."""
+        lessons = self._ledger.lessons()
+        if lessons is self._seen:
+            return
+        with self._lock:
+            seen, self._seen = self._seen, lessons
+            now = self._clock()
+            for name in BUCKETS:
+                lesson = lessons.get(name)
+                if lesson is None or lesson == seen.get(name):
+                    continue
+                limit = Limit(lesson.calls, lesson.per_seconds)
+                bucket = self._buckets.get(name)
+                if bucket is not None and not limit.stricter_than(bucket.current):
+                    continue
+                self._adopt(name, limit, lesson.learned, lesson.evidence, now)
+                log.info(
+                    "lsq: rate limit learned from the ledger bucket=%s limit=%s (%s)",
+                    name, limit, lesson.evidence,
+                )  # fmt: skip
 
     # -- inside the lock ---------------------------------------------------------------
 
@@ -429,11 +491,16 @@ class RateLimiter:
             return "bulk", "learned"
         return "account", "learned"
 
-    def _adopt(self, target: BucketName, limit: Limit, evidence: str, now: float) -> None:
-        when = stamp(utcnow())
+    def _adopt(
+        self, target: BucketName, limit: Limit, when: str, evidence: str, now: float
+    ) -> None:
+        """Pace ``target`` to ``limit``, which a refusal named (``when``, saying ``evidence``);
+        the calls granted before count as granted before a lesson."""
+        self._lessons += 1
+        learned = Budget.learned(limit, when, evidence)
         bucket = self._buckets.get(target)
         if bucket is None:
-            self._buckets[target] = _Bucket(Budget.learned(limit, when, evidence), now)
+            self._buckets[target] = _Bucket(learned, now)
         elif bucket.kind == "configured":
             configured = bucket.limits[0]
             where = "rate_limit" if target == "account" else "rate_limit.bulk"
@@ -447,8 +514,7 @@ class RateLimiter:
                 limit, f"configured {configured} in lsqsync.yml, lowered {when}: {evidence}", now
             )
         else:
-            bucket.adopt(limit, Budget.learned(limit, when, evidence).origin, now)
-        log.info("lsq: rate limit learned bucket=%s limit=%s (%s)", target, limit, evidence)
+            bucket.adopt(limit, learned.origin, now)
         if target == "account" and not self._fixed_margin:
             # the margin is a share of a short window: a window of another length needs its own
             self.margin = default_margin(limit.per_seconds)
@@ -462,3 +528,13 @@ class RateLimiter:
             return
         self.margin = min(self.max_margin, max(2 * self.margin, self.max_margin / 4))
         self._widened_at = now
+
+
+def _percentiles(durations: Sequence[float]) -> tuple[int, float, float] | None:
+    """(count, median, 99th percentile) of ``durations`` (nearest rank)."""
+    if not durations:
+        return None
+    ordered = sorted(durations)
+    n = len(ordered)
+    median = (ordered[(n - 1) // 2] + ordered[n // 2]) / 2
+    return n, median, ordered[max(0, math.ceil(0.99 * n) - 1)]

@@ -17,7 +17,7 @@ from typing import Any
 
 from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
-from lsqsync.config import Config, open_client
+from lsqsync.config import Config
 from lsqsync.errors import ConfigError
 from lsqsync.lsq import Limit
 from lsqsync.plan.fetch import Progress, fetch
@@ -115,6 +115,8 @@ def plan_project(
     progress: Progress | None = None,
 ) -> Planned:
     """The plan, with the project and the configuration it was made from."""
+    from lsqsync.state.location import open_client
+
     targets, allow_large = request.targets, request.allow_large
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables)

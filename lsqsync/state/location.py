@@ -1,5 +1,8 @@
 """Where a project's state lives — a SQLite file, or a workspace of a PostgreSQL database — and
-the one way commands open it: `open_state` gives a `StateFile` either way.
+the one way commands open it: `open_state` gives a `StateFile` either way. The rate-limit ledger
+goes where the state goes: `open_client` gives the client whose calls are paced through the
+database's ledger when the state is in PostgreSQL (every runner using the database shares the
+account's budget), else through this machine's.
 
 The PostgreSQL backend (and its driver, psycopg) is imported only when a URL is used: SQLite
 users and ``lsqsync --help`` never load it.
@@ -13,7 +16,9 @@ from pathlib import Path
 
 from lsqsync.clock import utcnow
 from lsqsync.config import WORKSPACE_NAME, Config, StateLocation, state_location
+from lsqsync.config import open_client as build_client
 from lsqsync.errors import ConfigError, StateError
+from lsqsync.lsq import LsqClient
 from lsqsync.state.records import Workspace
 from lsqsync.state.store import StateFile
 
@@ -55,6 +60,20 @@ def open_location(
         location.url, location.workspace, create=create, read_only=read_only, now=now
     )
     return StateFile(backend, now)
+
+
+def open_client(config: Config | None) -> LsqClient:
+    """The process's one client (`lsqsync.config.open_client`): with the state in a PostgreSQL
+    database, every call is granted through the database's ledger."""
+    if config is None:
+        return build_client(None)
+    location = state_location(config)
+    if location.url is None:
+        return build_client(config)
+    need_driver()
+    from lsqsync.state import ledger
+
+    return build_client(config, ledger.opener(location.url))
 
 
 def workspaces(config: Config) -> tuple[Workspace, ...]:

@@ -64,11 +64,23 @@ def _v1_registry(db: Sql, now: str) -> None:
     )
 
 
-# The shared tables, versioned like a workspace's (their version is in lsqsync.meta). The
-# rate-limit ledger that every runner of an account shares (issue 16, part 5) will be the next
-# step here: a table lsqsync.ledger keyed by account (host and key fingerprint) and bucket. It
-# is the account's and not a workspace's, so it belongs in this schema.
-SHARED_MIGRATIONS: tuple[Migration, ...] = (_v1_registry,)
+def _v2_ledger(db: Sql, now: str) -> None:
+    # The rate-limit ledger (`lsqsync.state.ledger`): the account's, not a workspace's. One row
+    # per account (a fingerprint of host and access key, never a key) and bucket: the times of
+    # its recent grants on the server's clock (epoch seconds, oldest first), the longest window
+    # asked about, a hold, and the limit the account's refusals last named.
+    db.execute(
+        "CREATE TABLE lsqsync.ledger (account TEXT NOT NULL, bucket TEXT NOT NULL, "
+        "host TEXT NOT NULL, grants DOUBLE PRECISION[] NOT NULL DEFAULT '{}', "
+        "keep DOUBLE PRECISION NOT NULL DEFAULT 0, "
+        "hold_until DOUBLE PRECISION NOT NULL DEFAULT 0, "
+        "calls INTEGER, per_seconds DOUBLE PRECISION, learned TEXT, evidence TEXT, "
+        "PRIMARY KEY (account, bucket))"
+    )
+
+
+# The shared tables, versioned like a workspace's (their version is in lsqsync.meta).
+SHARED_MIGRATIONS: tuple[Migration, ...] = (_v1_registry, _v2_ledger)
 
 
 def _key(*parts: str) -> int:
@@ -121,11 +133,11 @@ class PgConnection:
             yield
         except psycopg.errors.InsufficientPrivilege as e:
             raise StateError(
-                f"{self.name}: the database refused: {_reason(e)} (the README's PostgreSQL "
+                f"{self.name}: the database refused: {reason_of(e)} (the README's PostgreSQL "
                 "section lists the privileges the role needs)"
             ) from None
         except psycopg.OperationalError as e:
-            raise StateError(f"{self.name}: the state database failed: {_reason(e)}") from None
+            raise StateError(f"{self.name}: the state database failed: {reason_of(e)}") from None
 
 
 class PostgresWorkspace(Backend):
@@ -270,7 +282,7 @@ def connect(url: str, name: str, *, read_only: bool) -> psycopg.Connection[Any]:
     try:
         conn = psycopg.connect(url, autocommit=True, **options)
     except psycopg.Error as e:
-        reason = _reason(e)
+        reason = reason_of(e)
         if "password" in reason:
             reason += f"; the password comes from {PASSWORD_SOURCES}"
         raise StateError(f"{name}: cannot connect to the state database: {reason}") from None
@@ -353,7 +365,7 @@ def _not_newer(name: str, version: int, steps: Sequence[Migration]) -> None:
         )
 
 
-def _reason(error: psycopg.Error) -> str:
+def reason_of(error: psycopg.Error) -> str:
     """The server's or libpq's message, on one line."""
     return re.sub(r"\s+", " ", str(error)).strip() or type(error).__name__
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from lsqsync.lsq import Limit, account_limiter, cache_dir
-from lsqsync.lsq.accounts import ACCOUNTS_FILE, AccountCache, Remembered, fingerprint
+from lsqsync.lsq.accounts import ACCOUNTS_FILE, AccountCache, fingerprint
+from lsqsync.lsq.ledger import Lesson
 
 HOST = "https://api-in21.leadsquared.com"
 KEY = "u$r$a7f3c0e9b8d14f2a9c6e5d4b3a2f1e0d9"
@@ -104,18 +105,32 @@ def test_an_unreadable_cache_is_ignored_and_an_unwritable_one_only_warned_about(
     blocked = tmp_path / "blocked"
     blocked.write_text("a file where the folder should be")
     with caplog.at_level(logging.WARNING):
-        AccountCache(blocked).put("x", HOST, "account", Remembered(Limit(5, 5.0), "t", "e"))
+        AccountCache(blocked).put("x", HOST, "account", Lesson(5, 5.0, "t", "e"))
     assert "cannot remember the learned rate limit" in caplog.text
 
 
 def test_the_cache_keeps_the_hundred_accounts_used_last(tmp_path: Path) -> None:
     cache = AccountCache(tmp_path)
     for n in range(105):
-        cache.put(f"acct{n}", HOST, "account", Remembered(Limit(5, 5.0), "t", "e"))
-    cache.put("acct10", HOST, "bulk", Remembered(Limit(1, 5.0), "t", "e"))
+        cache.put(f"acct{n}", HOST, "account", Lesson(5, 5.0, "t", "e"))
+    cache.put("acct10", HOST, "bulk", Lesson(1, 5.0, "t", "e"))
     stored = json.loads((tmp_path / ACCOUNTS_FILE).read_text())["accounts"]
     assert len(stored) == 100
     assert list(stored)[-1] == "acct10"
     assert "acct5" in stored
     assert "acct4" not in stored
     assert set(cache.get("acct10")) == {"account", "bulk"}
+
+
+def test_processes_on_one_machine_share_what_one_learns_while_they_run(tmp_path: Path) -> None:
+    first = account_limiter(HOST, KEY, configured=None, directory=tmp_path)
+    second = account_limiter(HOST, KEY, configured=None, directory=tmp_path)
+    other_account = account_limiter(HOST, OTHER_KEY, configured=None, directory=tmp_path)
+    second.acquire()
+    first.refused(named=Limit(10, 5.0), evidence="HTTP 429: limit of 10 in 5 second(s)")
+    second.acquire()  # it reads accounts.json again, which changed
+    other_account.acquire()
+    assert (second.calls, other_account.calls) == (10, 25)
+    assert second.where == (
+        f"{tmp_path / ACCOUNTS_FILE} (what refusals taught; delete it to forget)"
+    )

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+import logging
 import threading
 import time
 
@@ -7,7 +9,8 @@ import pytest
 from lsq_helpers import FakeClock
 
 from lsqsync.lsq import Budget, Limit, RateLimiter
-from lsqsync.lsq.ratelimit import is_refusal, named_limit
+from lsqsync.lsq.ledger import Lesson, MemoryLedger
+from lsqsync.lsq.ratelimit import _percentiles, is_refusal, named_limit
 
 
 def limiter(calls: int = 3, per: float = 1.0, margin: float = 0.1) -> tuple[RateLimiter, FakeClock]:
@@ -247,17 +250,28 @@ def test_limits_compare_by_calls_per_window_and_pace() -> None:
 ASSUMED = Budget.assumed()
 
 
+class Recording(MemoryLedger):
+    """A process's ledger that notes each lesson it is given: (bucket, limit, evidence)."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock)
+        self.taught: list[tuple[str, Limit, str]] = []
+
+    def learn(self, bucket: str, lesson: Lesson) -> None:
+        super().learn(bucket, lesson)
+        self.taught.append((bucket, Limit(lesson.calls, lesson.per_seconds), lesson.evidence))
+
+
 def auto(
     start: Budget = ASSUMED, bulk: Budget | None = None
 ) -> tuple[RateLimiter, FakeClock, list[tuple[str, Limit, str]]]:
     clock = FakeClock()
-    lessons: list[tuple[str, Limit, str]] = []
+    ledger = Recording(clock)
     lim = RateLimiter(
         start.limit.calls, start.limit.per_seconds, kind=start.kind, origin=start.origin,
-        bulk=bulk, clock=clock, sleep=clock.sleep,
-        learned=lambda bucket, limit, evidence: lessons.append((bucket, limit, evidence)),
+        bulk=bulk, clock=clock, sleep=clock.sleep, ledger=ledger,
     )  # fmt: skip
-    return lim, clock, lessons
+    return lim, clock, ledger.taught
 
 
 def grants_in(lim: RateLimiter, clock: FakeClock, seconds: float, bulk: bool = False) -> int:
@@ -398,3 +412,93 @@ def test_a_call_granted_before_the_last_lesson_is_explained_by_it() -> None:
     # a call granted at the learned pace and refused: the margin's doing
     assert lim.refused(named=Limit(10, 5.0), granted_after=lim.lessons) == "margin"
     assert lim.margin == pytest.approx(0.2)
+
+
+# -- lessons shared through the ledger ----------------------------------------------------------
+
+
+def sharing(ledger: MemoryLedger, clock: FakeClock, start: Budget = ASSUMED) -> RateLimiter:
+    """A limiter of one more user of ``ledger`` (another process, another runner)."""
+    return RateLimiter(
+        start.limit.calls, start.limit.per_seconds, kind=start.kind, origin=start.origin,
+        ledger=ledger, clock=clock, sleep=clock.sleep,
+    )  # fmt: skip
+
+
+def test_what_another_user_of_the_ledger_learns_is_adopted_before_its_next_grant() -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    first, second = sharing(ledger, clock), sharing(ledger, clock)
+    stricter = sharing(ledger, clock, Budget.learned(Limit(5, 5.0), "2026-12-01T00:00:00Z", "x"))
+    granted = second.lessons
+    evidence = "HTTP 200: API calls exceeded the limit of 10 in 5 second(s)"
+    assert first.refused(named=Limit(10, 5.0), evidence=evidence) == "learned"
+    assert second.calls == 25  # it has not asked for a grant since
+    second.acquire()
+    assert (second.calls, second.per_seconds) == (10, 5.0)
+    assert second.budgets()["account"].startswith("10 calls per 5 s (learned 20")
+    assert second.budgets()["account"].endswith(f"from LeadSquared's refusal: {evidence})")
+    # its call granted before it knew, refused: nothing new — no margin, no slowing down
+    assert second.refused(named=Limit(10, 5.0), granted_after=granted) == "learned"
+    assert second.margin == pytest.approx(0.1)
+    stricter.acquire()
+    assert stricter.calls == 5  # a looser lesson is older news
+    # together they keep to the lesson: 10 grants a window, whoever asks
+    clock.now += 6.0
+    end, granted_now = clock.now + 5.0, 0
+    for lim in itertools.cycle((first, second)):
+        lim.acquire()
+        if clock.now >= end:
+            break
+        granted_now += 1
+    assert granted_now == 10
+
+
+def test_lessons_from_before_the_start_leave_a_configured_limit_alone_but_new_ones_lower_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = FakeClock()
+    ledger = MemoryLedger(clock)
+    ledger.learn("account", Lesson(10, 5.0, "2026-12-01T00:00:00Z", "an old refusal"))
+    configured = sharing(ledger, clock, Budget.configured(Limit(25, 5.0)))
+    configured.acquire()
+    assert configured.calls == 25  # the configured limit wins over what was known at the start
+    ledger.learn("account", Lesson(20, 5.0, "2026-12-02T00:00:00Z", "limit of 20 in 5"))
+    ledger.learn("bulk", Lesson(2, 5.0, "2026-12-02T00:00:00Z", "limit of 2 in 5"))
+    with caplog.at_level(logging.INFO):
+        configured.acquire()
+    assert configured.calls == 20  # as if it had met the refusal itself
+    assert configured.budgets() == {
+        "account": "20 calls per 5 s (configured 25 calls per 5 s in lsqsync.yml, lowered "
+        "2026-12-02T00:00:00Z: limit of 20 in 5)",
+        "bulk": "2 calls per 5 s (learned 2026-12-02T00:00:00Z from LeadSquared's refusal: "
+        "limit of 2 in 5)",
+    }
+    assert "rate_limit in lsqsync.yml allows 25 calls per 5 s, but LeadSquared refused" in (
+        caplog.text
+    )
+    assert "rate limit learned from the ledger bucket=bulk limit=2 calls per 5 s" in caplog.text
+
+
+def test_each_grant_transaction_is_timed_and_the_figures_logged_when_the_limiter_closes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    lim, _, _ = auto()
+    assert lim.grant_latency() is None
+    for _ in range(3):
+        lim.acquire()
+    count, median, p99 = lim.grant_latency() or (0, -1.0, -1.0)
+    assert count == 3
+    assert 0.0 <= median <= p99 < 1.0
+    with caplog.at_level(logging.INFO):
+        lim.close()
+    assert "lsq: rate-limit ledger: 3 grant transactions, median " in caplog.text
+    assert lim.where == "this process's memory (forgotten when it ends)"
+
+
+def test_the_median_and_99th_percentile_are_by_nearest_rank() -> None:
+    assert _percentiles([]) is None
+    assert _percentiles([3.0]) == (1, 3.0, 3.0)
+    assert _percentiles([4.0, 1.0, 3.0, 2.0]) == (4, 2.5, 4.0)
+    many = [float(n) for n in range(1, 201)]
+    assert _percentiles(many) == (200, 100.5, 198.0)
