@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lsqsync.documents import schemacheck
@@ -25,7 +25,9 @@ from lsqsync.lsq import (
     account_limiter,
     normalise_host,
     slowest,
+    trace,
 )
+from lsqsync.lsq.transport import TransportOptions
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -90,16 +92,23 @@ def _same_host(a: str, b: str) -> bool | None:
         return None
 
 
-def open_client(config: Config | None = None) -> LsqClient:
+def open_client(config: Config | None = None, **options: Unpack[TransportOptions]) -> LsqClient:
     """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
     and the account's rate limit — as lsqsync.yml configures it, else learned (``auto``) — shared
-    with every other lsqsync process using the account."""
+    with every other lsqsync process using the account. Every exchange also goes to the
+    process's trace (``--trace``), which masks the fields of ``mask:``."""
     rate = config.rate_limit if config is not None else RateLimit()
     connection = connection_from_env(default_host=config.host if config is not None else None)
     limiter = account_limiter(
         connection.host, connection.access_key, configured=rate.account, configured_bulk=rate.bulk
     )
-    return LsqClient(connection.host, connection.access_key, connection.secret_key, limiter=limiter)
+    tracing = trace.current()
+    if tracing is not None:
+        mask = config.mask if config is not None else ()
+        options["observers"] = [*options.get("observers", ()), tracing.observer(mask)]
+    return LsqClient(
+        connection.host, connection.access_key, connection.secret_key, limiter=limiter, **options
+    )
 
 
 def optional_config(path: Path | None) -> Config | None:

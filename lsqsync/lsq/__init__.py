@@ -1,5 +1,6 @@
 """The LeadSquared client: session, auth, retries, the rate limiter and the endpoint calls."""
 
+from lsqsync.lsq import trace
 from lsqsync.lsq.accounts import account_limiter, accounts_file, cache_dir
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL, MAX_PAGE_SIZE, LsqClient
 from lsqsync.lsq.models import (
@@ -40,4 +41,5 @@ __all__ = [
     "cache_dir",
     "normalise_host",
     "slowest",
+    "trace",
 ]
