@@ -545,15 +545,23 @@ def _data_types(probe: _Probe, code: int) -> Check:
     if not unknown:
         return Check(name, "ok", f"lsqsync knows all {len(t.fields)}")
     used = set().union(*(r.read_fields for r in probe.rules if r.opportunity_type == code))
-    listed = ", ".join(f"{f.schema_name} ({clean(f.data_type) or 'none'})" for f in unknown)
-    if not any(f.schema_name in used for f in unknown):
-        return Check(name, "ok", f"not known, and used by no rule: {listed}")
+    needed = [f for f in unknown if f.schema_name in used]
+    unused = ", ".join(_typed(f) for f in unknown if f.schema_name not in used)
+    if not needed:
+        return Check(name, "ok", f"not known, and used by no rule: {unused}")
+    message = "rules use fields of data types lsqsync does not know: " + ", ".join(
+        _typed(f) for f in needed
+    )
     return Check(
         name,
         "fail",
-        f"rules use fields of data types lsqsync does not know: {listed}",
+        message + (f"; used by no rule: {unused}" if unused else ""),
         "say what each is under field_types: in lsqsync.yml",
     )
+
+
+def _typed(f: FieldMeta) -> str:
+    return f"{f.schema_name} ({clean(f.data_type) or 'no data type'})"
 
 
 def unmatched_field_types(

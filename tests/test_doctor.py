@@ -70,9 +70,15 @@ class Proxy:
     """Forwards every call to ``target``; ``rewrite(path, status, body)`` may change the answer
     and ``skew`` moves the Date header the answer carries."""
 
-    def __init__(self, target: str, rewrite: Rewrite | None = None, skew: float = 0.0) -> None:
+    def __init__(
+        self,
+        target: str,
+        rewrite: Rewrite | None = None,
+        skew: float = 0.0,
+        date: str | None = None,
+    ) -> None:
         proxy = self
-        self.target, self.rewrite, self.skew = target, rewrite, skew
+        self.target, self.rewrite, self.skew, self.date = target, rewrite, skew, date
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
@@ -82,6 +88,8 @@ class Proxy:
                 pass
 
             def date_time_string(self, timestamp: float | None = None) -> str:
+                if proxy.date is not None:
+                    return proxy.date
                 return email.utils.formatdate(time.time() + proxy.skew, usegmt=True)
 
             def do_GET(self) -> None:
@@ -123,11 +131,12 @@ class Proxy:
 def proxied(
     project: Path, connected: Emulator, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Callable[..., Proxy]]:
-    """``proxied(rewrite=…, skew=…)``: LSQ_HOST now points at a proxy of the emulator."""
+    """``proxied(rewrite=…, skew=…, date=…)``: LSQ_HOST now points at a proxy of the emulator
+    (``date``: the Date header every answer carries, "" for none)."""
     started: list[Proxy] = []
 
-    def start(rewrite: Rewrite | None = None, skew: float = 0.0) -> Proxy:
-        proxy = Proxy(connected.url, rewrite, skew)
+    def start(rewrite: Rewrite | None = None, skew: float = 0.0, date: str | None = None) -> Proxy:
+        proxy = Proxy(connected.url, rewrite, skew, date)
         proxy.thread.start()
         started.append(proxy)
         monkeypatch.setenv("LSQ_HOST", proxy.url)
@@ -255,6 +264,66 @@ def test_a_clock_off_by_an_hour_is_a_warning(
     assert "NTP" in clock["hint"]
 
 
+@pytest.mark.parametrize(
+    ("date", "message"),
+    [
+        ("", "the server's answers carry no Date header: skew unknown"),
+        ("yesterday", "the server's Date header 'yesterday' is not a date"),
+    ],
+)
+def test_a_missing_or_unreadable_date_header_is_a_warning(
+    proxied: Callable[..., Proxy], capsys: pytest.CaptureFixture[str], date: str, message: str
+) -> None:
+    proxied(date=date)
+    code, checks = verdicts(capsys)
+    assert code == 0
+    assert (checks["clock"]["verdict"], checks["clock"]["message"]) == ("warn", message)
+
+
+def test_the_role_comes_from_the_users_when_whoami_does_not_say(
+    proxied: Callable[..., Proxy], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def no_role(path: str, status: int, body: Any) -> tuple[int, Any]:
+        if path == WHO_AM_I:
+            del body["Role"]
+        return status, body
+
+    proxied(no_role)
+    code, checks = verdicts(capsys)
+    assert code == 0
+    assert checks["role"]["message"].startswith("Administrator: ")
+
+
+def test_a_host_that_is_not_the_api_fails_the_host_line(
+    proxied: Callable[..., Proxy], capsys: pytest.CaptureFixture[str]
+) -> None:
+    def not_found(path: str, status: int, body: Any) -> tuple[int, Any]:
+        return 404, {"Status": "Error", "ExceptionMessage": f"No API found at '{path}'."}
+
+    proxied(not_found)
+    code, checks = verdicts(capsys)
+    assert code == 1
+    assert checks["host"]["verdict"] == "fail"
+    assert "HTTP 404" in checks["host"]["message"]
+    assert checks["host"]["hint"].startswith("set LSQ_HOST to the API base URL")
+    assert checks["keys"]["message"] == "not checked: the host is not LeadSquared's API"
+
+
+def test_field_types_entries_that_name_no_field_are_a_warning(
+    project: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # where lsqsync.yml supports field_types: (today: read through doctor.field_types only)
+    declared = {"mx_Custom_10": "dropdown", "mx_Custom_99": "number"}
+    monkeypatch.setattr(doctor, "field_types", lambda config: declared)
+    code, checks = verdicts(capsys)
+    assert code == 0
+    assert list(checks)[-4:] == ["field_types", "users", "rate limit", "state"]
+    assert checks["field_types"]["verdict"] == "warn"
+    assert checks["field_types"]["message"].endswith(
+        "name no field of the rules' types: mx_Custom_99"
+    )
+
+
 def test_a_field_of_an_unknown_data_type_fails_when_a_rule_uses_it(
     proxied: Callable[..., Proxy], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -271,8 +340,8 @@ def test_a_field_of_an_unknown_data_type_fails_when_a_rule_uses_it(
     assert checks["data types 12003"] == {
         "name": "data types 12003",
         "verdict": "fail",
-        "message": "rules use fields of data types lsqsync does not know: mx_Custom_10 (Lookup), "
-        "mx_Custom_15 (Frobnicator)",
+        "message": "rules use fields of data types lsqsync does not know: mx_Custom_10 (Lookup); "
+        "used by no rule: mx_Custom_15 (Frobnicator)",
         "hint": "say what each is under field_types: in lsqsync.yml",
     }
     assert checks["data types 12000"]["verdict"] == "ok"
