@@ -363,7 +363,10 @@ def _role(probe: _Probe) -> Check:
         message = (
             f"{shown_role}: Opportunity Advanced Search not tried (no opportunity type to try)"
         )
-        return Check("role", "ok" if admin or not role else "warn", message)
+        if admin or not role:
+            return Check("role", "ok", message)
+        hint = "rules with where, or selecting a whole type, will need an administrator's keys"
+        return Check("role", "warn", message, hint)
     try:
         probe.first_row(codes[0])
     except ApiError as e:
