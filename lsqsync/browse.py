@@ -7,11 +7,10 @@ import itertools
 import json
 from collections.abc import Collection, Sequence
 from typing import Any, Literal
-from urllib.parse import urlsplit
 
 from lsqsync.display import masked, table
-from lsqsync.errors import ConfigError
-from lsqsync.lsq import FieldMeta, LsqClient, normalise_host
+from lsqsync.lsq import FieldMeta, LsqClient
+from lsqsync.lsq.transport import same_api_host
 
 Format = Literal["text", "json"]
 
@@ -33,20 +32,11 @@ def whoami(client: LsqClient) -> str:
             f"bulk:  {bulk}",
             f"cache: {client.limiter.where}",
         ]
-    if me.api_host and not _same_place(me.api_host, client.host):
+    if me.api_host and not same_api_host(me.api_host, client.host):
         lines.append(
             f"note:  LeadSquared names {me.api_host} as this account's API host; set LSQ_HOST to it"
         )
     return "\n".join(lines) + "\n"
-
-
-def _same_place(named: str, host: str) -> bool:
-    """Whether the API host LeadSquared names (documented as a bare host name, as in
-    ``api-in21.leadsquared.com``) is the one in use, whatever scheme or ``/v2/`` either has."""
-    try:
-        return urlsplit(normalise_host(named)).netloc.lower() == urlsplit(host).netloc.lower()
-    except ConfigError:
-        return False  # not a host lsqsync could use: the note shows it as named
 
 
 def _flags(f: FieldMeta) -> str:

@@ -75,12 +75,31 @@ def _version_message() -> str:
 @click.version_option(__version__, "--version", prog_name="lsqsync", message=_version_message())
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+@click.option(
+    "--trace",
+    "trace_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    metavar="FILE",
+    help="Write every HTTP exchange with LeadSquared to FILE, one JSON line each (keys "
+    "redacted, mask: fields masked; it holds CRM data: mode 0600).",
+)
 @click.pass_context
-def cli(ctx: click.Context, verbose: int, debug: bool) -> None:
+def cli(ctx: click.Context, verbose: int, debug: bool, trace_path: Path | None) -> None:
     """lsqsync: declarative, reviewable bulk changes to LeadSquared opportunities."""
     ctx.ensure_object(Invocation).debug = debug
     level = logging.DEBUG if verbose > 1 or debug else logging.INFO if verbose else logging.WARNING
     logging.basicConfig(level=level, format="%(levelname)s: %(message)s", stream=sys.stderr)
+    if trace_path is not None:
+        from lsqsync.lsq import trace
+
+        tracing = trace.TraceFile(trace_path)
+        trace.install(tracing)
+
+        def stop() -> None:
+            trace.install(None)
+            tracing.close()
+
+        ctx.call_on_close(stop)
 
 
 cli.add_command(emulator)
@@ -122,6 +141,19 @@ def whoami(config_path: Path | None) -> None:
         click.echo(browse.whoami(client), nl=False)
 
 
+@cli.command()
+@FORMAT
+@CONFIG
+def doctor(fmt: Literal["text", "json"], config_path: Path | None) -> None:
+    """Check, without changing anything, what lsqsync needs from the account: host and TLS,
+    keys, role, every endpoint, data types, clock, rate limit, state. Exit 1 if a check fails."""
+    from lsqsync import doctor as diagnosis
+
+    checks = diagnosis.doctor(config_path)
+    click.echo(diagnosis.render(checks, fmt), nl=False)
+    raise SystemExit(EXIT_ERROR if diagnosis.failed(checks) else EXIT_OK)
+
+
 @cli.group()
 def types() -> None:
     """Opportunity types and their fields."""
@@ -150,8 +182,8 @@ def types_pull(codes: tuple[int, ...], config_path: Path | None) -> None:
     from lsqsync.clock import utcnow
     from lsqsync.config import load_config
     from lsqsync.rules import typefiles
-    from lsqsync.state.location import open_client
     from lsqsync.rules.project import load_project
+    from lsqsync.state.location import open_client
 
     config = load_config(config_path)
     if not codes:

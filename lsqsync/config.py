@@ -13,7 +13,7 @@ import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from lsqsync.documents import schemacheck
@@ -30,7 +30,9 @@ from lsqsync.lsq import (
     account_limiter,
     normalise_host,
     slowest,
+    trace,
 )
+from lsqsync.lsq.transport import TransportOptions
 
 ENV_HOST = "LSQ_HOST"
 ENV_ACCESS_KEY = "LSQ_ACCESS_KEY"
@@ -95,12 +97,17 @@ def _same_host(a: str, b: str) -> bool | None:
         return None
 
 
-def open_client(config: Config | None = None, shared: SharedLedger | None = None) -> LsqClient:
+def open_client(
+    config: Config | None = None,
+    shared: SharedLedger | None = None,
+    **options: Unpack[TransportOptions],
+) -> LsqClient:
     """The process's one client: host from LSQ_HOST or lsqsync.yml, keys from the environment,
     and the account's rate limit — as lsqsync.yml configures it, else learned (``auto``) — shared
     with every other lsqsync process using the account: through ``shared``'s ledger, else this
     machine's. Commands open it with ``lsqsync.state.location.open_client``, which knows where
-    the state puts the ledger."""
+    the state puts the ledger. Every exchange also goes to the process's trace (``--trace``),
+    which masks the fields of ``mask:``."""
     rate = config.rate_limit if config is not None else RateLimit()
     connection = connection_from_env(default_host=config.host if config is not None else None)
     limiter = account_limiter(
@@ -110,12 +117,17 @@ def open_client(config: Config | None = None, shared: SharedLedger | None = None
         configured_bulk=rate.bulk,
         shared=shared,
     )
+    tracing = trace.current()
+    if tracing is not None:
+        mask = config.mask if config is not None else ()
+        options["observers"] = [*options.get("observers", ()), tracing.observer(mask)]
     return LsqClient(
         connection.host,
         connection.access_key,
         connection.secret_key,
         limiter=limiter,
         field_settings=config.field_settings if config is not None else None,
+        **options,
     )
 
 

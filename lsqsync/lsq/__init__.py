@@ -1,5 +1,6 @@
 """The LeadSquared client: session, auth, retries, the rate limiter and the endpoint calls."""
 
+from lsqsync.lsq import trace
 from lsqsync.lsq.accounts import SharedLedger, account_limiter, cache_dir
 from lsqsync.lsq.client import (
     MAX_BULK_ITEMS,
@@ -55,4 +56,5 @@ __all__ = [
     "cache_dir",
     "normalise_host",
     "slowest",
+    "trace",
 ]

@@ -19,7 +19,8 @@ sent but no answer (timeout, dropped)           write: OutcomeUnknown at once;
 
 A 200 whose body is the error envelope ``{"Status":"Error",…}`` is handled like a 500 (unless it
 is a rate-limit refusal). Every attempt first passes the rate limiter. The keys travel only in
-headers and are scrubbed from every message, log line and repr.
+headers and are scrubbed from every message, log line and repr — and from what observers of the
+exchanges (``--trace``, ``doctor``) are given.
 """
 
 from __future__ import annotations
@@ -60,6 +61,7 @@ from lsqsync.lsq.answers import (
     is_error_envelope,
 )
 from lsqsync.lsq.ratelimit import RateLimiter, Verdict, is_refusal, named_limit
+from lsqsync.lsq.trace import Exchange, Observer
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,16 @@ def normalise_host(host: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def same_api_host(named: str, host: str) -> bool:
+    """Whether the API host LeadSquared names (documented as a bare host name, as in
+    ``api-in21.leadsquared.com``) is ``host``, the one in use, whatever scheme or ``/v2/``
+    either has."""
+    try:
+        return urlsplit(normalise_host(named)).netloc.lower() == urlsplit(host).netloc.lower()
+    except ConfigError:
+        return False  # not a host lsqsync could use: callers show it as named
+
+
 def _is_loopback(hostname: str) -> bool:
     if hostname.rstrip(".") == "localhost":
         return True
@@ -188,6 +200,7 @@ class TransportOptions(TypedDict, total=False):
     sleep: Callable[[float], None]
     session: requests.Session | None
     rng: random.Random | None
+    observers: Sequence[Observer]
 
 
 class Transport:
@@ -208,6 +221,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         session: requests.Session | None = None,
         rng: random.Random | None = None,
+        observers: Sequence[Observer] = (),
     ) -> None:
         self.host = normalise_host(host)
         access_key = _check_key("LSQ_ACCESS_KEY", access_key)
@@ -225,6 +239,7 @@ class Transport:
         self._backoff_max = backoff_max
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._observers = tuple(observers)
         self._session = session if session is not None else _new_session()
         self._calls = 0
         self._rate_limited = 0
@@ -281,7 +296,8 @@ class Transport:
             self.limiter.acquire(bulk)
             with self._calls_lock:
                 self._calls += 1
-            result = self._attempt(method, path, url, params, data, headers, write)
+            attempt = sum(failures.values()) + 1
+            result = self._attempt(method, path, url, params, data, headers, write, attempt)
             if isinstance(result, Ok):
                 return result.payload
             verdict: Verdict | None = None
@@ -353,7 +369,71 @@ class Transport:
         data: bytes | None,
         headers: Mapping[str, str] | None,
         write: bool,
+        attempt: int,
     ) -> Ok | Failure:
+        started, clock = time.time(), time.monotonic()
+        result, response = self._call(method, path, url, params, data, headers, write)
+        if self._observers:
+            took = time.monotonic() - clock
+            sent = Exchange(
+                started, method, path, dict(params or {}), _decoded(data), attempt=attempt
+            )
+            self._observe(self._answered(sent, took, result, response))
+        return result
+
+    def _answered(
+        self,
+        sent: Exchange,
+        duration: float,
+        result: Ok | Failure,
+        response: requests.Response | None,
+    ) -> Exchange:
+        """``sent`` with what came back, every string in it scrubbed of the keys."""
+        return Exchange(
+            sent.started,
+            sent.method,
+            self.redact(sent.path),
+            self._scrub(sent.query),
+            self._scrub(sent.request),
+            None if response is None else response.status_code,
+            duration,
+            None if response is None else self._scrub(_decoded(response.content)),
+            {} if response is None else self._scrub(dict(response.headers)),
+            None if isinstance(result, Ok) else self.redact(f"{result.reason}: {result.message}"),
+            sent.attempt,
+        )
+
+    def _observe(self, exchange: Exchange) -> None:
+        """Tell each observer (the exchange's strings hold no key). An observer's failure is
+        logged, never raised: the call it watched has happened (a write may have landed)."""
+        for observe in self._observers:
+            try:
+                observe(exchange)
+            except Exception as e:
+                log.warning("lsq: observer failed: %s", self.redact(f"{type(e).__name__}: {e}"))
+
+    def _scrub(self, value: Any) -> Any:
+        """``value`` (decoded JSON) with the keys removed from every string in it, names
+        included."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, list):
+            return [self._scrub(v) for v in value]
+        if isinstance(value, dict):
+            return {self._scrub(str(k)): self._scrub(v) for k, v in value.items()}
+        return value
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        url: str,
+        params: Mapping[str, str] | None,
+        data: bytes | None,
+        headers: Mapping[str, str] | None,
+        write: bool,
+    ) -> tuple[Ok | Failure, requests.Response | None]:
+        """Send once: the result, and the answer if one came (None: it did not)."""
         call = f"{method} {path}"
         try:
             response = self._session.request(
@@ -367,13 +447,14 @@ class Transport:
                 allow_redirects=False,
             )
         except requests.exceptions.SSLError as e:
-            return Failure(
+            failure = Failure(
                 "final",
                 "tls_error",
                 ConnectionFailed,
                 f"TLS with {self.host} failed for {call} ({_describe_exception(e)}); nothing "
                 "was sent. Certificate verification stays on.",
             )
+            return failure, None
         except (
             requests.exceptions.ConnectionError,
             requests.exceptions.Timeout,
@@ -381,13 +462,14 @@ class Transport:
             requests.exceptions.ContentDecodingError,
         ) as e:
             if _never_sent(e):
-                return Failure(
+                failure = Failure(
                     "connect",
                     f"connect_error:{type(_root(e)).__name__}",
                     ConnectionFailed,
                     f"could not connect to {self.host} for {call} ({_describe_exception(e)}); "
                     "nothing was sent. Check the host and the network.",
                 )
+                return failure, None
             timed_out = isinstance(e, requests.exceptions.Timeout)
             why = (
                 f"no answer within {self._timeout[1]:g}s"
@@ -400,22 +482,24 @@ class Transport:
                 if write
                 else "nothing was changed by this read"
             )
-            return Failure(
+            failure = Failure(
                 "no_response",
                 "read_timeout" if timed_out else f"connection_dropped:{type(_root(e)).__name__}",
                 OutcomeUnknown,
                 f"{call} was sent but {why}: the outcome is unknown ({outcome}).",
             )
+            return failure, None
         except requests.exceptions.RequestException as e:
             # Refused before sending (a malformed URL or header): nothing left this process.
-            return Failure(
+            failure = Failure(
                 "final",
                 "request_error",
                 ConnectionFailed,
                 f"could not send {call} to {self.host} ({_describe_exception(e)})",
             )
+            return failure, None
         with response:
-            return self._classify(call, path, response, write)
+            return self._classify(call, path, response, write), response
 
     def _classify(
         self, call: str, path: str, response: requests.Response, write: bool
@@ -512,6 +596,16 @@ def _describe_exception(exc: BaseException) -> str:
     root = _root(exc)
     text = " ".join(str(root).split())
     return f"{type(root).__name__}: {text}"[:300] if text else type(root).__name__
+
+
+def _decoded(body: bytes | None) -> Any:
+    """A body for observers: its JSON decoded, else its text (None when there is none)."""
+    if not body or not body.strip():
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode("utf-8", errors="replace")
 
 
 def _retry_after(response: requests.Response) -> float | None:

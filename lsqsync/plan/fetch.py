@@ -61,7 +61,7 @@ def _read_type(
     if auto_id is not None:
         wanted = wanted | {auto_id.schema_name}
     columns = sorted(name for name in wanted if meta.field(name) is not None)
-    if not any(_search_reason(r, meta) for r in rules):
+    if not any(search_reason(r, meta) for r in rules):
         named = {i for r in rules for i in selected_ids(r) or ()}
         say(f"reading {len(named):,} opportunities of type {code}")
         listed = client.opportunities_by_id(
@@ -89,7 +89,7 @@ def _read_type(
     return TypeData(meta, len(records), {r.id.lower(): r for r in records}, True, auto_ids)
 
 
-def _search_reason(rule: Rule, meta: OpportunityType | None) -> str | None:
+def search_reason(rule: Rule, meta: OpportunityType | None) -> str | None:
     """Why reading ``rule``'s opportunities needs Advanced Search (None: it does not). With
     ``meta`` None (a type whose metadata was not read) an id that is no GUID is taken for an
     AutoId value."""
@@ -111,7 +111,7 @@ def _needing_search(rules: Sequence[Rule], metas: Mapping[int, OpportunityType])
     needing = [
         f"'{r.name}' ({r.location.file}:{r.location.line}) {reason}"
         for r in rules
-        if (reason := _search_reason(r, metas.get(r.opportunity_type)))
+        if (reason := search_reason(r, metas.get(r.opportunity_type)))
     ]
     return (
         f"Rules that need it: {'; '.join(needing)}. Use an administrator's keys, or select "

@@ -13,12 +13,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
+from typing import Unpack
 
 from lsqsync.clock import utcnow
 from lsqsync.config import WORKSPACE_NAME, Config, StateLocation, state_location
 from lsqsync.config import open_client as build_client
 from lsqsync.errors import ConfigError, StateError
 from lsqsync.lsq import LsqClient
+from lsqsync.lsq.transport import TransportOptions
 from lsqsync.state.records import Workspace
 from lsqsync.state.store import StateFile
 
@@ -62,18 +64,18 @@ def open_location(
     return StateFile(backend, now)
 
 
-def open_client(config: Config | None) -> LsqClient:
+def open_client(config: Config | None, **options: Unpack[TransportOptions]) -> LsqClient:
     """The process's one client (`lsqsync.config.open_client`): with the state in a PostgreSQL
     database, every call is granted through the database's ledger."""
     if config is None:
-        return build_client(None)
+        return build_client(None, **options)
     location = state_location(config)
     if location.url is None:
-        return build_client(config)
+        return build_client(config, **options)
     need_driver()
     from lsqsync.state import ledger
 
-    return build_client(config, ledger.opener(location.url))
+    return build_client(config, ledger.opener(location.url), **options)
 
 
 def workspaces(config: Config) -> tuple[Workspace, ...]:

@@ -1,10 +1,11 @@
-"""No key in any exception text, log line or repr, whatever goes wrong."""
+"""No key in any exception text, log line, repr or trace file, whatever goes wrong."""
 
 from __future__ import annotations
 
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -23,6 +24,7 @@ from lsq_helpers import (
 from lsqsync.emulator.server import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 from lsqsync.errors import ApiError
 from lsqsync.lsq import BulkUpdateItem, LsqClient, RateLimiter
+from lsqsync.lsq.trace import TraceFile
 
 KEYS = (DEMO_ACCESS_KEY, DEMO_SECRET_KEY, OTHER_ACCESS_KEY, OTHER_SECRET_KEY)
 ITEM = BulkUpdateItem("4f530c63-4c93-4150-8b8e-83487befb3b2", 12003, {"Status": "Won"})
@@ -44,10 +46,16 @@ def test_no_key_in_anything_the_error_cases_produce(
     emu: Emulator,
     serve: Serve,
     caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     caplog.set_level(logging.DEBUG)  # urllib3's connection and request lines too
     texts: list[str] = []
     errors: list[ApiError] = []
+    trace = TraceFile(tmp_path / "trace.jsonl")  # every client below writes its exchanges
+    traced = [trace.observer()]
+
+    def make(**options: object) -> LsqClient:
+        return make_client(observers=traced, **options)
 
     def expect_error(call: Callable[[], object]) -> None:
         with pytest.raises(ApiError) as caught:
@@ -55,7 +63,7 @@ def test_no_key_in_anything_the_error_cases_produce(
         errors.append(caught.value)
 
     # Refused keys (the server rejects the non-demo keys).
-    wrong = make_client(access_key=OTHER_ACCESS_KEY, secret_key=OTHER_SECRET_KEY)
+    wrong = make(access_key=OTHER_ACCESS_KEY, secret_key=OTHER_SECRET_KEY)
     expect_error(wrong.who_am_i)
     texts += [repr(wrong), repr(vars(wrong)), repr(vars(wrong._transport))]
 
@@ -63,7 +71,7 @@ def test_no_key_in_anything_the_error_cases_produce(
     # a fake clock: the limit of 1 call per 60 s learned below costs no real minute
     clock = FakeClock()
     limiter = RateLimiter(25, 5.0, clock=clock, sleep=clock.sleep)
-    client = make_client(max_retries=1, rate_limit_retries=1, limiter=limiter)
+    client = make(max_retries=1, rate_limit_retries=1, limiter=limiter)
     texts += [repr(client), repr(client.limiter), repr(vars(client._transport))]
     emu.settings.fault_rate = 1.0
     expect_error(client.users)
@@ -80,12 +88,12 @@ def test_no_key_in_anything_the_error_cases_produce(
     expect_error(lambda: client.opportunity_type(1))
     expect_error(lambda: client._transport.send("GET", "/v2/Nowhere.svc/Get"))
     emu.settings.latency_ms = 400
-    expect_error(make_client(timeout=(1.0, 0.05), max_retries=0).who_am_i)
+    expect_error(make(timeout=(1.0, 0.05), max_retries=0).who_am_i)
     emu.settings.latency_ms = 0
     wait_for_log(emu.url, len(api_log(emu.url)) + 1)  # let the timed-out call finish
     emu.settings.update({"rate_limit_calls": 1, "rate_limit_seconds": 60.0})
     expect_error(lambda: [client.who_am_i() for _ in range(3)])
-    expect_error(make_client(host=closed_port_url()).who_am_i)
+    expect_error(make(host=closed_port_url()).who_am_i)
 
     # A server that echoes the keys back in every place it can.
     echo = f"bad key {OTHER_ACCESS_KEY} / {quote(OTHER_SECRET_KEY, safe='')}"
@@ -96,15 +104,21 @@ def test_no_key_in_anything_the_error_cases_produce(
         ),
         Reply(302, b"", {"Location": f"https://x.example.com/?secretKey={OTHER_SECRET_KEY}"}),
         Reply(400, echo.encode(), {"Content-Type": "text/plain"}),
+        observers=traced,
     )
     for _ in range(3):
         expect_error(echoing.users)
     for error in errors:
         texts += texts_of(error)
     texts.append(caplog.text)
+    trace.close()
+    traced_text = trace.path.read_text()
+    texts.append(traced_text)
 
     everything = "\n".join(texts)
     assert len(errors) == 13
+    assert traced_text.count("\n") > len(errors)  # each case, with its retries, is traced
+    assert "MX***" in traced_text  # the echoed key was scrubbed from the traced body too
     assert "lsq: retry" in caplog.text  # the retries were logged
     assert "***" in str(errors[-1])  # the echoed key was scrubbed, not just absent
     for key in KEYS:
@@ -162,14 +176,20 @@ def _fragments(key: str, size: int = 8) -> set[str]:
     ids=["html-cut", "json-escaped", "repr-escaped"],
 )
 def test_keys_are_removed_before_a_body_is_cut_or_quoted(
-    serve: Serve, body: Callable[[], bytes], caplog: pytest.LogCaptureFixture
+    serve: Serve, body: Callable[[], bytes], caplog: pytest.LogCaptureFixture, tmp_path: Path
 ) -> None:
     caplog.set_level(logging.DEBUG)
     stub, _ = serve(Reply(502, body()))
-    client = LsqClient(stub.url, ODD_ACCESS, ODD_SECRET, limiter=None, max_retries=0)
+    trace = TraceFile(tmp_path / "trace.jsonl")
+    client = LsqClient(
+        stub.url, ODD_ACCESS, ODD_SECRET, limiter=None, max_retries=0, observers=[trace.observer()]
+    )
     with pytest.raises(ApiError) as caught:
         client.who_am_i()
-    shown = "\n".join([*texts_of(caught.value), caplog.text])
+    trace.close()
+    traced = trace.path.read_text()
+    assert "***" in traced  # the whole body is traced, less the keys
+    shown = "\n".join([*texts_of(caught.value), caplog.text, traced])
     assert "Bad gateway" in shown or "echo:" in shown  # the body is shown, less the keys
     leaked = {f for key in (ODD_ACCESS, ODD_SECRET) for f in _fragments(key) if f in shown}
     assert leaked == set()
