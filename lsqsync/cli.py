@@ -145,27 +145,60 @@ def opportunities() -> None:
 
 @opportunities.command("list")
 @click.option("--type", "code", type=int, required=True, help="The OpportunityEventCode.")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="FIELD=VALUE|FIELD=OP:VALUE",
+    help="Only opportunities meeting this condition, as in a rule's where (repeatable: all "
+    "must hold). OP: eq, ne, in, not_in, gt, gte, lt, lte, contains, startswith, empty; in "
+    "and not_in take comma-separated values.",
+)
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option(
     "--columns",
-    default="Status,Owner,ModifiedOn",
-    show_default=True,
-    help="Comma-separated schema names.",
+    help="Comma-separated schema names.  [default: Status,Owner,ModifiedOn and the --where fields]",
 )
-@FORMAT
+@_format("text", "json", "csv", help="csv: for a spreadsheet.")
 @CONFIG
 def opportunities_list(
-    code: int, limit: int, columns: str, fmt: Literal["text", "json"], config_path: Path | None
+    code: int,
+    where: tuple[str, ...],
+    limit: int,
+    columns: str | None,
+    fmt: Literal["text", "json", "csv"],
+    config_path: Path | None,
 ) -> None:
-    """The first opportunities of a type, oldest first (Owner shown as an email)."""
+    """The first opportunities of a type, oldest first, that meet every --where condition
+    (Owner shown as an email)."""
     from lsqsync import browse
     from lsqsync.config import open_client, optional_config
+    from lsqsync.rules.project import condition_from_text
 
-    wanted = [c.strip() for c in columns.split(",") if c.strip()]
+    conditions = [condition_from_text(text) for text in where]
+    wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
     config = optional_config(config_path)
     mask = config.mask if config else ()
     with open_client(config) as client:
-        click.echo(browse.list_opportunities(client, code, wanted, limit, fmt, mask), nl=False)
+        listed = browse.list_opportunities(client, code, wanted, limit, fmt, mask, conditions)
+    click.echo(listed, nl=False)
+
+
+@cli.group()
+def users() -> None:
+    """The account's users."""
+
+
+@users.command("list")
+@_format("text", "json", "csv", help="csv: for a spreadsheet.")
+@CONFIG
+def users_list(fmt: Literal["text", "json", "csv"], config_path: Path | None) -> None:
+    """Every user, active and inactive: email, name, role, status, id. A User field and
+    user() take an active user's email or id."""
+    from lsqsync import browse
+
+    with _client(config_path) as client:
+        click.echo(browse.list_users(client, fmt), nl=False)
 
 
 # -- rules ------------------------------------------------------------------------------------

@@ -320,7 +320,7 @@ def _predicates(
         if f is None:
             return None  # reported by the static check
         try:
-            predicates.append((condition.field, _predicate(condition, f, everyone)))
+            predicates.append((condition.field, predicate(condition, f, everyone)))
         except codec.InvalidValue as e:
             problems.static.append(Problem(condition.location, condition.path, f"where: {e}"))
             return None
@@ -444,13 +444,16 @@ def _user_function(active: Mapping[str, str]) -> Callable[[str], str]:
     def user(email: str) -> str:
         found = active.get(str(email).strip().lower())
         if found is None:
-            raise ValueError(f"user(): no active user with email '{email}'")
+            raise ValueError(
+                f"user(): no active user with email '{email}'"
+                + codec.closest_users(str(email), active)
+            )
         return found
 
     return user
 
 
-def _predicate(
+def predicate(
     condition: Condition, f: FieldMeta, users: Mapping[str, str]
 ) -> Callable[[Any], bool]:
     """A test of a record's raw value, with the condition's value typed once, as the field's."""

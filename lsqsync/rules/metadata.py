@@ -12,11 +12,11 @@ import difflib
 from collections.abc import Mapping
 
 from lsqsync.config import Config
-from lsqsync.display import is_masked
+from lsqsync.display import did_you_mean, is_masked
 from lsqsync.documents.problems import Problem, format_path
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
-from lsqsync.rules.project import Project, Rule
+from lsqsync.rules.project import Condition, Project, Rule
 
 
 def check(
@@ -101,28 +101,37 @@ def _set_problems(rule: Rule, t: OpportunityType, users: Mapping[str, str] | Non
 def _where_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     """``where`` values the fields cannot hold: not an option of a dropdown, or not of the
     field's type."""
+    return [
+        Problem(condition.location, condition.path, message)
+        for condition in rule.where
+        if (meta := t.field(condition.field)) is not None
+        for message in condition_problems(condition, meta)
+    ]
+
+
+def condition_problems(condition: Condition, meta: FieldMeta) -> list[str]:
+    """What is wrong with a condition's value for its field: not an option of a dropdown (the
+    condition can never hold), or not of the field's type."""
+    if condition.op in ("empty", "contains", "startswith"):
+        return []
     problems = []
-    for condition in rule.where:
-        meta = t.field(condition.field)
-        if meta is None or condition.op in ("empty", "contains", "startswith"):
-            continue
-        bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
-        options = meta.all_options
-        if options and condition.op in ("eq", "in"):
-            for bound in bounds:
-                if bound is not None and str(bound) not in options:
-                    problems.append(
-                        Problem(condition.location, condition.path,
-                                f"'{bound}' is not an option of {meta.schema_name} "
-                                f"({', '.join(options)}): the condition can never hold")
-                    )  # fmt: skip
-        if codec.kind(meta) in ("text", "user"):
-            continue  # any text compares; users may be inactive (reassigning from them)
+    bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
+    options = meta.all_options
+    if options and condition.op in ("eq", "in"):
         for bound in bounds:
-            try:
-                codec.to_wire(meta, bound)
-            except codec.InvalidValue as e:
-                problems.append(Problem(condition.location, condition.path, str(e)))
+            if bound is not None and str(bound) not in options:
+                problems.append(
+                    f"'{bound}' is not an option of {meta.schema_name} "
+                    f"({', '.join(options)}): the condition can never hold"
+                    + did_you_mean(str(bound), options)
+                )
+    if codec.kind(meta) in ("text", "user"):
+        return problems  # any text compares; users may be inactive (reassigning from them)
+    for bound in bounds:
+        try:
+            codec.to_wire(meta, bound)
+        except codec.InvalidValue as e:
+            problems.append(str(e))
     return problems
 
 

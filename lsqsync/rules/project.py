@@ -341,6 +341,41 @@ def _operator(spec: Any) -> tuple[str, Any]:
     return "eq", spec
 
 
+# The operators of a ``where`` condition (schemas/rules.schema.json lists them for files).
+OPERATORS = (
+    "eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "startswith", "empty",
+)  # fmt: skip
+_LISTS = ("in", "not_in")
+_TRUTH = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def condition_from_text(text: str) -> Condition:
+    """A ``where`` condition written on a command line, as a rule file would have it:
+    ``FIELD=VALUE`` (eq), or ``FIELD=OP:VALUE`` with OP one of OPERATORS; ``in`` and ``not_in``
+    take comma-separated values, ``empty`` true or false. A value that starts with a word and
+    a colon is an eq value unless the word is an operator (``eq:gt:5`` compares with "gt:5")."""
+    field, sep, rest = text.partition("=")
+    field = field.strip()
+    usage = f"--where {text!r}: expected FIELD=VALUE or FIELD=OP:VALUE (OP: {', '.join(OPERATORS)})"
+    if not sep or not field:
+        raise ConfigError(usage)
+    op, colon, value = rest.partition(":")
+    spec: Any = rest
+    if colon and op.strip() in OPERATORS:
+        op = op.strip()
+        spec = {op: value}
+        if op in _LISTS:
+            spec = {op: [v.strip() for v in value.split(",") if v.strip()]}
+            if not spec[op]:
+                raise ConfigError(f"--where {text!r}: {op} takes values separated by commas")
+        elif op == "empty":
+            truth = _TRUTH.get(value.strip().lower())
+            if truth is None:
+                raise ConfigError(f"--where {text!r}: empty takes true or false")
+            spec = {op: truth}
+    return Condition(field, *_operator(spec), Location("--where", 1, 1), f"--where {text}")
+
+
 def _compile(source: str, *, expression: bool) -> templates.Compiled | None:
     """The compiled template; None when it does not compile (already reported by analyse)."""
     try:

@@ -281,7 +281,7 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
             f"rules/r.yml:8:21: opportunity {A}: mx_Custom_12 (Date): 'Negotiation' is not a date",
             # a literal is wrong whatever the opportunity: reported once, at the rule
             "rules/r.yml:9:14: rules[0].set.Owner: Owner: no active user with email "
-            "'henry.potter@example.com'",
+            "'henry.potter@example.com' (lsqsync users list shows every user)",
         ],
     ),
     (
