@@ -644,16 +644,70 @@ def state_unlock(lock_id: str, config_path: Path | None) -> None:
 @cli.command()
 @CONFIG
 @FORMAT
-def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
-    """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any)."""
+@click.option(
+    "--accept",
+    "accept_run",
+    metavar="RUN",
+    is_flag=False,
+    flag_value="",
+    help="Take LeadSquared's current values as the known ones for the drifted fields run RUN "
+    "wrote ('last' for the latest run): recorded as a run of its own, nothing is sent.",
+)
+@click.option(
+    "--all", "accept_all", is_flag=True, help="With --accept: every drifted field, whatever run."
+)
+@click.option(
+    "--undo-accept",
+    "undo_run",
+    metavar="RUN",
+    help="Put back the known values a --accept run replaced (recorded as a run too).",
+)
+def drift(
+    config_path: Path | None,
+    fmt: Literal["text", "json"],
+    accept_run: str | None,
+    accept_all: bool,
+    undo_run: str | None,
+) -> None:
+    """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any).
+
+    --accept RUN (or --accept --all) records LeadSquared's values as known, so that drift
+    reports only later edits; --undo-accept RUN reverses that.
+    """
     from lsqsync.config import open_client
     from lsqsync.history import drift as undo
 
-    st, config = _state_file(config_path)
+    accepting = _drift_accept(accept_run, accept_all, undo_run)
+    st, config = _state_file(config_path, read_only=accepting is None and undo_run is None)
+    if undo_run is not None:
+        with st:
+            accepted = undo.undo_accept(st, undo_run)
+        click.echo(undo.render_accepted(accepted, fmt, config.mask), nl=False)
+        raise SystemExit(EXIT_OK)
     with st, open_client(config) as client:
+        if accepting is not None:
+            accepted = undo.accept(client, st, accepting or None)
+            click.echo(undo.render_accepted(accepted, fmt, config.mask), nl=False)
+            raise SystemExit(EXIT_OK)
         drifted = undo.drift(client, st)
     click.echo(undo.render_drift(drifted, fmt, config.mask), nl=False)
     raise SystemExit(EXIT_CHANGES if drifted else EXIT_OK)
+
+
+def _drift_accept(accept_run: str | None, accept_all: bool, undo_run: str | None) -> str | None:
+    """What ``drift`` is to accept: None (nothing), "" (every drifted field) or a run."""
+    if accept_run == "--all":  # `--accept --all`: click takes --all as --accept's value
+        accept_run, accept_all = "", True
+    if undo_run is not None and (accept_run is not None or accept_all):
+        raise click.UsageError("--undo-accept cannot be combined with --accept")
+    if accept_all and accept_run is None:
+        raise click.UsageError("--all goes with --accept: lsqsync drift --accept --all")
+    if accept_run is not None and bool(accept_run) == accept_all:
+        raise click.UsageError(
+            "--accept takes RUN (the drifted fields that run wrote) or --all (every drifted "
+            "field), one of the two"
+        )
+    return accept_run
 
 
 @cli.command()

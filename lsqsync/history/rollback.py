@@ -13,7 +13,8 @@ from lsqsync.apply import engine as apply
 from lsqsync.clock import NOW_FORMAT, utcnow
 from lsqsync.config import Config
 from lsqsync.display import plural
-from lsqsync.history.drift import _as_changes, _types
+from lsqsync.errors import StateError
+from lsqsync.history.drift import ACCEPT, UNDO, _as_changes, _types
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import PLAN_LIFETIME, FieldChange, Inputs, OpportunityChange, Plan, assemble
 from lsqsync.state.records import FieldResult
@@ -38,6 +39,13 @@ def rollback(
     where LeadSquared still holds what that run wrote; other fields are listed as conflicting."""
     calls_before = client.calls
     run = st.run(run_id)
+    if run.plan_digest in (ACCEPT, UNDO):
+        raise StateError(
+            f"run {run.id} sent nothing to LeadSquared: it recorded values as known (drift "
+            f"--accept). To reverse it: lsqsync drift --undo-accept {run.id}"
+            if run.plan_digest == ACCEPT
+            else f"run {run.id} sent nothing to LeadSquared: it undid a drift --accept run"
+        )
     applied = [r for r in st.results(run.id) if r.status == "applied"]
     types = _types(client, {r.opportunity_type for r in applied})
     current = apply.read_current(
