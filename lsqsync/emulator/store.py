@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lsqsync.emulator import model, values
+from lsqsync.emulator import model, scenarios, values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -74,10 +74,17 @@ def now_utc() -> str:
 
 
 class Store:
-    def __init__(self, path: Path, *, seed: int, opportunities: int) -> None:
+    def __init__(
+        self, path: Path, *, seed: int, opportunities: int, scenario: str = scenarios.DEFAULT
+    ) -> None:
+        if scenario not in scenarios.SCENARIOS:
+            raise ValueError(
+                f"no scenario {scenario!r} (scenarios: {', '.join(scenarios.SCENARIOS)})"
+            )
         self.path = path
         self.seed = seed
         self.opportunity_count = opportunities
+        self.scenario = scenario
         self._lock = threading.RLock()
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         # A test server: speed over durability (one connection, so WAL would buy nothing).
@@ -107,8 +114,10 @@ class Store:
     # -- seeding ---------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Replace all data with the deterministic data set for (seed, opportunities)."""
+        """Replace all data with the deterministic data set for (seed, opportunities,
+        scenario)."""
         leads, opps = generate(self.seed, self.opportunity_count)
+        opps = scenarios.apply(self.scenario, opps)
         with self._transaction() as db:
             db.execute("DROP INDEX IF EXISTS opportunities_by_type")
             db.execute("DELETE FROM opportunities")
@@ -118,7 +127,15 @@ class Store:
             db.execute(INDEX)  # building it once at the end is faster than row by row
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('seeded', ?)",
-                (json.dumps({"seed": self.seed, "opportunities": self.opportunity_count}),),
+                (
+                    json.dumps(
+                        {
+                            "seed": self.seed,
+                            "opportunities": self.opportunity_count,
+                            "scenario": self.scenario,
+                        }
+                    ),
+                ),
             )
 
     # -- reads -----------------------------------------------------------------------------
