@@ -90,6 +90,7 @@ class Document:
     data: Any
     positions: Mapping[PathKey, Location]
     problems: tuple[YamlError, ...] = ()
+    literal: frozenset[PathKey] = frozenset()  # strings written as literal blocks (|)
 
     def where(self, path: PathKey) -> Location:
         """The position of the value at ``path``, or of its closest ancestor that has one."""
@@ -98,6 +99,17 @@ class Document:
             if found is not None:
                 return found
         return Location(self.file, 1, 1)
+
+    def line_of(self, path: PathKey, line: int) -> Location | None:
+        """Where line ``line`` of the string at ``path`` is written: known for its first line,
+        and for every line of a literal block (``|``), whose lines are the file's; None for a
+        later line of a folded or quoted one."""
+        at = self.where(path)
+        if line <= 1:
+            return at
+        if path in self.literal:
+            return Location(self.file, at.line + line - 1, at.col)
+        return None
 
 
 def _location(file: str, mark: Any) -> Location:
@@ -150,7 +162,7 @@ def loads(text: str, file: str) -> Document:
         data = _build(node, (), file, positions, _Loader(""), repeats)
     except RecursionError:
         raise YamlError(Location(file, 1, 1), TOO_DEEP) from None
-    return Document(file, data, positions, tuple(repeats.problems))
+    return Document(file, data, positions, tuple(repeats.problems), frozenset(repeats.literal))
 
 
 def _position(file: str, text: str, offset: int) -> Location:
@@ -296,6 +308,11 @@ def _build(
 ) -> Any:
     repeats.count(node, file)
     positions[path] = _location(file, node.start_mark)
+    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
+        # a block's text starts on the line after its | or >: messages about it point there
+        positions[path] = _block_start(file, node.start_mark)
+        if node.style == "|":
+            repeats.literal.add(path)
     if node.tag not in _PLAIN_COLLECTIONS and not isinstance(node, yaml.ScalarNode):
         # (!!python/object/apply:os.system [..] would otherwise load as a plain list)
         raise YamlError(_location(file, node.start_mark), f"the tag {node.tag!r} is not allowed")
@@ -345,6 +362,18 @@ def _build(
     return value
 
 
+def _block_start(file: str, mark: Any) -> Location:
+    """Where the text of the block scalar whose indicator (| or >) is at ``mark`` starts: the
+    next line (its first line of text, or a blank one it keeps), at the block's indentation."""
+    text: str = mark.buffer or ""
+    start = text.find("\n", mark.pointer) + 1
+    if start <= 0:
+        return _location(file, mark)
+    first = text[start:].lstrip("\n")  # the block's indentation is its first text line's
+    indent = len(first) - len(first.lstrip(" "))
+    return Location(file, mark.line + 2, indent + 1)
+
+
 def _not_a_key(node: yaml.Node, file: str) -> YamlError:
     """Why a mapping or list cannot be a key: usually a template written without quotes, whose
     ``{{`` YAML reads as a mapping inside a mapping (reported where the template starts)."""
@@ -366,6 +395,7 @@ class _Repeats:
     seen: set[int] = field(default_factory=set)
     repeated: int = 0
     problems: list[YamlError] = field(default_factory=list)  # see Document.problems
+    literal: set[PathKey] = field(default_factory=set)  # see Document.literal
 
     def count(self, node: yaml.Node, file: str) -> None:
         if id(node) not in self.seen:

@@ -391,7 +391,7 @@ def _rendered(
     try:
         wire = codec.to_wire(f, value.template.render(context), active)
     except TemplateProblem as e:
-        problems.add(value.location, "", str(e), opportunity)
+        problems.add(value.at(e.line), "", str(e), opportunity)
         return None
     except codec.InvalidValue as e:
         problems.add(value.location, "", _unless_masked(str(e), value, masked), opportunity)

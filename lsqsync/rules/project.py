@@ -7,8 +7,10 @@ template and ``when`` syntax, undefined names, system fields in ``set``, CSV pro
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,11 @@ class FieldValue:
     location: Location
     path: str = ""  # rules[0].set.Status, for messages
     reads: frozenset[str] = frozenset()  # the opp fields its template reads
+    lines: Callable[[int], Location | None] | None = dataclasses.field(default=None, compare=False)
+
+    def at(self, line: int) -> Location:
+        """Where line ``line`` of the value's template is written (its start when unknown)."""
+        return (self.lines(line) if self.lines is not None else None) or self.location
 
 
 @dataclass(frozen=True)
@@ -248,8 +255,13 @@ class _RuleReader:
         analysis = templates.analyse(
             source, expression=expression, vars=self.variables, has_row=self.has_row
         )
-        for message in analysis.problems:
-            self.problem(path, message)
+        for message, line in analysis.located:
+            # at the template's own line, where the file has it (else its first, and which)
+            at = self.document.line_of((*self.at, *path), line)
+            where = f" (template line {line})" if at is None else ""
+            self.problems.append(
+                Problem(at or self.where(*path), self.path(*path), message + where)
+            )
         self.referenced.update(analysis.opp_fields)
         self.uses_user = self.uses_user or analysis.uses_user
         if self.csv is not None:
@@ -320,7 +332,8 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
         literal = value if template is None else None
         path = reader.path("set", field)
         where = reader.where("set", field)
-        values.append(FieldValue(field, literal, template, where, path, reads))
+        lines = functools.partial(reader.document.line_of, (*reader.at, "set", field))
+        values.append(FieldValue(field, literal, template, where, path, reads, lines))
     return tuple(values)
 
 
