@@ -94,8 +94,7 @@ def make_plan(
     """The project's configuration and the plan."""
     targets, allow_large = request.targets, request.allow_large
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
-    config, project = load(config_path, variables)
-    project = project.only(targets)
+    config, project = load(config_path, variables, targets)
     with open_client(config) as client:
         snapshot = fetch(client, project.rules, progress)
         host = client.host

@@ -79,11 +79,12 @@ class Project:
     files: tuple[Path, ...]  # the rule files read
     vars: Mapping[str, Any]
 
-    def only(self, targets: Sequence[str]) -> Project:
-        """The project with only the rules named (``--target``); all of them without names."""
+    def only(self, targets: Sequence[str], known: Iterable[str] = ()) -> Project:
+        """The project with only the rules named (``--target``); all of them without names.
+        ``known``: every rule name of the files, when the project holds only the targets."""
         if not targets:
             return self
-        known = {r.name for r in self.rules}
+        known = {r.name for r in self.rules} | set(known)
         unknown = [t for t in targets if t not in known]
         if unknown:
             raise LsqsyncError(
@@ -93,13 +94,18 @@ class Project:
         return replace(self, rules=tuple(r for r in self.rules if r.name in targets))
 
 
-def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None) -> Project:
-    """Load every rule file of the project; raises ProjectInvalid listing every problem."""
+def load_project(
+    config: Config, var_overrides: Mapping[str, Any] | None = None, targets: Sequence[str] = ()
+) -> Project:
+    """Load every rule file of the project; raises ProjectInvalid listing every problem. With
+    ``targets`` (``--target``), only those rules are read whole: the others' CSVs, templates and
+    schema problems are not theirs to block (a file that is not YAML still is)."""
     variables = {**config.vars, **(var_overrides or {})}
     problems: list[Problem] = []
     files = _rule_files(config, problems)
     rules: list[Rule] = []
     names: dict[str, Location] = {}
+    wanted = frozenset(targets)
     for path in files:
         shown = display_path(path)
         try:
@@ -111,7 +117,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
             problems.append(Problem(Location(shown, 1, 1), "", f"cannot read: {e}"))
             continue
         problems += document_problems(document)
-        for rule, plannable in _rules(document, config, variables, problems):
+        for rule, plannable in _rules(document, config, variables, problems, wanted):
             if rule.name in names:
                 problems.append(
                     Problem(
@@ -125,7 +131,8 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
                 rules.append(rule)
     if problems:
         raise ProjectInvalid(problems)
-    return Project(config, tuple(rules), tuple(files), variables)
+    project = Project(config, tuple(rules), tuple(files), variables)
+    return project.only(targets, known=names) if targets else project
 
 
 def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
@@ -164,26 +171,46 @@ def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
 
 
 def _rules(
-    document: Document, config: Config, variables: Mapping[str, Any], problems: list[Problem]
+    document: Document,
+    config: Config,
+    variables: Mapping[str, Any],
+    problems: list[Problem],
+    wanted: frozenset[str] = frozenset(),
 ) -> Iterable[tuple[Rule, bool]]:
-    """Each rule with a name, and whether it can be planned (it has no schema problems)."""
+    """Each rule with a name, and whether it can be planned (it has no schema problems). With
+    ``wanted`` names, the other rules are named but not read (nor are their problems kept)."""
     if document.data is None:
         problems.append(
             Problem(document.where(()), "", "the file is empty (expected version: 1 and rules)")
         )
         return
     schema_problems = schemacheck.check(document, "rules")
-    problems.extend(schema_problems)
-    if not isinstance(document.data, dict) or not isinstance(document.data.get("rules"), list):
+    rules = document.data.get("rules") if isinstance(document.data, dict) else None
+    others = {
+        f"rules[{i}]"
+        for i, raw in enumerate(rules if isinstance(rules, list) else [])
+        if wanted and isinstance(raw, dict) and raw.get("name") not in wanted
+    }
+    problems.extend(p for p in schema_problems if p.path.split(".")[0] not in others)
+    if not isinstance(rules, list):
         return
     broken = {p.path.split(".")[0] for p in schema_problems}
-    for i, raw in enumerate(document.data["rules"]):
-        if isinstance(raw, dict):
+    for i, raw in enumerate(rules):
+        if isinstance(raw, dict) and f"rules[{i}]" in others:
+            if isinstance(raw.get("name"), str):
+                yield _named(document, ("rules", i), raw["name"]), False
+        elif isinstance(raw, dict):
             rule = _rule(document, ("rules", i), raw, config, variables, problems)
             # A rule with schema problems is still checked for more (its name too), but not
             # planned.
             if isinstance(raw.get("name"), str):
                 yield rule, f"rules[{i}]" not in broken
+
+
+def _named(document: Document, at: PathKey, name: str) -> Rule:
+    """A rule left out by --target: its name and place only (for names used twice)."""
+    return Rule(name, "", 0, None, None, (), None, (), document.where((*at, "name")), frozenset(),
+                False, path=format_path(at))  # fmt: skip
 
 
 def _rule(
@@ -297,6 +324,7 @@ def _csv(reader: _RuleReader, spec: Any, config: Config) -> csvsource.CsvData | 
     if isinstance(result, list):
         reader.problems.extend(result)
         return None
+    reader.problems.extend(result.problems)  # a rule with them is not planned: the project fails
     return result
 
 
@@ -424,6 +452,8 @@ def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any
     return out
 
 
-def load(config_path: Path | None, variables: Mapping[str, Any]) -> tuple[Config, Project]:
+def load(
+    config_path: Path | None, variables: Mapping[str, Any], targets: Sequence[str] = ()
+) -> tuple[Config, Project]:
     config = load_config(config_path)
-    return config, load_project(config, variables)
+    return config, load_project(config, variables, targets)
