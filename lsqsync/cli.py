@@ -250,13 +250,13 @@ def validate(
 PLAN_FORMAT = _format("text", "json", "markdown", help="markdown: for a pull-request comment.")
 
 
-def _max_details(default: int) -> Callable[[F], F]:
+def _max_details(default: int, help: str | None = None) -> Callable[[F], F]:
     return click.option(
         "--max-details",
         type=click.IntRange(0),
         default=default,
         show_default=True,
-        help="Opportunities shown in detail (text; a saved plan has all).",
+        help=help or "Opportunities shown in detail (text; a saved plan has all).",
     )
 
 
@@ -430,6 +430,7 @@ def _saved(what: str, plan: Plan, path: Path) -> None:
     is_flag=True,
     help="Without PLAN_FILE: apply the new plan without asking (needed with no TTY).",
 )
+@_max_details(200, "Without PLAN_FILE: opportunities of the new plan shown in detail.")
 @click.option(
     "--workers",
     type=click.IntRange(1, 16),
@@ -464,6 +465,7 @@ def apply_command(
     targets: tuple[str, ...],
     allow_large: bool,
     auto_approve: bool,
+    max_details: int,
     workers: int,
     lock_timeout: float,
     lock_expiry: float,
@@ -472,8 +474,9 @@ def apply_command(
     """Apply a saved plan: re-check each field, send 25 opportunities a call, record it all.
 
     Applying the same plan again resumes it: confirmed fields are never sent twice. Without
-    PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve). Exit 3 when
-    some fields failed, were stale or have an unknown outcome; 130 when interrupted.
+    PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve); any other
+    answer applies nothing and exits 1. Exit 3 when some fields failed, were stale or have an
+    unknown outcome; 130 when interrupted.
     """
     from lsqsync.apply.runner import ApplyOptions, apply_plan_file
     from lsqsync.plan.command import PlanRequest
@@ -482,7 +485,7 @@ def apply_command(
     if plan_file is None:
         variables = parse_vars(var_pairs, var_files)
         request = PlanRequest(targets, allow_large)
-        plan_file = _plan_and_confirm(config_path, variables, request, auto_approve)
+        plan_file = _plan_and_confirm(config_path, variables, request, auto_approve, max_details)
         if plan_file is None:
             raise SystemExit(EXIT_OK)
 
@@ -504,11 +507,13 @@ def _plan_and_confirm(
     variables: dict[str, Any],
     request: PlanRequest,
     auto_approve: bool,
+    max_details: int,
 ) -> Path | None:
-    """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do."""
+    """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do.
+    An answer other than 'yes' exits 1, as Terraform's does: nothing was applied."""
     from lsqsync.errors import LsqsyncError
     from lsqsync.plan import command as planning
-    from lsqsync.plan import planfile, render
+    from lsqsync.plan import planfile
 
     if not auto_approve and not sys.stdin.isatty():
         raise LsqsyncError(
@@ -516,14 +521,14 @@ def _plan_and_confirm(
             "on (or make a plan with 'lsqsync plan --out FILE' and apply the file)"
         )
     config, result = planning.make_plan(config_path, variables, request, _progress())
-    _echo_plan(result, "text", None, render.MAX_DETAILS, config)
+    _echo_plan(result, "text", None, max_details, config)
     if result.empty:
         return None
     if not auto_approve:
         question = f"Apply plan {result.digest[:12]}? Only 'yes' will be accepted"
         if click.prompt(question, default="", show_default=False).strip() != "yes":
-            click.echo("Not applied.", err=True)
-            return None
+            click.echo("Not applied: the answer was not 'yes'.", err=True)
+            raise SystemExit(EXIT_ERROR)
     path = config.root / ".lsqsync" / f"plan-{result.digest[:12]}.json"
     planfile.save(result, path)
     return path
