@@ -52,6 +52,7 @@ class PlanOptions:
     allow_large: bool = False
     expires_in: timedelta = PLAN_LIFETIME
     git_commit: str | None = None
+    warnings: tuple[str, ...] = ()  # found while gathering the inputs (a dirty git tree)
     state_lineage: str | None = None
     state_serial: int | None = None
     # the strictest limit the writes will meet, as the client knows it (learned or configured);
@@ -232,7 +233,7 @@ def _assemble(
         read_calls=snapshot.read_calls,
         git_commit=options.git_commit,
         state=(options.state_lineage, options.state_serial),
-        warnings=warnings,
+        warnings=[*options.warnings, *warnings],
         labels=_labels(changes, snapshot),
         mask=config.mask,
     )
