@@ -768,22 +768,40 @@ def rollback(
     help="Where CI keeps the state: a SQLite file on the lsqsync-state branch, or a PostgreSQL "
     "database the team shares (URL and password from repository secrets).",
 )
-def init_command(directory: Path, branch: str, state: Literal["sqlite", "postgres"]) -> None:
+@click.option(
+    "--git/--no-git",
+    "git",
+    default=None,
+    help="Make DIRECTORY a git repository (git init) if it is not in one.  [default: ask on a "
+    "terminal; otherwise no]",
+)
+def init_command(
+    directory: Path, branch: str, state: Literal["sqlite", "postgres"], git: bool | None
+) -> None:
     """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule, the
     schemas for editors, .gitignore, a pre-commit hook and a GitHub Actions workflow.
 
-    An existing file is never overwritten: it is listed as skipped.
+    An existing file is never overwritten: it is listed as skipped. Outside a git repository it
+    offers git init on a terminal (--git/--no-git decide without asking).
     """
     from lsqsync.config import display_path
-    from lsqsync.scaffold import init
+    from lsqsync.scaffold import git_init, in_git_repository, init
 
     try:
         result = init(directory, branch, state)
     except OSError as e:
         raise LsqsyncError(f"init: {e.filename or directory}: {e.strerror or e}") from None
-    click.echo(result.report(display_path(directory)), nl=False)
+    shown = display_path(directory)
+    click.echo(result.report(shown), nl=False)
     if result.warning:
         click.echo(f"warning: {result.warning}", err=True)
+    if git is None and result.created and in_git_repository(directory) is False:
+        asking = sys.stdin.isatty() and sys.stdout.isatty()
+        git = asking and click.confirm(f"Make {shown} a git repository (git init)?", default=True)
+        if not git:
+            click.echo(f"{shown} is not a git repository yet: git init (or lsqsync init --git).")
+    if git:
+        click.echo(git_init(directory, branch))
 
 
 # -- schemas ---------------------------------------------------------------------------------
