@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -67,11 +68,42 @@ class Finite(click.FloatRange):
         return number
 
 
+def short_help(command: click.Command) -> str:
+    """What a command's line in its group's --help says: its ``short_help``, else the first
+    sentence of its help — whole, never cut at a width with "..." as click would."""
+    if command.short_help:
+        return command.short_help
+    paragraph = (command.help or "").split("\n\n")[0]
+    text = " ".join(paragraph.split()).replace("\b ", "")
+    found = re.search(r"(?<=[.!?])\s", text)
+    return text[: found.start()] if found else text
+
+
+class Group(click.Group):
+    """A group whose --help lists each command with a whole sentence (wrapped, not cut); its
+    subgroups are of this class too."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, short_help(command))
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 def _version_message() -> str:
     return f"%(prog)s %(version)s ({resources.versions_text()})"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", prog_name="lsqsync", message=_version_message())
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
@@ -548,7 +580,9 @@ def _state_file(config_path: Path | None, *, read_only: bool = True) -> tuple[St
     return open_state(config, read_only=read_only, create=False), config
 
 
-@state_group.command("path")
+@state_group.command(
+    "path", short_help="Print where the state is: the file, or the database and workspace."
+)
 @CONFIG
 def state_path(config_path: Path | None) -> None:
     """Print where the state is (`state:` in lsqsync.yml), whether or not it exists yet: the
@@ -609,7 +643,10 @@ def state_workspaces(config_path: Path | None, fmt: Literal["text", "json"]) -> 
     click.echo(render_workspaces(listed, state_location(config).workspace, fmt), nl=False)
 
 
-@state_group.command("migrate")
+@state_group.command(
+    "migrate",
+    short_help="Copy the whole state to a new SQLite file or PostgreSQL workspace, checked.",
+)
 @click.option(
     "--to",
     "target",
@@ -749,7 +786,10 @@ def rollback(
 # -- a new rule repository ------------------------------------------------------------------
 
 
-@cli.command("init")
+@cli.command(
+    "init",
+    short_help="Start a rule repository: lsqsync.yml, an example rule, a CI workflow and more.",
+)
 @click.argument(
     "directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
 )

@@ -198,7 +198,10 @@ def serve(**options: Any) -> None:
     raise SystemExit(serve_emulator(_make_emulator(options), sys.stdout))
 
 
-@emulator.command(context_settings={"ignore_unknown_options": True})
+@emulator.command(
+    context_settings={"ignore_unknown_options": True},
+    short_help="Run COMMAND against a new emulator (LSQ_HOST and the keys set), then stop it.",
+)
 @_emulator_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(command: Sequence[str], **options: Any) -> None:
@@ -211,7 +214,7 @@ def run(command: Sequence[str], **options: Any) -> None:
     raise SystemExit(run_with_emulator(_make_emulator(options), command, sys.stderr))
 
 
-@emulator.command()
+@emulator.command(short_help="Edit an opportunity as a person would (ModifiedBy names them).")
 @click.argument("opportunity")
 @click.argument("changes", nargs=-1, required=True, metavar="FIELD=VALUE...")
 @click.option(
