@@ -145,7 +145,8 @@ class _View:
         """``# rule (line N)``: the summary names each rule's file, so a field's line names
         only the line there (the whole source when it is another file, or a run)."""
         file, _, line = change.source.rpartition(":")
-        where = f"line {line}" if self._rule_files.get(change.rule) == file else change.source
+        same_file = file and line.isdigit() and self._rule_files.get(change.rule) == file
+        where = f"line {line}" if same_file else change.source
         return f"# {clean(change.rule)} ({clean(where)})"
 
     def transitions(self) -> list[_Transition]:

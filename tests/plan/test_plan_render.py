@@ -369,3 +369,16 @@ def test_no_text_line_passes_200_characters_and_long_values_get_lines_of_their_o
     # the summary's transition is cut to fit too
     (summary,) = [line for line in lines if line.startswith('    mx_Notes: "short" -> ')]
     assert summary.endswith("more characters) \u00d71")
+
+
+def test_a_field_from_a_run_names_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollback plan's fields come from a run, not a file: their line names the run."""
+    import plan_helpers
+    from plan_helpers import opportunity
+
+    from lsqsync.plan.model import FieldChange
+
+    monkeypatch.setitem(plan_helpers.RULE_SOURCES, "rollback-r1", "run r1")
+    back = FieldChange("Status", "Won", "Open", "rollback-r1", "run r1")
+    lines = render(make_plan([opportunity(1, 12003, back)]), "text").splitlines()
+    assert '    ~ Status: "Won" -> "Open"   # rollback-r1 (run r1)' in lines
