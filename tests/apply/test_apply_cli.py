@@ -246,7 +246,7 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
 
     code, out, _ = run(["drift"], capsys)
     assert code == 2
-    assert out.endswith("Drift: 1 field changed outside lsqsync.\n")
+    assert "\nDrift: 1 field changed outside lsqsync.\n" in out
     assert f"~ {edited.id} (type {edited.opportunity_type}) {field.field}: wrote " in out
 
     with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
