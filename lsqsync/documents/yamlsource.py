@@ -307,12 +307,7 @@ def _build(
     repeats: _Repeats,
 ) -> Any:
     repeats.count(node, file)
-    positions[path] = _location(file, node.start_mark)
-    if isinstance(node, yaml.ScalarNode) and node.style in ("|", ">"):
-        # a block's text starts on the line after its | or >: messages about it point there
-        positions[path] = _block_start(file, node.start_mark)
-        if node.style == "|":
-            repeats.literal.add(path)
+    positions[path] = _value_position(node, path, file, repeats)
     if node.tag not in _PLAIN_COLLECTIONS and not isinstance(node, yaml.ScalarNode):
         # (!!python/object/apply:os.system [..] would otherwise load as a plain list)
         raise YamlError(_location(file, node.start_mark), f"the tag {node.tag!r} is not allowed")
@@ -360,6 +355,16 @@ def _build(
             YamlError(_location(file, node.start_mark), f"{node.value} is not a finite number")
         )
     return value
+
+
+def _value_position(node: yaml.Node, path: PathKey, file: str, repeats: _Repeats) -> Location:
+    """Where ``node``'s value is: for a block scalar, where its text starts — on the line after
+    its | or >, so that messages about it point there (a literal one's lines are noted)."""
+    if not isinstance(node, yaml.ScalarNode) or node.style not in ("|", ">"):
+        return _location(file, node.start_mark)
+    if node.style == "|":
+        repeats.literal.add(path)
+    return _block_start(file, node.start_mark)
 
 
 def _block_start(file: str, mark: Any) -> Location:
