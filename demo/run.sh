@@ -16,20 +16,11 @@ lsqsync plan --out .lsqsync/demo/plan.json --max-details 3
 step "lsqsync apply .lsqsync/demo/plan.json"; lsqsync apply .lsqsync/demo/plan.json
 step "lsqsync plan (again)"; lsqsync plan --max-details 0 | tail -n 1
 step "a person edits one of those fields in LeadSquared"
-# In LeadSquared's UI, not through the API: the emulator's admin surface, which (like a person's
-# edit) does not count against the account's rate limit.
-python - <<'PY'
-import json, os, requests
-change = json.load(open(".lsqsync/demo/plan.json"))["changes"][0]
-field = change["fields"][0]["field"]
-requests.post(
-    os.environ["LSQ_HOST"] + "/_emulator/edits",
-    json=[{"ProspectOpportunityId": change["id"], "OpportunityEventCode": change["opportunity_type"],
-           "Fields": [{"SchemaName": field, "Value": "edited by hand"}]}],
-    timeout=10,
-).raise_for_status()
-print(f"{change['id']} {field} = 'edited by hand'")
-PY
+# In LeadSquared's screens, not through the API: `emulator edit` makes the edit as a sales user.
+# shellcheck disable=SC2046 # the id and the field name, split on purpose
+set -- $(python -c "import json; c = json.load(open('.lsqsync/demo/plan.json'))['changes'][0]
+print(c['id'], c['fields'][0]['field'])")
+lsqsync emulator edit "$1" "$2=edited by hand"
 step "lsqsync drift"; lsqsync drift || true
 run=$(lsqsync state runs --format json | python -c "import json,sys; print(json.load(sys.stdin)['runs'][-1]['id'])")
 step "lsqsync rollback $run --out .lsqsync/demo/rollback.json"
@@ -37,3 +28,6 @@ lsqsync rollback "$run" --out .lsqsync/demo/rollback.json --max-details 2
 step "lsqsync apply .lsqsync/demo/rollback.json"; lsqsync apply .lsqsync/demo/rollback.json
 step "lsqsync drift (the hand edit is still there: rollback never clobbers it)"
 lsqsync drift || true
+step "lsqsync drift --accept --all (the hand edit is right: drift stops reporting it)"
+lsqsync drift --accept --all
+step "lsqsync drift"; lsqsync drift

@@ -1,18 +1,27 @@
-"""Read-only commands that help people write rules: who am I, what fields does a type have,
-what do its opportunities look like. Each returns text for stdout; nothing here prints."""
+"""Read-only commands that help people write rules: who am I, who are the users, what fields
+does a type have, what do its opportunities look like. Each returns text for stdout; nothing
+here prints."""
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import Any, Literal
 
-from lsqsync.display import masked, table
-from lsqsync.lsq import FieldMeta, LsqClient
+from lsqsync.display import csv_cell, did_you_mean, masked, table
+from lsqsync.errors import LsqsyncError
+from lsqsync.lsq import FieldMeta, LsqClient, OpportunityType
+from lsqsync.lsq.codec import InvalidValue
 from lsqsync.lsq.transport import same_api_host
+from lsqsync.plan.planner import predicate
+from lsqsync.rules.metadata import condition_problems
+from lsqsync.rules.project import Condition
 
 Format = Literal["text", "json"]
+ListFormat = Literal["text", "json", "csv"]
 
 DEFAULT_COLUMNS = ("Status", "Owner", "ModifiedOn")
 
@@ -37,6 +46,33 @@ def whoami(client: LsqClient) -> str:
             f"note:  LeadSquared names {me.api_host} as this account's API host; set LSQ_HOST to it"
         )
     return "\n".join(lines) + "\n"
+
+
+USER_COLUMNS = ("email", "name", "role", "status", "id")
+
+
+def list_users(client: LsqClient, fmt: ListFormat) -> str:
+    """Every user of the account, active and inactive, by email: what a User field or
+    ``user()`` takes (an active user's email or id)."""
+    users = sorted(client.users(), key=lambda u: (u.email.casefold(), u.id))
+    rows = [
+        {
+            "email": u.email,
+            "name": u.name,
+            "role": u.role,
+            "status": "active" if u.active else "inactive",
+            "id": u.id,
+        }
+        for u in users
+    ]
+    if fmt == "json":
+        return _json(rows)
+    if fmt == "csv":
+        return _csv(list(USER_COLUMNS), [[r[c] for c in USER_COLUMNS] for r in rows])
+    active = sum(1 for u in users if u.active)
+    footer = f"{len(users)} users: {active} active, {len(users) - active} inactive\n"
+    body = table([c.upper() for c in USER_COLUMNS], [[r[c] for c in USER_COLUMNS] for r in rows])
+    return body + footer
 
 
 def _flags(f: FieldMeta) -> str:
@@ -106,35 +142,85 @@ def list_opportunities(
     code: int,
     columns: Sequence[str],
     limit: int,
-    fmt: Format,
+    fmt: ListFormat,
     mask: Collection[str] = (),
+    where: Sequence[Condition] = (),
 ) -> str:
-    """The first ``limit`` opportunities of a type; values of ``mask``ed fields as ***."""
-    columns = list(columns or DEFAULT_COLUMNS)
+    """The first ``limit`` opportunities of a type, oldest first, that meet every condition of
+    ``where`` (as a rule's ``where`` would select them); values of ``mask``ed fields as ***.
+    Without ``columns``: Status, Owner, ModifiedOn and the fields ``where`` tests."""
     t = client.opportunity_type(code)
-    users = (
-        {u.id.lower(): u.email for u in client.users()}
-        if any((f := t.field(c)) is not None and f.is_user_valued for c in columns)
-        else {}
-    )
+    if not columns:
+        columns = [*DEFAULT_COLUMNS, *(c.field for c in where if c.field not in DEFAULT_COLUMNS)]
+    columns = list(dict.fromkeys(columns))
+    metas = _fields(t, [*columns, *(c.field for c in where)])
+    needs_users = any(metas[n].is_user_valued for n in [*columns, *(c.field for c in where)])
+    users = client.users() if needs_users else []
+    tests = _tests(where, metas, {u.email.lower(): u.id.lower() for u in users})
+    emails = {u.id.lower(): u.email for u in users}
 
     def shown(column: str, value: str | None) -> str | None:
-        f = t.field(column)
-        if value and f is not None and f.is_user_valued:
-            return users.get(value.lower(), value)
+        if value and metas[column].is_user_valued:
+            return emails.get(value.lower(), value)
         return masked(column, value, mask)
 
-    records = list(
-        itertools.islice(
-            client.search_opportunities(code, columns, page_size=min(limit, 1000)), limit
-        )
+    read = list(dict.fromkeys([*columns, *(c.field for c in where)]))
+    page = 1000 if where else min(limit, 1000)  # a filter may skip many records a page
+    matching = (
+        r
+        for r in client.search_opportunities(code, read, page_size=page)
+        if all(test(r.values.get(name)) for name, test in tests)
     )
+    records = list(itertools.islice(matching, limit))
     data = [{"id": r.id, **{c: shown(c, r.values.get(c)) for c in columns}} for r in records]
     if fmt == "json":
         return _json(data)
-    rows = [[str(d[k] if d[k] is not None else "") for k in ("id", *columns)] for d in data]
-    return table(["ID", *columns], rows)
+    rows = [[d[k] for k in ("id", *columns)] for d in data]
+    if fmt == "csv":
+        return _csv(["id", *columns], rows)
+    return table(["ID", *columns], [[v or "" for v in row] for row in rows])
+
+
+def _fields(t: OpportunityType, names: Sequence[str]) -> dict[str, FieldMeta]:
+    """The metadata of each field named; an unknown name is an error (with a suggestion)."""
+    out = {}
+    for name in names:
+        meta = t.field(name)
+        if meta is None:
+            hint = did_you_mean(name, [f.schema_name for f in t.fields])
+            raise LsqsyncError(
+                f"'{name}' is not a field of opportunity type {t.code} ({t.name}){hint}; "
+                f"lsqsync types show {t.code} lists them"
+            )
+        out[name] = meta
+    return out
+
+
+def _tests(
+    where: Sequence[Condition], metas: Mapping[str, FieldMeta], everyone: Mapping[str, str]
+) -> list[tuple[str, Callable[[Any], bool]]]:
+    """A test per condition, as the planner makes it for a rule's ``where``; a condition that
+    can never hold or has a value of the wrong type is an error."""
+    tests = []
+    for condition in where:
+        meta = metas[condition.field]
+        problems = condition_problems(condition, meta)
+        try:
+            tests.append((condition.field, predicate(condition, meta, everyone)))
+        except InvalidValue as e:
+            problems.append(str(e))
+        if problems:
+            raise LsqsyncError(f"{condition.path}: {'; '.join(dict.fromkeys(problems))}")
+    return tests
 
 
 def _json(data: Any) -> str:
     return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+
+
+def _csv(header: Sequence[str], rows: Sequence[Sequence[str | None]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(header)
+    writer.writerows([csv_cell(cell) for cell in row] for row in rows)
+    return out.getvalue()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import logging
 import math
+import re
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -67,11 +68,42 @@ class Finite(click.FloatRange):
         return number
 
 
+def short_help(command: click.Command) -> str:
+    """What a command's line in its group's --help says: its ``short_help``, else the first
+    sentence of its help — whole, never cut at a width with "..." as click would."""
+    if command.short_help:
+        return command.short_help
+    paragraph = (command.help or "").split("\n\n")[0]
+    text = " ".join(paragraph.split()).replace("\b ", "")
+    found = re.search(r"(?<=[.!?])\s", text)
+    return text[: found.start()] if found else text
+
+
+class Group(click.Group):
+    """A group whose --help lists each command with a whole sentence (wrapped, not cut); its
+    subgroups are of this class too."""
+
+    group_class = type
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [
+            (name, short_help(command))
+            for name in self.list_commands(ctx)
+            if (command := self.get_command(ctx, name)) is not None and not command.hidden
+        ]
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
 def _version_message() -> str:
     return f"%(prog)s %(version)s ({resources.versions_text()})"
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    cls=Group,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, "--version", prog_name="lsqsync", message=_version_message())
 @click.option("-v", "--verbose", count=True, help="More log output on stderr (-vv for debug).")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
@@ -202,28 +234,61 @@ def opportunities() -> None:
 
 @opportunities.command("list")
 @click.option("--type", "code", type=int, required=True, help="The OpportunityEventCode.")
+@click.option(
+    "--where",
+    "where",
+    multiple=True,
+    metavar="FIELD=VALUE|FIELD=OP:VALUE",
+    help="Only opportunities meeting this condition, as in a rule's where (repeatable: all "
+    "must hold). OP: eq, ne, in, not_in, gt, gte, lt, lte, contains, startswith, empty; in "
+    "and not_in take comma-separated values.",
+)
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option(
     "--columns",
-    default="Status,Owner,ModifiedOn",
-    show_default=True,
-    help="Comma-separated schema names.",
+    help="Comma-separated schema names.  [default: Status,Owner,ModifiedOn and the --where fields]",
 )
-@FORMAT
+@_format("text", "json", "csv", help="csv: for a spreadsheet.")
 @CONFIG
 def opportunities_list(
-    code: int, limit: int, columns: str, fmt: Literal["text", "json"], config_path: Path | None
+    code: int,
+    where: tuple[str, ...],
+    limit: int,
+    columns: str | None,
+    fmt: Literal["text", "json", "csv"],
+    config_path: Path | None,
 ) -> None:
-    """The first opportunities of a type, oldest first (Owner shown as an email)."""
+    """The first opportunities of a type, oldest first, that meet every --where condition
+    (Owner shown as an email)."""
     from lsqsync import browse
     from lsqsync.config import optional_config
+    from lsqsync.rules.project import condition_from_text
     from lsqsync.state.location import open_client
 
-    wanted = [c.strip() for c in columns.split(",") if c.strip()]
+    conditions = [condition_from_text(text) for text in where]
+    wanted = [c.strip() for c in (columns or "").split(",") if c.strip()]
     config = optional_config(config_path)
     mask = config.mask if config else ()
     with open_client(config) as client:
-        click.echo(browse.list_opportunities(client, code, wanted, limit, fmt, mask), nl=False)
+        listed = browse.list_opportunities(client, code, wanted, limit, fmt, mask, conditions)
+    click.echo(listed, nl=False)
+
+
+@cli.group()
+def users() -> None:
+    """The account's users."""
+
+
+@users.command("list")
+@_format("text", "json", "csv", help="csv: for a spreadsheet.")
+@CONFIG
+def users_list(fmt: Literal["text", "json", "csv"], config_path: Path | None) -> None:
+    """Every user, active and inactive: email, name, role, status, id. A User field and
+    user() take an active user's email or id."""
+    from lsqsync import browse
+
+    with _client(config_path) as client:
+        click.echo(browse.list_users(client, fmt), nl=False)
 
 
 # -- rules ------------------------------------------------------------------------------------
@@ -290,13 +355,13 @@ def test_command(config_path: Path | None, fmt: Literal["text", "github"]) -> No
 PLAN_FORMAT = _format("text", "json", "markdown", help="markdown: for a pull-request comment.")
 
 
-def _max_details(default: int) -> Callable[[F], F]:
+def _max_details(default: int, help: str | None = None) -> Callable[[F], F]:
     return click.option(
         "--max-details",
         type=click.IntRange(0),
         default=default,
         show_default=True,
-        help="Opportunities shown in detail (text; a saved plan has all).",
+        help=help or "Opportunities shown in detail (text; a saved plan has all).",
     )
 
 
@@ -470,6 +535,7 @@ def _saved(what: str, plan: Plan, path: Path) -> None:
     is_flag=True,
     help="Without PLAN_FILE: apply the new plan without asking (needed with no TTY).",
 )
+@_max_details(200, "Without PLAN_FILE: opportunities of the new plan shown in detail.")
 @click.option(
     "--workers",
     type=click.IntRange(1, 16),
@@ -504,6 +570,7 @@ def apply_command(
     targets: tuple[str, ...],
     allow_large: bool,
     auto_approve: bool,
+    max_details: int,
     workers: int,
     lock_timeout: float,
     lock_expiry: float,
@@ -512,8 +579,9 @@ def apply_command(
     """Apply a saved plan: re-check each field, send 25 opportunities a call, record it all.
 
     Applying the same plan again resumes it: confirmed fields are never sent twice. Without
-    PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve). Exit 3 when
-    some fields failed, were stale or have an unknown outcome; 130 when interrupted.
+    PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve); any other
+    answer applies nothing and exits 1. Exit 3 when some fields failed, were stale or have an
+    unknown outcome; 130 when interrupted.
     """
     from lsqsync.apply.runner import ApplyOptions, apply_plan_file
     from lsqsync.plan.command import PlanRequest
@@ -522,7 +590,7 @@ def apply_command(
     if plan_file is None:
         variables = parse_vars(var_pairs, var_files)
         request = PlanRequest(targets, allow_large)
-        plan_file = _plan_and_confirm(config_path, variables, request, auto_approve)
+        plan_file = _plan_and_confirm(config_path, variables, request, auto_approve, max_details)
         if plan_file is None:
             raise SystemExit(EXIT_OK)
 
@@ -544,11 +612,13 @@ def _plan_and_confirm(
     variables: dict[str, Any],
     request: PlanRequest,
     auto_approve: bool,
+    max_details: int,
 ) -> Path | None:
-    """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do."""
+    """Plan, show the plan, ask; the saved plan to apply, or None when there is nothing to do.
+    An answer other than 'yes' exits 1, as Terraform's does: nothing was applied."""
     from lsqsync.errors import LsqsyncError
     from lsqsync.plan import command as planning
-    from lsqsync.plan import planfile, render
+    from lsqsync.plan import planfile
 
     if not auto_approve and not sys.stdin.isatty():
         raise LsqsyncError(
@@ -556,14 +626,14 @@ def _plan_and_confirm(
             "on (or make a plan with 'lsqsync plan --out FILE' and apply the file)"
         )
     config, result = planning.make_plan(config_path, variables, request, _progress())
-    _echo_plan(result, "text", None, render.MAX_DETAILS, config)
+    _echo_plan(result, "text", None, max_details, config)
     if result.empty:
         return None
     if not auto_approve:
         question = f"Apply plan {result.digest[:12]}? Only 'yes' will be accepted"
         if click.prompt(question, default="", show_default=False).strip() != "yes":
-            click.echo("Not applied.", err=True)
-            return None
+            click.echo("Not applied: the answer was not 'yes'.", err=True)
+            raise SystemExit(EXIT_ERROR)
     path = config.root / ".lsqsync" / f"plan-{result.digest[:12]}.json"
     planfile.save(result, path)
     return path
@@ -657,7 +727,9 @@ def _state_file(config_path: Path | None, *, read_only: bool = True) -> tuple[St
     return open_state(config, read_only=read_only, create=False), config
 
 
-@state_group.command("path")
+@state_group.command(
+    "path", short_help="Print where the state is: the file, or the database and workspace."
+)
 @CONFIG
 def state_path(config_path: Path | None) -> None:
     """Print where the state is (`state:` in lsqsync.yml), whether or not it exists yet: the
@@ -718,7 +790,10 @@ def state_workspaces(config_path: Path | None, fmt: Literal["text", "json"]) -> 
     click.echo(render_workspaces(listed, state_location(config).workspace, fmt), nl=False)
 
 
-@state_group.command("migrate")
+@state_group.command(
+    "migrate",
+    short_help="Copy the whole state to a new SQLite file or PostgreSQL workspace, checked.",
+)
 @click.option(
     "--to",
     "target",
@@ -758,16 +833,70 @@ def state_unlock(lock_id: str, config_path: Path | None) -> None:
 @cli.command()
 @CONFIG
 @FORMAT
-def drift(config_path: Path | None, fmt: Literal["text", "json"]) -> None:
-    """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any)."""
+@click.option(
+    "--accept",
+    "accept_run",
+    metavar="RUN",
+    is_flag=False,
+    flag_value="",
+    help="Take LeadSquared's current values as the known ones for the drifted fields run RUN "
+    "wrote ('last' for the latest run): recorded as a run of its own, nothing is sent.",
+)
+@click.option(
+    "--all", "accept_all", is_flag=True, help="With --accept: every drifted field, whatever run."
+)
+@click.option(
+    "--undo-accept",
+    "undo_run",
+    metavar="RUN",
+    help="Put back the known values a --accept run replaced (recorded as a run too).",
+)
+def drift(
+    config_path: Path | None,
+    fmt: Literal["text", "json"],
+    accept_run: str | None,
+    accept_all: bool,
+    undo_run: str | None,
+) -> None:
+    """Fields whose value in LeadSquared is no longer what lsqsync last wrote (exit 2 if any).
+
+    --accept RUN (or --accept --all) records LeadSquared's values as known, so that drift
+    reports only later edits; --undo-accept RUN reverses that.
+    """
     from lsqsync.history import drift as undo
     from lsqsync.state.location import open_client
 
-    st, config = _state_file(config_path)
+    accepting = _drift_accept(accept_run, accept_all, undo_run)
+    st, config = _state_file(config_path, read_only=accepting is None and undo_run is None)
+    if undo_run is not None:
+        with st:
+            accepted = undo.undo_accept(st, undo_run)
+        click.echo(undo.render_accepted(accepted, fmt, config.mask), nl=False)
+        raise SystemExit(EXIT_OK)
     with st, open_client(config) as client:
+        if accepting is not None:
+            accepted = undo.accept(client, st, accepting or None)
+            click.echo(undo.render_accepted(accepted, fmt, config.mask), nl=False)
+            raise SystemExit(EXIT_OK)
         drifted = undo.drift(client, st)
     click.echo(undo.render_drift(drifted, fmt, config.mask), nl=False)
     raise SystemExit(EXIT_CHANGES if drifted else EXIT_OK)
+
+
+def _drift_accept(accept_run: str | None, accept_all: bool, undo_run: str | None) -> str | None:
+    """What ``drift`` is to accept: None (nothing), "" (every drifted field) or a run."""
+    if accept_run == "--all":  # `--accept --all`: click takes --all as --accept's value
+        accept_run, accept_all = "", True
+    if undo_run is not None and (accept_run is not None or accept_all):
+        raise click.UsageError("--undo-accept cannot be combined with --accept")
+    if accept_all and accept_run is None:
+        raise click.UsageError("--all goes with --accept: lsqsync drift --accept --all")
+    if accept_run is not None and bool(accept_run) == accept_all:
+        raise click.UsageError(
+            "--accept takes RUN (the drifted fields that run wrote) or --all (every drifted "
+            "field), one of the two"
+        )
+    return accept_run
 
 
 @cli.command()
@@ -804,7 +933,10 @@ def rollback(
 # -- a new rule repository ------------------------------------------------------------------
 
 
-@cli.command("init")
+@cli.command(
+    "init",
+    short_help="Start a rule repository: lsqsync.yml, an example rule, a CI workflow and more.",
+)
 @click.argument(
     "directory", required=False, default=".", type=click.Path(file_okay=False, path_type=Path)
 )
@@ -829,25 +961,45 @@ def rollback(
     help="Also write a scheduled workflow that runs reconcile and drift at CRON (UTC), e.g. "
     "'0 6 * * 1-5'.",
 )
+@click.option(
+    "--git/--no-git",
+    "git",
+    default=None,
+    help="Make DIRECTORY a git repository (git init) if it is not in one.  [default: ask on a "
+    "terminal; otherwise no]",
+)
 def init_command(
-    directory: Path, branch: str, state: Literal["sqlite", "postgres"], schedule: str | None
+    directory: Path,
+    branch: str,
+    state: Literal["sqlite", "postgres"],
+    schedule: str | None,
+    git: bool | None,
 ) -> None:
     """Start a rule repository in DIRECTORY (default: here): lsqsync.yml, an example rule and
     its test, a snapshot of the emulator's example type, the schemas for editors, .gitignore, a
     pre-commit hook and a GitHub Actions workflow (and, with --schedule, a scheduled one).
 
-    An existing file is never overwritten: it is listed as skipped.
+    An existing file is never overwritten: it is listed as skipped. Outside a git repository it
+    offers git init on a terminal (--git/--no-git decide without asking).
     """
     from lsqsync.config import display_path
-    from lsqsync.scaffold import init
+    from lsqsync.scaffold import git_init, in_git_repository, init
 
     try:
         result = init(directory, branch, state, schedule)
     except OSError as e:
         raise LsqsyncError(f"init: {e.filename or directory}: {e.strerror or e}") from None
-    click.echo(result.report(display_path(directory)), nl=False)
+    shown = display_path(directory)
+    click.echo(result.report(shown), nl=False)
     if result.warning:
         click.echo(f"warning: {result.warning}", err=True)
+    if git is None and result.created and in_git_repository(directory) is False:
+        asking = sys.stdin.isatty() and sys.stdout.isatty()
+        git = asking and click.confirm(f"Make {shown} a git repository (git init)?", default=True)
+        if not git:
+            click.echo(f"{shown} is not a git repository yet: git init (or lsqsync init --git).")
+    if git:
+        click.echo(git_init(directory, branch))
 
 
 # -- schemas ---------------------------------------------------------------------------------

@@ -3,7 +3,9 @@ out tables."""
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 from collections.abc import Collection, Iterable, Sequence
 
 MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
@@ -101,3 +103,31 @@ def md(text: str) -> str:
     """Text for a Markdown paragraph or table cell: every character Markdown (or GitHub: mentions,
     math, issue links) could act on is backslash-escaped; the text is already on one line."""
     return "".join("\\" + ch if ch in _MD_SPECIAL else ch for ch in text)
+
+
+def closest(word: str, candidates: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The ``n`` candidates most like ``word`` (case ignored), best first: for "did you mean"."""
+    by_folded: dict[str, str] = {}
+    for candidate in candidates:
+        by_folded.setdefault(candidate.casefold(), candidate)
+    found = difflib.get_close_matches(word.casefold(), list(by_folded), n=n, cutoff=cutoff)
+    return [by_folded[f] for f in found]
+
+
+def did_you_mean(word: str, candidates: Iterable[str], cutoff: float = 0.6) -> str:
+    """`` (did you mean 'X'?)`` for the candidate closest to ``word``, or "" when none is."""
+    found = closest(word, candidates, cutoff=cutoff)
+    return f" (did you mean '{found[0]}'?)" if found else ""
+
+
+_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
+
+
+def csv_cell(value: str | None) -> str:
+    """A CSV cell a spreadsheet shows as text: one starting with = + - @ (a formula to Excel
+    and LibreOffice) gets a leading apostrophe, unless it is just a number."""
+    if not value:
+        return ""
+    if value[0] in "=+-@\t\r" and _NUMBER.fullmatch(value) is None:
+        return "'" + value
+    return value

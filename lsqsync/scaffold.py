@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
+import subprocess
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -204,6 +205,46 @@ def init(
         created.append(path)
     missing = _missing_ignores(directory / ".gitignore", wanted[".gitignore"])
     return InitResult(tuple(created), tuple(skipped), missing, state, schedule)
+
+
+def in_git_repository(directory: Path) -> bool | None:
+    """Whether ``directory`` is in a git working tree (None: git is not installed)."""
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--is-inside-work-tree"],  # noqa: S607 - git from PATH
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=False,
+        )
+    except FileNotFoundError:
+        return None
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0 and done.stdout.strip() == "true"
+
+
+def git_init(directory: Path, branch: str) -> str:
+    """Make ``directory`` a git repository whose first branch is ``branch``; what was done."""
+    found = in_git_repository(directory)
+    if found is None:
+        raise LsqsyncError("init --git: git is not installed (the files are written; run git init)")
+    if found:
+        return f"git: {directory} is already in a git repository: left as it is"
+    # `git init -b` needs git 2.28; naming HEAD's branch works with every version
+    for args in (["init", "-q"], ["symbolic-ref", "HEAD", f"refs/heads/{branch}"]):
+        done = subprocess.run(  # noqa: S603 - fixed arguments; the branch name is checked
+            ["git", *args],  # noqa: S607 - git from PATH, as a user runs it
+            cwd=directory,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise LsqsyncError(f"init --git: git {args[0]} failed: {done.stderr.strip()}")
+    return f"git: made {directory} a git repository (branch {branch}); commit the files to start"
 
 
 def workspace_for(directory: Path) -> str:

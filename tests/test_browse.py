@@ -209,3 +209,105 @@ def test_opportunities_list_escapes_crm_values_and_masks_masked_fields(
     assert "98450" not in out
     code, out, _ = run([*args, "--columns", "mx_Custom_11", "--format", "json"], capsys)
     assert json.loads(out)[0]["mx_Custom_11"] == "***"
+
+
+def test_users_list_shows_active_and_inactive_users(
+    connected: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(["users", "list"], capsys)
+    lines = out.splitlines()
+    assert code == 0
+    assert lines[0].split() == ["EMAIL", "NAME", "ROLE", "STATUS", "ID"]
+    potter = next(line for line in lines if line.startswith("henry.potter@example.com "))
+    assert potter.split()[-2:] == ["inactive", next(u.id for u in USERS if u.last_name == "Potter")]
+    assert lines[-1] == "10 users: 8 active, 2 inactive"
+    code, out, _ = run(["users", "list", "--format", "json"], capsys)
+    listed = json.loads(out)
+    assert [u["email"] for u in listed] == sorted(u.email for u in USERS)
+    assert listed[0] == {
+        "email": "ada.admin@example.com",
+        "name": "Ada Admin",
+        "role": "Administrator",
+        "status": "active",
+        "id": USERS[0].id,
+    }
+
+
+def test_users_list_csv(connected: Emulator, capsys: pytest.CaptureFixture[str]) -> None:
+    import csv
+    import io
+
+    code, out, _ = run(["users", "list", "--format", "csv"], capsys)
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert code == 0
+    assert len(rows) == len(USERS)
+    assert {r["email"]: r["status"] for r in rows}["harry.bailey@example.com"] == "inactive"
+
+
+def test_opportunities_list_where_selects_as_a_rule_would(
+    connected: Emulator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--where takes the conditions of a rule's where, typed by the field: a number compares as
+    a number, a User field takes an email, in takes a list; every condition must hold."""
+    import csv
+    import io
+
+    every = json.loads(
+        run(["opportunities", "list", "--type", "12003", "--limit", "1000", "--format", "json",
+             "--columns", "Status,mx_Custom_6,mx_Custom_10,Owner"], capsys)[1]
+    )  # fmt: skip
+    mary = "mary.hatch@example.com"
+    expected = [
+        r["id"]
+        for r in every
+        if r["Status"] in ("Open", "Won") and int(r["mx_Custom_6"]) >= 250000 and r["Owner"] != mary
+    ]
+    assert 0 < len(expected) < len(every)
+    code, out, err = run(
+        ["opportunities", "list", "--type", "12003", "--limit", "1000", "--format", "csv",
+         "--where", "Status=in:Open,Won", "--where", "mx_Custom_6=gte:250000",
+         "--where", f"Owner=ne:{mary}"],
+        capsys,
+    )  # fmt: skip
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert (code, err) == (0, "")
+    # the default columns, and the fields the conditions test
+    assert list(rows[0]) == ["id", "Status", "Owner", "ModifiedOn", "mx_Custom_6"]
+    assert [r["id"] for r in rows] == expected
+    # --limit counts the opportunities that match, not those read
+    code, out, _ = run(
+        ["opportunities", "list", "--type", "12003", "--limit", "2", "--format", "json",
+         "--where", "mx_Custom_6=gte:250000", "--where", "mx_Custom_9=empty:true"],
+        capsys,
+    )  # fmt: skip
+    assert [r["id"] for r in json.loads(out)] == [
+        r["id"] for r in every if int(r["mx_Custom_6"]) >= 250000
+    ][:2]
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("Stauts=Open",
+         "error: 'Stauts' is not a field of opportunity type 12003 (Enterprise Deal) (did you "
+         "mean 'Status'?); lsqsync types show 12003 lists them\n"),
+        ("Status=Opne",
+         "error: --where Status=Opne: 'Opne' is not an option of Status (Open, Won, Lost): the "
+         "condition can never hold (did you mean 'Open'?)\n"),
+        ("mx_Custom_6=gt:lots",
+         "error: --where mx_Custom_6=gt:lots: mx_Custom_6 (Number): 'lots' is not a number\n"),
+        ("Owner=nobody@example.com",
+         "error: --where Owner=nobody@example.com: Owner: no active user with email "
+         "'nobody@example.com' (lsqsync users list shows every user)\n"),
+        ("mx_Custom_9=empty:perhaps",
+         "error: --where 'mx_Custom_9=empty:perhaps': empty takes true or false\n"),
+        ("Status",
+         "error: --where 'Status': expected FIELD=VALUE or FIELD=OP:VALUE (OP: eq, ne, in, "
+         "not_in, gt, gte, lt, lte, contains, startswith, empty)\n"),
+    ],
+)  # fmt: skip
+def test_opportunities_list_where_problems_are_errors(
+    connected: Emulator, capsys: pytest.CaptureFixture[str], where: str, message: str
+) -> None:
+    code, out, err = run(["opportunities", "list", "--type", "12003", "--where", where], capsys)
+    assert (code, out, err) == (1, "", message)

@@ -10,11 +10,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
 import pytest
 import requests
 
 from lsqsync import __version__, resources
-from lsqsync.cli import main
+from lsqsync.cli import cli, main
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 
 LSQSYNC = [sys.executable, "-m", "lsqsync"]
@@ -227,5 +228,32 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert b"\\u2192" in done.stdout  # the plan's arrows, escaped: the plan is all there
+    assert b"\\u2265" in done.stdout  # the cost's "at least", escaped: the plan is all there
     assert done.stdout.rstrip().endswith(b"fields).")
+
+
+def _groups(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    out = [path]
+    for name, command in sorted(group.commands.items()):
+        if isinstance(command, click.Group):
+            out += _groups(command, (*path, name))
+    return out
+
+
+@pytest.mark.parametrize("group", _groups(cli), ids=lambda g: " ".join(g) or "lsqsync")
+def test_help_lists_every_command_with_a_whole_sentence(
+    group: tuple[str, ...], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """click cuts a long first sentence at the terminal's width ("send 25..."): every line of
+    every group's command list is a whole sentence instead, wrapped."""
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = run_main([*group, "--help"], capsys)
+    assert code == 0
+    listing = out.split("Commands:\n", 1)[1]
+    entries = re.split(r"\n(?=  \S)", listing.rstrip("\n"))
+    described = {e.split()[0]: " ".join(e.split()[1:]) for e in entries}
+    assert described
+    for name, text in described.items():
+        assert "..." not in text, (name, text)
+        assert text.endswith((".", ")")), (name, text)
+        assert max(map(len, out.splitlines())) <= 80

@@ -289,3 +289,69 @@ def test_a_bad_schedule_is_refused_before_anything_is_written(
         f"error: --schedule {' '.join(cron.split())!r} is not a cron schedule: {why} ("
     )
     assert not (tmp_path / "repo").exists()
+
+
+def _git_head(folder: Path) -> str:
+    import subprocess
+
+    done = subprocess.run(
+        ["git", "symbolic-ref", "HEAD"], cwd=folder, capture_output=True, text=True, check=True
+    )
+    return done.stdout.strip()
+
+
+def test_init_git_makes_a_repository_on_the_branch(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "rules-repo"
+    code, out, _ = run(["init", str(folder), "--git", "--branch", "trunk"], capsys)
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        f"git: made {folder} a git repository (branch trunk); commit the files to start"
+    )
+    assert _git_head(folder) == "refs/heads/trunk"
+    # inside a repository it is left as it is
+    code, out, _ = run(["init", str(folder / "sub"), "--git"], capsys)
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        f"git: {folder / 'sub'} is already in a git repository: left as it is"
+    )
+    assert not (folder / "sub" / ".git").exists()
+
+
+def test_init_without_a_terminal_does_not_run_git_and_says_how(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "scripted"
+    code, out, _ = run(["init", str(folder)], capsys)
+    assert code == 0
+    assert out.splitlines()[-1] == (
+        f"{folder} is not a git repository yet: git init (or lsqsync init --git)."
+    )
+    assert not (folder / ".git").exists()
+    code, out, _ = run(["init", str(tmp_path / "quiet"), "--no-git"], capsys)
+    assert (code, out.splitlines()[-1][:7]) == (0, "For CI,")  # no word about git
+
+
+@pytest.mark.parametrize(("answer", "made"), [("\n", True), ("n\n", False)])
+def test_init_on_a_terminal_offers_git_init(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    answer: str,
+    made: bool,
+) -> None:
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal(answer))
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    folder = tmp_path / "asked"
+    code, out, _ = run(["init", str(folder)], capsys)
+    assert code == 0
+    assert f"Make {folder} a git repository (git init)? [Y/n]: " in out
+    assert (folder / ".git").is_dir() is made

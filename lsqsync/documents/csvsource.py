@@ -26,14 +26,17 @@ class CsvData:
     path: Path  # as read
     key: str
     columns: tuple[str, ...]
-    rows: tuple[CsvRow, ...]
+    rows: tuple[CsvRow, ...]  # the rows without problems
+    problems: tuple[Problem, ...] = ()  # duplicate columns; rows too short or long, bad keys
 
 
 def read(
     path: Path, shown: str, key: str, referenced_at: Location, referenced_path: str
 ) -> CsvData | list[Problem]:
     """Read a UTF-8 CSV (BOM or not) with a header row; ``key`` must be a column whose values
-    are present and unique. Returns the data, or every problem found."""
+    are present and unique. Returns the data — with the problems of its rows, so that a short
+    row does not hide what else is wrong (a template's column the header lacks) — or, when the
+    file or its header cannot be used, every problem found."""
     text = _text(path, shown, referenced_at, referenced_path)
     if isinstance(text, Problem):
         return [text]
@@ -46,9 +49,7 @@ def read(
     if key not in columns:
         return problems
     rows = _rows(records[1:], columns, key, shown, problems)
-    if problems:
-        return problems
-    return CsvData(shown, path, key, columns, tuple(rows))
+    return CsvData(shown, path, key, columns, tuple(rows), tuple(problems))
 
 
 def _text(path: Path, shown: str, referenced_at: Location, referenced_path: str) -> str | Problem:

@@ -90,6 +90,7 @@ class Document:
     data: Any
     positions: Mapping[PathKey, Location]
     problems: tuple[YamlError, ...] = ()
+    literal: frozenset[PathKey] = frozenset()  # strings written as literal blocks (|)
 
     def where(self, path: PathKey) -> Location:
         """The position of the value at ``path``, or of its closest ancestor that has one."""
@@ -98,6 +99,17 @@ class Document:
             if found is not None:
                 return found
         return Location(self.file, 1, 1)
+
+    def line_of(self, path: PathKey, line: int) -> Location | None:
+        """Where line ``line`` of the string at ``path`` is written: known for its first line,
+        and for every line of a literal block (``|``), whose lines are the file's; None for a
+        later line of a folded or quoted one."""
+        at = self.where(path)
+        if line <= 1:
+            return at
+        if path in self.literal:
+            return Location(self.file, at.line + line - 1, at.col)
+        return None
 
 
 def _location(file: str, mark: Any) -> Location:
@@ -136,9 +148,7 @@ def loads(text: str, file: str) -> Document:
     except RecursionError:
         raise YamlError(Location(file, 1, 1), TOO_DEEP) from None
     except yaml.MarkedYAMLError as e:
-        mark = e.problem_mark or e.context_mark
-        location = _location(file, mark) if mark else Location(file, 1, 1)
-        raise YamlError(location, _yaml_message(e)) from None
+        raise YamlError(*_plain(e, file, text)) from None
     except yaml.reader.ReaderError as e:
         raise YamlError(_position(file, text, e.position), _reader_message(e)) from None
     finally:
@@ -152,7 +162,7 @@ def loads(text: str, file: str) -> Document:
         data = _build(node, (), file, positions, _Loader(""), repeats)
     except RecursionError:
         raise YamlError(Location(file, 1, 1), TOO_DEEP) from None
-    return Document(file, data, positions, tuple(repeats.problems))
+    return Document(file, data, positions, tuple(repeats.problems), frozenset(repeats.literal))
 
 
 def _position(file: str, text: str, offset: int) -> Location:
@@ -167,8 +177,125 @@ def _reader_message(e: yaml.reader.ReaderError) -> str:
 
 
 def _yaml_message(e: yaml.MarkedYAMLError) -> str:
+    """PyYAML's own words, with its token names (``<block end>``…) in plain ones."""
     parts = [p for p in (e.context, e.problem) if p]
-    return re.sub(r"\s+", " ", "; ".join(parts)) or "invalid YAML"
+    text = re.sub(r"\s+", " ", "; ".join(parts)) or "invalid YAML"
+    for token, words in _TOKENS.items():
+        text = text.replace(token, words)
+    return text
+
+
+_TOKENS = {
+    "'<block end>'": "the end of the indented block",
+    "<block end>": "the end of the indented block",
+    "'<block mapping start>'": "a key indented differently",
+    "'<block sequence start>'": "a list indented differently",
+    "'<stream end>'": "the end of the file",
+    "'<scalar>'": "more text",
+}
+
+
+def _plain(e: yaml.MarkedYAMLError, file: str, text: str) -> tuple[Location, str]:
+    """Where the YAML went wrong and what to do about it, in plain words: PyYAML's own
+    message names parser states ("while parsing a block mapping; expected <block end>, but
+    found '<block mapping start>'") that say little to the person who wrote the file."""
+    problem, context = e.problem or "", e.context or ""
+    mark = e.problem_mark or e.context_mark
+    at = _location(file, mark) if mark else Location(file, 1, 1)
+    opened = _location(file, e.context_mark) if e.context_mark else at
+    found = re.search(r"(?:found|got|character) '(.*?)'(?: that|$)", problem)
+    seen = found.group(1) if found else ""
+    if "expected <block end>" in problem:
+        return at, _block_end(seen, opened)
+    if "could not find expected ':'" in problem:
+        return opened, (
+            "a line with no ':' inside a mapping: write key: value, or indent a value that "
+            "goes on from the line above further than its key"
+        )
+    if context in ("while parsing a flow mapping", "while parsing a flow sequence"):
+        return at, _unclosed(context, opened, text)
+    key = _key_column(text, at) if "mapping values are not allowed" in problem else None
+    if key is not None:
+        return Location(file, at.line, key), (
+            "this key is indented further than the key above it, so YAML reads it as the "
+            "rest of that key's value: line it up with the other keys"
+        )
+    unclosed = "end of stream" in problem and "quoted scalar" in context
+    return (opened if unclosed else at), _scanned(e, seen)
+
+
+def _key_column(text: str, at: Location) -> int | None:
+    """The column of the word that the ':' at ``at`` ends, when that word is alone at the start
+    of its line (``     set:``): a key indented too far, not a value with a colon in it."""
+    lines = text.splitlines()
+    line = lines[at.line - 1] if at.line <= len(lines) else ""
+    found = re.fullmatch(r"(\s*)[\w.-]+", line[: at.col - 1])
+    return len(found.group(1)) + 1 if found else None
+
+
+def _scanned(e: yaml.MarkedYAMLError, seen: str) -> str:
+    """The messages of PyYAML's scanner and composer, in plain words."""
+    problem, context = e.problem or "", e.context or ""
+    quote_it = 'put the value in quotes (e.g. note: "Stage: Won")'
+    if "mapping values are not allowed here" in problem:
+        return f"a ': ' inside a value: {quote_it}, or check the indentation"
+    if "found unexpected end of stream" in problem and "quoted scalar" in context:
+        return "a quoted value that is never closed: its closing quote is missing"
+    if "cannot start any token" in problem:
+        if seen == "\\t":
+            return "a tab character: YAML indents with spaces only"
+        return f"'{seen}' cannot start a value: put the value in quotes (e.g. \"{seen}…\")"
+    if "unknown escape character" in problem:
+        return (
+            f"'\\{seen}' is not an escape of a double-quoted value: write \\\\ for a "
+            "backslash, or put the value in single quotes"
+        )
+    if "duplicate anchor" in context and e.context_mark is not None:
+        name, first = context.split("'")[1], e.context_mark.line + 1
+        return f"the anchor &{name} is defined twice (first at line {first})"
+    if problem.startswith("found undefined alias"):
+        name = problem.split("'")[1]
+        return f"the alias *{name} names no anchor &{name} defined before it"
+    if "single document" in context:
+        return "a second document (a line '---'): a file holds one document"
+    if "expected chomping or indentation indicators" in problem:
+        return "after | or > only -, + or a digit may follow: start the text on the next line"
+    if "expected alphabetic or numeric character" in problem and "while scanning an" in context:
+        return f"& and * start an anchor or alias and need a name: {quote_it}"
+    return _yaml_message(e)
+
+
+def _block_end(seen: str, opened: Location) -> str:
+    """The message for "expected <block end>, but found X": something where the indented
+    block that starts at ``opened`` has ended, or goes on in another column."""
+    if seen == "-":
+        return (
+            "a list item ('- ') where a key was expected: indent the list under its key, or "
+            "line it up with the list's other items"
+        )
+    if seen == "?":
+        return "a key: value line among list items: each item of this list starts with '- '"
+    if seen == "<scalar>":
+        return (
+            "more text after a complete value: a value that starts with a quote ends at the "
+            'closing quote (quote the whole value, e.g. note: "it\'s done")'
+        )
+    return (
+        f"this line is indented differently from the lines above it (the block at line "
+        f"{opened.line}): the keys of one mapping start in the same column, indented by spaces"
+    )
+
+
+def _unclosed(context: str, opened: Location, text: str) -> str:
+    brackets = "{…}" if "mapping" in context else "[…]"
+    message = (
+        f"the {brackets} opened at line {opened.line}, column {opened.col} is not closed "
+        f"with '{brackets[-1]}', or its entries need a ',' between them"
+    )
+    line = text.splitlines()[opened.line - 1] if opened.line <= len(text.splitlines()) else ""
+    if "{{" in line or "{%" in line:
+        message += '; a template goes in quotes: "{{ … }}"'
+    return message
 
 
 def _build(
@@ -180,7 +307,7 @@ def _build(
     repeats: _Repeats,
 ) -> Any:
     repeats.count(node, file)
-    positions[path] = _location(file, node.start_mark)
+    positions[path] = _value_position(node, path, file, repeats)
     if node.tag not in _PLAIN_COLLECTIONS and not isinstance(node, yaml.ScalarNode):
         # (!!python/object/apply:os.system [..] would otherwise load as a plain list)
         raise YamlError(_location(file, node.start_mark), f"the tag {node.tag!r} is not allowed")
@@ -194,9 +321,7 @@ def _build(
         for key_node, value_node, is_own in [*pairs, *((k, v, True) for k, v in own)]:
             key = _build(key_node, (*path, "<key>"), file, {}, constructor, repeats)
             if not isinstance(key, str | int | float | bool) and key is not None:
-                raise YamlError(
-                    _location(file, key_node.start_mark), "a mapping key must be a scalar"
-                )
+                raise _not_a_key(key_node, file)
             if key in own_keys:
                 first = positions[(*path, str(key), "<key>")].line
                 repeats.problems.append(
@@ -232,6 +357,42 @@ def _build(
     return value
 
 
+def _value_position(node: yaml.Node, path: PathKey, file: str, repeats: _Repeats) -> Location:
+    """Where ``node``'s value is: for a block scalar, where its text starts — on the line after
+    its | or >, so that messages about it point there (a literal one's lines are noted)."""
+    if not isinstance(node, yaml.ScalarNode) or node.style not in ("|", ">"):
+        return _location(file, node.start_mark)
+    if node.style == "|":
+        repeats.literal.add(path)
+    return _block_start(file, node.start_mark)
+
+
+def _block_start(file: str, mark: Any) -> Location:
+    """Where the text of the block scalar whose indicator (| or >) is at ``mark`` starts: the
+    next line (its first line of text, or a blank one it keeps), at the block's indentation."""
+    text: str = mark.buffer or ""
+    start = text.find("\n", mark.pointer) + 1
+    if start <= 0:
+        return _location(file, mark)
+    first = text[start:].lstrip("\n")  # the block's indentation is its first text line's
+    indent = len(first) - len(first.lstrip(" "))
+    return Location(file, mark.line + 2, indent + 1)
+
+
+def _not_a_key(node: yaml.Node, file: str) -> YamlError:
+    """Why a mapping or list cannot be a key: usually a template written without quotes, whose
+    ``{{`` YAML reads as a mapping inside a mapping (reported where the template starts)."""
+    mark = node.start_mark
+    text = mark.buffer or ""
+    at = _location(file, mark)
+    if mark.pointer > 0 and text[mark.pointer - 1 : mark.pointer + 1] == "{{":
+        return YamlError(
+            Location(file, at.line, at.col - 1),
+            'a template needs quotes: write "{{ … }}" (without them YAML reads {{ as a mapping)',
+        )
+    return YamlError(at, "a mapping key must be a scalar")
+
+
 @dataclass
 class _Repeats:
     """How many values aliases have repeated so far (an alias of aliases multiplies them)."""
@@ -239,6 +400,7 @@ class _Repeats:
     seen: set[int] = field(default_factory=set)
     repeated: int = 0
     problems: list[YamlError] = field(default_factory=list)  # see Document.problems
+    literal: set[PathKey] = field(default_factory=set)  # see Document.literal
 
     def count(self, node: yaml.Node, file: str) -> None:
         if id(node) not in self.seen:

@@ -13,9 +13,12 @@ import click
 from click.core import ParameterSource
 
 from lsqsync.emulator.limits import PLANS, RESPONSES
+from lsqsync.emulator.scenarios import DEFAULT, SCENARIOS
 from lsqsync.errors import LsqsyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
+PERSON = "mary.hatch@example.com"  # a sales user of the emulated account
+ENV_HOST = "LSQ_HOST"  # as emulator.run names it (not imported: --help stays light)
 
 
 @click.group()
@@ -65,6 +68,17 @@ def _emulator_options(f: F) -> F:
             default=1000,
             show_default=True,
             help="Generated opportunities, besides the Bulk Update page's two.",
+        ),
+        click.option(
+            "--scenario",
+            type=click.Choice(list(SCENARIOS)),
+            default=DEFAULT,
+            show_default=True,
+            help="A preset for the README's recipes: "
+            + "; ".join(
+                f"{name}: {about}" for name, (about, _) in SCENARIOS.items() if name != DEFAULT
+            )
+            + ".",
         ),
         click.option(
             "--rate-limit",
@@ -196,6 +210,7 @@ def _make_emulator(options: dict[str, Any]) -> Any:
             db=options["db"],
             seed=options["seed"],
             opportunities=options["opportunities"],
+            scenario=options["scenario"],
             settings=settings,
         )
     except OSError as e:
@@ -217,7 +232,10 @@ def serve(**options: Any) -> None:
     raise SystemExit(serve_emulator(_make_emulator(options), sys.stdout))
 
 
-@emulator.command(context_settings={"ignore_unknown_options": True})
+@emulator.command(
+    context_settings={"ignore_unknown_options": True},
+    short_help="Run COMMAND against a new emulator (LSQ_HOST and the keys set), then stop it.",
+)
 @_emulator_options
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 def run(command: Sequence[str], **options: Any) -> None:
@@ -228,3 +246,35 @@ def run(command: Sequence[str], **options: Any) -> None:
     from lsqsync.emulator.run import run as run_with_emulator
 
     raise SystemExit(run_with_emulator(_make_emulator(options), command, sys.stderr))
+
+
+@emulator.command(short_help="Edit an opportunity as a person would (ModifiedBy names them).")
+@click.argument("opportunity")
+@click.argument("changes", nargs=-1, required=True, metavar="FIELD=VALUE...")
+@click.option(
+    "--as",
+    "editor",
+    default=PERSON,
+    show_default=True,
+    metavar="EMAIL",
+    help="The user who makes the edit (ModifiedBy): a person, not the API user.",
+)
+@click.option(
+    "--url",
+    envvar=ENV_HOST,
+    metavar="URL",
+    help=f"The emulator's base URL (default: ${ENV_HOST}, which emulator serve prints).",
+)
+def edit(opportunity: str, changes: Sequence[str], editor: str, url: str | None) -> None:
+    """Edit an opportunity of a running emulator as a person would in LeadSquared's screens.
+
+    OPPORTUNITY is its id (or AutoId value, DEAL-000001); each FIELD=VALUE sets a field by its
+    schema name (FIELD= clears it). The values are checked as Bulk Update checks them.
+    """
+    from lsqsync.emulator.edit import edit_opportunity
+
+    if not url:
+        raise click.UsageError(
+            f"the emulator's URL: set {ENV_HOST} (emulator serve prints it) or pass --url"
+        )
+    click.echo(edit_opportunity(url, opportunity, changes, editor), nl=False)

@@ -124,6 +124,7 @@ class Emulator:
         db: Path | None = None,
         seed: int = 1,
         opportunities: int = 1000,
+        scenario: str = "default",
         settings: Settings | None = None,
         access_key: str = DEMO_ACCESS_KEY,
         secret_key: str = DEMO_SECRET_KEY,
@@ -134,7 +135,7 @@ class Emulator:
         self._tmpdir = None if db else tempfile.TemporaryDirectory(prefix="lsqsync-emulator-")
         db_path = db or Path(self._tmpdir.name) / "emulator.db"  # type: ignore[union-attr]
         try:
-            self.store = Store(db_path, seed=seed, opportunities=opportunities)
+            self.store = Store(db_path, seed=seed, opportunities=opportunities, scenario=scenario)
         except BaseException:
             self.httpd.server_close()
             if self._tmpdir is not None:
@@ -384,12 +385,13 @@ class _Handler(BaseHTTPRequestHandler):
             if route == "edits" and method == "POST":
                 # A person's edits in LeadSquared's UI (a Bulk Update body): no API call, so no
                 # keys and no rate limit — what a demo needs for "someone changed it by hand".
+                # ?by=EMAIL names the person (ModifiedBy); the API user by default.
                 items = json.loads(self.body or b"[]")
                 if not isinstance(items, list):
                     raise bad_request("edits must be a JSON array, as Bulk Update takes")
                 edited = emu.store.bulk_update(
                     items,
-                    modified_by=model.API_USER.id,
+                    modified_by=_editor(self.query.get("by")).id,
                     allow_created_on=False,
                     date_zone=emu.settings.date_zone,
                     lag=emu.settings.read_lag_ms / 1000,
@@ -409,6 +411,20 @@ class _Handler(BaseHTTPRequestHandler):
         except (ApiFailure, json.JSONDecodeError) as e:
             return 400, _error("MXInvalidInputException", str(e))
         return 404, _error("MXInvalidAPIException", f"no admin route {method} {self.route}")
+
+
+def _editor(email: str | None) -> model.User:
+    """The user an admin edit is made as: the one with ``email``, else the API user."""
+    if not email:
+        return model.API_USER
+    found = next((u for u in model.USERS if u.email.lower() == email.strip().lower()), None)
+    if found is None:
+        raise bad_request(
+            f"no user with email {email!r} (users: {', '.join(u.email for u in model.USERS)})"
+        )
+    if not found.active:
+        raise bad_request(f"{found.email} is an inactive user: inactive users cannot sign in")
+    return found
 
 
 def _error(exception_type: str, message: str) -> dict[str, str]:

@@ -19,7 +19,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from lsqsync.emulator import model, values
+from lsqsync.emulator import model, scenarios, values
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -78,10 +78,17 @@ def now_utc() -> str:
 class Store:
     """``clock`` (monotonic seconds) times the read lag; tests may replace it."""
 
-    def __init__(self, path: Path, *, seed: int, opportunities: int) -> None:
+    def __init__(
+        self, path: Path, *, seed: int, opportunities: int, scenario: str = scenarios.DEFAULT
+    ) -> None:
+        if scenario not in scenarios.SCENARIOS:
+            raise ValueError(
+                f"no scenario {scenario!r} (scenarios: {', '.join(scenarios.SCENARIOS)})"
+            )
         self.path = path
         self.seed = seed
         self.opportunity_count = opportunities
+        self.scenario = scenario
         self.clock: Callable[[], float] = time.monotonic
         # Read lag: per opportunity written while a lag was set, its versions oldest first as
         # (written at, fields); the first is the one before those writes. Reads see the latest
@@ -116,8 +123,10 @@ class Store:
     # -- seeding ---------------------------------------------------------------------------
 
     def reset(self) -> None:
-        """Replace all data with the deterministic data set for (seed, opportunities)."""
+        """Replace all data with the deterministic data set for (seed, opportunities,
+        scenario)."""
         leads, opps = generate(self.seed, self.opportunity_count)
+        opps = scenarios.apply(self.scenario, opps)
         with self._transaction() as db:
             self._versions.clear()
             db.execute("DROP INDEX IF EXISTS opportunities_by_type")
@@ -128,7 +137,15 @@ class Store:
             db.execute(INDEX)  # building it once at the end is faster than row by row
             db.execute(
                 "INSERT OR REPLACE INTO meta VALUES ('seeded', ?)",
-                (json.dumps({"seed": self.seed, "opportunities": self.opportunity_count}),),
+                (
+                    json.dumps(
+                        {
+                            "seed": self.seed,
+                            "opportunities": self.opportunity_count,
+                            "scenario": self.scenario,
+                        }
+                    ),
+                ),
             )
 
     # -- reads -----------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from lsqsync.apply import engine as apply
 from lsqsync.clock import NOW_FORMAT, utcnow
 from lsqsync.config import Config
 from lsqsync.display import plural
-from lsqsync.history.drift import _as_changes, _types
+from lsqsync.errors import StateError
+from lsqsync.history.drift import ACCEPT, UNDO, _as_changes, _types
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import (
     PLAN_LIFETIME,
@@ -29,7 +30,7 @@ from lsqsync.plan.model import (
     Premise,
     assemble,
 )
-from lsqsync.state.records import FieldResult
+from lsqsync.state.records import FieldResult, Run
 from lsqsync.state.store import StateFile
 
 
@@ -51,6 +52,7 @@ def rollback(
     where LeadSquared still holds what that run wrote; other fields are listed as conflicting."""
     calls_before = client.calls
     run = st.run(run_id)
+    _refuse_accepting(run)
     applied = [r for r in st.results(run.id) if r.status == "applied"]
     types = _types(client, {r.opportunity_type for r in applied})
     current = apply.read_current(
@@ -88,6 +90,17 @@ def rollback(
         mask=config.mask,
     )
     return Rollback(plan, tuple(conflicting))
+
+
+def _refuse_accepting(run: Run) -> None:
+    """A run of ``drift --accept`` (or its undoing) sent nothing: there is nothing to put back."""
+    if run.plan_digest == ACCEPT:
+        raise StateError(
+            f"run {run.id} sent nothing to LeadSquared: it recorded values as known (drift "
+            f"--accept). To reverse it: lsqsync drift --undo-accept {run.id}"
+        )
+    if run.plan_digest == UNDO:
+        raise StateError(f"run {run.id} sent nothing to LeadSquared: it undid a drift --accept")
 
 
 def _put_back(

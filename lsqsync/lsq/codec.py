@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Context, Decimal, InvalidOperation
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from lsqsync.display import closest
 from lsqsync.lsq.models import FieldMeta, Kind
 
 Typed = Decimal | date | datetime | bool | str | tuple[str, ...] | None
@@ -317,7 +318,10 @@ def _user_id(field: FieldMeta, text: str, users_by_email: Mapping[str, str] | No
     if "@" in text:
         found = users_by_email.get(text.lower())
         if found is None:
-            raise InvalidValue(f"{field.schema_name}: no active user with email '{text}'")
+            raise InvalidValue(
+                f"{field.schema_name}: no active user with email '{text}'"
+                + closest_users(text, users_by_email)
+            )
         return found.lower()
     try:
         user_id = str(uuid.UUID(text))
@@ -328,6 +332,22 @@ def _user_id(field: FieldMeta, text: str, users_by_email: Mapping[str, str] | No
     if user_id not in {v.lower() for v in users_by_email.values()}:
         raise InvalidValue(f"{field.schema_name}: '{text}' is not the id of an active user")
     return user_id
+
+
+def closest_users(email: str, active_emails: Iterable[str]) -> str:
+    """`` (did you mean …?)`` naming the active users whose email is closest to ``email``, and
+    where to see them all."""
+    # By the part before the @: one domain shared by every user would make them all look alike.
+    by_name: dict[str, list[str]] = {}
+    for known in active_emails:
+        by_name.setdefault(known.partition("@")[0], []).append(known)
+    name = email.strip().partition("@")[0]
+    close = closest(name, by_name, n=3, cutoff=0.7)
+    found = [known for c in close for known in by_name[c]][:3]
+    where = "lsqsync users list shows every user"
+    if not found:
+        return f" ({where})"
+    return f" (did you mean {' or '.join(repr(e) for e in found)}? {where})"
 
 
 def same(field: FieldMeta, current_raw: Any, wire: str) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,10 +61,11 @@ def _state_position(config: Config) -> tuple[str | None, int | None]:
         return st.lineage, st.serial
 
 
-def git_commit(folder: Path) -> str | None:
+def _git(folder: Path, *args: str) -> str | None:
+    """git's output in ``folder``, or None (no git, not a repository, an error)."""
     try:
-        done = subprocess.run(
-            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH, as a user runs it
+        done = subprocess.run(  # noqa: S603 - file names come after "--": never options
+            ["git", *args],  # noqa: S607 - git from PATH, as a user runs it
             cwd=folder,
             capture_output=True,
             text=True,
@@ -73,7 +74,32 @@ def git_commit(folder: Path) -> str | None:
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return done.stdout.strip() if done.returncode == 0 else None
+    return done.stdout if done.returncode == 0 else None
+
+
+def git_commit(folder: Path) -> str | None:
+    found = _git(folder, "rev-parse", "HEAD")
+    return found.strip() if found else None
+
+
+def git_changes(folder: Path, files: Iterable[str]) -> list[str]:
+    """Which of ``files`` (relative to ``folder``) differ from the commit checked out in
+    ``folder``: changed, staged, new or deleted. Empty outside a repository."""
+    found = _git(folder, "status", "--porcelain=v1", "-z", "--untracked-files=all", "--", *files)
+    entries = [e for e in (found or "").split("\0") if len(e) > 3]
+    return sorted({e[3:] for e in entries})
+
+
+def _dirty_warning(folder: Path, commit: str | None, files: Iterable[str]) -> list[str]:
+    """A plan warning when the files the plan was made from are not what ``commit`` holds."""
+    changed = git_changes(folder, files) if commit else []
+    if commit is None or not changed:
+        return []
+    shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+    return [
+        f"made from uncommitted files: {shown} differ from git commit {commit[:12]}, so the "
+        "commit recorded in this plan does not hold what was planned (commit them, then plan)"
+    ]
 
 
 @dataclass(frozen=True)
@@ -119,23 +145,24 @@ def plan_project(
 
     targets, allow_large = request.targets, request.allow_large
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
-    config, project = load(config_path, variables)
-    project = project.only(targets)
+    config, project = load(config_path, variables, targets)
     with open_client(config) as client:
         snapshot = fetch(client, project.rules, progress)
         host = client.host
         pace = client.limiter.write_pace()
     lineage, serial = _state_position(config)
     created = datetime.now(UTC)
+    files, commit = input_files(config, project), git_commit(config.root)
     options = PlanOptions(
         now=now,
         created_at=created,
         lsqsync_version=__version__,
-        input_files=input_files(config, project),
+        input_files=files,
         targets=tuple(targets),
         allow_large=allow_large,
         expires_in=request.expires_in or PLAN_LIFETIME,
-        git_commit=git_commit(config.root),
+        git_commit=commit,
+        warnings=tuple(_dirty_warning(config.root, commit, files)),
         state_lineage=lineage,
         state_serial=serial,
         write_pace=pace,

@@ -59,6 +59,7 @@ class PlanOptions:
     allow_large: bool = False
     expires_in: timedelta = PLAN_LIFETIME
     git_commit: str | None = None
+    warnings: tuple[str, ...] = ()  # found while gathering the inputs (a dirty git tree)
     state_lineage: str | None = None
     state_serial: int | None = None
     # the strictest limit the writes will meet, as the client knows it (learned or configured);
@@ -311,7 +312,7 @@ def _assemble(
         read_calls=snapshot.read_calls,
         git_commit=options.git_commit,
         state=(options.state_lineage, options.state_serial),
-        warnings=warnings,
+        warnings=[*options.warnings, *warnings],
         labels=_labels(changes, snapshot),
         mask=config.mask,
     )
@@ -401,7 +402,7 @@ def _predicates(
         if f is None:
             return None  # reported by the static check
         try:
-            predicates.append((condition.field, _predicate(condition, f, everyone)))
+            predicates.append((condition.field, predicate(condition, f, everyone)))
         except codec.InvalidValue as e:
             problems.static.append(Problem(condition.location, condition.path, f"where: {e}"))
             return None
@@ -472,7 +473,7 @@ def _rendered(
     try:
         wire = codec.to_wire(f, value.template.render(context), active)
     except TemplateProblem as e:
-        problems.add(value.location, "", str(e), opportunity)
+        problems.add(value.at(e.line), "", str(e), opportunity)
         return None
     except codec.InvalidValue as e:
         problems.add(value.location, "", _unless_masked(str(e), value, masked), opportunity)
@@ -525,13 +526,16 @@ def _user_function(active: Mapping[str, str]) -> Callable[[str], str]:
     def user(email: str) -> str:
         found = active.get(str(email).strip().lower())
         if found is None:
-            raise ValueError(f"user(): no active user with email '{email}'")
+            raise ValueError(
+                f"user(): no active user with email '{email}'"
+                + codec.closest_users(str(email), active)
+            )
         return found
 
     return user
 
 
-def _predicate(
+def predicate(
     condition: Condition, f: FieldMeta, users: Mapping[str, str]
 ) -> Callable[[Any], bool]:
     """A test of a record's raw value, with the condition's value typed once, as the field's."""

@@ -21,6 +21,7 @@ from lsqsync.display import (
     EMPTY,
     MARKDOWN_LIMIT,
     MASKED,
+    capped,
     clean,
     is_masked,
     md,
@@ -43,7 +44,8 @@ FORMATS: tuple[Format, ...] = ("text", "json", "markdown")
 MAX_DETAILS = 200  # opportunities shown in text before "… N more"
 NEAR_LIMIT = 0.8  # warn once a plan reaches this share of a safety limit
 
-TIMES = "\u00d7"  # the multiplication sign, as in "Status: Open → Won (times) 120"
+TIMES = "\u00d7"  # the multiplication sign, as in "Status: Open -> Won (times) 120"
+ARROW = "->"  # before -> after, in the summary and in the details alike
 
 
 def render(
@@ -92,6 +94,7 @@ class _View:
         self.short = plan.digest[:8]
         self._labels = {k.casefold(): v for k, v in plan.labels.items()}
         self._type_names = {t.opportunity_type: t.name for t in plan.summary.types}
+        self._rule_files = {r.name: r.source.rpartition(":")[0] for r in plan.summary.rules}
         self.safety_notes = self._safety_notes(safety)
 
     def _safety_notes(self, safety: Safety) -> list[str]:
@@ -135,13 +138,16 @@ class _View:
         return f"{code} {clean(name)}" if name else str(code)
 
     def opportunity_title(self, opp: OpportunityChange) -> str:
-        return (
-            f"opportunity {clean(opp.id)} (type {self.type_label(opp.opportunity_type)})"
-            f" [{', '.join(clean(r) for r in opp.rules)}]"
-        )
+        # the rules are named on each field's line
+        return f"opportunity {clean(opp.id)} (type {self.type_label(opp.opportunity_type)})"
 
     def provenance(self, change: FieldChange) -> str:
-        return f"# {clean(change.rule)} ({clean(change.source)})"
+        """``# rule (line N)``: the summary names each rule's file, so a field's line names
+        only the line there (the whole source when it is another file, or a run)."""
+        file, _, line = change.source.rpartition(":")
+        same_file = file and line.isdigit() and self._rule_files.get(change.rule) == file
+        where = f"line {line}" if same_file else change.source
+        return f"# {clean(change.rule)} ({clean(where)})"
 
     def transitions(self) -> list[_Transition]:
         """The summary's transitions as shown; masking can make several look alike, so those
@@ -159,12 +165,16 @@ class _View:
             (clean(name), n) for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
 
+    def title(self) -> str:
+        """``lsqsync plan 3f2a9c1e for HOST``: which plan, for which account."""
+        return f"lsqsync plan {self.short} for {clean(self.plan.inputs.host)}"
+
     def meta(self) -> list[tuple[str, str]]:
-        """The plan's identity and provenance, as (label, value) pairs."""
+        """The plan's identity and provenance, as (label, value) pairs; shown after what it
+        changes, which is what a reviewer reads first."""
         p = self.plan
         rows = [
             ("digest", p.digest),
-            ("host", clean(p.inputs.host)),
             ("created", clean(p.created_at)),
             ("expires", clean(p.expires_at)),
             ("now", clean(p.inputs.now)),
@@ -209,9 +219,7 @@ def _text(plan: Plan, options: _Options) -> str:
         return f"{code}{text}{RESET}" if options.color else text
 
     tilde = paint(YELLOW, "~")
-    lines = [paint(BOLD, f"lsqsync plan {view.short}")]
-    width = max(len(label) for label, _ in view.meta()) + 1
-    lines += [f"  {label + ':':<{width}} {value}" for label, value in view.meta()]
+    lines = [paint(BOLD, view.title())]
     if not plan.empty:
         s = plan.summary
         lines += ["", f"Summary: {_counts(s.opportunities, s.fields)}", "  by rule:"]
@@ -228,8 +236,9 @@ def _text(plan: Plan, options: _Options) -> str:
         ]
         lines.append("  most frequent changes:")
         lines += [
-            f"    {t.field}: {paint(RED, t.before)} → {paint(GREEN, t.after)} {TIMES}{t.count}"
+            f"    {t.field}: {paint(RED, before)} {ARROW} {paint(GREEN, after)} {TIMES}{t.count}"
             for t in view.transitions()
+            for before, after in [_fitted(t)]
         ]
     warnings = [*view.safety_notes, *(clean(w) for w in plan.warnings)]
     if warnings:
@@ -240,11 +249,8 @@ def _text(plan: Plan, options: _Options) -> str:
         lines += ["", f"Symbols: {tilde} update in place"]
     for opp in shown:
         lines += ["", f"{tilde} {view.opportunity_title(opp)}"]
-        lines += [
-            f"    {tilde} {clean(f.field)}: {paint(RED, view.value(f.field, f.before))}"
-            f" -> {paint(GREEN, view.value(f.field, f.after))}   {view.provenance(f)}"
-            for f in opp.changes
-        ]
+        for f in opp.changes:
+            lines += _field_lines(view, f, tilde, paint)
     hidden = len(plan.changes) - len(shown)
     if hidden:
         lines += [
@@ -252,8 +258,42 @@ def _text(plan: Plan, options: _Options) -> str:
             f"… {plural(hidden, 'more opportunity', 'more opportunities')} in the saved plan"
             f" (lsqsync show {options.saved_as or 'FILE'})",
         ]
-    lines += ["", view.cost(), "", paint(BOLD, view.total())]
+    width = max(len(label) for label, _ in view.meta()) + 1
+    lines += ["", "About this plan:"]
+    lines += [f"  {label + ':':<{width}} {value}" for label, value in view.meta()]
+    lines += [view.cost(), "", paint(BOLD, view.total())]
     return "\n".join(lines) + "\n"
+
+
+LINE_LIMIT = 200  # characters of a field's line; a longer one puts its values on lines of their own
+VALUE_LIMIT = 160  # characters of a value shown on a line of its own; the saved plan has it all
+
+
+def _fitted(t: _Transition) -> tuple[str, str]:
+    """A transition's values, cut so that its summary line stays within LINE_LIMIT."""
+    room = (LINE_LIMIT - len(t.field) - 20) // 2
+    if len(t.field) + len(t.before) + len(t.after) + 20 <= LINE_LIMIT:
+        return t.before, t.after
+    return capped(t.before, room - 25), capped(t.after, room - 25)
+
+
+def _field_lines(
+    view: _View, f: FieldChange, tilde: str, paint: Callable[[str, str], str]
+) -> list[str]:
+    """A field's change on one line, or — when that passes LINE_LIMIT — its name and rule, then
+    the values on a line each, long ones cut."""
+    before, after = view.value(f.field, f.before), view.value(f.field, f.after)
+    line = f"    {tilde} {clean(f.field)}: {before} {ARROW} {after}   {view.provenance(f)}"
+    if len(line) <= LINE_LIMIT:
+        return [
+            f"    {tilde} {clean(f.field)}: {paint(RED, before)} {ARROW} {paint(GREEN, after)}"
+            f"   {view.provenance(f)}"
+        ]
+    return [
+        f"    {tilde} {clean(f.field)}:   {view.provenance(f)}",
+        f"        {paint(RED, capped(before, VALUE_LIMIT))}",
+        f"     {ARROW} {paint(GREEN, capped(after, VALUE_LIMIT))}",
+    ]
 
 
 def _counts(opportunities: int, fields: int) -> str:
@@ -288,12 +328,11 @@ def _table(header: Sequence[str], align: str, rows: Sequence[Sequence[str]]) -> 
 def _markdown(plan: Plan, options: _Options) -> str:
     view = _View(plan, options.safety)
     s = plan.summary
-    head = [f"### lsqsync plan {_code(view.short)}", ""]
+    head = [f"### lsqsync plan {_code(view.short)} for {_code(clean(plan.inputs.host))}", ""]
     for note in view.safety_notes:  # a paragraph each: GitHub joins adjacent lines in files
         head += [f"**⚠️ {md(note)}**", ""]
-    head += [f"- {label}: {_code(value)}" for label, value in view.meta()]
     if not plan.empty:
-        head += ["", f"#### Summary: {_counts(s.opportunities, s.fields)}", ""]
+        head += [f"#### Summary: {_counts(s.opportunities, s.fields)}", ""]
         rules = [
             [md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
             for r in s.rules
@@ -326,6 +365,8 @@ def _markdown(plan: Plan, options: _Options) -> str:
     if plan.warnings:
         head += ["", "#### Warnings", ""]
         head += [f"- {md(clean(w))}" for w in plan.warnings]
+    head += ["", "About this plan:", ""]
+    head += [f"- {label}: {_code(value)}" for label, value in view.meta()]
     head += ["", md(view.cost())]
     tail = ["", view.total()]
     return _fit(head, _diff_blocks(view), tail, len(plan.changes), s.fields)

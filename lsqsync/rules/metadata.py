@@ -13,11 +13,11 @@ import difflib
 from collections.abc import Mapping
 
 from lsqsync.config import Config
-from lsqsync.display import is_masked
+from lsqsync.display import did_you_mean, is_masked
 from lsqsync.documents.problems import Problem, format_path
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
-from lsqsync.rules.project import Project, Rule
+from lsqsync.rules.project import Condition, Project, Rule
 
 # The `where` operators that mean something for a multi-select field: eq, ne, in and not_in
 # compare the whole set of options; contains holds when one of them is the value.
@@ -130,37 +130,45 @@ def _set_problems(rule: Rule, t: OpportunityType, users: Mapping[str, str] | Non
 def _where_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     """``where`` values the fields cannot hold: not an option of a dropdown, or not of the
     field's type."""
+    return [
+        Problem(condition.location, condition.path, message)
+        for condition in rule.where
+        if (meta := t.field(condition.field)) is not None
+        for message in condition_problems(condition, meta)
+    ]
+
+
+def condition_problems(condition: Condition, meta: FieldMeta) -> list[str]:
+    """What is wrong with a condition's value for its field: an operator a multi-select does
+    not take, not an option of a dropdown (the condition can never hold), or not of the field's
+    kind. A field of an unrecognised kind is reported elsewhere."""
+    if meta.kind is None or condition.op == "empty":
+        return []
+    if meta.kind == "multiselect" and condition.op not in MULTISELECT_OPERATORS:
+        return [
+            f"{meta.schema_name} is a multi-select field: '{condition.op}' does not apply "
+            f"(use {', '.join(MULTISELECT_OPERATORS)})"
+        ]
+    if condition.op in ("contains", "startswith"):
+        return []
     problems = []
-    for condition in rule.where:
-        meta = t.field(condition.field)
-        if meta is None or meta.kind is None or condition.op == "empty":
-            continue
-        if meta.kind == "multiselect" and condition.op not in MULTISELECT_OPERATORS:
-            problems.append(
-                Problem(condition.location, condition.path,
-                        f"{meta.schema_name} is a multi-select field: '{condition.op}' does not "
-                        f"apply (use {', '.join(MULTISELECT_OPERATORS)})")
-            )  # fmt: skip
-            continue
-        if condition.op in ("contains", "startswith"):
-            continue
-        bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
-        options = meta.all_options
-        if options and condition.op in ("eq", "in"):
-            for bound in bounds:
-                if bound is not None and str(bound) not in options:
-                    problems.append(
-                        Problem(condition.location, condition.path,
-                                f"'{bound}' is not an option of {meta.schema_name} "
-                                f"({', '.join(options)}): the condition can never hold")
-                    )  # fmt: skip
-        if meta.kind in ("text", "dropdown", "user"):
-            continue  # any text compares; users may be inactive (reassigning from them)
+    bounds = condition.value if condition.op in ("in", "not_in") else [condition.value]
+    options = meta.all_options
+    if options and condition.op in ("eq", "in"):
         for bound in bounds:
-            try:
-                codec.to_wire(meta, bound)
-            except codec.InvalidValue as e:
-                problems.append(Problem(condition.location, condition.path, str(e)))
+            if bound is not None and str(bound) not in options:
+                problems.append(
+                    f"'{bound}' is not an option of {meta.schema_name} "
+                    f"({', '.join(options)}): the condition can never hold"
+                    + did_you_mean(str(bound), options)
+                )
+    if meta.kind in ("text", "dropdown", "user"):
+        return problems  # any text compares; users may be inactive (reassigning from them)
+    for bound in bounds:
+        try:
+            codec.to_wire(meta, bound)
+        except codec.InvalidValue as e:
+            problems.append(str(e))
     return problems
 
 

@@ -7,8 +7,10 @@ template and ``when`` syntax, undefined names, system fields in ``set``, CSV pro
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
-from collections.abc import Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,11 @@ class FieldValue:
     location: Location
     path: str = ""  # rules[0].set.Status, for messages
     reads: frozenset[str] = frozenset()  # the opp fields its template reads
+    lines: Callable[[int], Location | None] | None = dataclasses.field(default=None, compare=False)
+
+    def at(self, line: int) -> Location:
+        """Where line ``line`` of the value's template is written (its start when unknown)."""
+        return (self.lines(line) if self.lines is not None else None) or self.location
 
 
 @dataclass(frozen=True)
@@ -83,11 +90,12 @@ class Project:
     files: tuple[Path, ...]  # the rule files read
     vars: Mapping[str, Any]
 
-    def only(self, targets: Sequence[str]) -> Project:
-        """The project with only the rules named (``--target``); all of them without names."""
+    def only(self, targets: Sequence[str], known: Iterable[str] = ()) -> Project:
+        """The project with only the rules named (``--target``); all of them without names.
+        ``known``: every rule name of the files, when the project holds only the targets."""
         if not targets:
             return self
-        known = {r.name for r in self.rules}
+        known = {r.name for r in self.rules} | set(known)
         unknown = [t for t in targets if t not in known]
         if unknown:
             raise LsqsyncError(
@@ -97,13 +105,18 @@ class Project:
         return replace(self, rules=tuple(r for r in self.rules if r.name in targets))
 
 
-def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None) -> Project:
-    """Load every rule file of the project; raises ProjectInvalid listing every problem."""
+def load_project(
+    config: Config, var_overrides: Mapping[str, Any] | None = None, targets: Sequence[str] = ()
+) -> Project:
+    """Load every rule file of the project; raises ProjectInvalid listing every problem. With
+    ``targets`` (``--target``), only those rules are read whole: the others' CSVs, templates and
+    schema problems are not theirs to block (a file that is not YAML still is)."""
     variables = {**config.vars, **(var_overrides or {})}
     problems: list[Problem] = []
     files = _rule_files(config, problems)
     rules: list[Rule] = []
     names: dict[str, Location] = {}
+    wanted = frozenset(targets)
     for path in files:
         shown = display_path(path)
         try:
@@ -115,7 +128,7 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
             problems.append(Problem(Location(shown, 1, 1), "", f"cannot read: {e}"))
             continue
         problems += document_problems(document)
-        for rule, plannable in _rules(document, config, variables, problems):
+        for rule, plannable in _rules(document, config, variables, problems, wanted):
             if rule.name in names:
                 problems.append(
                     Problem(
@@ -129,7 +142,8 @@ def load_project(config: Config, var_overrides: Mapping[str, Any] | None = None)
                 rules.append(rule)
     if problems:
         raise ProjectInvalid(problems)
-    return Project(config, tuple(rules), tuple(files), variables)
+    project = Project(config, tuple(rules), tuple(files), variables)
+    return project.only(targets, known=names) if targets else project
 
 
 def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
@@ -168,26 +182,46 @@ def _rule_files(config: Config, problems: list[Problem]) -> list[Path]:
 
 
 def _rules(
-    document: Document, config: Config, variables: Mapping[str, Any], problems: list[Problem]
+    document: Document,
+    config: Config,
+    variables: Mapping[str, Any],
+    problems: list[Problem],
+    wanted: frozenset[str] = frozenset(),
 ) -> Iterable[tuple[Rule, bool]]:
-    """Each rule with a name, and whether it can be planned (it has no schema problems)."""
+    """Each rule with a name, and whether it can be planned (it has no schema problems). With
+    ``wanted`` names, the other rules are named but not read (nor are their problems kept)."""
     if document.data is None:
         problems.append(
             Problem(document.where(()), "", "the file is empty (expected version: 1 and rules)")
         )
         return
     schema_problems = schemacheck.check(document, "rules")
-    problems.extend(schema_problems)
-    if not isinstance(document.data, dict) or not isinstance(document.data.get("rules"), list):
+    rules = document.data.get("rules") if isinstance(document.data, dict) else None
+    others = {
+        f"rules[{i}]"
+        for i, raw in enumerate(rules if isinstance(rules, list) else [])
+        if wanted and isinstance(raw, dict) and raw.get("name") not in wanted
+    }
+    problems.extend(p for p in schema_problems if p.path.split(".")[0] not in others)
+    if not isinstance(rules, list):
         return
     broken = {p.path.split(".")[0] for p in schema_problems}
-    for i, raw in enumerate(document.data["rules"]):
-        if isinstance(raw, dict):
+    for i, raw in enumerate(rules):
+        if isinstance(raw, dict) and f"rules[{i}]" in others:
+            if isinstance(raw.get("name"), str):
+                yield _named(document, ("rules", i), raw["name"]), False
+        elif isinstance(raw, dict):
             rule = _rule(document, ("rules", i), raw, config, variables, problems)
             # A rule with schema problems is still checked for more (its name too), but not
             # planned.
             if isinstance(raw.get("name"), str):
                 yield rule, f"rules[{i}]" not in broken
+
+
+def _named(document: Document, at: PathKey, name: str) -> Rule:
+    """A rule left out by --target: its name and place only (for names used twice)."""
+    return Rule(name, "", 0, None, None, (), None, (), document.where((*at, "name")), frozenset(),
+                False, path=format_path(at))  # fmt: skip
 
 
 def _rule(
@@ -268,8 +302,13 @@ class _RuleReader:
         analysis = templates.analyse(
             source, expression=expression, vars=self.variables, has_row=self.has_row
         )
-        for message in analysis.problems:
-            self.problem(path, message)
+        for message, line in analysis.located:
+            # at the template's own line, where the file has it (else its first, and which)
+            at = self.document.line_of((*self.at, *path), line)
+            where = f" (template line {line})" if at is None else ""
+            self.problems.append(
+                Problem(at or self.where(*path), self.path(*path), message + where)
+            )
         self.referenced.update(analysis.opp_fields)
         self.uses_user = self.uses_user or analysis.uses_user
         if self.csv is not None:
@@ -305,6 +344,7 @@ def _csv(reader: _RuleReader, spec: Any, config: Config) -> csvsource.CsvData | 
     if isinstance(result, list):
         reader.problems.extend(result)
         return None
+    reader.problems.extend(result.problems)  # a rule with them is not planned: the project fails
     return result
 
 
@@ -342,7 +382,8 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
             literal = _options(reader, field, value)
         path = reader.path("set", field)
         where = reader.where("set", field)
-        values.append(FieldValue(field, literal, template, where, path, reads))
+        lines = functools.partial(reader.document.line_of, (*reader.at, "set", field))
+        values.append(FieldValue(field, literal, template, where, path, reads, lines))
     return tuple(values)
 
 
@@ -373,6 +414,41 @@ def _operator(spec: Any) -> tuple[str, Any]:
         ((op, value),) = spec.items()
         return op, value
     return "eq", spec
+
+
+# The operators of a ``where`` condition (schemas/rules.schema.json lists them for files).
+OPERATORS = (
+    "eq", "ne", "in", "not_in", "gt", "gte", "lt", "lte", "contains", "startswith", "empty",
+)  # fmt: skip
+_LISTS = ("in", "not_in")
+_TRUTH = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False}
+
+
+def condition_from_text(text: str) -> Condition:
+    """A ``where`` condition written on a command line, as a rule file would have it:
+    ``FIELD=VALUE`` (eq), or ``FIELD=OP:VALUE`` with OP one of OPERATORS; ``in`` and ``not_in``
+    take comma-separated values, ``empty`` true or false. A value that starts with a word and
+    a colon is an eq value unless the word is an operator (``eq:gt:5`` compares with "gt:5")."""
+    field, sep, rest = text.partition("=")
+    field = field.strip()
+    usage = f"--where {text!r}: expected FIELD=VALUE or FIELD=OP:VALUE (OP: {', '.join(OPERATORS)})"
+    if not sep or not field:
+        raise ConfigError(usage)
+    op, colon, value = rest.partition(":")
+    spec: Any = rest
+    if colon and op.strip() in OPERATORS:
+        op = op.strip()
+        spec = {op: value}
+        if op in _LISTS:
+            spec = {op: [v.strip() for v in value.split(",") if v.strip()]}
+            if not spec[op]:
+                raise ConfigError(f"--where {text!r}: {op} takes values separated by commas")
+        elif op == "empty":
+            truth = _TRUTH.get(value.strip().lower())
+            if truth is None:
+                raise ConfigError(f"--where {text!r}: empty takes true or false")
+            spec = {op: truth}
+    return Condition(field, *_operator(spec), Location("--where", 1, 1), f"--where {text}")
 
 
 def _compile(source: str, *, expression: bool) -> templates.Compiled | None:
@@ -410,6 +486,8 @@ def parse_vars(pairs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, Any
     return out
 
 
-def load(config_path: Path | None, variables: Mapping[str, Any]) -> tuple[Config, Project]:
+def load(
+    config_path: Path | None, variables: Mapping[str, Any], targets: Sequence[str] = ()
+) -> tuple[Config, Project]:
     config = load_config(config_path)
-    return config, load_project(config, variables)
+    return config, load_project(config, variables, targets)

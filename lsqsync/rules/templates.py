@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import math
 import operator
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,8 @@ from jinja2.exceptions import SecurityError, TemplateAssertionError, TemplateErr
 from jinja2.nodes import EvalContext
 from jinja2.runtime import Context
 from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from lsqsync.display import did_you_mean
 
 CONTEXT_NAMES = ("opp", "row", "vars", "now", "rule", "user")
 RULE_ATTRIBUTES = ("name", "description", "opportunity_type")
@@ -69,7 +72,12 @@ STATEMENTS_ONLY = "a template is {{ … }} with {% if %}/{% elif %}/{% else %}"
 
 
 class TemplateProblem(Exception):
-    """A template that cannot be compiled or rendered; the message is for the user."""
+    """A template that cannot be compiled or rendered; the message is for the user, ``line``
+    the template's line it is about (1 when not known)."""
+
+    def __init__(self, message: str, line: int = 1) -> None:
+        super().__init__(message)
+        self.line = line
 
 
 def _weight(value: Any) -> int:
@@ -177,13 +185,24 @@ _EVAL = EvalContext(ENV)
 
 @dataclass(frozen=True)
 class Analysis:
-    """What a template refers to: the ``opp`` fields it reads and whether it uses ``row``."""
+    """What a template refers to: the ``opp`` fields it reads and whether it uses ``row``;
+    and its problems, each with the template line it is on (``problem_lines``, in order)."""
 
     opp_fields: frozenset[str] = frozenset()
     row_fields: frozenset[str] = frozenset()
     uses_row: bool = False
     uses_user: bool = False
     problems: tuple[str, ...] = ()
+    problem_lines: tuple[int, ...] = field(default=(), compare=False)
+
+    @property
+    def located(self) -> list[tuple[str, int]]:
+        """(problem, template line) pairs; line 1 where none is known."""
+        lines = (*self.problem_lines, *[1] * len(self.problems))
+        return list(zip(self.problems, lines, strict=False))
+
+
+Issue = tuple[str, int]  # a problem and the template line it is on
 
 
 def is_template(text: str) -> bool:
@@ -200,14 +219,47 @@ def _parse(source: str, expression: bool) -> nodes.Template:
             return ENV.parse("{{ (" + source + ") }}")
         return ENV.parse(source)
     except TemplateSyntaxError as e:
-        raise TemplateProblem(_syntax_error(e, source, expression)) from None
+        raise TemplateProblem(_syntax_error(e), e.lineno) from None
     except (SyntaxError, RecursionError, MemoryError):  # Python's own limits, while compiling
         raise TemplateProblem(TOO_NESTED) from None
 
 
-def _syntax_error(e: TemplateSyntaxError, source: str, expression: bool) -> str:
-    where = "" if expression or source.count("\n") == 0 else f" (template line {e.lineno})"
-    return f"template syntax error: {e.message}{where}"
+# Jinja's syntax errors in plain words, with what to do: (pattern of Jinja's message, the
+# message; $1 is the pattern's group)
+_SYNTAX_ERRORS = (
+    (r"unexpected '\}'$", "unexpected '}': close {{ with }} (two braces), and {% with %}"),
+    (r"unexpected '\}', expected '(.)'", "unexpected '}': a '$1' is missing before it"),
+    (r"unexpected end of template, expected 'end of print statement'",
+     "a {{ is not closed: end it with }}"),
+    (r"Unexpected end of template\. .* needs to be closed is '(\w+)'",
+     "{% $1 %} is not closed: end it with {% end$1 %}"),
+    (r"expected token 'end of print statement', got '='", "'=' inside {{ … }}: compare with =="),
+    (r"expected token 'end of print statement', got '(.*)'",
+     "unexpected '$1' inside {{ … }}: join text with ~, and put text in quotes"),
+    (r"unexpected char ['\"](.)['\"] at", "a quote ($1) that is never closed"),
+    (r"Expected an expression, got 'end of print statement'",
+     "an empty {{ }}: put a value in it, e.g. {{ opp.Status }}"),
+    (r"Encountered unknown tag '(end\w+|else|elif)'",
+     "{% $1 %} without the {% if %} it belongs to"),
+    (r"Encountered unknown tag '(\w+)'",
+     "{% $1 %} is not available in rule templates: " + STATEMENTS_ONLY),
+    (r"unexpected 'end of template'$",
+     "the expression ends too soon: something is missing after its last operator"),
+    (r"chunk after expression",
+     "text after the end of the expression: compare with ==, and write a when without {{ }}"),
+    (r"Missing end of comment tag", "a {# is not closed: end it with #}"),
+)  # fmt: skip
+
+
+def _syntax_error(e: TemplateSyntaxError) -> str:
+    """Jinja's syntax error in plain words (its line is the problem's place)."""
+    message = (e.message or "").strip()
+    for pattern, plain in _SYNTAX_ERRORS:
+        found = re.search(pattern, message)
+        if found:
+            message = plain.replace("$1", found.group(1)) if found.groups() else plain
+            break
+    return f"template syntax error: {message}"
 
 
 def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool) -> Analysis:
@@ -222,53 +274,63 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
     try:
         tree = _parse(source, expression)
     except TemplateProblem as e:
-        return Analysis(problems=(str(e),))
+        return Analysis(problems=(str(e),), problem_lines=(e.line,))
     names = {n.name for n in tree.find_all(nodes.Name) if n.ctx == "load"}
-    problems = _name_problems(tree, names)
+    issues = _name_problems(tree, names)
     opp_fields, row_fields, attribute_problems = _attributes(tree, set(vars))
-    problems += attribute_problems
-    problems += _statement_problems(tree)
+    issues += attribute_problems
+    issues += _statement_problems(tree)
     if "row" in names and not has_row:
-        problems.append("'row' is only defined in rules that read a csv")
-    problems += _filter_problems(tree)
-    if not problems:  # what analyse passes must compile
+        line = min(n.lineno for n in tree.find_all(nodes.Name) if n.name == "row")
+        issues.append(("'row' is only defined in rules that read a csv", line))
+    issues += _filter_problems(tree)
+    if not issues:  # what analyse passes must compile
         try:
             ENV.compile_expression(source) if expression else ENV.compile(source)
         except TemplateSyntaxError as e:
-            problems.append(_syntax_error(e, source, expression))
+            issues.append((_syntax_error(e), e.lineno))
         except (SyntaxError, RecursionError, MemoryError):
-            problems.append(TOO_NESTED)
+            issues.append((TOO_NESTED, 1))
+    first = dict(reversed(issues))  # each problem once, on the first line it is found
     return Analysis(
         opp_fields=frozenset(opp_fields),
         row_fields=frozenset(row_fields),
         uses_row="row" in names,
         uses_user="user" in names,
-        problems=tuple(dict.fromkeys(problems)),
+        problems=tuple(dict.fromkeys(m for m, _ in issues)),
+        problem_lines=tuple(first[m] for m in dict.fromkeys(m for m, _ in issues)),
     )
 
 
-def _name_problems(tree: nodes.Template, names: set[str]) -> list[str]:
+def _name_problems(tree: nodes.Template, names: set[str]) -> list[Issue]:
     """Names read (``names``) that the template is not given. Names that a refused statement
     defines ({% set %}, {% for %}, a macro) are left to that statement's own problem."""
-    problems = []
+    problems: list[Issue] = []
     assigned = {n.name for n in tree.find_all(nodes.Name) if n.ctx in ("store", "param")}
     if any(True for _ in tree.find_all(nodes.For)):
         assigned.add("loop")
     assigned.update(m.name for m in tree.find_all(nodes.Macro))
+    lines: dict[str, int] = {}
+    for n in tree.find_all(nodes.Name):
+        lines.setdefault(n.name, n.lineno)
     for name in sorted(names - assigned):
         if name in _REMOVED:
-            problems.append(f"'{name}' is not available in rule templates")
+            problems.append((f"'{name}' is not available in rule templates", lines[name]))
         elif name not in CONTEXT_NAMES:
-            problems.append(f"'{name}' is undefined (templates can use {', '.join(CONTEXT_NAMES)})")
+            known = ", ".join(CONTEXT_NAMES)
+            hint = did_you_mean(name, CONTEXT_NAMES)
+            problems.append(
+                (f"'{name}' is undefined{hint} (templates can use {known})", lines[name])
+            )
     return problems
 
 
 def _attributes(
     tree: nodes.Template, defined_vars: set[str]
-) -> tuple[set[str], set[str], list[str]]:
+) -> tuple[set[str], set[str], list[Issue]]:
     """The ``opp`` and ``row`` fields the template reads, and its private attributes and
     undefined ``vars`` and ``rule`` attributes."""
-    problems = []
+    problems: list[Issue] = []
     opp_fields: set[str] = set()
     row_fields: set[str] = set()
     for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
@@ -277,7 +339,9 @@ def _attributes(
         if attr is None:
             continue
         if attr.startswith("_"):
-            problems.append(f"access to '{attr}' is not allowed in rule templates (sandbox)")
+            problems.append(
+                (f"access to '{attr}' is not allowed in rule templates (sandbox)", node.lineno)
+            )
             continue
         base = node.node
         if isinstance(base, nodes.Name) and base.ctx == "load":
@@ -287,42 +351,61 @@ def _attributes(
                 row_fields.add(attr)
             elif base.name == "vars" and attr not in defined_vars:
                 known = ", ".join(sorted(defined_vars)) or "none are defined"
-                problems.append(f"'vars.{attr}' is undefined (vars: {known})")
+                problems.append((f"'vars.{attr}' is undefined (vars: {known})", node.lineno))
             elif base.name == "rule" and attr not in RULE_ATTRIBUTES:
                 problems.append(
-                    f"'rule.{attr}' is undefined (rule has {', '.join(RULE_ATTRIBUTES)})"
-                )
+                    (f"'rule.{attr}' is undefined (rule has {', '.join(RULE_ATTRIBUTES)})",
+                     node.lineno)
+                )  # fmt: skip
     return opp_fields, row_fields, problems
 
 
-def _statement_problems(tree: nodes.Template) -> list[str]:
+def _statement_problems(tree: nodes.Template) -> list[Issue]:
     """Statements and string methods that rule templates do not offer."""
-    problems = []
+    problems: list[Issue] = []
     for node in tree.find_all(nodes.Stmt):
         if not isinstance(node, _ALLOWED_STATEMENTS):
             name = _STATEMENT_NAMES.get(type(node), f"{{% {type(node).__name__.lower()} %}}")
-            problems.append(f"{name} is not available in rule templates: {STATEMENTS_ONLY}")
+            problems.append(
+                (f"{name} is not available in rule templates: {STATEMENTS_ONLY}", node.lineno)
+            )
     for got in tree.find_all(nodes.Getattr):
         assert isinstance(got, nodes.Getattr)
         if got.attr in _BLOCKED_METHODS and not (
             isinstance(got.node, nodes.Name) and got.node.name in ("opp", "row", "vars")
         ):
             problems.append(
-                f"'.{got.attr}()' is not available in rule templates (use ~ and filters)"
-            )
+                (f"'.{got.attr}()' is not available in rule templates (use ~ and filters)",
+                 got.lineno)
+            )  # fmt: skip
     return problems
 
 
-def _filter_problems(tree: nodes.Template) -> list[str]:
-    """Filters and tests that rule templates do not offer. Jinja finds an unknown one when
-    compiling, or (in a branch of an if) only when rendering: they are looked for here."""
-    problems = []
+# What people write from other template languages, and the filter that does it here.
+_FILTER_SYNONYMS = {
+    "upcase": "upper", "uppercase": "upper", "downcase": "lower", "lowercase": "lower",
+    "strip": "trim", "len": "length", "size": "length", "str": "string", "integer": "int",
+    "number": "float", "titlecase": "title", "capitalise": "capitalize",
+}  # fmt: skip
+
+
+def _filter_problems(tree: nodes.Template) -> list[Issue]:
+    """Filters and tests that rule templates do not offer (with the closest that they do).
+    Jinja finds an unknown one when compiling, or (in a branch of an if) only when rendering:
+    they are looked for here."""
+    problems: list[Issue] = []
     for node in tree.find_all((nodes.Filter, nodes.Test)):
         assert isinstance(node, nodes.Filter | nodes.Test)
         is_filter = isinstance(node, nodes.Filter)
-        if node.name not in (ENV.filters if is_filter else ENV.tests):
+        known = ENV.filters if is_filter else ENV.tests
+        if node.name not in known:
             kind = "filter" if is_filter else "test"
-            problems.append(f"the {kind} '{node.name}' is not available in rule templates")
+            synonym = _FILTER_SYNONYMS.get(node.name.lower()) if is_filter else None
+            close = did_you_mean(node.name, known, cutoff=0.75)
+            hint = f" (did you mean '{synonym}'?)" if synonym else close
+            problems.append(
+                (f"the {kind} '{node.name}' is not available in rule templates{hint}", node.lineno)
+            )
     return problems
 
 
@@ -344,26 +427,92 @@ class Compiled:
 
     def render(self, context: Mapping[str, Any]) -> Any:
         """The value (a string for templates, any value for expressions). Raises
-        TemplateProblem with a message naming what went wrong."""
+        TemplateProblem with a message naming what went wrong, and on which line."""
         try:
             return self._render(context)
-        except UndefinedError as e:
-            raise TemplateProblem(f"template error: {e.message}") from None
-        except SecurityError as e:
-            raise TemplateProblem(f"not allowed in rule templates (sandbox): {e}") from None
-        except (ArithmeticError, TypeError, ValueError, LookupError) as e:
-            raise TemplateProblem(f"template error: {type(e).__name__}: {e}") from None
-        except (MemoryError, RecursionError) as e:
-            raise TemplateProblem(f"template too costly to render ({type(e).__name__})") from None
-        except TemplateError as e:  # e.g. select('no-such-test')
-            raise TemplateProblem(f"template error: {e.message or type(e).__name__}") from None
+        except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError,
+                MemoryError, RecursionError) as e:  # fmt: skip
+            line = 1 if self.expression else _template_line(e)
+            raise TemplateProblem(_render_message(e), line) from None
+
+
+def _render_message(e: BaseException) -> str:
+    if isinstance(e, UndefinedError):
+        found = re.fullmatch(r"'?(\w+) object'? has no (attribute|element) (.+)", e.message or "")
+        if found:
+            kind, what, name = found.groups()
+            if kind == "dict":  # opp, row, vars: a name that is not there
+                return f"template error: {name} is undefined"
+            return f"template error: {_kind(kind)} has no {what} {name}"
+        return f"template error: {e.message}"
+    if isinstance(e, SecurityError):
+        return f"not allowed in rule templates (sandbox): {e}"
+    if isinstance(e, MemoryError | RecursionError):
+        return f"template too costly to render ({type(e).__name__})"
+    if isinstance(e, TemplateError):  # e.g. select('no-such-test')
+        return f"template error: {e.message or type(e).__name__}"
+    return f"template error: {runtime_error(e)}"
+
+
+def _template_line(error: BaseException | None) -> int:
+    """The template line an error was raised on (Jinja's tracebacks name it); else 1."""
+    line, tb = 1, error.__traceback__ if error is not None else None
+    while tb is not None:
+        if tb.tb_frame.f_code.co_filename == "<template>":
+            line = tb.tb_lineno
+        tb = tb.tb_next
+    return line
+
+
+_KINDS = {
+    "int": "a number", "float": "a number", "Decimal": "a number", "str": "text",
+    "Markup": "text", "NoneType": "an empty value", "bool": "true or false", "list": "a list",
+    "tuple": "a list", "dict": "a mapping", "datetime": "a date and time", "date": "a date",
+    "datetime.datetime": "a date and time", "datetime.date": "a date",
+}  # fmt: skip
+_EMPTY_HINT = "a field is empty for this opportunity: give it a default, e.g. (opp.X or 0)"
+
+
+def _kind(name: str) -> str:
+    return _KINDS.get(name, f"a {name}")
+
+
+def runtime_error(e: BaseException) -> str:
+    """What went wrong while a template ran, in plain words (not ``ZeroDivisionError: …``)."""
+    text = str(e)
+    if isinstance(e, ZeroDivisionError):
+        return "division by zero (guard the divisor: {{ a / b if b else 0 }})"
+    found = re.fullmatch(r"unsupported operand type\(s\) for (.+): '(.+)' and '(.+)'", text)
+    if found:
+        op, left, right = found.groups()
+        hint = _EMPTY_HINT if "NoneType" in (left, right) else "join text with ~: a ~ b"
+        return f"cannot use {op} on {_kind(left)} and {_kind(right)} ({hint})"
+    if re.fullmatch(r'can only concatenate str \(not "(.+)"\) to str', text):
+        return "cannot use + on text and something else (join text with ~: a ~ b)"
+    found = re.fullmatch(r"'(.+)' not supported between instances of '(.+)' and '(.+)'", text)
+    if found:
+        op, left, right = found.groups()
+        hint = f"; {_EMPTY_HINT}" if "NoneType" in (left, right) else ""
+        return f"cannot compare {_kind(left)} with {_kind(right)} using {op}{hint}"
+    found = re.fullmatch(r"object of type '(.+)' has no len\(\)", text)
+    if found:
+        return f"{_kind(found.group(1))} has no length"
+    found = re.fullmatch(r"'(.+)' object is not (iterable|subscriptable)", text)
+    if found:
+        what = "a list" if found.group(2) == "iterable" else "indexed with [ ]"
+        return f"{_kind(found.group(1))} is not {what}"
+    if isinstance(e, IndexError):
+        return "an index past the end of the text or list"
+    if isinstance(e, ValueError) and text.startswith("user():"):
+        return text
+    return f"{type(e).__name__}: {text}"
 
 
 def compile_template(source: str) -> Compiled:
     try:
         template = ENV.from_string(source)
     except TemplateSyntaxError as e:
-        raise TemplateProblem(f"template syntax error: {e.message}") from None
+        raise TemplateProblem(_syntax_error(e), e.lineno) from None
 
     def render(context: Mapping[str, Any]) -> str:
         # Streamed, so that output larger than any field is refused before it is built.
@@ -381,5 +530,5 @@ def compile_expression(source: str) -> Compiled:
     try:
         expression = ENV.compile_expression(source, undefined_to_none=False)
     except TemplateSyntaxError as e:
-        raise TemplateProblem(f"template syntax error: {e.message}") from None
+        raise TemplateProblem(_syntax_error(e), e.lineno) from None
     return Compiled(source, True, lambda ctx: _plain(expression(**ctx)))

@@ -6,13 +6,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import re
 from collections.abc import Collection, Sequence
 from typing import Any, Literal, get_args
 
 from lsqsync.display import (
     MARKDOWN_LIMIT,
     clean,
+    csv_cell,
     is_masked,
     masked,
     md,
@@ -27,7 +27,6 @@ RunsFormat = Literal["text", "json"]
 RUN_FORMATS: tuple[RunFormat, ...] = get_args(RunFormat)
 RUNS_FORMATS: tuple[RunsFormat, ...] = get_args(RunsFormat)
 EXPORT_VERSION = 1  # "format_version" of the JSON exports
-_NUMBER = re.compile(r"[+-]?[0-9]+(\.[0-9]+)?")
 
 # -- exports ----------------------------------------------------------------------------------
 
@@ -197,7 +196,7 @@ def _run_csv(run: Run, results: Sequence[FieldResult], mask: Collection[str]) ->
     writer.writerow(CSV_COLUMNS)
     for r in results:
         writer.writerow(
-            _cell(x)
+            csv_cell(x)
             for x in (
                 run.id,
                 r.opportunity_id,
@@ -333,17 +332,3 @@ def _message(r: FieldResult, masked: bool) -> str:
     if r.status == "stale" and r.current is not None:
         return f"{r.message or 'stale'}; now {shown(r.current, masked)}"
     return r.message or ""
-
-
-def _cell(v: str | None) -> str:
-    """A CSV cell a spreadsheet shows as text: one starting with = + - @ (a formula to Excel
-    and LibreOffice) gets a leading apostrophe, unless it is just a number."""
-    if not v:
-        return ""
-    if v[0] in "=+-@\t\r" and not _is_number(v):
-        return "'" + v
-    return v
-
-
-def _is_number(v: str) -> bool:
-    return _NUMBER.fullmatch(v) is not None

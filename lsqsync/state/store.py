@@ -296,6 +296,40 @@ class StateFile(Locking):
                 raise StateError(f"{self.name}: no run {run_id}")
             self._write_results(db, run_id, None, results, self._stamp())
 
+    def record_accepted(self, run_id: str, results: Iterable[FieldResult]) -> None:
+        """Record values taken as known without sending anything (``drift --accept``, and
+        undoing it): each field's result, and in ``last_written`` its ``after`` value for an
+        ``already_current`` result, or no value for a ``stale`` one (its opportunity no longer
+        exists: nothing left to compare). One transaction, which bumps the serial too: what
+        drift and rollback compare with has changed. Needs the lock."""
+        results = tuple(results)
+        _check_results(results)
+        if any(r.status not in ("already_current", "stale") for r in results):
+            raise ValueError("accepted values are already_current, or stale when gone")
+        with self._write() as db:
+            self._check_lock(db, "accept values")
+            if db.execute("SELECT 1 FROM runs WHERE id = ?", (run_id,)).fetchone() is None:
+                raise StateError(f"{self.name}: no run {run_id}")
+            now = self._stamp()
+            self._write_results(db, run_id, None, results, now)
+            known = [r for r in results if r.status == "already_current"]
+            db.executemany(
+                _upsert("last_written", TABLES["last_written"][0], TABLES["last_written"][1]),
+                [
+                    (r.opportunity_id, r.field, r.opportunity_type, r.after, run_id, now)
+                    for r in known
+                ],
+            )
+            db.executemany(
+                "DELETE FROM last_written WHERE opportunity_id = ? AND field = ?",
+                [(r.opportunity_id, r.field) for r in results if r.status == "stale"],
+            )
+            db.execute("UPDATE state SET serial = serial + 1")
+            db.execute(
+                "UPDATE runs SET serial = (SELECT serial FROM state) WHERE id = ?", (run_id,)
+            )
+        logger.info("state: run=%s accepted=%d", run_id, len(results))
+
     def _write_results(
         self,
         db: Sql,

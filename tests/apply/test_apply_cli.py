@@ -246,7 +246,7 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
 
     code, out, _ = run(["drift"], capsys)
     assert code == 2
-    assert out.endswith("Drift: 1 field changed outside lsqsync.\n")
+    assert "\nDrift: 1 field changed outside lsqsync.\n" in out
     assert f"~ {edited.id} (type {edited.opportunity_type}) {field.field}: wrote " in out
 
     with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
@@ -296,7 +296,7 @@ class _Terminal(io.StringIO):
         return True
 
 
-@pytest.mark.parametrize(("answer", "applied"), [("no\n", False), ("yes\n", True)])
+@pytest.mark.parametrize(("answer", "applied"), [("no\n", False), ("\n", False), ("yes\n", True)])
 def test_apply_without_a_plan_file_asks_on_a_terminal(
     connected: Emulator,
     project: Path,
@@ -305,12 +305,14 @@ def test_apply_without_a_plan_file_asks_on_a_terminal(
     answer: str,
     applied: bool,
 ) -> None:
+    """Only 'yes' applies; any other answer applies nothing and exits 1, as Terraform does."""
     monkeypatch.setattr("sys.stdin", _Terminal(answer))
-    code, out, err = run(["apply"], capsys)
-    assert code == 0
+    code, out, err = run(["apply", "--max-details", "1"], capsys)
+    assert code == (0 if applied else 1)
     assert "? Only 'yes' will be accepted: " in out
+    assert out.count("\n~ opportunity ") == 1  # --max-details: one shown in detail
     assert ("Run " in out) is applied
-    assert ("Not applied." in err) is not applied
+    assert ("Not applied: the answer was not 'yes'." in err) is not applied
     assert bool(writes(connected)) is applied
 
 

@@ -252,7 +252,7 @@ def test_a_pull_request_is_validated_and_planned_in_one_comment(project: Project
         "digest": saved["digest"],
         "changes": "true",
     }
-    assert f"\n### lsqsync plan `{saved['digest'][:8]}`\n" in comment["body"]
+    assert f"\n### lsqsync plan `{saved['digest'][:8]}` for `" in comment["body"]
     assert "Flagged by sales-ops (value 422000)" in comment["body"]
     run_url = f"https://github.com/{REPOSITORY}/actions/runs/{event.run_id}"
     assert comment["body"].endswith(f"[this run]({run_url}); merging applies it.\n")

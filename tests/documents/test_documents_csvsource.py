@@ -23,8 +23,7 @@ def _read(tmp_path: Path, content: bytes, key: str = "opportunity_id") -> CsvDat
 
 
 def _problems(result: CsvData | list[Problem]) -> list[str]:
-    assert isinstance(result, list)
-    return [str(p) for p in result]
+    return [str(p) for p in (result.problems if isinstance(result, CsvData) else result)]
 
 
 @pytest.mark.parametrize("bom", [b"", b"\xef\xbb\xbf"], ids=["plain", "bom"])

@@ -165,14 +165,54 @@ def test_a_merged_value_is_positioned_where_it_is_written() -> None:
 @pytest.mark.parametrize(
     ("text", "location", "message"),
     [
+        # PyYAML's parser states, in plain words, at the place to fix
         ("a: [1\n", "f.yml:2:1",
-         "while parsing a flow sequence; expected ',' or ']', but got '<stream end>'"),
-        ("a:\n\t- 1\n", "f.yml:2:1",
-         "while scanning for the next token; found character '\\t' that cannot start any token"),
-        ("a: 1\n b: 2\n", "f.yml:2:3", "mapping values are not allowed here"),
+         "the […] opened at line 1, column 4 is not closed with ']', or its entries need a ',' "
+         "between them"),
+        ("a: {b: 1 c: 2}\n", "f.yml:1:11",
+         "the {…} opened at line 1, column 4 is not closed with '}', or its entries need a ',' "
+         "between them"),
+        ("a:\n\t- 1\n", "f.yml:2:1", "a tab character: YAML indents with spaces only"),
+        ("a: 1\n b: 2\n", "f.yml:2:2",
+         "this key is indented further than the key above it, so YAML reads it as the rest of "
+         "that key's value: line it up with the other keys"),
+        ("note: Stage: Won\n", "f.yml:1:12",
+         "a ': ' inside a value: put the value in quotes (e.g. note: \"Stage: Won\"), or check "
+         "the indentation"),
+        ("a:\n  b: 1\n c: 2\n", "f.yml:3:2",
+         "this line is indented differently from the lines above it (the block at line 1): the "
+         "keys of one mapping start in the same column, indented by spaces"),
+        ("a:\n  b: 1\n  c\n  d: 2\n", "f.yml:3:3",
+         "a line with no ':' inside a mapping: write key: value, or indent a value that goes on "
+         "from the line above further than its key"),
+        ("a: 1\n- b\n", "f.yml:2:1",
+         "a list item ('- ') where a key was expected: indent the list under its key, or line it "
+         "up with the list's other items"),
+        ("- a\nb: 1\n", "f.yml:2:1",
+         "a key: value line among list items: each item of this list starts with '- '"),
+        ("a: 'it's'\n", "f.yml:1:8",
+         "more text after a complete value: a value that starts with a quote ends at the closing "
+         "quote (quote the whole value, e.g. note: \"it's done\")"),
+        ('a: "abc\nb: 2\n', "f.yml:1:4",
+         "a quoted value that is never closed: its closing quote is missing"),
+        ('a: "\\q"\n', "f.yml:1:6",
+         "'\\q' is not an escape of a double-quoted value: write \\\\ for a backslash, or put "
+         "the value in single quotes"),
+        ("a: @x\n", "f.yml:1:4", "'@' cannot start a value: put the value in quotes (e.g. \"@…\")"),
+        ("a: |x\n  b\n", "f.yml:1:5",
+         "after | or > only -, + or a digit may follow: start the text on the next line"),
+        ("a: &\n", "f.yml:1:5",
+         "& and * start an anchor or alias and need a name: put the value in quotes (e.g. note: "
+         "\"Stage: Won\")"),
+        ("a: &x 1\nb: &x 2\n", "f.yml:2:4", "the anchor &x is defined twice (first at line 1)"),
+        ("a: {{ opp.Status }}\n", "f.yml:1:4",
+         'a template needs quotes: write "{{ … }}" (without them YAML reads {{ as a mapping)'),
+        ("set: {Status: {{ opp.x }}}\n", "f.yml:1:15",
+         'a template needs quotes: write "{{ … }}" (without them YAML reads {{ as a mapping)'),
         ("a: 1\n---\nb: 2\n", "f.yml:2:1",
-         "expected a single document in the stream; but found another document"),
-        ("a: *nowhere\n", "f.yml:1:4", "found undefined alias 'nowhere'"),
+         "a second document (a line '---'): a file holds one document"),
+        ("a: *nowhere\n", "f.yml:1:4",
+         "the alias *nowhere names no anchor &nowhere defined before it"),
         ("? [a]\n: 1\n", "f.yml:1:3", "a mapping key must be a scalar"),
         ("a: {<<: 1}\n", "f.yml:1:9", "a merge key (<<) takes a mapping or a list of mappings"),
         ("a: {<<: [{p: 1}, 2]}\n", "f.yml:1:18",

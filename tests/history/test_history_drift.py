@@ -32,4 +32,6 @@ def test_values_are_quoted_and_escaped_and_an_empty_field_says_so() -> None:
     assert text == (
         f'~ {OPP} (type 12003) mx_Custom_9: wrote "closed\\nby q4" (run 20240501-1), now (empty)\n'
         "Drift: 1 field changed outside lsqsync.\n"
+        "To take LeadSquared's values as the known ones: lsqsync drift --accept RUN (the fields "
+        "that run wrote) or --accept --all.\n"
     )

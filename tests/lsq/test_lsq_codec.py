@@ -130,9 +130,18 @@ def test_a_different_value_is_a_change(field: FieldMeta, current: Any, desired: 
         (BOOLEAN, "maybe", "mx_Custom_12 (boolean): 'maybe' is not a boolean (use true or false)"),
         (TEXT, "x" * 11, "mx_Custom_9 holds at most 10 characters, not 11"),
         (OWNER_AS_TEXT, "nobody@example.com",
-         "Owner: no active user with email 'nobody@example.com'"),
+         "Owner: no active user with email 'nobody@example.com' (lsqsync users list shows "
+         "every user)"),
         (OWNER_AS_TEXT, "henry.potter@example.com",
-         "Owner: no active user with email 'henry.potter@example.com'"),
+         "Owner: no active user with email 'henry.potter@example.com' (lsqsync users list "
+         "shows every user)"),
+        # the closest active users, by the name before the @ (one domain makes all look alike)
+        (OWNER_AS_TEXT, "goerge.bailey@example.com",
+         "Owner: no active user with email 'goerge.bailey@example.com' (did you mean "
+         "'george.bailey@example.com'? lsqsync users list shows every user)"),
+        (OWNER_AS_TEXT, "george.bailey@exmaple.com",
+         "Owner: no active user with email 'george.bailey@exmaple.com' (did you mean "
+         "'george.bailey@example.com'? lsqsync users list shows every user)"),
         (OWNER_AS_TEXT, "George Bailey",
          "Owner: 'George Bailey' is neither an email nor a user id"),
         (OWNER_AS_TEXT, NOBODY, f"Owner: '{NOBODY}' is not the id of an active user"),

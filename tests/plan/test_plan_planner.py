@@ -287,7 +287,7 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
             f"rules/r.yml:8:21: opportunity {A}: mx_Custom_12 (date): 'Negotiation' is not a date",
             # a literal is wrong whatever the opportunity: reported once, at the rule
             "rules/r.yml:9:14: rules[0].set.Owner: Owner: no active user with email "
-            "'henry.potter@example.com'",
+            "'henry.potter@example.com' (lsqsync users list shows every user)",
         ],
     ),
     (
@@ -320,8 +320,24 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
         """,
         [deal(A)],
         [
-            f"rules/r.yml:5:11: rules[0].when: opportunity {A}: template error: "
-            "ZeroDivisionError: division by zero"
+            f"rules/r.yml:5:11: rules[0].when: opportunity {A}: template error: division by "
+            "zero (guard the divisor: {{ a / b if b else 0 }})"
+        ],
+    ),
+    (
+        "a template's error is reported at the template's own line",
+        """
+        - name: r
+          opportunity_type: 12003
+          set:
+            mx_Custom_9: |
+              Value {{ opp.mx_Custom_6 }}
+              per seat {{ opp.mx_Custom_6 / opp.mx_Custom_7 }}
+        """,
+        [deal(A, mx_Custom_7="0")],
+        [
+            f"rules/r.yml:8:9: opportunity {A}: template error: division by zero (guard the "
+            "divisor: {{ a / b if b else 0 }})"
         ],
     ),
 ]

@@ -80,11 +80,19 @@ def test_an_unknown_format_is_refused() -> None:
 # -- text -------------------------------------------------------------------------------------
 
 
-def test_text_starts_with_the_digest_and_ends_with_the_totals() -> None:
+def test_text_starts_with_the_plan_and_its_host_and_ends_with_the_totals() -> None:
+    """What a reviewer reads first is which account and what changes: the plan's identity and
+    provenance come after the changes, before the totals."""
     plan = sample()
     lines = render(plan, "text").splitlines()
-    assert lines[0] == f"lsqsync plan {plan.digest[:8]}"
-    assert f"  digest:  {plan.digest}" in lines
+    assert lines[:3] == [
+        f"lsqsync plan {plan.digest[:8]} for https://api-in21.leadsquared.com",
+        "",
+        "Summary: 6 opportunities, 13 fields",
+    ]
+    about = lines.index("About this plan:")
+    assert lines[about + 1] == f"  digest:  {plan.digest}"
+    assert about > max(i for i, line in enumerate(lines) if line.startswith("~ opportunity"))
     assert lines[-1] == "Plan: 6 opportunities to change (13 fields)."
     assert (
         lines[-3]
@@ -97,8 +105,7 @@ def test_text_shows_users_by_label_whatever_the_case_of_the_id() -> None:
     assert GEORGE not in text.lower()
     assert MARY not in text.lower()
     assert (
-        f"    ~ Owner: {LABELS[GEORGE]} -> {LABELS[MARY]}   # reassign-enterprise"
-        " (rules/owners.yml:5)"
+        f"    ~ Owner: {LABELS[GEORGE]} -> {LABELS[MARY]}   # reassign-enterprise (line 5)"
     ) in text.splitlines()
 
 
@@ -170,7 +177,7 @@ def test_masked_values_appear_nowhere_in_renderings(rendering: Callable[[Plan], 
 
 
 def test_masked_transitions_are_merged_in_the_summary() -> None:
-    assert "    mx_Revenue: *** → *** \u00d72" in render(sample(), "text").splitlines()
+    assert "    mx_Revenue: *** -> *** \u00d72" in render(sample(), "text").splitlines()
 
 
 def test_masking_ignores_the_case_of_the_field_name() -> None:
@@ -219,8 +226,12 @@ def test_markdown_table_cells_escape_what_markdown_would_act_on() -> None:
 def test_markdown_puts_the_summary_first_and_folds_the_details() -> None:
     plan = sample()
     md = render(plan, "markdown")
-    assert md.startswith(f"### lsqsync plan `{plan.digest[:8]}`\n")
-    assert md.index("#### Summary") < md.index("<details>") < md.index("```diff\n")
+    assert md.startswith(
+        f"### lsqsync plan `{plan.digest[:8]}` for `https://api-in21.leadsquared.com`\n\n"
+        "#### Summary: 6 opportunities, 13 fields\n"
+    )
+    assert md.index("#### Summary") < md.index("About this plan:") < md.index("<details>")
+    assert md.index("<details>") < md.index("```diff\n")
     assert "\n<details><summary>Details: 6 opportunities, 13 fields</summary>\n\n```diff\n" in md
     assert md.endswith("```\n\n</details>\n\nPlan: 6 opportunities to change (13 fields).\n")
     assert "details truncated" not in md
@@ -230,10 +241,7 @@ def test_markdown_diff_lines_are_coloured_by_github() -> None:
     md = render(sample(), "markdown")
     diff = md[md.index("```diff\n") + 8 : md.index("```\n\n</details>")]
     assert {line[0] for line in diff.splitlines()} == {"~", "-", "+"}
-    assert (
-        '-     Status: "Open"\n+     Status: "Won"   # close-signed-deals (rules/q4.yml:7)\n'
-        in diff
-    )
+    assert '-     Status: "Open"\n+     Status: "Won"   # close-signed-deals (line 7)\n' in diff
 
 
 def test_markdown_is_capped_at_whole_opportunities() -> None:
@@ -364,3 +372,34 @@ def test_code_spans_survive_backticks(text: str, expected: str) -> None:
 )
 def test_cost_seconds_are_a_lower_bound(value: float, expected: str) -> None:
     assert display.seconds(value) == expected
+
+
+def test_no_text_line_passes_200_characters_and_long_values_get_lines_of_their_own() -> None:
+    from plan_helpers import NOTES, change, opportunity
+
+    note = "Renewal agreed on the call with procurement; " * 8  # 360 characters
+    plan = make_plan([opportunity(1, 12003, change("mx_Notes", "short", note, NOTES, 24))])
+    lines = render(plan, "text").splitlines()
+    assert max(map(len, lines)) <= 200
+    at = lines.index("    ~ mx_Notes:   # q4-notes (line 24)")
+    assert lines[at + 1 : at + 3] == [
+        '        "short"',
+        f"     -> {display.capped(display.quote(note), 160)}",
+    ]
+    assert lines[at + 2].endswith("… (202 more characters)")
+    # the summary's transition is cut to fit too
+    (summary,) = [line for line in lines if line.startswith('    mx_Notes: "short" -> ')]
+    assert summary.endswith("more characters) \u00d71")
+
+
+def test_a_field_from_a_run_names_the_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rollback plan's fields come from a run, not a file: their line names the run."""
+    import plan_helpers
+    from plan_helpers import opportunity
+
+    from lsqsync.plan.model import FieldChange
+
+    monkeypatch.setitem(plan_helpers.RULE_SOURCES, "rollback-r1", "run r1")
+    back = FieldChange("Status", "Won", "Open", "rollback-r1", "run r1")
+    lines = render(make_plan([opportunity(1, 12003, back)]), "text").splitlines()
+    assert '    ~ Status: "Won" -> "Open"   # rollback-r1 (run r1)' in lines

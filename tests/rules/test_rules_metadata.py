@@ -200,7 +200,7 @@ def test_online_checks_values_against_the_field_types(
         1,
         [
             "rules/online.yml:6:15: rules[0].where.Status: 'Opne' is not an option of Status "
-            "(Open, Won, Lost): the condition can never hold",
+            "(Open, Won, Lost): the condition can never hold (did you mean 'Open'?)",
             "rules/online.yml:7:20: rules[0].where.mx_Custom_6: mx_Custom_6 (number): 'lots' is "
             "not a number",
             "rules/online.yml:8:21: rules[0].where.mx_Custom_12: mx_Custom_12 (date): 'soon' is "
@@ -214,7 +214,7 @@ def test_online_checks_values_against_the_field_types(
             "rules/online.yml:13:21: rules[0].set.mx_Custom_13: mx_Custom_13 (boolean): 'maybe' "
             "is not a boolean (use true or false)",
             "rules/online.yml:14:14: rules[0].set.Owner: Owner: no active user with email "
-            "'nobody@example.com'",
+            "'nobody@example.com' (lsqsync users list shows every user)",
             "rules/online.yml:15:20: rules[0].set.mx_Custom_1: mx_Custom_1 is mandatory and "
             "cannot be cleared",
             "rules/online.yml:20:20: rules[1].set.mx_Custom_2: mx_Custom_2 'Negotiation' is not "

@@ -42,7 +42,7 @@ CONTEXT: dict[str, Any] = {
 VARS = ("region", "threshold")
 
 
-UNCLOSED = "template syntax error: unexpected end of template, expected 'end of print statement'."
+UNCLOSED = "template syntax error: a {{ is not closed: end it with }}"
 NO_SHOUT = "the filter 'shout' is not available in rule templates"
 
 
@@ -102,10 +102,13 @@ def test_analysis_finds_the_fields_a_template_reads(
         ("{{ row.a }}", False, False, ("'row' is only defined in rules that read a csv",)),
         ("row.a == 1", True, False, ("'row' is only defined in rules that read a csv",)),
         ("{{ opp.Status ", False, True, (UNCLOSED,)),
-        ("{{ 1 }}\n{{ 2 }}\n{{ opp.Status ", False, True, (UNCLOSED + " (template line 3)",)),
-        ("opp.Status ==", True, True, ("template syntax error: unexpected 'end of template'",)),
+        ("{{ 1 }}\n{{ 2 }}\n{{ opp.Status ", False, True, (UNCLOSED,)),
+        ("opp.Status ==", True, True,
+         ("template syntax error: the expression ends too soon: something is missing after its "
+          "last operator",)),
         ("opp.Status == 'Open' }}", True, True,
-         ("template syntax error: chunk after expression",)),
+         ("template syntax error: text after the end of the expression: compare with ==, and "
+          "write a when without {{ }}",)),
         ("{{ opp | shout }}", False, True, (NO_SHOUT,)),
         ("opp.Status | shout", True, True, (NO_SHOUT,)),
         ("{% if opp.X %}{{ opp.X | shout }}{% endif %}", False, True, (NO_SHOUT,)),
@@ -189,12 +192,13 @@ def test_templates_render_to_text(source: str, text: str) -> None:
 @pytest.mark.parametrize(
     ("source", "message"),
     [
-        ("{{ opp.Nope }}", "template error: 'dict object' has no attribute 'Nope'"),
-        ("{{ vars.nope }}", "template error: 'dict object' has no attribute 'nope'"),
+        ("{{ opp.Nope }}", "template error: 'Nope' is undefined"),
+        ("{{ vars.nope }}", "template error: 'nope' is undefined"),
         ("{{ missing }}", "template error: 'missing' is undefined"),
         ("{{ opp.Status + 1 }}",
-         'template error: TypeError: can only concatenate str (not "int") to str'),
-        ("{{ 1 / 0 }}", "template error: ZeroDivisionError: division by zero"),
+         "template error: cannot use + on text and something else (join text with ~: a ~ b)"),
+        ("{{ 1 / 0 }}",
+         "template error: division by zero (guard the divisor: {{ a / b if b else 0 }})"),
         ("{{ opp.Status | int(strict) }}", "template error: 'strict' is undefined"),
         ("{{ [1, 2] | select('nosuch') | list }}", "template error: No test named 'nosuch'."),
         ("{{ [1] | map('shout') | list }}", "template error: No filter named 'shout'."),
@@ -212,8 +216,9 @@ def test_compile_reports_syntax_errors() -> None:
     with pytest.raises(TemplateProblem) as expression:
         compile_expression("x ==")
     assert (str(template.value), str(expression.value)) == (
-        "template syntax error: unexpected end of template, expected 'end of print statement'.",
-        "template syntax error: unexpected 'end of template'",
+        "template syntax error: a {{ is not closed: end it with }}",
+        "template syntax error: the expression ends too soon: something is missing after its "
+        "last operator",
     )
 
 
@@ -407,7 +412,7 @@ def test_the_environment_has_no_globals_and_only_the_listed_filters() -> None:
          "template error: a function is not a value (call it: user('a@example.com'))"),
         ("{{ [now] | map(attribute='__class__') | list }}",
          SANDBOX + "access to attribute '__class__' of 'str' object is unsafe."),
-        ("{{ [opp.nope] }}", "template error: 'dict object' has no attribute 'nope'"),
+        ("{{ [opp.nope] }}", "template error: 'nope' is undefined"),
     ],
 )  # fmt: skip
 def test_a_function_or_an_undefined_value_never_reaches_the_output(
@@ -419,7 +424,7 @@ def test_a_function_or_an_undefined_value_never_reaches_the_output(
 def test_an_undefined_when_is_a_problem_not_a_crash() -> None:
     with pytest.raises(TemplateProblem) as caught:
         compile_expression("opp.Status.nope").render(CONTEXT)
-    assert str(caught.value) == "template error: 'str object' has no attribute 'nope'"
+    assert str(caught.value) == "template error: text has no attribute 'nope'"
 
 
 def test_the_known_cost_bypasses_end_at_once() -> None:
@@ -451,3 +456,67 @@ def test_the_known_cost_bypasses_end_at_once() -> None:
     assert peak < 100 * 2**20  # the 410 MB and 2.4 GB strings of before are never built
     # Too deep for Python to compile: a problem, not a crash.
     assert _static("{{ " + " * ".join(["10"] * 300) + " }}") == (TOO_NESTED,)
+
+
+# -- errors in plain words, on their line ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "message"),
+    [
+        ("{{ opp.Status }", 1,
+         "template syntax error: unexpected '}': close {{ with }} (two braces), and {% with %}"),
+        ("Note:\n{{ opp.Status }", 2,
+         "template syntax error: unexpected '}': close {{ with }} (two braces), and {% with %}"),
+        ("{{ opp.x[0 }}", 1, "template syntax error: unexpected '}': a ']' is missing before it"),
+        ("{% if opp.X %}a", 1, "template syntax error: {% if %} is not closed: end it with "
+         "{% endif %}"),
+        ("{{ opp.Status = 'Won' }}", 1,
+         "template syntax error: '=' inside {{ … }}: compare with =="),
+        ("{{ opp.Status opp.X }}", 1, "template syntax error: unexpected 'opp' inside {{ … }}: "
+         "join text with ~, and put text in quotes"),
+        ("{{ 'Won }}", 1, "template syntax error: a quote (') that is never closed"),
+        ("{{ }}", 1, "template syntax error: an empty {{ }}: put a value in it, e.g. "
+         "{{ opp.Status }}"),
+        ("a\nb\n{% endif %}", 3,
+         "template syntax error: {% endif %} without the {% if %} it belongs to"),
+        ("{% upper %}", 1, "template syntax error: {% upper %} is not available in rule "
+         f"templates: {STATEMENTS_ONLY}"),
+        ("{# note", 1, "template syntax error: a {# is not closed: end it with #}"),
+        ("{{ opp.X | upcase }}", 1,
+         "the filter 'upcase' is not available in rule templates (did you mean 'upper'?)"),
+        ("{{ opp.X | lenght }}", 1,
+         "the filter 'lenght' is not available in rule templates (did you mean 'length'?)"),
+        ("a\n{{ 1 if opp.X is evn else 2 }}", 2,
+         "the test 'evn' is not available in rule templates (did you mean 'even'?)"),
+        ("{{ usr('a@example.com') }}", 1, "'usr' is undefined (did you mean 'user'?) "
+         "(templates can use opp, row, vars, now, rule, user)"),
+    ],
+)  # fmt: skip
+def test_syntax_errors_say_what_to_do_on_their_line(source: str, line: int, message: str) -> None:
+    analysis = analyse(source, expression=False, vars=VARS, has_row=True)
+    assert analysis.located == [(message, line)]
+
+
+@pytest.mark.parametrize(
+    ("source", "line", "message"),
+    [
+        ("a\nb {{ opp.mx_Custom_6 / 0 }}", 2,
+         "template error: division by zero (guard the divisor: {{ a / b if b else 0 }})"),
+        ("{{ opp.mx_Custom_6 + 'x' }}", 1,
+         "template error: cannot use + on a number and text (join text with ~: a ~ b)"),
+        ("{{ opp.empty + 1 }}", 1, "template error: cannot use + on an empty value and a number "
+         "(a field is empty for this opportunity: give it a default, e.g. (opp.X or 0))"),
+        ("{{ opp.empty < 3 }}", 1, "template error: cannot compare an empty value with a "
+         "number using <; a field is empty for this opportunity: give it a default, e.g. "
+         "(opp.X or 0)"),
+        ("{{ opp.empty | length }}", 1, "template error: an empty value has no length"),
+        ("{{ opp.mx_Custom_6[0] }}", 1, "template error: a number has no element 0"),
+        ("{{ opp.mx_Custom_6 | join(',') }}", 1, "template error: a number is not a list"),
+    ],
+)  # fmt: skip
+def test_runtime_errors_in_plain_words_on_their_line(source: str, line: int, message: str) -> None:
+    context = {**CONTEXT, "opp": {"mx_Custom_6": 150000, "empty": None}}
+    with pytest.raises(TemplateProblem) as caught:
+        compile_template(source).render(context)
+    assert (str(caught.value), caught.value.line) == (message, line)

@@ -183,8 +183,8 @@ def test_a_bad_var_is_an_error(
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (b"team: [EMEA\n", "vars.yml:2:1: while parsing a flow sequence; expected ',' or ']', "
-                           "but got '<stream end>'"),
+        (b"team: [EMEA\n", "vars.yml:2:1: the […] opened at line 1, column 7 is not closed "
+                           "with ']', or its entries need a ',' between them"),
         (b"team: EMEA\nteam: APAC\n", "vars.yml:2:1: duplicate key 'team' (first at line 1)"),
         (b"- team\n", "vars.yml: expected a mapping of names to values"),
         (b"", "vars.yml: expected a mapping of names to values"),

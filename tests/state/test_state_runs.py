@@ -274,6 +274,44 @@ def test_last_written_values_follow_applied_results_only(locked: StateFile, cloc
     )
 
 
+def test_accepted_values_replace_last_written_and_bump_the_serial(
+    locked: StateFile, clock: Clock
+) -> None:
+    """drift --accept records LeadSquared's values as known without a batch: already_current
+    results take their after value into last_written; a stale one (the opportunity is gone)
+    removes the field's row. The serial moves: what drift compares with changed."""
+    run = locked.begin_run(DIGEST)
+    b = locked.begin_batch(run.id, [OPP_A, OPP_B], b"[]")
+    locked.record_batch_result(
+        run.id, b.batch, "done", [result(OPP_A), result(OPP_B, "Owner", before="u1", after="u2")]
+    )
+    locked.finish_run(run.id, "succeeded")
+    clock.advance(60)
+    accepting = locked.begin_run("drift-accept", overrides=["--accept --all"])
+    accepted = [
+        result(OPP_A, status="already_current", before="Won", after="Lost", rule="drift --accept"),
+        result(OPP_B, "Owner", "stale", before="u2", after="", rule="drift --accept"),
+    ]
+    locked.record_accepted(accepting.id, accepted)
+    assert locked.last_written_values() == (
+        LastWritten(OPP_A, 12003, "Status", "Lost", accepting.id, "2024-05-01T10:01:00Z"),
+    )
+    assert locked.results(accepting.id) == tuple(accepted)
+    assert (locked.serial, locked.finish_run(accepting.id, "succeeded").serial) == (2, 2)
+    with pytest.raises(ValueError, match="accepted values are already_current"):
+        locked.record_accepted(accepting.id, [result(OPP_A)])
+
+
+def test_accepting_needs_the_lock_and_a_run(locked: StateFile) -> None:
+    with pytest.raises(StateError, match="no run nope"):
+        locked.record_accepted("nope", [result(OPP_A, status="already_current")])
+    run = locked.begin_run("drift-accept")
+    assert locked.current_lock() is not None
+    locked.release_lock(locked.current_lock().id)  # type: ignore[union-attr]
+    with pytest.raises(StateError, match="lock"):
+        locked.record_accepted(run.id, [result(OPP_A, status="already_current")])
+
+
 def test_everything_survives_reopening(place: Place, clock: Clock) -> None:
     with place.open(now=clock) as sf:
         sf.acquire_lock("apply")
