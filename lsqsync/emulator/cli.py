@@ -13,6 +13,7 @@ import click
 from click.core import ParameterSource
 
 from lsqsync.emulator.limits import PLANS, RESPONSES
+from lsqsync.emulator.variants import REJECTION_STATUSES
 from lsqsync.errors import LsqsyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -126,6 +127,26 @@ def _emulator_options(f: F) -> F:
             is_flag=True,
             help="Accept writes to CreatedOn, as accounts with that feature do.",
         ),
+        click.option(
+            "--read-lag-ms",
+            type=click.FloatRange(0),
+            default=0.0,
+            show_default=True,
+            help="Reads show a write only this long after it (real accounts lag by seconds).",
+        ),
+        click.option(
+            "--ignore-empty-writes",
+            is_flag=True,
+            help='Bulk Update leaves a field sent "" as it is (and answers that it updated it).',
+        ),
+        click.option(
+            "--rejection-status",
+            type=click.Choice([str(s) for s in REJECTION_STATUSES]),
+            default="500",
+            show_default=True,
+            help="How a value the field cannot take rejects the whole call: HTTP 500, or 200 "
+            "with the error body.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -154,6 +175,9 @@ def _make_emulator(options: dict[str, Any]) -> Any:
         fault_rate=options["fault_rate"],
         drop_rate=options["drop_rate"],
         allow_created_on=options["allow_created_on"],
+        read_lag_ms=options["read_lag_ms"],
+        ignore_empty_writes=options["ignore_empty_writes"],
+        rejection_status=int(options["rejection_status"]),
     )
     try:
         return Emulator(

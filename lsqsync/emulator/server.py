@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from urllib.parse import parse_qsl, urlsplit
 from lsqsync.emulator import model, values
 from lsqsync.emulator.limits import RESPONSES, Windows, refusal
 from lsqsync.emulator.store import ApiFailure, Opportunity, Store, bad_request
+from lsqsync.emulator.variants import REJECTION_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,10 @@ class Settings:
     fault_rate: float = 0.0
     drop_rate: float = 0.0
     allow_created_on: bool = False
+    # how real accounts may differ (emulator.variants)
+    read_lag_ms: float = 0.0
+    ignore_empty_writes: bool = False
+    rejection_status: int = 500
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -77,6 +82,8 @@ class Settings:
                 raise bad_request(f"setting {key!r} cannot be {value!r}")
             if key == "rate_limit_response" and value not in RESPONSES:
                 raise bad_request(f"setting {key!r} must be one of {RESPONSES}")
+            if key == "rejection_status" and value not in REJECTION_STATUSES:
+                raise bad_request(f"setting {key!r} must be one of {REJECTION_STATUSES}")
             if isinstance(value, int | float) and not isinstance(value, bool):
                 low = 1 if key.endswith("rate_limit_calls") else 0
                 high = 1 if key.endswith("_rate") else math.inf
@@ -310,6 +317,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise _Dropped
         return status, payload
 
+    def seen(self, opp: Opportunity) -> Opportunity:
+        """``opp`` as a read sees it: as it was ``read_lag_ms`` ago (emulator.variants)."""
+        lag = self.emu.settings.read_lag_ms
+        if lag <= 0:
+            return opp
+        fields = self.emu.store.history.as_of(opp.id, opp.fields, time.time() - lag / 1000)
+        return replace(opp, fields=dict(fields))
+
     def json_body(self) -> Any:
         ctype = self.headers.get("Content-Type", "")
         if "json" not in ctype.lower():
@@ -438,9 +453,19 @@ def bulk_update(h: _Handler) -> dict[str, Any]:
         )
     if len(items) > MAX_BULK_ITEMS:
         raise bad_request(f"You can update at most {MAX_BULK_ITEMS} opportunities in one call.")
-    results = h.emu.store.bulk_update(
-        items, modified_by=model.API_USER.id, allow_created_on=h.emu.settings.allow_created_on
-    )
+    s = h.emu.settings
+    try:
+        results = h.emu.store.bulk_update(
+            items,
+            modified_by=model.API_USER.id,
+            allow_created_on=s.allow_created_on,
+            ignore_empty=s.ignore_empty_writes,
+            at=time.time() if s.read_lag_ms > 0 else None,
+        )
+    except ApiFailure as failure:
+        if failure.status == 500:  # a whole-call rejection, in the account's form of it
+            failure.status = s.rejection_status
+        raise
     return {"Response": results}
 
 
@@ -476,7 +501,8 @@ def search(h: _Handler) -> dict[str, Any]:
     return {
         "RecordCount": total,
         "List": [
-            _flat_row(opp, lead, columns, "iso", {"OpportunityId": opp.id}) for opp, lead in rows
+            _flat_row(h.seen(opp), lead, columns, "iso", {"OpportunityId": opp.id})
+            for opp, lead in rows
         ],
     }
 
@@ -530,7 +556,7 @@ def get_by_ids(h: _Handler) -> list[dict[str, Any]]:
         columns = _columns(p["Columns"])
         rows = [
             _flat_row(
-                opp,
+                h.seen(opp),
                 lead,
                 columns,
                 "us",
@@ -551,6 +577,7 @@ def details(h: _Handler) -> dict[str, Any]:
     if opp is None:
         # As observed: a missing or deleted opportunity is a 500, not a 404.
         raise ApiFailure(500, "MXInvalidEntityException", "Opportunity does not exist.")
+    opp = h.seen(opp)
     return {
         "ID": opp.id,
         "Name": opp.type.name,

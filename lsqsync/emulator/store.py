@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from lsqsync.emulator import model, values
+from lsqsync.emulator.variants import History
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -84,6 +85,7 @@ class Store:
         self._db.execute("PRAGMA journal_mode=MEMORY")
         self._db.execute("PRAGMA synchronous=OFF")
         self._db.executescript(SCHEMA)
+        self.history = History()  # for reads that lag writes (variants)
         self.users = {u.id: u for u in model.USERS}
         self.active_user_ids = frozenset(u.id for u in model.USERS if u.active)
         if self._db.execute("SELECT value FROM meta WHERE key='seeded'").fetchone() is None:
@@ -108,6 +110,7 @@ class Store:
 
     def reset(self) -> None:
         """Replace all data with the deterministic data set for (seed, opportunities)."""
+        self.history.clear()
         leads, opps = generate(self.seed, self.opportunity_count)
         with self._transaction() as db:
             db.execute("DROP INDEX IF EXISTS opportunities_by_type")
@@ -189,20 +192,28 @@ class Store:
     # -- the bulk update -------------------------------------------------------------------
 
     def bulk_update(
-        self, items: list[Any], *, modified_by: str, allow_created_on: bool
+        self,
+        items: list[Any],
+        *,
+        modified_by: str,
+        allow_created_on: bool,
+        ignore_empty: bool = False,
+        at: float | None = None,
     ) -> list[dict[str, Any]]:
         """Apply ``Bulk/Update/ByOpportunityId``. Returns the per-row results.
 
         Per-row problems (unknown id, wrong event code, unknown or read-only field, unknown or
         inactive user) fail that row only. A value the field's type cannot parse fails the
         whole call with a 500 ``MX…`` exception and nothing is written, as real tenants do.
+        ``ignore_empty``: a field sent ``""`` keeps its value (a variant); ``at``: the time of
+        the write, remembered with what the records held before it (for reads that lag).
         """
         with self._transaction() as db:
             results: list[dict[str, Any]] = []
             updates: list[tuple[Opportunity, dict[str, str | None]]] = []
             for number, item in enumerate(items, start=1):
                 try:
-                    opp, changes = self._check_row(item, allow_created_on)
+                    opp, changes = self._check_row(item, allow_created_on, ignore_empty)
                 except RowFailure as failure:
                     results.append(
                         {
@@ -223,6 +234,8 @@ class Store:
             merged: dict[str, dict[str, str | None]] = {}
             for opp, changes in updates:
                 merged[opp.id] = {**merged.get(opp.id, opp.fields), **changes}
+                if at is not None and changes:
+                    self.history.wrote(opp.id, opp.fields, at)
             db.executemany(
                 "UPDATE opportunities SET fields = ? WHERE id = ?",
                 [(json.dumps(f), i) for i, f in merged.items()],
@@ -230,7 +243,7 @@ class Store:
         return results
 
     def _check_row(
-        self, item: Any, allow_created_on: bool
+        self, item: Any, allow_created_on: bool, ignore_empty: bool = False
     ) -> tuple[Opportunity, dict[str, str | None]]:
         if not isinstance(item, dict) or not isinstance(item.get("Fields", []), list):
             raise bad_request(
@@ -277,6 +290,8 @@ class Store:
                 )
             raw = entry.get("Value")
             text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
+            if ignore_empty and text == "":
+                continue  # the variant where "" leaves the field as it is
             if f.mandatory and not text.strip():
                 # Whether clearing a mandatory field is refused is UNKNOWN; the defensive reading
                 # is that the row fails.
