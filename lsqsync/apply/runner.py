@@ -31,7 +31,7 @@ from lsqsync.display import plural
 from lsqsync.errors import ApiError, LsqsyncError, PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
-from lsqsync.plan.model import Plan
+from lsqsync.plan.model import OpportunityChange, Plan
 from lsqsync.state import records as state
 from lsqsync.state.location import open_state
 from lsqsync.state.report import problem_lines, problems
@@ -330,7 +330,7 @@ class _Session:
         many = plural(len(rows), *_OPPORTUNITIES, grouped=True)
         self.say(f"re-reading {many} whose outcome is unknown")
         try:
-            current = apply.read_current(self.client, [p.change for p in rows])
+            current = self._read([p.change for p in rows])
         except ApiError as e:
             why = f"no answer, and reading the records back failed ({_short(e)})"
             if isinstance(e, RateLimited):
@@ -387,7 +387,7 @@ class _Session:
         deadline = time.monotonic() + self.options.verify_wait
         delay, pending = 0.5, written
         while True:
-            current = apply.read_current(self.client, apply.as_changes([r for _, r in pending]))
+            current = self._read(apply.as_changes([r for _, r in pending]))
             done, pending = apply.verify(pending, current, types)
             self.st.record_verification(done)  # as it goes: a kill keeps what was learned
             found += done
@@ -404,6 +404,18 @@ class _Session:
         self.st.record_verification(missing)
         found += missing
         return pending
+
+    def _read(self, changes: list[OpportunityChange]) -> dict[str, dict[str, str | None]]:
+        """The current values of ``changes``' fields, every call at once: none needs another's
+        answer, and reading back costs the run one round trip, not one per 2,000 records."""
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers))
+        try:
+            return apply.read_current(self.client, changes, pool)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown()
 
     def _checked(self, written: int, earlier: int, calls: int, why: str | None) -> None:
         kinds = [v.verdict for v in self.found]
