@@ -447,7 +447,10 @@ class _Session:
         unresolved = tuple(
             f"run {b.run_id} batch {b.batch}" for b in st.pending_batches(self.plan.digest)
         )
-        results = problems(st.results(run.id), self.not_persisted)
+        # fields not sent are counted, and applying the plan again sends them: not listed
+        results = [
+            r for r in problems(st.results(run.id), self.not_persisted) if r.status != "not_sent"
+        ]
         lines = problem_lines(results[:SHOWN_PROBLEMS], self.config.mask)
         c = run.counts
         return ApplySummary(

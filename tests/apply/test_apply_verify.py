@@ -484,3 +484,125 @@ def test_faults_and_drops_leave_no_write_unrecorded(
     assert {(c.id, f.field): f.after for c in back.changes for f in c.changes} == {
         (c.id, f.field): f.before or "" for c in saved.changes for f in c.changes
     }
+
+
+def test_a_read_back_that_fails_leaves_its_fields_to_the_next_apply(
+    connected: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from lsqsync.apply import engine
+    from lsqsync.errors import ServerError
+
+    monkeypatch.chdir(project(tmp_path, LOANS))
+    saved = plan(tmp_path, capsys)
+    read, reads = engine.read_current, []
+
+    def failing_the_second_time(*args: Any) -> Any:
+        reads.append(1)
+        if len(reads) > 1:  # reading back what was written
+            raise ServerError("LeadSquared failed POST GetOpportunitiesById (HTTP 503)")
+        return read(*args)
+
+    monkeypatch.setattr(engine, "read_current", failing_the_second_time)
+    code, out, _ = run(["apply", "p.json"], capsys)
+
+    assert code == 3  # everything landed, and nobody knows yet
+    fields = 2 * len(saved.changes)
+    assert out.splitlines()[2] == (
+        f"  read back: 0 confirmed, 0 normalised, 0 not persisted; {fields} fields not read back "
+        "(LeadSquared failed POST GetOpportunitiesById (HTTP 503)): the next apply of this plan "
+        "reads them"
+    )
+    monkeypatch.setattr(engine, "read_current", read)
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 0
+    assert f"({fields} fields written by an earlier run of the plan)" in out
+
+
+def test_ctrl_c_while_waiting_for_writes_to_show_ends_the_run_interrupted(
+    connected: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    import threading
+
+    monkeypatch.chdir(project(tmp_path, LOANS))
+    saved = plan(tmp_path, capsys)
+    connected.settings.read_lag_ms = 60_000  # nothing shows for a minute
+    fields = 2 * len(saved.changes)
+    timer = threading.Timer(1.5, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        code, out, _ = run(["apply", "p.json", "--verify-wait", "30"], capsys)
+    finally:
+        timer.cancel()
+
+    assert code == 130
+    lines = out.splitlines()
+    assert lines[0].endswith(": interrupted.")
+    assert lines[2] == (
+        f"  read back: 0 confirmed, 0 normalised, 0 not persisted; {fields} fields not read back "
+        "(interrupted): the next apply of this plan reads them"
+    )
+    connected.settings.read_lag_ms = 0
+    clear_log(connected)
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 0
+    assert writes(connected) == []
+
+
+def test_a_lock_taken_over_while_sending_stops_the_run_and_records_the_rest(
+    bigger: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    from lsqsync.errors import StateLocked
+
+    monkeypatch.chdir(project(tmp_path, NOTES))
+    saved = plan(tmp_path, capsys)
+    begin, begun = StateFile.begin_batch, []
+
+    def taken_over(self: StateFile, *args: Any) -> Any:
+        if len(begun) == 2:
+            raise StateLocked("another apply took over the lock")
+        begun.append(1)
+        return begin(self, *args)
+
+    monkeypatch.setattr(StateFile, "begin_batch", taken_over)
+    code, out, _ = run(["apply", "p.json"], capsys)
+
+    assert code == 3
+    assert "  stopped sending: another apply took over the lock\n" in out
+    assert f"not sent: {len(saved.changes) - 50} (fields of" in out
+    assert len(writes(bigger)) == 2
+
+
+def test_a_state_that_fails_while_sending_ends_the_run_failed_naming_what_is_left(
+    connected: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from lsqsync.errors import StateError
+
+    monkeypatch.chdir(project(tmp_path, LOANS))
+    plan(tmp_path, capsys)
+    record = StateFile.record_batch_result
+
+    def broken(self: StateFile, *args: Any, **kwargs: Any) -> Any:
+        raise StateError("state.db: the state file cannot be used (disk I/O error)")
+
+    monkeypatch.setattr(StateFile, "record_batch_result", broken)
+    code, _, err = run(["apply", "p.json"], capsys)
+
+    assert code == 1
+    assert "error: state.db: the state file cannot be used (disk I/O error)" in err
+    with state(tmp_path) as st:
+        failed = st.run("last")
+        left = st.pending_batches(failed.id)
+    assert failed.outcome == "failed"
+    assert left
+    assert "apply: the next apply of this plan reads back the records of run " in caplog.text
+    monkeypatch.setattr(StateFile, "record_batch_result", record)
+    clear_log(connected)
+    code, out, _ = run(["apply", "p.json"], capsys)
+    assert code == 0, out
+    assert writes(connected) == []  # what the failed run sent was read back, not sent again
+    with state(tmp_path) as st:
+        assert st.pending_batches(failed.id) == ()

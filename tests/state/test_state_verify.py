@@ -97,6 +97,8 @@ def test_a_verdict_for_a_field_the_run_did_not_apply_is_refused(locked: StateFil
     with pytest.raises(ValueError, match="not a verification verdict: 'maybe'"):
         locked.record_verification([Verification(run_id, OPP_A, "Status", "maybe", None)])  # type: ignore[arg-type]
     assert locked.results(run_id)[0].verified is None  # nothing of it was recorded
+    with pytest.raises(ValueError, match="not a verification verdict: 'maybe'"):
+        locked.record_results(run_id, [replace(result(OPP_B), verified="maybe")])  # type: ignore[arg-type]
 
 
 def test_a_later_result_of_the_same_field_starts_unverified(locked: StateFile) -> None:
