@@ -266,8 +266,8 @@ _VERDICTS = dict(_VERDICT_LABELS)
 def read_back(run: Run) -> str:
     """What reading back the run's applied fields found, in a few words."""
     c = run.counts
-    if NO_VERIFY in run.overrides:
-        return "skipped (--no-verify)"
+    if NO_VERIFY in run.overrides and not c.confirmed + c.normalised + c.not_persisted:
+        return "skipped (--no-verify)"  # (a later apply of the plan may read them back)
     if not c.applied:
         return "-"
     found = ", ".join(f"{getattr(c, k)} {label}" for k, label in _VERDICT_LABELS)

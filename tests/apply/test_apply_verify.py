@@ -209,6 +209,10 @@ def test_no_verify_reads_nothing_back_and_the_next_apply_of_the_plan_does(
         "fields written by an earlier run of the plan)"
     )
     assert len(writes(connected)) == 2
+    with state(tmp_path) as st:
+        skipped = st.runs()[0]
+    code, shown, _ = run(["state", "show", skipped.id], capsys)  # read back by the second run
+    assert f"  read back  {loans} confirmed, {loans} normalised, 0 not persisted\n" in shown
 
 
 def test_the_summary_names_the_fields_that_need_a_look(
