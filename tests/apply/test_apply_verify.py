@@ -483,8 +483,12 @@ def test_faults_and_drops_leave_no_write_unrecorded(
         "No drift: LeadSquared holds every value lsqsync last wrote.\n",
     )
     # rolling back the last run puts back everything the plan wrote, in both runs
-    assert run(["rollback", "last", "--out", "back.json"], capsys)[0] == 0
+    code, out, _ = run(["rollback", "last", "--out", "back.json"], capsys)
+    assert code == 0
     back = planfile.load(tmp_path / "back.json")
+    # the reads it made are counted (its types, what LeadSquared holds, the types' sizes)
+    assert back.cost.read_calls >= 3
+    assert f"API cost: {back.cost.read_calls} read calls made; to apply: " in out
     assert {(c.id, f.field): f.after for c in back.changes for f in c.changes} == {
         (c.id, f.field): f.before or "" for c in saved.changes for f in c.changes
     }
