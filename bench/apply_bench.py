@@ -6,12 +6,15 @@ The account (the emulator) allows ``--limit CALLS/SECONDS`` (default 25/5), Bulk
 ``auto``, on a fresh cache every run.
 
 Ceiling: 25 items a call at the strictest limit Bulk Update meets (25 x 25 calls / 5 s = 125
-updates/s at the top tier). Baseline in the same run: a sequential script of the kind public
-LeadSquared users write — one call at a time, a fixed pause of one window / the limit Bulk Update
-meets (configured right), backoff on a refusal (it knows all three forms).
+updates/s at the top tier). Each run applies twice — reading back what was written (the default)
+and with ``--no-verify`` — in alternating order, so the cost of reading back is measured in the
+same conditions: its extra calls and time. Baseline in the same run: a sequential script of the
+kind public LeadSquared users write — one call at a time, a fixed pause of one window / the limit
+Bulk Update meets (configured right), backoff on a refusal (it knows all three forms).
 
     .venv/bin/python -m bench.apply_bench [--updates 2500] [--limit 20/5] [--bulk-limit 5/5]
                                           [--response 200] [--configured auto]
+                                          [--verify both|on|off]
 """
 
 from __future__ import annotations
@@ -82,9 +85,10 @@ def baseline(emu: Emulator, ids: list[str], pause: float) -> tuple[float, int, i
 
 
 def one_apply(
-    emu: Emulator, updates: int, workers: int, window: float
+    emu: Emulator, updates: int, workers: int, window: float, verify: bool = True
 ) -> tuple[dict[str, float], str]:
-    """Plan, wait for an empty window, apply on a fresh cache: the figures and the summary."""
+    """Plan, wait for an empty window, apply on a fresh cache (reading back what was written,
+    or not): the figures and the summary."""
     os.environ["LSQSYNC_CACHE_DIR"] = tempfile.mkdtemp(prefix="lsqsync-bench-cache-")
     last = cli("plan", "--out", "p.json", "--max-details", "0").strip().splitlines()[-1]
     planned = int(last.split("Plan: ")[1].split()[0])
@@ -93,7 +97,9 @@ def one_apply(
     time.sleep(window + 0.5)  # an empty window for each contender
     start = time.time()
     t0 = time.monotonic()
-    summary = cli("apply", "p.json", "--workers", str(workers))
+    summary = cli(
+        "apply", "p.json", "--workers", str(workers), *([] if verify else ["--no-verify"])
+    )
     elapsed = time.monotonic() - t0
     entries = log_since(emu, start)
     if f"applied: {updates}," not in summary:
@@ -106,6 +112,7 @@ def one_apply(
     figures = {
         "elapsed": elapsed,
         "calls": len(entries),
+        "reads_after": reads_after_writes(entries),
         "writes": sum(1 for e in entries if e["path"] == BULK and not e["rate_limited"]),
         "refused": len(refused),
         "learned_at": learned,
@@ -115,6 +122,12 @@ def one_apply(
         "last_arrival": max(at(e, start) for e in entries),
     }
     return figures, summary
+
+
+def reads_after_writes(entries: list[Entry]) -> int:
+    """The calls after the last write: reading back what was written."""
+    last = max((i for i, e in enumerate(entries) if e["path"] == BULK), default=len(entries))
+    return sum(1 for e in entries[last + 1 :] if e["path"] != BULK)
 
 
 def project(root: Path, configured: str, window: float) -> None:
@@ -136,14 +149,21 @@ def project(root: Path, configured: str, window: float) -> None:
 
 
 def report(
-    r: dict[str, float], summary: str, run: int, updates: int, ceiling: float, pace: float
+    r: dict[str, float],
+    summary: str,
+    run: int,
+    updates: int,
+    ceiling: float,
+    pace: float,
+    label: str = "lsqsync",
 ) -> None:
     """One run's line; ``pace``: the calls per second the strictest limit allows writes."""
     rate = updates / r["elapsed"]
     print(
-        f"run {run}: lsqsync  {r['elapsed']:6.2f} s  {rate:6.1f} updates/s "
+        f"run {run}: {label}  {r['elapsed']:6.2f} s  {rate:6.1f} updates/s "
         f"({rate / ceiling:.1%} of {ceiling:.0f}/s)  calls {r['calls']:.0f} "
-        f"(writes {r['writes']:.0f}), refused {r['refused']:.0f}"
+        f"(writes {r['writes']:.0f}, after the writes {r['reads_after']:.0f}), "
+        f"refused {r['refused']:.0f}"
     )
     if r["refused"]:
         print(
@@ -167,6 +187,12 @@ def main() -> None:
     parser.add_argument("--response", type=int, choices=(429, 403, 200), default=429)
     parser.add_argument("--configured", default=None, help="auto, N or N/B (default: right)")
     parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument(
+        "--verify",
+        choices=("both", "on", "off"),
+        default="both",
+        help="apply reading back what was written (on), with --no-verify (off), or both",
+    )
     args = parser.parse_args()
     logging.getLogger("lsqsync").setLevel(logging.ERROR)
     (calls, window), bulk = args.limit, args.bulk_limit
@@ -210,33 +236,65 @@ def main() -> None:
             ).json()["List"]
         ][:updates]  # fmt: skip
         ratios: list[float] = []
-        runs: list[dict[str, float]] = []
+        runs: dict[bool, list[dict[str, float]]] = {True: [], False: []}
+        modes = {"both": (True, False), "on": (True,), "off": (False,)}[args.verify]
         for run in range(1, args.runs + 1):
-            r, summary = one_apply(emu, updates, args.workers, window)
-            runs.append(r)
-            report(r, summary, run, updates, ceiling, write_calls / window)
+            # alternate which goes first, so neither always meets a quieter machine
+            for verify in modes if run % 2 else modes[::-1]:
+                r, summary = one_apply(emu, updates, args.workers, window, verify)
+                runs[verify].append(r)
+                label = "lsqsync" if verify else "--no-verify"
+                report(r, summary, run, updates, ceiling, write_calls / window, label)
             if args.no_baseline:
                 continue
             time.sleep(window + 0.5)
             b_elapsed, b_calls, b_refused = baseline(emu, ids, window / write_calls)
-            ratios.append(b_elapsed / r["elapsed"])
+            ratios.append(b_elapsed / (runs[True] or runs[False])[-1]["elapsed"])
             print(
                 f"run {run}: baseline {b_elapsed:6.2f} s  {updates / b_elapsed:6.1f} updates/s "
                 f"({updates / b_elapsed / ceiling:.1%} of {ceiling:.0f}/s)  calls {b_calls}, "
                 f"refused {b_refused}; lsqsync {ratios[-1]:.2f}x faster"
             )
-        elapsed = statistics.median(r["elapsed"] for r in runs)
-        rate = updates / elapsed
-        refused = [int(r["refused"]) for r in runs]
-        after = [r["pace_after"] / (write_calls / window) for r in runs if r["refused"]]
-        print(
-            f"median: lsqsync {elapsed:.2f} s  {rate:.1f} updates/s ({rate / ceiling:.1%} of "
-            f"{ceiling:.0f}/s), refused per run {refused} of {[int(r['calls']) for r in runs]} "
-            f"calls"
-            + (f", pace after the last refusal {statistics.median(after):.1%} of the limit's"
-               if after else "")
-            + (f", {statistics.median(ratios):.2f}x the baseline" if ratios else "")
-        )  # fmt: skip
+        for verify in modes:
+            median(runs[verify], updates, ceiling, write_calls / window, ratios, verify)
+        if len(modes) == 2:
+            cost(runs[True], runs[False])
+
+
+def median(
+    runs: list[dict[str, float]],
+    updates: int,
+    ceiling: float,
+    pace: float,
+    ratios: list[float],
+    verify: bool,
+) -> None:
+    elapsed = statistics.median(r["elapsed"] for r in runs)
+    rate = updates / elapsed
+    refused = [int(r["refused"]) for r in runs]
+    after = [r["pace_after"] / pace for r in runs if r["refused"]]
+    print(
+        f"median{'' if verify else ' --no-verify'}: lsqsync {elapsed:.2f} s  {rate:.1f} "
+        f"updates/s ({rate / ceiling:.1%} of {ceiling:.0f}/s), refused per run {refused} of "
+        f"{[int(r['calls']) for r in runs]} calls"
+        + (f", pace after the last refusal {statistics.median(after):.1%} of the limit's"
+           if after else "")
+        + (f", {statistics.median(ratios):.2f}x the baseline" if ratios and verify else "")
+    )  # fmt: skip
+
+
+def cost(on: list[dict[str, float]], off: list[dict[str, float]]) -> None:
+    """What reading back costs: the extra calls and time, medians of the runs."""
+    calls = statistics.median(a["calls"] - b["calls"] for a, b in zip(on, off, strict=True))
+    seconds = statistics.median(r["elapsed"] for r in on) - statistics.median(
+        r["elapsed"] for r in off
+    )
+    base = statistics.median(r["elapsed"] for r in off)
+    print(
+        f"reading back: {calls:+.0f} calls, {seconds:+.2f} s ({seconds / base:+.1%} of the "
+        f"apply without it); per-run differences "
+        + ", ".join(f"{a['elapsed'] - b['elapsed']:+.2f} s" for a, b in zip(on, off, strict=True))
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The command line. Commands parse options, call one core function and map the result to an
 exit code; ``main`` is the one boundary where errors become messages and exit codes:
 
-0 success · 1 error (bad input, API refused; usage errors too) · 2 ``plan --detailed-exitcode``
-found changes · 3 ``apply`` finished with failed, stale or unknown records · 130 interrupted.
+0 success · 1 error (bad input, API refused; usage errors too; for ``apply``: nothing was sent)
+· 2 ``plan --detailed-exitcode`` found changes · 3 ``apply`` finished with failed, stale, not
+sent, not persisted or unknown records · 130 interrupted.
 
 Every command's options are declared here, in one file, so that ``--help``, completion and the
 README's CLI reference (a test compares them) have one source; the module is long because the
@@ -562,6 +563,18 @@ def _saved(what: str, plan: Plan, path: Path) -> None:
     is_flag=True,
     help="Apply the reviewed plan even though rule files changed since (recorded).",
 )
+@click.option(
+    "--no-verify",
+    is_flag=True,
+    help="Do not read back the fields written to check that LeadSquared holds them (recorded).",
+)
+@click.option(
+    "--verify-wait",
+    type=Finite(0, 600),
+    default=20.0,
+    show_default=True,
+    help="Seconds to wait for written values to show in reads before calling them not persisted.",
+)
 def apply_command(
     plan_file: Path | None,
     config_path: Path | None,
@@ -575,13 +588,17 @@ def apply_command(
     lock_timeout: float,
     lock_expiry: float,
     ignore_rule_changes: bool,
+    no_verify: bool,
+    verify_wait: float,
 ) -> None:
-    """Apply a saved plan: re-check each field, send 25 opportunities a call, record it all.
+    """Apply a saved plan: re-check each field, send 25 opportunities a call, read back what
+    was written, record it all.
 
     Applying the same plan again resumes it: confirmed fields are never sent twice. Without
     PLAN_FILE, make a plan, show it, and apply it after a 'yes' (or --auto-approve); any other
-    answer applies nothing and exits 1. Exit 3 when some fields failed, were stale or have an
-    unknown outcome; 130 when interrupted.
+    answer applies nothing and exits 1. Exit 3 when some fields failed, were stale, not sent or
+    not persisted, or have an unknown outcome; 1 also when nothing was sent; 130 when
+    interrupted.
     """
     from lsqsync.apply.runner import ApplyOptions, apply_plan_file
     from lsqsync.plan.command import PlanRequest
@@ -599,6 +616,8 @@ def apply_command(
         lock_timeout=lock_timeout,
         lock_expiry=lock_expiry,
         ignore_rule_changes=ignore_rule_changes,
+        verify=not no_verify,
+        verify_wait=verify_wait,
     )
     summary = apply_plan_file(plan_file, config_path, options, _progress(every=10.0))
     click.echo(summary.text(), nl=False)

@@ -82,8 +82,10 @@ def quote(value: str) -> str:
     return '"' + clean(value.replace("\\", "\\\\").replace('"', '\\"')) + '"'
 
 
-def plural(count: int, singular: str, many: str | None = None) -> str:
-    return f"{count} {singular if count == 1 else many or singular + 's'}"
+def plural(count: int, singular: str, many: str | None = None, *, grouped: bool = False) -> str:
+    """``1 field``, ``2 fields``; ``grouped``: with thousands separators (``2,500 fields``)."""
+    number = f"{count:,}" if grouped else str(count)
+    return f"{number} {singular if count == 1 else many or singular + 's'}"
 
 
 def percent(share: float) -> str:

@@ -12,9 +12,12 @@ The pipeline for one plan:
    templates read has changed) is stale too, even where the field itself did not change;
 3. send the rest in batches of at most 25 opportunities from several workers that share the
    one account-wide rate limiter, so that the limit, not latency, sets the pace;
-4. map each batch's results back by row; a whole-call ``MX…`` 500 is split in halves until the
-   bad row is isolated; a batch whose outcome is unknown (dropped connection, timeout) is
-   re-read and resolved — applied if the values landed, re-sent once if not.
+4. map each batch's results back by row; a whole-call ``MX…`` rejection (a 5xx, or a 200 with
+   the error envelope) is split in halves until the bad row is isolated; a batch whose outcome
+   is unknown (dropped connection, timeout, retries that ran out) is re-read and resolved —
+   applied if the values landed, re-sent once if not;
+5. read back every field written and classify it (``verdict``): confirmed, normalised (the
+   same value in another form) or not persisted.
 
 Every batch is journaled in the state file before it is sent and its result after (one
 transaction per batch), so an interrupted run can be resumed without re-sending anything that
@@ -32,12 +35,20 @@ from typing import Literal
 
 from lsqsync.clock import stamp
 from lsqsync.display import is_masked, shown
-from lsqsync.errors import ApiRejected, OutcomeUnknown, RateLimited
-from lsqsync.lsq import BulkUpdateItem, LsqClient, OpportunityType, codec
+from lsqsync.errors import (
+    ApiError,
+    ApiRejected,
+    AuthError,
+    ConnectionFailed,
+    OutcomeUnknown,
+    RateLimited,
+)
+from lsqsync.lsq import BulkUpdateItem, FieldMeta, LsqClient, OpportunityType, codec
+from lsqsync.lsq.answers import rejects_the_call
 from lsqsync.lsq.client import MAX_BULK_ITEMS, MAX_IDS_PER_CALL
 from lsqsync.lsq.models import OpportunityRecord
 from lsqsync.plan.model import FieldChange, OpportunityChange, plan_host
-from lsqsync.state.records import FieldResult, ResultStatus
+from lsqsync.state.records import FieldResult, ResultStatus, Verdict, Verification
 
 log = logging.getLogger(__name__)
 
@@ -174,11 +185,17 @@ class BatchOutcome:
     results: list[FieldResult] = field(default_factory=list)
     unknown: list[Pending] = field(default_factory=list)  # to re-read and resolve
     refused: RateLimited | None = None  # the rate limit kept refusing a call of this batch
+    # why a call of this batch failed whole, for no reason of its rows (retries ran out, no
+    # connection, keys refused, an answer that could not be read): a sign the account is down
+    error: str | None = None
 
     @property
     def status(self) -> Literal["done", "failed", "unknown"]:
-        """The batch's journal status: failed when a call of it was refused whole."""
-        return "failed" if self.refused else "unknown" if self.unknown else "done"
+        """The batch's journal status: unknown while any of its rows' outcome is (the records
+        are read back, now or by the next apply), failed when a call of it was refused whole."""
+        if self.unknown:
+            return "unknown"
+        return "failed" if self.refused or self.error else "done"
 
 
 class Refusals:
@@ -197,7 +214,8 @@ def send_batch(
     isolated (the good rows are applied, the bad one reported with the API's message). A row
     that fails is not retried. An unanswered call leaves its rows unknown. A call the account's
     rate limit kept refusing was not processed: its rows are *not sent* (never failed), and so
-    are the halves not yet tried — and, through ``refusals``, the run's batches not started."""
+    are the halves not yet tried — and, through ``refusals``, the run's batches not started.
+    Never raises for what became of the call: whatever went wrong is in the outcome."""
     outcome = BatchOutcome(refused=refusals.first if refusals is not None else None)
     _send(client, list(batch), outcome)
     if refusals is not None and outcome.refused is not None:
@@ -226,7 +244,7 @@ def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> Non
         outcome.results.extend(not_sent(batch, e))
         return
     except ApiRejected as e:
-        if e.status is not None and e.status >= 500 and len(batch) > 1:
+        if rejects_the_call(e.status, e.exception_type) and len(batch) > 1:
             middle = len(batch) // 2
             log.info("apply: batch of %d refused (%s); splitting", len(batch), e.exception_type)
             _send(client, batch[:middle], outcome)
@@ -237,6 +255,17 @@ def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> Non
             outcome.results.extend(
                 each_field(p, "failed", f"{e.exception_type or 'error'}: {message}")
             )
+        return
+    except (AuthError, ConnectionFailed) as e:
+        # Nothing was processed: the connection was never made, or the keys were refused.
+        outcome.error = str(e)
+        outcome.results += [r for p in batch for r in each_field(p, "not_sent", f"not sent: {e}")]
+        return
+    except Exception as e:  # retries ran out, an unreadable answer, a bug: it may have landed
+        bug = not isinstance(e, ApiError)
+        log.warning("apply: a batch of %d failed: %s", len(batch), e, exc_info=bug)
+        outcome.error = f"{type(e).__name__}: {e}" if bug else str(e)
+        outcome.unknown.extend(batch)
         return
     for p, row in zip(batch, rows, strict=True):
         if row.outcome == "applied":
@@ -249,7 +278,10 @@ def _send(client: LsqClient, batch: list[Pending], outcome: BatchOutcome) -> Non
 
 
 def each_field(p: Pending, status: ResultStatus, message: str | None = None) -> list[FieldResult]:
-    return [result(p.change, f, status, message) for f in p.fields]
+    """A result per field of ``p``. A field that was not written (failed, not sent) held its
+    ``before`` value when it was checked just before sending: that is what LeadSquared holds."""
+    written = status in ("applied", "unknown")
+    return [result(p.change, f, status, message, None if written else f.before) for f in p.fields]
 
 
 def read_current(
@@ -306,6 +338,75 @@ def resolve_unknown(
         ]
         resend.extend(fresh.pending)
     return results, resend
+
+
+def as_changes(written: Sequence[FieldResult]) -> list[OpportunityChange]:
+    """Field results as changes, grouped by opportunity: what ``read_current`` reads back."""
+    grouped: dict[tuple[str, int], list[FieldChange]] = {}
+    for r in written:
+        change = FieldChange(r.field, r.before, r.after, r.rule, "")
+        grouped.setdefault((r.opportunity_id, r.opportunity_type), []).append(change)
+    return [OpportunityChange(o, c, (), tuple(fs)) for (o, c), fs in grouped.items()]
+
+
+def verdict(meta: FieldMeta | None, raw: str | None, sent: str) -> Verdict | None:
+    """What reading back a field written as ``sent`` found: ``confirmed`` (as sent),
+    ``normalised`` (the same value, as the codec reads it, in another form: ``23500.00`` for
+    ``23500``), or None (something else is there: not yet, or not persisted)."""
+    if meta is None or not codec.same(meta, raw, sent):
+        return None
+    return "confirmed" if _as_sent(meta, raw, sent) else "normalised"
+
+
+def _as_sent(meta: FieldMeta, raw: str | None, sent: str) -> bool:
+    if not (raw or "").strip() and not sent.strip():
+        return True
+    if codec.kind(meta) in ("date", "datetime", "boolean", "user"):
+        # Each read endpoint renders these in its own format (US dates from GetOpportunitiesById,
+        # Booleans as 1/0, ids in any case): the read form says nothing about the stored one.
+        return codec.canonical(meta, raw) == codec.canonical(meta, sent)
+    return raw == sent
+
+
+Written = tuple[str, FieldResult]  # (the run that wrote it, the applied field)
+
+
+def verify(
+    written: Sequence[Written],
+    current: Mapping[str, Mapping[str, str | None]],
+    types: Mapping[int, OpportunityType],
+) -> tuple[list[Verification], list[Written]]:
+    """Classify the written fields against the values just read back: the ones found
+    (confirmed or normalised), and the ones whose value is not (yet) there. Pure."""
+    found: list[Verification] = []
+    missing: list[Written] = []
+    for run_id, r in written:
+        values = current.get(r.opportunity_id.lower())
+        raw = values.get(r.field) if values is not None else None
+        meta = types[r.opportunity_type].field(r.field) if values is not None else None
+        kind = verdict(meta, raw, r.after)
+        if kind is None:
+            missing.append((run_id, r))
+            continue
+        stored = raw if kind == "normalised" else None
+        found.append(Verification(run_id, r.opportunity_id, r.field, kind, stored))
+    return found, missing
+
+
+def not_persisted(
+    missing: Sequence[Written],
+    current: Mapping[str, Mapping[str, str | None]],
+    types: Mapping[int, OpportunityType],
+) -> list[Verification]:
+    """The written fields still not there after the wait: what LeadSquared holds instead."""
+    out = []
+    for run_id, r in missing:
+        values = current.get(r.opportunity_id.lower())
+        meta = types[r.opportunity_type].field(r.field)
+        raw = values.get(r.field) if values is not None else None
+        held = codec.canonical(meta, raw) if meta is not None else raw
+        out.append(Verification(run_id, r.opportunity_id, r.field, "not_persisted", held))
+    return out
 
 
 def refusals(

@@ -1,5 +1,12 @@
 """``lsqsync apply PLAN``: the I/O around the apply engine — the plan file, the state and its
-lock, the client, the workers, Ctrl-C — and the run's summary."""
+lock, the client, the workers, reading back what was written, Ctrl-C — and the run's summary.
+
+Every way out of a run that sent something ends with a summary: nothing sent is the only exit
+1. A batch is ``sending`` in the journal only while its call is out; whatever became of it (an
+answer, none, an error, the retries running out, a worker's crash) is recorded, and its records
+are read back at the end of the run — or, when that read fails, by the next apply of the plan,
+which the summary says.
+"""
 
 from __future__ import annotations
 
@@ -17,19 +24,26 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lsqsync.apply import engine as apply
+from lsqsync.apply.summary import SHOWN_PROBLEMS, ApplySummary, Checked
 from lsqsync.clock import parse_stamp
 from lsqsync.config import Config, connection_from_env, inside_project, load_config
-from lsqsync.errors import ConfigError, PlanRefused, RateLimited
+from lsqsync.display import plural
+from lsqsync.errors import ApiError, ConfigError, LsqsyncError, PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
-from lsqsync.plan.model import Plan
+from lsqsync.plan.model import OpportunityChange, Plan
 from lsqsync.state import records as state
 from lsqsync.state.location import open_client, open_state
+from lsqsync.state.report import problem_lines, problems
 from lsqsync.state.store import StateFile
 
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+# Batches in a row whose call failed for no reason of their rows (retries ran out, no
+# connection): the account is taken to be down, and the rest is not sent.
+DOWN_AFTER = 3
 
 
 @dataclass(frozen=True)
@@ -38,55 +52,8 @@ class ApplyOptions:
     lock_timeout: float = 0.0
     lock_expiry: float | None = 3600.0
     ignore_rule_changes: bool = False
-
-
-@dataclass(frozen=True)
-class ApplySummary:
-    run_id: str
-    outcome: str
-    counts: dict[str, int]
-    opportunities: int
-    calls: int
-    rate_limited: int
-    seconds: float
-    runs_since: tuple[str, ...]
-    interrupted: bool = False
-    budgets: tuple[tuple[str, str], ...] = ()  # (bucket, its limit and where it comes from)
-
-    @property
-    def clean(self) -> bool:
-        return not any(self.counts.get(s, 0) for s in ("failed", "stale", "unknown", "not_sent"))
-
-    def text(self) -> str:
-        c = self.counts
-        not_sent = f", not sent: {c['not_sent']}" if c.get("not_sent") else ""
-        lines = [
-            f"Run {self.run_id}: {self.outcome}.",
-            f"  applied: {c.get('applied', 0)}, already current: {c.get('already_current', 0)}, "
-            f"stale: {c.get('stale', 0)}, failed: {c.get('failed', 0)}, "
-            f"unknown: {c.get('unknown', 0)}{not_sent} (fields of {self.opportunities} "
-            "opportunities)",
-            f"  {self.calls} API calls ({self.rate_limited} refused for the rate limit) in "
-            f"{self.seconds:.1f} s",
-        ]
-        lines += [
-            f"  {'rate limit' if bucket == 'account' else 'bulk limit'}: {text}"
-            for bucket, text in self.budgets
-        ]
-        if self.runs_since:
-            lines.append(
-                "  runs since the plan was made: "
-                + ", ".join(self.runs_since)
-                + " (each field was checked against LeadSquared before writing)"
-            )
-        if not_sent:
-            lines.append(
-                "  LeadSquared kept refusing calls for the account's rate limit: apply the same "
-                "plan again to send the fields not sent"
-            )
-        if not self.clean:
-            lines.append(f"  details: lsqsync state show {self.run_id}")
-        return "\n".join(lines) + "\n"
+    verify: bool = True  # read back every field written
+    verify_wait: float = 20.0  # seconds to wait for written values to show in reads
 
 
 def _current_files(root: Path, names: Iterable[str]) -> dict[str, str | None]:
@@ -118,6 +85,7 @@ def apply_plan_file(
     progress: Progress | None = None,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> ApplySummary:
+    started = time.monotonic()
     plan = planfile.load(plan_path)
     config = load_config(config_path)
     with open_state(config) as st:
@@ -138,224 +106,434 @@ def apply_plan_file(
             flags = (
                 ("--ignore-rule-changes", options.ignore_rule_changes),
                 ("--allow-large", plan.inputs.allow_large),
+                ("--no-verify", not options.verify),
             )
             overrides = [name for name, on in flags if on]
             since = tuple(r.id for r in st.runs_since(plan.state_serial or 0))
             run = st.begin_run(plan.digest, overrides=overrides)
             with open_client(config) as client:
-                try:
-                    return _run(plan, config, client, st, run.id, options, since, progress)
-                except KeyboardInterrupt:  # before any batch was sent: nothing in flight
-                    run = st.finish_run(run.id, "interrupted")
-                    return _summary(run, len(plan.changes), None, (0, 0, 0.0), since)
-                except Exception:
-                    # e.g. the keys refused during the re-read: the run ends "failed" with the
-                    # results it recorded, instead of looking as if it were still running
-                    st.finish_run(run.id, "failed")
-                    raise
+                session = _Session(plan, config, client, st, run.id, options, progress, started)
+                return session.run(since)
         finally:
             st.release_lock(lock.id)
 
 
-def _run(
-    plan: Plan,
-    config: Config,
-    client: LsqClient,
-    st: StateFile,
-    run_id: str,
-    options: ApplyOptions,
-    since: tuple[str, ...],
-    progress: Progress | None,
-) -> ApplySummary:
-    say = progress or (lambda _: None)
-    started, calls_before, refused_before = time.monotonic(), client.calls, client.rate_limited
-    say(f"re-reading {len(plan.changes):,} opportunities")
-    # The type metadata and every chunk of the re-read go out together: none needs another's
-    # answer, and one round trip before the first write is all the latency the run pays.
-    pool = ThreadPoolExecutor(max_workers=max(1, options.workers))
-    try:
-        metadata = {
-            code: pool.submit(client.opportunity_type, code)
-            for code in sorted({c.opportunity_type for c in plan.changes})
-        }
-        current = apply.read_current(client, plan.changes, pool)
-        types: dict[int, OpportunityType] = {code: f.result() for code, f in metadata.items()}
-    except BaseException:
-        # Ctrl-C or a failed read: drop the reads not yet started rather than wait for them
-        # (the ones in flight finish on their own; reads change nothing).
-        pool.shutdown(wait=False, cancel_futures=True)
-        raise
-    pool.shutdown()
-    fresh = apply.check_freshness(
-        plan.changes,
-        current,
-        types,
-        st.confirmed(plan.digest),
-        (*plan.mask, *config.mask),
-        st.confirmed(plan.digest, ("applied",)),
-    )
-    # Batches an earlier attempt sent without recording their answer (killed, or no answer):
-    # a planned value found on their records was written by lsqsync — applied, not merely
-    # already current — so that drift and rollback know it.
-    pending = st.pending_batches(plan.digest)
-    in_flight = {i.lower() for b in pending for i in b.opportunity_ids}
-    settled = [
-        replace(r, status="applied")
-        if r.status == "already_current" and r.opportunity_id.lower() in in_flight
-        else r
-        for r in fresh.settled
-    ]
-    if pending:
-        st.resolve_batches(run_id, pending, settled)
-    else:
-        st.record_results(run_id, settled)
-    stop = threading.Event()
-    unknown: list[apply.Pending] = []
-    interrupted = False
-    try:
-        unknown = _send_all(client, st, run_id, list(fresh.pending), options, stop, say)
-    except KeyboardInterrupt:
-        interrupted = True
-    if unknown and not interrupted:
-        _resolve_unknown(client, st, run_id, unknown, types, options, stop, say)
-    counts = st.run(run_id).counts
-    outcome: state.Outcome = "succeeded"
-    if interrupted:
-        outcome = "interrupted"
-    elif counts.failed or counts.stale or counts.unknown or counts.not_sent:
-        outcome = "partial"
-    usage = (
-        client.calls - calls_before,
-        client.rate_limited - refused_before,
-        time.monotonic() - started,
-    )
-    return _summary(st.finish_run(run_id, outcome), len(plan.changes), client, usage, since)
+class _Session:
+    """One run of a plan: re-read, send, resolve, read back, sum up."""
 
+    def __init__(
+        self,
+        plan: Plan,
+        config: Config,
+        client: LsqClient,
+        st: StateFile,
+        run_id: str,
+        options: ApplyOptions,
+        progress: Progress | None,
+        started: float,
+    ) -> None:
+        self.plan, self.config, self.client, self.st = plan, config, client, st
+        self.run_id, self.options, self.started = run_id, options, started
+        self.say = progress or (lambda _: None)
+        self.calls_before, self.refused_before = client.calls, client.rate_limited
+        self.stop = threading.Event()
+        self.stopped: str | None = None
+        self.checked: Checked | None = None
+        self.found: list[state.Verification] = []  # what reading back found, so far
+        self.not_persisted: list[state.FieldResult] = []
 
-def _resolve_unknown(
-    client: LsqClient,
-    st: StateFile,
-    run_id: str,
-    unknown: list[apply.Pending],
-    types: dict[int, OpportunityType],
-    options: ApplyOptions,
-    stop: threading.Event,
-    say: Progress,
-) -> None:
-    """Read back the records of unanswered calls: applied if the values landed, else sent once
-    more. If the rate limit keeps refusing the re-read, they stay unknown (the next apply
-    re-reads them)."""
-    say(f"re-reading {len(unknown)} opportunities whose outcome is unknown")
-    try:
-        current = apply.read_current(client, [p.change for p in unknown])
-    except RateLimited as e:
-        why = f"no answer, and re-reading was refused for the account's rate limit ({e.status})"
-        st.record_results(run_id, [r for p in unknown for r in apply.each_field(p, "unknown", why)])
-        return
-    resolved, resend = apply.resolve_unknown(unknown, current, types)
-    st.record_results(run_id, resolved)
-    still = _send_all(client, st, run_id, resend, options, stop, say) if resend else []
-    twice = [r for p in still for r in apply.each_field(p, "unknown", "no answer, twice")]
-    st.record_results(run_id, twice)
+    def run(self, since: tuple[str, ...]) -> ApplySummary:
+        try:
+            types, pending = self._reread()
+        except KeyboardInterrupt:  # before any batch was sent: nothing in flight
+            return self._end("interrupted", since)
+        except Exception:
+            # e.g. the keys refused during the re-read: the run ends "failed" with the
+            # results it recorded, instead of looking as if it were still running
+            self.st.finish_run(self.run_id, "failed")
+            raise
+        try:
+            interrupted = self._write(types, pending)
+        except Exception:
+            self._abandon()
+            raise
+        return self._end("interrupted" if interrupted else None, since)
 
-
-def _summary(
-    run: state.Run,
-    opportunities: int,
-    client: LsqClient | None,
-    usage: tuple[int, int, float],
-    since: tuple[str, ...],
-) -> ApplySummary:
-    """The summary of ``run``; ``usage``: (calls, calls refused for the rate limit, seconds)."""
-    c = run.counts
-    calls, rate_limited, seconds = usage
-    return ApplySummary(
-        run_id=run.id,
-        outcome=run.outcome,
-        counts={
-            "applied": c.applied,
-            "already_current": c.already_current,
-            "stale": c.stale,
-            "failed": c.failed,
-            "unknown": c.unknown,
-            "not_sent": c.not_sent,
-        },
-        opportunities=opportunities,
-        calls=calls,
-        rate_limited=rate_limited,
-        seconds=seconds,
-        runs_since=since,
-        interrupted=run.outcome == "interrupted",
-        budgets=tuple(client.limiter.budgets().items()) if client is not None else (),
-    )
-
-
-def _send_all(
-    client: LsqClient,
-    st: StateFile,
-    run_id: str,
-    pending: Sequence[apply.Pending],
-    options: ApplyOptions,
-    stop: threading.Event,
-    say: Progress,
-) -> list[apply.Pending]:
-    """Send every batch from ``options.workers`` threads; journal each before it is sent and
-    record it when it comes back (from this thread: the state file has one writer). Returns the
-    opportunities whose outcome is unknown. On Ctrl-C: no new batch is sent, the in-flight ones
-    are recorded, and KeyboardInterrupt is raised again."""
-    queue = list(apply.batches(pending))
-    total = len(queue)
-    opportunities, sent, started = len(pending), 0, time.monotonic()
-    in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
-    unknown: list[apply.Pending] = []
-    refusals = apply.Refusals()
-    done = 0
-    with _ctrl_c_sets(stop), ThreadPoolExecutor(max_workers=options.workers) as pool:
-        while queue or in_flight:
+    def _write(self, types: dict[int, OpportunityType], pending: list[apply.Pending]) -> bool:
+        """Send, resolve unknown outcomes, read back; whether Ctrl-C cut it short."""
+        try:
+            with _ctrl_c_sets(self.stop):
+                unknown = self._send_all(pending)
+                if unknown and not self.stop.is_set():
+                    self._resolve(unknown, types)
+            if self.stop.is_set():
+                return True
+        except KeyboardInterrupt:
+            return True
+        if self.options.verify:
             try:
-                while queue and len(in_flight) < options.workers * 2 and not stop.is_set():
-                    batch = queue.pop(0)
-                    payload = json.dumps([p.item.to_api() for p in batch]).encode()
-                    journal = st.begin_batch(run_id, [p.change.id for p in batch], payload)
-                    future = pool.submit(apply.send_batch, client, batch, refusals)
-                    in_flight[future] = (journal.batch, batch)
-                if not in_flight:
-                    break
-                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                self._verify(types)
             except KeyboardInterrupt:
-                stop.set()
-                queue.clear()
-                finished, _ = wait(in_flight)  # let in-flight batches finish and be recorded
-            for future in finished:
-                number, batch = in_flight.pop(future)
-                outcome = future.result()
-                refused = str(outcome.refused) if outcome.refused else None
-                st.record_batch_result(
-                    run_id, number, outcome.status, outcome.results, message=refused
+                return True
+        return False
+
+    def _abandon(self) -> None:
+        """An error the run cannot go on after (the state itself failed): end the run as failed
+        if the state still takes it, and say which batches the next apply reads back."""
+        with contextlib.suppress(Exception):
+            self.st.finish_run(self.run_id, "failed")
+        with contextlib.suppress(Exception):
+            left = self.st.pending_batches(self.plan.digest)
+            if left:
+                log.warning(
+                    "apply: the next apply of this plan reads back the records of %s",
+                    ", ".join(f"run {b.run_id} batch {b.batch}" for b in left),
                 )
-                unknown.extend(outcome.unknown)
-                if outcome.refused is not None and queue:
-                    # The account kept refusing through every retry: the next batches would
-                    # only wait out the same refusals. They are not sent; the next apply is.
-                    log.warning(
-                        "apply: LeadSquared kept refusing calls for the account's rate limit: "
-                        "not sending the other %d batches; apply the plan again to send them",
-                        len(queue),
-                    )
-                    rest = [p for b in queue for p in b]
-                    st.record_results(run_id, apply.not_sent(rest, outcome.refused))
+
+    # -- before sending --------------------------------------------------------------------
+
+    def _reread(self) -> tuple[dict[int, OpportunityType], list[apply.Pending]]:
+        """Read the planned records again, record what needs no write, and return the rest."""
+        plan, client, st = self.plan, self.client, self.st
+        self.say(f"re-reading {plural(len(plan.changes), *_OPPORTUNITIES, grouped=True)}")
+        # The type metadata and every chunk of the re-read go out together: none needs
+        # another's answer, and one round trip before the first write is all the latency the
+        # run pays.
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers))
+        try:
+            metadata = {
+                code: pool.submit(client.opportunity_type, code)
+                for code in sorted({c.opportunity_type for c in plan.changes})
+            }
+            current = apply.read_current(client, plan.changes, pool)
+            types = {code: f.result() for code, f in metadata.items()}
+        except BaseException:
+            # Ctrl-C or a failed read: drop the reads not yet started rather than wait for
+            # them (the ones in flight finish on their own; reads change nothing).
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
+        fresh = apply.check_freshness(
+            plan.changes,
+            current,
+            types,
+            st.confirmed(plan.digest),
+            (*plan.mask, *self.config.mask),
+            st.confirmed(plan.digest, ("applied",)),
+        )
+        # Batches an earlier attempt sent without recording their answer (killed, or no
+        # answer): a planned value found on their records was written by lsqsync — applied,
+        # not merely already current — so that drift and rollback know it.
+        earlier = st.pending_batches(plan.digest)
+        in_flight = {i.lower() for b in earlier for i in b.opportunity_ids}
+        settled = [
+            replace(r, status="applied")
+            if r.status == "already_current" and r.opportunity_id.lower() in in_flight
+            else r
+            for r in fresh.settled
+        ]
+        if earlier:
+            st.resolve_batches(self.run_id, earlier, settled)
+        else:
+            st.record_results(self.run_id, settled)
+        return types, list(fresh.pending)
+
+    # -- sending ---------------------------------------------------------------------------
+
+    def _send_all(self, pending: Sequence[apply.Pending]) -> list[_Unknown]:
+        """Send every batch from ``options.workers`` threads; journal each before it is sent
+        and record it when it comes back (from this thread: the state has one writer). Returns
+        the batches with rows whose outcome is unknown. On Ctrl-C (``stop``) or when the
+        account looks down, no new batch is sent; the ones in flight finish and are recorded."""
+        queue = list(apply.batches(pending))
+        progress = _Progress(self.say, len(pending), len(queue))
+        in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]] = {}
+        unknown: list[_Unknown] = []
+        refusals, failures = apply.Refusals(), 0
+        with ThreadPoolExecutor(max_workers=self.options.workers) as pool:
+            while queue or in_flight:
+                try:
+                    self._fill(queue, in_flight, pool, refusals)
+                    if not in_flight:
+                        break
+                    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                except KeyboardInterrupt:  # outside the main thread's handler: see _ctrl_c_sets
+                    self.stop.set()
+                    finished, _ = wait(in_flight)  # let in-flight batches finish, recorded
+                for future in finished:
+                    number, batch = in_flight.pop(future)
+                    outcome = _outcome(future, batch)
+                    failures = failures + 1 if outcome.error else 0
+                    unknown += self._record(number, batch, outcome)
+                    self._stop_early(queue, outcome, failures)
+                    progress.done(len(batch))
+                if self.stop.is_set():
                     queue.clear()
-                done += 1
-                sent += len(batch)
-                rate = sent / max(time.monotonic() - started, 1e-9)
-                eta = (opportunities - sent) / rate if rate else 0.0
-                say(
-                    f"apply: {sent:,}/{opportunities:,} opportunities ({done}/{total} batches), "
-                    f"{rate:.1f}/s, about {eta:.0f} s to go"
+        return unknown
+
+    def _fill(
+        self,
+        queue: list[tuple[apply.Pending, ...]],
+        in_flight: dict[Future[apply.BatchOutcome], tuple[int, tuple[apply.Pending, ...]]],
+        pool: ThreadPoolExecutor,
+        refusals: apply.Refusals,
+    ) -> None:
+        """Journal and hand out batches until ``workers * 2`` are in flight."""
+        while queue and len(in_flight) < self.options.workers * 2 and not self.stop.is_set():
+            batch = queue[0]
+            payload = json.dumps([p.item.to_api() for p in batch]).encode()
+            try:
+                journal = self.st.begin_batch(self.run_id, [p.change.id for p in batch], payload)
+            except LsqsyncError as e:  # the lock was taken over: send nothing more
+                self._halt(queue, f"{e}")
+                return
+            queue.pop(0)
+            future = self._submit(pool, batch, refusals)
+            in_flight[future] = (journal.batch, batch)
+
+    def _submit(
+        self, pool: ThreadPoolExecutor, batch: tuple[apply.Pending, ...], refusals: apply.Refusals
+    ) -> Future[apply.BatchOutcome]:
+        return pool.submit(apply.send_batch, self.client, batch, refusals)
+
+    def _record(
+        self, number: int, batch: tuple[apply.Pending, ...], outcome: apply.BatchOutcome
+    ) -> list[_Unknown]:
+        message = outcome.error or (str(outcome.refused) if outcome.refused else None)
+        journal = self.st.record_batch_result(
+            self.run_id, number, outcome.status, outcome.results, message=message
+        )
+        return [(journal, outcome.unknown)] if outcome.unknown else []
+
+    def _stop_early(
+        self, queue: list[tuple[apply.Pending, ...]], outcome: apply.BatchOutcome, failures: int
+    ) -> None:
+        if not queue:
+            return
+        if outcome.refused is not None:
+            # The account kept refusing through every retry: the next batches would only wait
+            # out the same refusals. They are not sent; the next apply is.
+            log.warning(
+                "apply: LeadSquared kept refusing calls for the account's rate limit: "
+                "not sending the other %d batches; apply the plan again to send them",
+                len(queue),
+            )
+            rest = [p for b in queue for p in b]
+            self.st.record_results(self.run_id, apply.not_sent(rest, outcome.refused))
+            queue.clear()
+        elif failures >= DOWN_AFTER:
+            self._halt(
+                queue,
+                f"{failures} batches in a row failed (the last: {outcome.error}); "
+                "LeadSquared looks down",
+            )
+
+    def _halt(self, queue: list[tuple[apply.Pending, ...]], why: str) -> None:
+        """Send no more: the batches not sent yet are recorded *not sent*."""
+        log.warning("apply: not sending the other %d batches: %s", len(queue), why)
+        self.stopped = why
+        message = f"not sent: {why}; apply the same plan again to send it"
+        rest = [r for b in queue for p in b for r in apply.each_field(p, "not_sent", message)]
+        self.st.record_results(self.run_id, rest)
+        queue.clear()
+
+    # -- unknown outcomes ------------------------------------------------------------------
+
+    def _resolve(self, unknown: list[_Unknown], types: dict[int, OpportunityType]) -> None:
+        """Read back the records of the rows whose outcome is unknown: applied if the values
+        landed, else sent once more. If the read fails, they stay unknown and their batches
+        unresolved: the next apply reads them back first."""
+        rows = [p for _, ps in unknown for p in ps]
+        many = plural(len(rows), *_OPPORTUNITIES, grouped=True)
+        self.say(f"re-reading {many} whose outcome is unknown")
+        try:
+            current = self._read([p.change for p in rows])
+        except ApiError as e:
+            why = f"no answer, and reading the records back failed ({_short(e)})"
+            if isinstance(e, RateLimited):
+                why = (
+                    "no answer, and re-reading was refused for the account's rate limit "
+                    f"({e.status})"
                 )
-    if stop.is_set():
-        raise KeyboardInterrupt
-    return unknown
+            self.st.record_results(
+                self.run_id, [r for p in rows for r in apply.each_field(p, "unknown", why)]
+            )
+            return
+        resolved, resend = apply.resolve_unknown(rows, current, types)
+        self.st.resolve_batches(self.run_id, [b for b, _ in unknown], resolved)
+        again = self._send_all(resend) if resend else []
+        twice = [r for _, ps in again for p in ps for r in apply.each_field(p, "unknown", _TWICE)]
+        self.st.record_results(self.run_id, twice)
+
+    # -- reading back ----------------------------------------------------------------------
+
+    def _verify(self, types: dict[int, OpportunityType]) -> None:
+        """Read back every applied field of this plan not read back yet (this run's, and those
+        of an earlier run that ended first), recording as it goes; wait for a value that is not
+        there yet, up to ``verify_wait`` seconds, then it is *not persisted*."""
+        written = list(self.st.unverified(self.plan.digest))
+        if not written:
+            return
+        calls = self.client.calls
+        earlier = sum(1 for run_id, _ in written if run_id != self.run_id)
+        opportunities = len({r.opportunity_id for _, r in written})
+        self.say(
+            f"reading back {plural(len(written), 'field')} of "
+            f"{plural(opportunities, 'opportunity', 'opportunities')}"
+        )
+        why: str | None = None
+        try:
+            missing = self._read_back(written, types)
+            held = {(v.run_id, v.opportunity_id, v.field): v.current for v in self.found}
+            # this run's are among its results; those of an earlier run are named here too
+            self.not_persisted = [
+                replace(r, verified="not_persisted", current=held[(run, r.opportunity_id, r.field)])
+                for run, r in missing
+                if run != self.run_id
+            ]
+        except ApiError as e:
+            why = _short(e)
+        finally:
+            self._checked(len(written), earlier, calls, why)
+
+    def _read_back(
+        self, written: list[apply.Written], types: dict[int, OpportunityType]
+    ) -> list[apply.Written]:
+        """Read back until every field is there or the wait is over; the fields not there."""
+        found = self.found
+        deadline = time.monotonic() + self.options.verify_wait
+        delay, pending = 0.5, written
+        while True:
+            current = self._read(apply.as_changes([r for _, r in pending]))
+            done, pending = apply.verify(pending, current, types)
+            self.st.record_verification(done)  # as it goes: a kill keeps what was learned
+            found += done
+            left = deadline - time.monotonic()
+            if not pending or left <= 0:
+                break
+            self.say(
+                f"{plural(len(pending), 'field')} not (yet) as written: reading "
+                f"{'it' if len(pending) == 1 else 'them'} again in {min(delay, left):.1f} s"
+            )
+            time.sleep(min(delay, left))
+            delay *= 2
+        missing = apply.not_persisted(pending, current, types)
+        self.st.record_verification(missing)
+        found += missing
+        return pending
+
+    def _read(self, changes: list[OpportunityChange]) -> dict[str, dict[str, str | None]]:
+        """The current values of ``changes``' fields, every call at once: none needs another's
+        answer, and reading back costs the run one round trip, not one per 2,000 records."""
+        pool = ThreadPoolExecutor(max_workers=max(1, self.options.workers))
+        try:
+            return apply.read_current(self.client, changes, pool)
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        finally:
+            pool.shutdown()
+
+    def _checked(self, written: int, earlier: int, calls: int, why: str | None) -> None:
+        kinds = [v.verdict for v in self.found]
+        self.checked = Checked(
+            confirmed=kinds.count("confirmed"),
+            normalised=kinds.count("normalised"),
+            not_persisted=kinds.count("not_persisted"),
+            unread=written - len(self.found),
+            earlier=earlier,
+            calls=self.client.calls - calls,
+            why_unread=why or "interrupted",
+        )
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def _end(self, outcome: state.Outcome | None, since: tuple[str, ...]) -> ApplySummary:
+        """Finish the run and sum it up."""
+        st = self.st
+        counts = st.run(self.run_id).counts
+        checked = self.checked
+        if checked is None and self.options.verify and outcome == "interrupted":
+            unread = len(st.unverified(self.plan.digest))
+            checked = Checked(unread=unread, why_unread="interrupted") if unread else None
+        if outcome is None:
+            bad = counts.failed or counts.stale or counts.unknown or counts.not_sent
+            bad = bad or (checked is not None and (checked.not_persisted or checked.unread))
+            outcome = "partial" if bad else "succeeded"
+        run = st.finish_run(self.run_id, outcome)
+        unresolved = tuple(
+            f"run {b.run_id} batch {b.batch}" for b in st.pending_batches(self.plan.digest)
+        )
+        # fields not sent are counted, and applying the plan again sends them: not listed
+        results = [
+            r for r in problems(st.results(run.id), self.not_persisted) if r.status != "not_sent"
+        ]
+        lines = problem_lines(results[:SHOWN_PROBLEMS], self.config.mask)
+        c = run.counts
+        return ApplySummary(
+            run_id=run.id,
+            outcome=run.outcome,
+            counts={
+                "applied": c.applied,
+                "already_current": c.already_current,
+                "stale": c.stale,
+                "failed": c.failed,
+                "unknown": c.unknown,
+                "not_sent": c.not_sent,
+            },
+            opportunities=len(self.plan.changes),
+            calls=self.client.calls - self.calls_before,
+            rate_limited=self.client.rate_limited - self.refused_before,
+            seconds=time.monotonic() - self.started,
+            runs_since=since,
+            interrupted=run.outcome == "interrupted",
+            budgets=tuple(self.client.limiter.budgets().items()),
+            checked=checked,
+            verify=self.options.verify,
+            problems=tuple(lines),
+            more=max(0, len(results) - SHOWN_PROBLEMS),
+            stopped=self.stopped,
+            unresolved=unresolved,
+        )
+
+
+_TWICE = "no answer, twice"
+_OPPORTUNITIES = ("opportunity", "opportunities")
+_Unknown = tuple[state.Batch, list[apply.Pending]]  # a recorded batch, its rows to read back
+
+
+def _outcome(
+    future: Future[apply.BatchOutcome], batch: Sequence[apply.Pending]
+) -> apply.BatchOutcome:
+    """A batch's outcome; a worker that crashed leaves its rows unknown (they may have
+    landed), to be read back like those of an unanswered call."""
+    try:
+        return future.result()
+    except Exception as e:
+        log.warning("apply: a worker failed: %s: %s", type(e).__name__, e, exc_info=True)
+        return apply.BatchOutcome(unknown=list(batch), error=f"{type(e).__name__}: {e}")
+
+
+def _short(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text if len(text) <= 200 else text[:199] + "…"
+
+
+class _Progress:
+    def __init__(self, say: Progress, opportunities: int, batches: int) -> None:
+        self.say, self.opportunities, self.batches = say, opportunities, batches
+        self.sent = self.finished = 0
+        self.started = time.monotonic()
+
+    def done(self, opportunities: int) -> None:
+        self.finished += 1
+        self.sent += opportunities
+        rate = self.sent / max(time.monotonic() - self.started, 1e-9)
+        eta = (self.opportunities - self.sent) / rate if rate else 0.0
+        self.say(
+            f"apply: {self.sent:,}/{self.opportunities:,} opportunities "
+            f"({self.finished}/{self.batches} batches), {rate:.1f}/s, about {eta:.0f} s to go"
+        )
 
 
 @contextmanager
@@ -364,7 +542,7 @@ def _ctrl_c_sets(stop: threading.Event) -> Iterator[None]:
     flight finish (each bounded by the client's timeouts) and are recorded. Raised where it
     lands, it could leave a batch journaled but never sent, or answered but not recorded, for a
     resume to re-read. Signal handlers belong to the main thread: elsewhere (an embedding
-    program) Ctrl-C raises as usual and the except clause above copes."""
+    program) Ctrl-C raises as usual and the except clause in ``_send_all`` copes."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return

@@ -14,6 +14,7 @@ from click.core import ParameterSource
 
 from lsqsync.emulator.limits import PLANS, RESPONSES
 from lsqsync.emulator.scenarios import DEFAULT, SCENARIOS
+from lsqsync.emulator.variants import REJECTION_STATUSES
 from lsqsync.errors import LsqsyncError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -169,6 +170,19 @@ def _emulator_options(f: F) -> F:
             is_flag=True,
             help="The keys' user is no administrator: Advanced Search is refused (HTTP 401).",
         ),
+        click.option(
+            "--ignore-empty-writes",
+            is_flag=True,
+            help='Bulk Update leaves a field sent "" as it is (and answers that it updated it).',
+        ),
+        click.option(
+            "--rejection-status",
+            type=click.Choice([str(s) for s in REJECTION_STATUSES]),
+            default="500",
+            show_default=True,
+            help="How a value the field cannot take rejects the whole call: HTTP 500, or 200 "
+            "with the error body.",
+        ),
     ]
     for option in reversed(options):
         f = option(f)
@@ -202,6 +216,8 @@ def _make_emulator(options: dict[str, Any]) -> Any:
         ignore_page_index=options["ignore_page_index"],
         read_lag_ms=options["read_lag_ms"],
         non_admin=options["non_admin"],
+        ignore_empty_writes=options["ignore_empty_writes"],
+        rejection_status=int(options["rejection_status"]),
     )
     try:
         return Emulator(

@@ -30,6 +30,7 @@ from urllib.parse import parse_qsl, urlsplit
 from lsqsync.emulator import model, values
 from lsqsync.emulator.limits import RESPONSES, Windows, refusal
 from lsqsync.emulator.store import ApiFailure, Opportunity, Store, bad_request
+from lsqsync.emulator.variants import REJECTION_STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,8 @@ class Settings:
     ignore_page_index: bool = False  # ... and every PageIndex answers page 1 (a broken server)
     read_lag_ms: float = 0.0  # searches and by-id reads show a write only this long after it
     non_admin: bool = False  # the keys' user is no administrator: Advanced Search is refused
+    ignore_empty_writes: bool = False  # Bulk Update leaves a field sent "" as it is
+    rejection_status: int = 500  # a whole-call rejection's HTTP status: 500, or 200 (variants)
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
@@ -104,6 +107,8 @@ class Settings:
                 raise bad_request(f"setting {key!r} cannot be {value!r}")
             if key == "rate_limit_response" and value not in RESPONSES:
                 raise bad_request(f"setting {key!r} must be one of {RESPONSES}")
+            if key == "rejection_status" and value not in REJECTION_STATUSES:
+                raise bad_request(f"setting {key!r} must be one of {REJECTION_STATUSES}")
             if isinstance(value, int | float) and not isinstance(value, bool):
                 low = 1 if key.endswith("rate_limit_calls") or key == "page_cap" else 0
                 high = 1 if key.endswith("_rate") else math.inf
@@ -487,13 +492,19 @@ def bulk_update(h: _Handler) -> dict[str, Any]:
     if len(items) > MAX_BULK_ITEMS:
         raise bad_request(f"You can update at most {MAX_BULK_ITEMS} opportunities in one call.")
     s = h.emu.settings
-    results = h.emu.store.bulk_update(
-        items,
-        modified_by=model.API_USER.id,
-        allow_created_on=s.allow_created_on,
-        date_zone=s.date_zone,
-        lag=s.read_lag_ms / 1000,
-    )
+    try:
+        results = h.emu.store.bulk_update(
+            items,
+            modified_by=model.API_USER.id,
+            allow_created_on=s.allow_created_on,
+            date_zone=s.date_zone,
+            lag=s.read_lag_ms / 1000,
+            ignore_empty=s.ignore_empty_writes,
+        )
+    except ApiFailure as failure:
+        if failure.status == 500:  # a whole-call rejection, in the account's form of it
+            failure.status = s.rejection_status
+        raise
     return {"Response": results}
 
 

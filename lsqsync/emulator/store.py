@@ -248,19 +248,21 @@ class Store:
         allow_created_on: bool,
         date_zone: str = "",
         lag: float = 0.0,
+        ignore_empty: bool = False,
     ) -> list[dict[str, Any]]:
         """Apply ``Bulk/Update/ByOpportunityId``. Returns the per-row results.
 
         Per-row problems (unknown id, wrong event code, unknown or read-only field, unknown or
         inactive user) fail that row only. A value the field's type cannot parse fails the
         whole call with a 500 ``MX…`` exception and nothing is written, as real tenants do.
+        ``ignore_empty``: a field sent ``""`` keeps its value (a variant).
         """
         with self._transaction() as db:
             results: list[dict[str, Any]] = []
             updates: list[tuple[Opportunity, dict[str, str | None]]] = []
             for number, item in enumerate(items, start=1):
                 try:
-                    opp, changes = self._check_row(item, allow_created_on, date_zone)
+                    opp, changes = self._check_row(item, allow_created_on, date_zone, ignore_empty)
                 except RowFailure as failure:
                     results.append(
                         {
@@ -294,7 +296,7 @@ class Store:
         return results
 
     def _check_row(
-        self, item: Any, allow_created_on: bool, date_zone: str
+        self, item: Any, allow_created_on: bool, date_zone: str, ignore_empty: bool = False
     ) -> tuple[Opportunity, dict[str, str | None]]:
         if not isinstance(item, dict) or not isinstance(item.get("Fields", []), list):
             raise bad_request(
@@ -341,6 +343,8 @@ class Store:
                 )
             raw = entry.get("Value")
             text = "" if raw is None else raw if isinstance(raw, str) else json.dumps(raw)
+            if ignore_empty and text == "":
+                continue  # the variant where "" leaves the field as it is
             if f.mandatory and not text.strip():
                 # Whether clearing a mandatory field is refused is UNKNOWN; the defensive reading
                 # is that the row fails.

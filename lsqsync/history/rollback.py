@@ -48,12 +48,13 @@ def rollback(
     *,
     now: datetime | None = None,
 ) -> Rollback:
-    """A plan that puts back the ``before`` values of the fields run ``run_id`` applied — only
-    where LeadSquared still holds what that run wrote; other fields are listed as conflicting."""
+    """A plan that puts back the ``before`` values of the fields run ``run_id`` applied — with
+    the earlier runs of its plan it resumed — only where LeadSquared still holds what was
+    written; other fields are listed as conflicting."""
     calls_before = client.calls
     run = st.run(run_id)
     _refuse_accepting(run)
-    applied = [r for r in st.results(run.id) if r.status == "applied"]
+    applied = _applied(st, run.id, run.plan_digest)
     types = _types(client, {r.opportunity_type for r in applied})
     current = apply.read_current(
         client,
@@ -101,6 +102,19 @@ def _refuse_accepting(run: Run) -> None:
         )
     if run.plan_digest == UNDO:
         raise StateError(f"run {run.id} sent nothing to LeadSquared: it undid a drift --accept")
+
+
+def _applied(st: StateFile, run_id: str, digest: str) -> list[FieldResult]:
+    """The fields the plan ``digest`` wrote up to run ``run_id``: a run that resumed a plan
+    (killed, interrupted, LeadSquared down) carries on the runs before it, and their writes are
+    one change. A field read back as not persisted was not written."""
+    runs = [r.id for r in st.runs() if r.plan_digest == digest]
+    latest: dict[tuple[str, str], FieldResult] = {}
+    for rid in runs[: runs.index(run_id) + 1]:
+        for r in st.results(rid):
+            if r.status == "applied" and r.verified != "not_persisted":
+                latest[(r.opportunity_id, r.field)] = r
+    return [latest[key] for key in sorted(latest)]
 
 
 def _put_back(

@@ -127,6 +127,16 @@ def failure_of(
     )
 
 
+def rejects_the_call(status: int | None, exception_type: str | None) -> bool:
+    """Whether a refusal is LeadSquared's verdict on a call's content as a whole: an ``MX…``
+    exception with a 5xx, or in the error envelope of a 200. For a batch, one bad row may be the
+    cause, so splitting the batch isolates it. (A 4xx is about the request itself — its shape,
+    its keys, a permission — which no half of the batch would change.)"""
+    if status is None or not exception_type or not exception_type.strip().startswith("MX"):
+        return False
+    return status >= 500 or 200 <= status < 300
+
+
 def body_snippet(response: requests.Response, redact: Callable[[str], str]) -> str:
     """The start of a body that is not JSON, for a message: the keys are removed *before* it is
     cut or quoted (cut first, a key's start survives; quoted first, its escaped form does)."""

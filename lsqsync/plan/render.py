@@ -30,6 +30,7 @@ from lsqsync.display import (
     quote,
     seconds,
 )
+from lsqsync.lsq import MAX_IDS_PER_CALL
 from lsqsync.plan.model import (
     FieldChange,
     OpportunityChange,
@@ -39,6 +40,16 @@ from lsqsync.plan.model import (
 )
 
 Format = Literal["text", "json", "markdown"]
+
+
+def apply_reads(changes: Sequence[OpportunityChange]) -> int:
+    """The read calls ``apply`` makes for these changes: per opportunity type, its metadata,
+    the re-check before writing and the read back after (GetOpportunitiesById, 2,000 ids a
+    call each)."""
+    ids: Counter[int] = Counter(c.opportunity_type for c in changes)
+    return sum(1 + 2 * -(-n // MAX_IDS_PER_CALL) for n in ids.values())
+
+
 FORMATS: tuple[Format, ...] = ("text", "json", "markdown")
 
 MAX_DETAILS = 200  # opportunities shown in text before "… N more"
@@ -191,10 +202,17 @@ class _View:
 
     def cost(self) -> str:
         c = self.plan.cost
+        made = f"API cost: {plural(c.read_calls, 'read call')} made"
+        if self.plan.empty:
+            return f"{made}; nothing to apply"
+        pace = (
+            f"writes ≥ {seconds(c.min_seconds)} s at the rate limit"
+            if c.min_seconds > 0
+            else "writes within one rate-limit window"
+        )
         return (
-            f"API cost: {plural(c.read_calls, 'read call')} made;"
-            f" {plural(c.write_calls, 'write call')} to apply"
-            f" (≥ {seconds(c.min_seconds)} s at the rate limit)"
+            f"{made}; to apply: {plural(c.write_calls, 'write call')}, "
+            f"{plural(apply_reads(self.plan.changes), 'read call')} (re-check, read back); {pace}"
         )
 
     def total(self) -> str:

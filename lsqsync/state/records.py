@@ -11,9 +11,13 @@ BatchStatus = Literal["sending", "done", "failed", "unknown"]
 # not_sent: LeadSquared kept refusing the call for the account's rate limit, so it was not
 # processed; applying the plan again sends it
 ResultStatus = Literal["applied", "failed", "stale", "already_current", "unknown", "not_sent"]
+# What reading an applied field back found: the value as sent; the same value in another form
+# (the stored form is then the last value written); or something else (not persisted)
+Verdict = Literal["confirmed", "normalised", "not_persisted"]
 
 OUTCOMES: tuple[Outcome, ...] = get_args(Outcome)
 RESULT_STATUSES: tuple[ResultStatus, ...] = get_args(ResultStatus)
+VERDICTS: tuple[Verdict, ...] = get_args(Verdict)
 CONFIRMED: tuple[ResultStatus, ...] = ("applied", "already_current")  # never re-sent
 LAST = "last"  # `lsqsync state show last`: the most recent run
 
@@ -28,6 +32,10 @@ class Counts:
     failed: int = 0
     unknown: int = 0
     not_sent: int = 0
+    # of the applied fields, what reading them back found (schema 4; none when not verified)
+    confirmed: int = 0
+    normalised: int = 0
+    not_persisted: int = 0
 
     @property
     def total(self) -> int:
@@ -74,7 +82,21 @@ class FieldResult:
     status: ResultStatus
     rule: str
     message: str | None = None  # the API's reason for a failure, or why it is stale/unknown
-    current: str | None = None  # what LeadSquared held when the field was found stale
+    # what LeadSquared held: when the field was found stale, when it failed or was not
+    # persisted (as read back), and for a normalised field the form it is stored in
+    current: str | None = None
+    verified: Verdict | None = None  # an applied field read back (None: not, or not yet)
+
+
+@dataclass(frozen=True)
+class Verification:
+    """What reading back one applied field found, for the result of run ``run_id``."""
+
+    run_id: str
+    opportunity_id: str
+    field: str
+    verdict: Verdict
+    current: str | None  # what LeadSquared holds (the stored form, for a normalised field)
 
 
 @dataclass(frozen=True)

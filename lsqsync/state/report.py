@@ -11,6 +11,7 @@ from typing import Any, Literal, get_args
 
 from lsqsync.display import (
     MARKDOWN_LIMIT,
+    capped,
     clean,
     csv_cell,
     is_masked,
@@ -19,7 +20,7 @@ from lsqsync.display import (
     shown,
     table,
 )
-from lsqsync.state.records import CONFIRMED, FieldResult, Lock, Run, Workspace
+from lsqsync.state.records import FieldResult, Lock, Run, Workspace
 
 RunFormat = Literal["text", "json", "csv", "markdown"]
 RunsFormat = Literal["text", "json"]
@@ -59,9 +60,16 @@ RESULT_COLUMNS: tuple[str, ...] = (
     "BEFORE",
     "AFTER",
     "STATUS",
+    "VERIFIED",
     "RULE",
     "MESSAGE",
 )
+_VERDICT_LABELS = (
+    ("confirmed", "confirmed"),
+    ("normalised", "normalised"),
+    ("not_persisted", "not persisted"),
+)
+NO_VERIFY = "--no-verify"  # the override a run records when it did not read back
 CSV_COLUMNS: tuple[str, ...] = (
     "run",
     "opportunity",
@@ -73,6 +81,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "message",
     "rule",
     "current",
+    "verified",
 )
 
 
@@ -182,6 +191,7 @@ def _run_json(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                     "status": r.status,
                     "message": r.message,
                     "rule": r.rule,
+                    "verified": r.verified,
                 }
                 for r in results
             ],
@@ -208,6 +218,7 @@ def _run_csv(run: Run, results: Sequence[FieldResult], mask: Collection[str]) ->
                 r.message,
                 r.rule,
                 masked(r.field, r.current, mask),
+                r.verified,
             )
         )
     return out.getvalue()
@@ -225,6 +236,7 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
         f"  serial     {_serial(run.serial)}",
         f"  overrides  {clean(', '.join(run.overrides)) or 'none'}",
         f"  results    {counts}",
+        f"  read back  {read_back(run)}",
         "",
     ]
     if not results:
@@ -239,11 +251,71 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                 shown(r.before, is_masked(r.field, mask)),
                 shown(r.after, is_masked(r.field, mask)),
                 r.status,
+                _VERDICTS.get(r.verified or "", ""),
                 r.rule,
                 _message(r, is_masked(r.field, mask)),
             )
         )
     return "\n".join(lines) + "\n" + table(rows[0], rows[1:], cut=None)
+
+
+_VERDICTS = dict(_VERDICT_LABELS)
+
+
+def read_back(run: Run) -> str:
+    """What reading back the run's applied fields found, in a few words."""
+    c = run.counts
+    if NO_VERIFY in run.overrides and not c.confirmed + c.normalised + c.not_persisted:
+        return "skipped (--no-verify)"  # (a later apply of the plan may read them back)
+    if not c.applied:
+        return "-"
+    found = ", ".join(f"{getattr(c, k)} {label}" for k, label in _VERDICT_LABELS)
+    unread = c.applied - c.confirmed - c.normalised - c.not_persisted
+    return found + (f"; {unread} not read back" if unread > 0 else "")
+
+
+# How a field that needs a person is named, the worst first: what LeadSquared said it took but
+# does not hold, what it refused, what nobody knows, what changed since the plan, what waits
+PROBLEMS = (
+    ("not_persisted", "not persisted"),
+    ("failed", "failed"),
+    ("unknown", "unknown"),
+    ("stale", "stale"),
+    ("not_sent", "not sent"),
+)
+_PROBLEM_RANK = {kind: rank for rank, (kind, _) in enumerate(PROBLEMS)}
+
+
+def problem(r: FieldResult) -> str | None:
+    """Why a field needs a person (a key of PROBLEMS), or None."""
+    if r.status == "applied":
+        return "not_persisted" if r.verified == "not_persisted" else None
+    return r.status if r.status in _PROBLEM_RANK else None
+
+
+def problems(*groups: Sequence[FieldResult]) -> list[FieldResult]:
+    """The fields that need a person, the worst first, then by opportunity and field."""
+    found = [r for group in groups for r in group if problem(r) is not None]
+    return sorted(found, key=lambda r: (_PROBLEM_RANK[problem(r) or ""], r.opportunity_id, r.field))
+
+
+def problem_lines(results: Sequence[FieldResult], mask: Collection[str] = ()) -> list[str]:
+    """One line per field that needs a person: what it is, what was planned, what LeadSquared
+    holds now, and why — ``stale  ID (12003) Status: "Open" → "Won", now "Lost": …``."""
+    labels = dict(PROBLEMS)
+    kinds = [problem(r) or "" for r in results]
+    width = max((len(labels[k]) for k in kinds), default=0)
+    lines = []
+    for r, kind in zip(results, kinds, strict=True):
+        hidden = is_masked(r.field, mask)
+        planned = f"{shown(r.before, hidden)} → {shown(r.after, hidden)}"
+        now = "unknown" if kind == "unknown" else shown(r.current, hidden)
+        why = "not persisted" if kind == "not_persisted" else r.message or labels[kind]
+        lines.append(
+            f"{labels[kind]:<{width}}  {clean(r.opportunity_id)} ({r.opportunity_type}) "
+            f"{clean(r.field)}: {planned}, now {now}: {capped(clean(why), 160)}"
+        )
+    return lines
 
 
 MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
@@ -261,17 +333,18 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
         f"- where: {md(clean(run.where))}",
         f"- started: {run.started}, finished: {run.finished or '-'}",
         f"- overrides: {md(clean(', '.join(run.overrides))) or 'none'}",
+        f"- read back: {read_back(run)}",
         "",
         "| " + " | ".join(label.capitalize() for _, label in _COUNT_LABELS) + " |",
         "|" + "---:|" * len(_COUNT_LABELS),
         "| " + " | ".join(str(getattr(c, k)) for k, _ in _COUNT_LABELS) + " |",
     ]
-    problems = [r for r in results if r.status not in CONFIRMED]
-    if not problems:
+    listed = problems(results)
+    if not listed:
         return "\n".join(lines) + "\n"
     lines += [
         "",
-        f"#### Fields that were not written ({len(problems)})",
+        f"#### Fields that need a look ({len(listed)})",
         "",
         "| Opportunity | Field | Status | Before | After | Message |",
         "|---|---|---|---|---|---|",
@@ -280,16 +353,19 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
         "",
         f"Every result: `lsqsync state show {run.id} --format csv`. Stale fields changed in "
         "LeadSquared after the plan and were left alone; plan again to review them. Fields not "
-        "sent (the account's rate limit) are sent by applying the same plan again.",
+        "sent (the account's rate limit) are sent by applying the same plan again. Fields not "
+        "persisted were accepted by LeadSquared but read back holding something else.",
     ]
     size = sum(len(x) + 1 for x in lines + tail)
-    for count, r in enumerate(problems):
+    labels = dict(PROBLEMS)
+    for count, r in enumerate(listed):
         hidden = is_masked(r.field, mask)
         before, after = shown(r.before, hidden), shown(r.after, hidden)
-        cells = (r.opportunity_id, r.field, r.status, before, after, _message(r, hidden))
+        status = labels[problem(r) or ""]
+        cells = (r.opportunity_id, r.field, status, before, after, _message(r, hidden))
         row = "| " + " | ".join(md(clean(x)) for x in cells) + " |"
         if count == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
-            lines.append(f"| … {len(problems) - count} more | | | | | |")
+            lines.append(f"| … {len(listed) - count} more | | | | | |")
             break
         lines.append(row)
         size += len(row) + 1
@@ -309,6 +385,7 @@ def _run_object(run: Run) -> dict[str, Any]:
         "serial": run.serial,
         "overrides": list(run.overrides),
         "counts": {k: getattr(run.counts, k) for k, _ in _COUNT_LABELS},
+        "read_back": {k: getattr(run.counts, k) for k, _ in _VERDICT_LABELS},
     }
 
 
@@ -328,7 +405,12 @@ def _serial(serial: int | None) -> str:
 
 
 def _message(r: FieldResult, masked: bool) -> str:
-    """The result's message, with the value that made a stale field stale."""
+    """The result's message, with the value that made a stale field stale, the one a field not
+    persisted holds instead, or the form a normalised one is stored in."""
     if r.status == "stale" and r.current is not None:
         return f"{r.message or 'stale'}; now {shown(r.current, masked)}"
+    if r.verified == "not_persisted":
+        return f"not persisted; now {shown(r.current, masked)}"
+    if r.verified == "normalised":
+        return f"stored as {shown(r.current, masked)}"
     return r.message or ""

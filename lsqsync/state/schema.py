@@ -171,13 +171,23 @@ def _v3_not_sent_postgres(db: Sql, now: str) -> None:
     )
 
 
+def _v4_verified(db: Sql, now: str) -> None:
+    # what reading an applied field back found. Both backends add a column with its CHECK in
+    # place (SQLite does not check the existing rows, which are all NULL).
+    db.execute(
+        "ALTER TABLE results ADD COLUMN verified TEXT "
+        "CHECK (verified IN ('confirmed', 'normalised', 'not_persisted'))"
+    )
+
+
 # Applied in order, each in its own transaction with the new version: schema version N is
 # MIGRATIONS[:N]. A new version is one more function appended to both tuples.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_current, _v3_not_sent)
+MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_current, _v3_not_sent, _v4_verified)
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     _v1_initial_postgres,
     _v2_current,
     _v3_not_sent_postgres,
+    _v4_verified,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -228,6 +238,7 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
             "batch",
             "recorded",
             "current",
+            "verified",
         ),
         ("run_id", "opportunity_id", "field"),
     ),
@@ -236,4 +247,5 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("opportunity_id", "field"),
     ),
 }
-ADDED_IN = {("results", "current"): 2}  # columns an older schema version lacks
+# columns an older schema version lacks
+ADDED_IN = {("results", "current"): 2, ("results", "verified"): 4}

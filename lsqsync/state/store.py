@@ -40,6 +40,7 @@ from lsqsync.state.records import (
     LAST,
     OUTCOMES,
     RESULT_STATUSES,
+    VERDICTS,
     Batch,
     Counts,
     FieldResult,
@@ -47,6 +48,7 @@ from lsqsync.state.records import (
     Outcome,
     ResultStatus,
     Run,
+    Verification,
 )
 from lsqsync.state.schema import ADDED_IN, TABLES, Sql
 
@@ -189,6 +191,13 @@ class StateFile(Locking):
                 chunk,
             ):
                 counts.setdefault(run_id, {})[status] = n
+            if self._version >= 4:
+                for run_id, verdict, n in self._read(
+                    "SELECT run_id, verified, count(*) FROM results WHERE run_id IN "
+                    f"({marks(chunk)}) AND verified IS NOT NULL GROUP BY run_id, verified",
+                    chunk,
+                ):
+                    counts.setdefault(run_id, {})[verdict] = n
         return tuple(
             Run(
                 id=row[0],
@@ -338,25 +347,19 @@ class StateFile(Locking):
         results: Sequence[FieldResult],
         now: str,
     ) -> None:
+        columns, key = TABLES["results"]
+        # the columns this state's schema has (an older one only where tests make it so)
+        kept = [self._version >= ADDED_IN.get(("results", c), 0) for c in columns]
+        rows = [
+            (
+                *(run_id, r.opportunity_id, r.field, r.opportunity_type, r.before, r.after),
+                *(r.status, r.message, r.rule, batch, now, r.current, r.verified),
+            )
+            for r in results
+        ]
         db.executemany(
-            _upsert("results", TABLES["results"][0], TABLES["results"][1]),
-            [
-                (
-                    run_id,
-                    r.opportunity_id,
-                    r.field,
-                    r.opportunity_type,
-                    r.before,
-                    r.after,
-                    r.status,
-                    r.message,
-                    r.rule,
-                    batch,
-                    now,
-                    r.current,
-                )
-                for r in results
-            ],
+            _upsert("results", [c for c, k in zip(columns, kept, strict=True) if k], key),
+            [tuple(v for v, k in zip(row, kept, strict=True) if k) for row in rows],
         )
         db.executemany(
             _upsert("last_written", TABLES["last_written"][0], TABLES["last_written"][1]),
@@ -424,26 +427,85 @@ class StateFile(Locking):
         return tuple(
             FieldResult(*row)
             for row in self._read(
-                "SELECT opportunity_id, opportunity_type, field, before, after, status, rule, "
-                f"message, {'current' if self._version >= 2 else 'NULL'} FROM results "
+                f"SELECT {self._result_columns()} FROM results "
                 "WHERE run_id = ? ORDER BY opportunity_id, field",
                 (run_id,),
             )
         )
+
+    def _result_columns(self, prefix: str = "") -> str:
+        """FieldResult's columns, NULL for those an older schema lacks."""
+        columns = [
+            c if self._version >= ADDED_IN.get(("results", c), 0) else "NULL"
+            for c in (
+                *("opportunity_id", "opportunity_type", "field", "before", "after", "status"),
+                *("rule", "message", "current", "verified"),
+            )
+        ]
+        return ", ".join(prefix + c if c != "NULL" else c for c in columns)
+
+    def unverified(self, run_or_digest: str) -> tuple[tuple[str, FieldResult], ...]:
+        """(run id, result) of the applied fields of any run of this plan digest (a run id or
+        prefix stands for its plan's digest) not read back yet: the run that wrote them ended
+        before it verified them (killed, interrupted, ``--no-verify``). Oldest run first."""
+        digest = self._digest_of(run_or_digest)
+        if self._version < 4:
+            return ()
+        return tuple(
+            (row[0], FieldResult(*row[1:]))
+            for row in self._read(
+                f"SELECT results.run_id, {self._result_columns('results.')} FROM results "
+                "JOIN runs ON runs.id = results.run_id WHERE runs.plan_digest = ? "
+                "AND results.status = 'applied' AND results.verified IS NULL "
+                "ORDER BY runs.rowid, results.opportunity_id, results.field",
+                (digest,),
+            )
+        )
+
+    def record_verification(self, found: Iterable[Verification]) -> None:
+        """Record what reading applied fields back found, in one transaction. The last value
+        written to a normalised field becomes its stored form; a field not persisted is no
+        longer one lsqsync wrote (its last written value is the one before, if any)."""
+        found = tuple(found)
+        for v in found:
+            if v.verdict not in VERDICTS:
+                raise ValueError(f"not a verification verdict: {v.verdict!r}")
+        with self._write() as db:
+            for v in found:
+                changed = db.execute(
+                    "UPDATE results SET verified = ?, current = ? WHERE run_id = ? "
+                    "AND opportunity_id = ? AND field = ? AND status = 'applied'",
+                    (v.verdict, v.current, v.run_id, v.opportunity_id, v.field),
+                ).rowcount
+                if not changed:
+                    raise StateError(
+                        f"{self.name}: run {v.run_id} applied no field {v.field} of "
+                        f"{v.opportunity_id}"
+                    )
+            pairs = {(v.opportunity_id, v.field) for v in found if v.verdict != "confirmed"}
+            for pair in sorted(pairs):
+                _refresh_last_written(db, *pair)
+        logger.info("state: verified=%d", len(found))
 
     def confirmed(
         self, run_or_digest: str, statuses: Sequence[ResultStatus] = CONFIRMED
     ) -> frozenset[tuple[str, str]]:
         """(opportunity id, field) pairs applied or found already current (``statuses``) by any
         run of this plan digest (a run id or prefix stands for its plan's digest): a resumed
-        apply never re-sends them."""
+        apply never re-sends them. An applied field read back as not persisted is not among
+        them: the next apply checks it again."""
         digest = self._digest_of(run_or_digest)
+        persisted = (
+            " AND (results.verified IS NULL OR results.verified <> 'not_persisted')"
+            if self._version >= 4
+            else ""
+        )
         return frozenset(
             (row[0], row[1])
             for row in self._read(
                 "SELECT DISTINCT opportunity_id, field FROM results "
                 "JOIN runs ON runs.id = results.run_id "
-                f"WHERE runs.plan_digest = ? AND results.status IN ({marks(statuses)})",
+                f"WHERE runs.plan_digest = ? AND results.status IN ({marks(statuses)})" + persisted,
                 (digest, *statuses),
             )
         )
@@ -525,3 +587,29 @@ def _check_results(results: Sequence[FieldResult]) -> None:
     for r in results:
         if r.status not in RESULT_STATUSES:
             raise ValueError(f"not a field result status: {r.status!r}")
+        if r.verified is not None and r.verified not in VERDICTS:
+            raise ValueError(f"not a verification verdict: {r.verified!r}")
+
+
+def _refresh_last_written(db: Sql, opportunity_id: str, field: str) -> None:
+    """The last value lsqsync wrote to a field, from its results: the latest applied one that
+    was not found missing on reading back (its stored form when it was normalised)."""
+    row = db.execute(
+        "SELECT results.opportunity_type, CASE WHEN results.verified = 'normalised' "
+        "THEN results.current ELSE results.after END, results.run_id, results.recorded "
+        "FROM results JOIN runs ON runs.id = results.run_id "
+        "WHERE results.opportunity_id = ? AND results.field = ? AND results.status = 'applied' "
+        "AND (results.verified IS NULL OR results.verified <> 'not_persisted') "
+        "ORDER BY runs.rowid DESC LIMIT 1",
+        (opportunity_id, field),
+    ).fetchone()
+    if row is None:
+        db.execute(
+            "DELETE FROM last_written WHERE opportunity_id = ? AND field = ?",
+            (opportunity_id, field),
+        )
+        return
+    db.execute(
+        _upsert("last_written", TABLES["last_written"][0], TABLES["last_written"][1]),
+        (opportunity_id, field, *row),
+    )

@@ -3,6 +3,7 @@ against the emulator where LeadSquared is involved."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,14 +16,20 @@ from lsqsync.apply.engine import (
     Pending,
     batches,
     check_freshness,
+    each_field,
+    not_persisted,
     read_current,
     resolve_unknown,
     send_batch,
+    verdict,
+    verify,
 )
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 from lsqsync.emulator.model import TYPES
 from lsqsync.lsq import LsqClient, OpportunityRecord, OpportunityType
+from lsqsync.lsq.answers import rejects_the_call
 from lsqsync.plan.model import FieldChange, OpportunityChange
+from lsqsync.state.records import FieldResult, Verification
 
 META = {code: OpportunityType.from_api(t.metadata(), code=code) for code, t in TYPES.items()}
 LOAN = "c5a7f37c-b789-44c9-929b-74aa6250b539"
@@ -153,7 +160,12 @@ def test_a_batch_is_applied_and_read_back(emu: Emulator, client: LsqClient) -> N
     assert {r.status for r in again.settled} == {"already_current"}
 
 
-def test_a_bad_row_is_isolated_by_splitting_the_batch(emu: Emulator, client: LsqClient) -> None:
+@pytest.mark.parametrize("status", [500, 200])
+def test_a_bad_row_is_isolated_by_splitting_the_batch(
+    emu: Emulator, client: LsqClient, status: int
+) -> None:
+    # a whole-call rejection as an MX… 500, or in the error envelope of a 200
+    emu.settings.rejection_status = status
     search = list(client.search_opportunities(12000, ["mx_Custom_6"], page_size=8))[:8]
     good = [Pending(change(r.id, 12000, ("mx_Custom_6", r.values["mx_Custom_6"], "1")),
                     (FieldChange("mx_Custom_6", r.values["mx_Custom_6"], "1", "r", "s"),))
@@ -248,3 +260,115 @@ def test_the_client_counts_the_429s_it_meets(emu: Emulator) -> None:
         with pytest.raises(RateLimited):
             c.who_am_i()
         assert (c.calls, c.rate_limited) == (4, 3)
+
+
+@pytest.mark.parametrize(
+    ("status", "exception_type", "split"),
+    [
+        (500, "MXInvalidDataTypeException", True),
+        (502, " MXDuplicateEntryException", True),
+        (200, "MXInvalidDataTypeException", True),
+        (400, "MXInvalidInputException", False),  # the request's shape: no half is better
+        (500, "System.TimeoutException", False),  # retried by the transport, not a verdict
+        (500, None, False),
+        (None, "MXInvalidDataTypeException", False),
+    ],
+)
+def test_which_whole_call_rejections_are_split(
+    status: int | None, exception_type: str | None, split: bool
+) -> None:
+    assert rejects_the_call(status, exception_type) is split
+
+
+def test_a_batch_whose_retries_run_out_is_unknown_and_read_back(emu: Emulator) -> None:
+    c = change(LOAN, 12000, ("mx_Custom_9", None, "maybe"))
+    emu.settings.fault_rate = 1.0  # every call a 500 that is not a verdict
+    with LsqClient(emu.url, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None,
+                   sleep=lambda _: None) as c_:  # fmt: skip
+        outcome = send_batch(c_, [Pending(c, c.changes)])
+    assert outcome.status == "unknown"
+    assert [p.change.id for p in outcome.unknown] == [LOAN]
+    assert outcome.error is not None
+    assert "LeadSquared failed POST /v2/OpportunityManagement.svc/Bulk/Update" in outcome.error
+    assert "(gave up after 4 attempts)" in outcome.error
+    assert api_calls(emu) == 4
+
+
+def test_a_batch_that_never_reached_leadsquared_is_not_sent() -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    c = change(LOAN, 12000, ("mx_Custom_9", "was", "maybe"))
+    with LsqClient(f"http://127.0.0.1:{port}", DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None,
+                   sleep=lambda _: None) as c_:  # fmt: skip
+        outcome = send_batch(c_, [Pending(c, c.changes)])
+    assert (outcome.status, outcome.unknown) == ("failed", [])
+    (only,) = outcome.results
+    assert (only.status, only.current) == ("not_sent", "was")
+    assert only.message is not None
+    assert only.message.startswith("not sent: could not connect to http://127.0.0.1:")
+    assert outcome.error is not None
+
+
+def test_a_failed_row_records_what_leadsquared_holds() -> None:
+    c = change(LOAN, 12000, ("Status", "Open", "Won"))
+    (r,) = each_field(Pending(c, c.changes), "failed", "MXInvalid: no")
+    assert (r.status, r.current, r.message) == ("failed", "Open", "MXInvalid: no")
+    (r,) = each_field(Pending(c, c.changes), "unknown", "no answer, twice")
+    assert r.current is None  # nobody knows
+
+
+# -- reading back -----------------------------------------------------------------------------
+
+LOAN_TYPE = META[12000]
+
+
+@pytest.mark.parametrize(
+    ("field", "raw", "sent", "found"),
+    [
+        ("mx_Custom_9", "hello", "hello", "confirmed"),
+        ("mx_Custom_9", "hello ", "hello", "normalised"),  # trimmed: another form
+        ("mx_Custom_9", "Hello", "hello", None),  # another value
+        ("mx_Custom_9", None, "", "confirmed"),  # cleared
+        ("mx_Custom_9", "old", "", None),  # "" did not clear it
+        ("mx_Custom_7", "23500.00", "23500", "normalised"),  # a Decimal keeps two places
+        ("mx_Custom_6", "23,500", "23500", "normalised"),
+        ("mx_Custom_6", "23500", "23500", "confirmed"),
+        ("mx_Custom_6", "23501", "23500", None),
+        # the read endpoints' own formats of dates, Booleans and ids are not another form
+        ("mx_Custom_8", "8/31/2026 12:00:00 AM", "2026-08-31", "confirmed"),
+        ("mx_Custom_13", "8/31/2026 8:38:00 AM", "2026-08-31 08:38:00", "confirmed"),
+        ("mx_Custom_13", "8/31/2026 2:08:00 PM", "2026-08-31 08:38:00", None),  # a time zone
+        ("mx_Custom_12", "1", "true", "confirmed"),
+        ("Owner", "96105AA0-61F2-11EA-8109-022EDB41208C", "96105aa0-61f2-11ea-8109-022edb41208c",
+         "confirmed"),
+        ("mx_Custom_99", "x", "x", None),  # a field the type no longer has
+    ],
+)  # fmt: skip
+def test_what_reading_a_field_back_finds(
+    field: str, raw: str | None, sent: str, found: str | None
+) -> None:
+    assert verdict(LOAN_TYPE.field(field), raw, sent) == found
+
+
+def test_verify_sorts_written_fields_into_found_and_missing() -> None:
+    written = [
+        ("r1", FieldResult(LOAN, 12000, "mx_Custom_9", None, "hello", "applied", "r")),
+        ("r1", FieldResult(LOAN, 12000, "mx_Custom_7", "1", "23500", "applied", "r")),
+        ("r2", FieldResult(LOAN, 12000, "Status", "Open", "Won", "applied", "r")),
+        ("r2", FieldResult(DEAL, 12003, "Status", "Open", "Won", "applied", "r")),
+    ]
+    current = {
+        LOAN: {"mx_Custom_9": "hello", "mx_Custom_7": "23500.00", "Status": "Open"},
+        # DEAL is gone
+    }
+    found, missing = verify(written, current, META)
+    assert found == [
+        Verification("r1", LOAN, "mx_Custom_9", "confirmed", None),
+        Verification("r1", LOAN, "mx_Custom_7", "normalised", "23500.00"),
+    ]
+    assert missing == written[2:]
+    assert not_persisted(missing, current, META) == [
+        Verification("r2", LOAN, "Status", "not_persisted", "Open"),
+        Verification("r2", DEAL, "Status", "not_persisted", None),
+    ]

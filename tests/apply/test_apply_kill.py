@@ -170,3 +170,52 @@ def test_a_second_apply_process_is_refused_while_the_first_holds_the_lock(tmp_pa
         assert f"(pid {first.pid} on " in second.stderr
         assert "for apply" in second.stderr
         assert "lsqsync state unlock " in second.stderr
+
+
+@pytest.mark.slow
+def test_kill_9_while_reading_back_resumes_without_sending_anything(tmp_path: Path) -> None:
+    # reads show a write 30 s after it: the apply waits for its writes to show, and is killed
+    settings = Settings(rate_limit_calls=None, read_lag_ms=30_000)
+    with Emulator(opportunities=200, settings=settings) as emu:
+        env = connection(emu)
+        plan_example(tmp_path, env)
+        requests.delete(emu.url + "/_emulator/requests", timeout=10).raise_for_status()
+        proc = lsqsync(["apply", "p.json", "--verify-wait", "60"], env, tmp_path)
+        deadline = time.monotonic() + 30
+        while not reading_back(emu):
+            assert proc.poll() is None, "apply ended before it read back"
+            assert time.monotonic() < deadline, "no read back within 30 s"
+            time.sleep(0.02)
+        time.sleep(0.3)  # into the wait for the values to show
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        sent = len(writes(emu))
+
+        emu.settings.read_lag_ms = 0
+        resumed = subprocess.run(
+            [sys.executable, "-m", "lsqsync", "apply", "p.json"],
+            cwd=tmp_path, env=env, capture_output=True, check=False, text=True,
+        )  # fmt: skip
+
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert len(writes(emu)) == sent  # nothing sent again
+        saved = planfile.load(tmp_path / "p.json")
+        fields = saved.summary.fields
+        assert f"({fields} fields written by an earlier run of the plan)" in resumed.stdout
+        with StateFile.open(tmp_path / ".lsqsync" / "state.db", create=False) as st:
+            killed, last = st.runs()
+            assert (killed.outcome, last.outcome) == ("interrupted", "succeeded")
+            assert killed.counts.applied == fields
+            assert killed.counts.confirmed + killed.counts.normalised == fields
+            assert st.unverified(saved.digest) == ()
+
+
+def reading_back(emu: Emulator) -> bool:
+    """Whether a read came after the writes (every write has been answered)."""
+    log = requests.get(emu.url + "/_emulator/requests", timeout=10).json()["requests"]
+    last_write = max((i for i, e in enumerate(log) if e["path"].endswith("ByOpportunityId")),
+                     default=None)  # fmt: skip
+    return last_write is not None and any(
+        e["path"].endswith("GetOpportunitiesById") for e in log[last_write:]
+    )

@@ -68,11 +68,12 @@ def test_two_applies_started_together_share_the_accounts_budget(
 
     for proc, (out, err) in zip(applies, outputs, strict=True):
         assert proc.returncode == 0, (out, err)
-        assert "(0 refused for the rate limit)" in out
+        assert " 0 refused for the rate limit)" in out
         assert "WARNING" not in err
     assert [e for e in log if e["rate_limited"]] == []
     arrivals = sorted(float(e["arrived_at"]) for e in log)
-    assert len(arrivals) == 2 * (2 + 3)  # per process: metadata, the re-read, 3 batches
+    # per process: metadata, the re-read, 3 batches, reading back what they wrote
+    assert len(arrivals) == 2 * (2 + 3 + 1)
     # the two ran at the same time: each one's first call came before the other's last
     firsts = [
         min(float(e["arrived_at"]) for e in log if e["query"].get("code") == str(code))

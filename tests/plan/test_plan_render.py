@@ -94,9 +94,10 @@ def test_text_starts_with_the_plan_and_its_host_and_ends_with_the_totals() -> No
     assert lines[about + 1] == f"  digest:  {plan.digest}"
     assert about > max(i for i, line in enumerate(lines) if line.startswith("~ opportunity"))
     assert lines[-1] == "Plan: 6 opportunities to change (13 fields)."
-    assert (
-        lines[-3]
-        == "API cost: 7 read calls made; 1 write call to apply (≥ 0.2 s at the rate limit)"
+    # to apply: per type (two), its metadata, one call to re-check, one to read back
+    assert lines[-3] == (
+        "API cost: 7 read calls made; to apply: 1 write call, 6 read calls (re-check, read "
+        "back); writes ≥ 0.2 s at the rate limit"
     )
 
 

@@ -30,8 +30,9 @@ RUN = Run(
     outcome="partial",
     overrides=("ignore-rule-changes",),
     serial=4,
-    counts=Counts(applied=2, already_current=1, stale=1, failed=1),
-)
+    counts=Counts(applied=3, already_current=1, stale=1, failed=1, confirmed=1, normalised=1,
+                  not_persisted=1),
+)  # fmt: skip
 RUNNING = Run(
     id="20240501-110000-0a0b0c",
     who="alice@laptop",
@@ -44,8 +45,31 @@ RUNNING = Run(
     serial=None,
 )
 RESULTS = (
-    FieldResult(OPP_A, 12003, "Status", "Open", "Won", "applied", "close-won"),
-    FieldResult(OPP_A, 12003, "mx_Custom_11", "98450 12345", "98450 00000", "applied", "fix-phone"),
+    FieldResult(
+        OPP_A, 12003, "Status", "Open", "Won", "applied", "close-won", verified="confirmed"
+    ),
+    FieldResult(
+        OPP_A,
+        12003,
+        "mx_Custom_11",
+        "98450 12345",
+        "98450 00000",
+        "applied",
+        "fix-phone",
+        current="98450 00000 ",
+        verified="normalised",
+    ),
+    FieldResult(
+        OPP_A,
+        12003,
+        "mx_Custom_9",
+        "old",
+        "",
+        "applied",
+        "clear-notes",
+        current="old",
+        verified="not_persisted",
+    ),
     FieldResult(
         OPP_B, 12003, "Owner", None, '=HYPERLINK("http://x")', "stale", "owners", "edited", "u9"
     ),
@@ -65,28 +89,26 @@ Run 20240501-100000-3fa2c1: partial
   finished   2024-05-01T10:01:05Z
   serial     4
   overrides  ignore-rule-changes
-  results    2 applied, 1 already current, 1 stale, 1 failed, 0 unknown, 0 not sent
+  results    3 applied, 1 already current, 1 stale, 1 failed, 0 unknown, 0 not sent
+  read back  1 confirmed, 1 normalised, 1 not persisted
 
-OPPORTUNITY                           TYPE   FIELD         BEFORE   AFTER                       STATUS           RULE       MESSAGE
-4f530c63-4c93-4150-8b8e-83487befb3b2  12003  Status        "Open"   "Won"                       applied          close-won
-4f530c63-4c93-4150-8b8e-83487befb3b2  12003  mx_Custom_11  ***      ***                         applied          fix-phone
-7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Owner         (empty)  "=HYPERLINK(\\"http://x\\")"  stale            owners     edited; now "u9"
-7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Status        "Open"   "Won"                       failed           close-won  MXInvalid: Status\\nlocked
-7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12004  mx_Amount     "-12.5"  "-12.5"                     already_current  amounts
+OPPORTUNITY                           TYPE   FIELD         BEFORE   AFTER                       STATUS           VERIFIED       RULE         MESSAGE
+4f530c63-4c93-4150-8b8e-83487befb3b2  12003  Status        "Open"   "Won"                       applied          confirmed      close-won
+4f530c63-4c93-4150-8b8e-83487befb3b2  12003  mx_Custom_11  ***      ***                         applied          normalised     fix-phone    stored as ***
+4f530c63-4c93-4150-8b8e-83487befb3b2  12003  mx_Custom_9   "old"    (empty)                     applied          not persisted  clear-notes  not persisted; now "old"
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Owner         (empty)  "=HYPERLINK(\\"http://x\\")"  stale                           owners       edited; now "u9"
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12003  Status        "Open"   "Won"                       failed                          close-won    MXInvalid: Status\\nlocked
+7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6  12004  mx_Amount     "-12.5"  "-12.5"                     already_current                 amounts
 """  # noqa: E501 - the table is as wide as it is
 
 CSV = (
-    "run,opportunity,type,field,before,after,status,message,rule,current\r\n"
-    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,Status,Open,Won,applied,,"
-    "close-won,\r\n"
-    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_11,***,***,"
-    "applied,,fix-phone,\r\n"
-    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Owner,,"
-    '"\'=HYPERLINK(""http://x"")",stale,edited,owners,u9\r\n'
-    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Status,Open,Won,failed,"
-    '"MXInvalid: Status\nlocked",close-won,\r\n'
-    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12004,mx_Amount,-12.5,-12.5,"
-    "already_current,,amounts,\r\n"
+    "run,opportunity,type,field,before,after,status,message,rule,current,verified\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,Status,Open,Won,applied,,close-won,,confirmed\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_11,***,***,applied,,fix-phone,***,normalised\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_9,old,,applied,,clear-notes,old,not_persisted\r\n"
+    '20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Owner,,"\'=HYPERLINK(""http://x"")",stale,edited,owners,u9,\r\n'
+    '20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Status,Open,Won,failed,"MXInvalid: Status\nlocked",close-won,,\r\n'  # noqa: E501
+    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12004,mx_Amount,-12.5,-12.5,already_current,,amounts,,\r\n"
 )
 
 
@@ -109,6 +131,11 @@ def run_json(run: Run) -> dict[str, Any]:
             "unknown": run.counts.unknown,
             "not_sent": run.counts.not_sent,
         },
+        "read_back": {
+            "confirmed": run.counts.confirmed,
+            "normalised": run.counts.normalised,
+            "not_persisted": run.counts.not_persisted,
+        },
     }
 
 
@@ -127,6 +154,7 @@ def test_show_a_run_without_results_as_text() -> None:
         "  serial     -\n"
         "  overrides  none\n"
         "  results    0 applied, 0 already current, 0 stale, 0 failed, 0 unknown, 0 not sent\n"
+        "  read back  -\n"
         "\n"
         "No field results.\n"
     )
@@ -143,17 +171,18 @@ def test_show_as_json() -> None:
                 "field": r.field,
                 "before": "***" if r.field in MASK else r.before,
                 "after": "***" if r.field in MASK else r.after,
-                "current": r.current,
+                "current": "***" if r.field in MASK else r.current,
                 "status": r.status,
                 "message": r.message,
                 "rule": r.rule,
+                "verified": r.verified,
             }
             for r in RESULTS
         ],
     }
     out = render_run(RUN, RESULTS, "json", mask=MASK)
     assert out == json.dumps(expected, indent=2) + "\n"
-    assert json.loads(out)["results"][2]["before"] is None
+    assert json.loads(out)["results"][3]["before"] is None
 
 
 def test_show_as_csv_for_a_spreadsheet() -> None:
@@ -161,8 +190,8 @@ def test_show_as_csv_for_a_spreadsheet() -> None:
     assert out == CSV
     rows = list(csv.reader(io.StringIO(out)))
     assert len(rows) == 1 + len(RESULTS)
-    assert rows[3][5] == '\'=HYPERLINK("http://x")'  # shown as text, not run as a formula
-    assert rows[4][7] == "MXInvalid: Status\nlocked"  # the API's message, whole
+    assert rows[4][5] == '\'=HYPERLINK("http://x")'  # shown as text, not run as a formula
+    assert rows[5][7] == "MXInvalid: Status\nlocked"  # the API's message, whole
 
 
 MARKDOWN = """\
@@ -173,21 +202,24 @@ MARKDOWN = """\
 - where: https://github.com/acme/crm-rules/actions/runs/42
 - started: 2024-05-01T10:00:00Z, finished: 2024-05-01T10:01:05Z
 - overrides: ignore-rule-changes
+- read back: 1 confirmed, 1 normalised, 1 not persisted
 
 | Applied | Already current | Stale | Failed | Unknown | Not sent |
 |---:|---:|---:|---:|---:|---:|
-| 2 | 1 | 1 | 1 | 0 | 0 |
+| 3 | 1 | 1 | 1 | 0 | 0 |
 
-#### Fields that were not written (2)
+#### Fields that need a look (3)
 
 | Opportunity | Field | Status | Before | After | Message |
 |---|---|---|---|---|---|
-| 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Owner | stale | (empty) | "=HYPERLINK(\\\\"http://x\\\\")" | edited; now "u9" |
+| 4f530c63-4c93-4150-8b8e-83487befb3b2 | mx\\_Custom\\_9 | not persisted | "old" | (empty) | not persisted; now "old" |
 | 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Status | failed | "Open" | "Won" | MXInvalid: Status\\\\nlocked |
+| 7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6 | Owner | stale | (empty) | "=HYPERLINK(\\\\"http://x\\\\")" | edited; now "u9" |
 
 Every result: `lsqsync state show 20240501-100000-3fa2c1 --format csv`. Stale fields changed in \
 LeadSquared after the plan and were left alone; plan again to review them. Fields not sent (the \
-account's rate limit) are sent by applying the same plan again.
+account's rate limit) are sent by applying the same plan again. Fields not persisted were accepted \
+by LeadSquared but read back holding something else.
 """  # noqa: E501 - the table is as wide as it is
 
 
@@ -197,9 +229,10 @@ def test_show_as_markdown_for_a_pull_request_comment() -> None:
 
 def test_markdown_counts_applied_fields_and_lists_only_the_rest() -> None:
     applied = [r for r in RESULTS if r.status == "applied"]
-    out = render_run(RUN, applied, "markdown", mask=MASK)
-    assert out.endswith("| 2 | 1 | 1 | 1 | 0 | 0 |\n")
-    assert "not written" not in out
+    confirmed = [r for r in applied if r.verified != "not_persisted"]
+    out = render_run(RUN, confirmed, "markdown", mask=MASK)
+    assert out.endswith("| 3 | 1 | 1 | 1 | 0 | 0 |\n")
+    assert "need a look" not in out
     assert "98450" not in out
 
 
@@ -209,7 +242,7 @@ def test_markdown_lists_at_most_200_problem_fields() -> None:
     rows = [line for line in out.splitlines() if line.startswith(f"| {OPP_A}")]
     assert len(rows) == 200
     assert "| … 50 more | | | | | |" in out
-    assert "Fields that were not written (250)" in out
+    assert "Fields that need a look (250)" in out
 
 
 @pytest.mark.parametrize(
@@ -233,7 +266,7 @@ def test_runs_as_text_and_json() -> None:
     assert render_runs([RUN, RUNNING]) == (
         "RUN                     STARTED               OUTCOME  SERIAL  APPLIED  CURRENT  STALE  "
         "FAILED  UNKNOWN  NOT SENT  PLAN          WHO\n"
-        "20240501-100000-3fa2c1  2024-05-01T10:00:00Z  partial  4       2        1        1      "
+        "20240501-100000-3fa2c1  2024-05-01T10:00:00Z  partial  4       3        1        1      "
         "1       0        0         abababababab  ci@runner-1\n"
         "20240501-110000-0a0b0c  2024-05-01T11:00:00Z  running  -       0        0        0      "
         "0       0        0         cdcdcdcdcdcd  alice@laptop\n"
@@ -265,7 +298,7 @@ def test_unknown_formats_are_refused() -> None:
 def test_a_value_cannot_forge_a_line_in_text() -> None:
     forged = result(OPP_A, after="Won\n4f53  12003  Status  x  applied", rule="r\x1b[31m")
     lines = render_run(RUNNING, [forged], "text").splitlines()
-    assert len(lines) == 12  # 9 about the run, a blank line, the header, one row
+    assert len(lines) == 13  # 10 about the run, a blank line, the header, one row
     assert '"Won\\n4f53  12003  Status  x  applied"' in lines[-1]
     assert "r\\u001b[31m" in lines[-1]
 
