@@ -219,6 +219,10 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
     root = Path(__file__).parent.parent
     shutil.copy(root / "lsqsync.yml", tmp_path / "lsqsync.yml")
     shutil.copytree(root / "rules", tmp_path / "rules")
+    (tmp_path / "rules" / "arrow.yml").write_text(
+        "version: 1\nrules:\n  - name: arrow-note\n    opportunity_type: 12003\n"
+        '    ids: [DEAL-000002]\n    set: {mx_Custom_9: "call \u2192 Asha"}\n'
+    )
     env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
     done = subprocess.run(
         [*LSQSYNC, "plan", "--no-color", "--now", "2026-11-27 10:00:00"],
@@ -228,7 +232,7 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert b"\\u2265" in done.stdout  # the cost's "at least", escaped: the plan is all there
+    assert b"call \\u2192 Asha" in done.stdout  # escaped: the plan is all there
     assert done.stdout.rstrip().endswith(b"fields).")
 
 
