@@ -18,11 +18,12 @@ import requests
 from crm_helpers import example_project
 from lsq.lsq_helpers import closed_port_url
 from pg_server import PgServer
+from profiles import PROFILES, Profile
 
 from lsqsync import doctor
 from lsqsync.cli import main
 from lsqsync.config import StateLocation
-from lsqsync.emulator import Emulator
+from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 from lsqsync.state.database import NoState
 from lsqsync.state.location import open_location
 from lsqsync.state.store import StateFile
@@ -519,3 +520,31 @@ def test_a_postgresql_state_is_read_never_created(
     assert checks["state"]["message"].startswith(
         f"{url} (workspace team), lineage {lineage}, serial 0; locked by "
     )
+
+
+@pytest.mark.parametrize("profile", [pytest.param(p, id=p.name) for p in PROFILES])
+def test_doctor_gives_the_right_verdicts_in_every_emulator_profile(
+    profile: Profile,
+    profiled_emulator: Callable[[Profile], Emulator],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    emu = profiled_emulator(profile)
+    monkeypatch.setenv("LSQ_HOST", emu.url)
+    monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
+    monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
+    monkeypatch.chdir(tmp_path)
+    example_project(tmp_path)
+    config = tmp_path / "lsqsync.yml"
+    config.write_text(config.read_text() + profile.config)
+    code, checks = verdicts(capsys)
+    assert code == 0, checks
+    not_ok = {name: c["verdict"] for name, c in checks.items() if c["verdict"] != "ok"}
+    if profile.name == "non-admin":
+        # the search is refused: a warning naming the rules that need it; reads by id still work
+        assert not_ok["role"] == "warn"
+        assert set(not_ok) <= {"role", "search 12003", "search 12000", "by-id 12003"}
+        assert checks["by-id 12000"]["verdict"] == "ok"
+    else:
+        assert not_ok == {}
