@@ -366,6 +366,36 @@ def _max_details(default: int, help: str | None = None) -> Callable[[F], F]:
     )
 
 
+def _sending(f: F) -> F:
+    """The options of the commands that send a plan (apply, reconcile): workers and the lock."""
+    options = [
+        click.option(
+            "--workers",
+            type=click.IntRange(1, 16),
+            default=4,
+            show_default=True,
+            help="Batches in flight at once (all share the account's rate limit).",
+        ),
+        click.option(
+            "--lock-timeout",
+            type=Finite(0),
+            default=0.0,
+            show_default=True,
+            help="Seconds to wait for another run's lock before giving up.",
+        ),
+        click.option(
+            "--lock-expiry",
+            type=Finite(min=1),
+            default=3600.0,
+            show_default=True,
+            help="Seconds without a sign of life after which another run's lock is taken over.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 COLOR = click.option(
     "--color/--no-color",
     default=None,
@@ -537,27 +567,7 @@ def _saved(what: str, plan: Plan, path: Path) -> None:
     help="Without PLAN_FILE: apply the new plan without asking (needed with no TTY).",
 )
 @_max_details(200, "Without PLAN_FILE: opportunities of the new plan shown in detail.")
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 16),
-    default=4,
-    show_default=True,
-    help="Batches in flight at once (all share the account's rate limit).",
-)
-@click.option(
-    "--lock-timeout",
-    type=Finite(0),
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for another run's lock before giving up.",
-)
-@click.option(
-    "--lock-expiry",
-    type=Finite(min=1),
-    default=3600.0,
-    show_default=True,
-    help="Seconds without a sign of life after which another run's lock is taken over.",
-)
+@_sending
 @click.option(
     "--ignore-rule-changes",
     is_flag=True,
@@ -677,27 +687,7 @@ def _plan_and_confirm(
     metavar="HOURS",
     help="How long the saved plan may be applied.  [default: 24]",
 )
-@click.option(
-    "--workers",
-    type=click.IntRange(1, 16),
-    default=4,
-    show_default=True,
-    help="Batches in flight at once (all share the account's rate limit).",
-)
-@click.option(
-    "--lock-timeout",
-    type=Finite(0),
-    default=0.0,
-    show_default=True,
-    help="Seconds to wait for another run's lock before giving up.",
-)
-@click.option(
-    "--lock-expiry",
-    type=Finite(min=1),
-    default=3600.0,
-    show_default=True,
-    help="Seconds without a sign of life after which another run's lock is taken over.",
-)
+@_sending
 def reconcile(
     config_path: Path | None,
     var_pairs: tuple[str, ...],
