@@ -6,6 +6,7 @@ metadata as GetOpportunityTypeMetadata returns it) and hand-written records.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import textwrap
@@ -605,3 +606,33 @@ def test_a_template_reading_an_unknown_field_is_one_problem(tmp_path: Path) -> N
         "rules/r.yml:3:11: rules[0]: a template reads opp.mx_Custom_42, which is not a field of "
         "opportunity type 12003 (Enterprise Deal) (did you mean 'mx_Custom_2'?)",
     ]
+
+
+# -- the garbage collector is paused while planning ------------------------------------------
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_planning_pauses_the_collector_and_restores_its_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    from lsqsync.plan import planner
+
+    seen: list[bool] = []
+    diff = planner._changes
+
+    def watched(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return diff(*args)
+
+    monkeypatch.setattr(planner, "_changes", watched)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(plan(tmp_path, SAFE, [deal(A)]).changes) == 1
+        assert seen == [False]
+        assert gc.isenabled() is enabled
+        with pytest.raises(UnsafePlan):  # restored on the way out of a refusal too
+            plan(tmp_path, SAFE, [deal(A), deal(B)], config="safety: {max_changes: 1}\n")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
