@@ -341,6 +341,25 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
             "divisor: {{ a / b if b else 0 }})"
         ],
     ),
+    (
+        # `when` and templates are evaluated once per tuple of the values they read: a failure
+        # shared by opportunities with the same values is still reported for each of them
+        "an evaluation's failure names every opportunity it is the outcome of",
+        """
+        - name: r
+          opportunity_type: 12003
+          when: "opp.mx_Custom_6 / opp.mx_Custom_7 > 1"
+          set:
+            mx_Custom_9: "{{ opp.mx_Custom_6 // (opp.mx_Custom_7 - 5) }}"
+        """,
+        [deal(A, mx_Custom_7="0"), deal(B, mx_Custom_7="5"), deal(C, mx_Custom_7="0")],
+        [
+            f"rules/r.yml:5:11: rules[0].when: opportunities {A}, {C}: template error: "
+            "division by zero (guard the divisor: {{ a / b if b else 0 }})",
+            f"rules/r.yml:7:20: opportunity {B}: template error: division by zero (guard the "
+            "divisor: {{ a / b if b else 0 }})",
+        ],
+    ),
 ]
 
 
@@ -636,3 +655,55 @@ def test_planning_pauses_the_collector_and_restores_its_state(
         assert gc.isenabled() is enabled
     finally:
         (gc.enable if was else gc.disable)()
+
+
+# -- templates are evaluated once per tuple of what they read ---------------------------------
+
+# The planner evaluates a rule's `when` and templated values once per distinct tuple of the raw
+# `opp` fields they read and the CSV row (`vars`, `now`, `rule`, `user()` are fixed for a plan).
+# That is only correct while templates are pure functions of their context: every global,
+# filter and test below was checked to be one (no `random`, no clock, no I/O, no state). Add one
+# here only after checking the same; otherwise the planner must stop sharing evaluations.
+PURE_FILTERS = {
+    "abs", "capitalize", "count", "d", "default", "first", "float", "int", "join", "last",
+    "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse",
+    "round", "select", "selectattr", "sort", "string", "sum", "title", "trim", "truncate",
+    "unique", "upper",
+}  # fmt: skip
+PURE_TESTS = {
+    "!=", "<", "<=", "==", ">", ">=", "boolean", "callable", "defined", "divisibleby", "eq",
+    "equalto", "escaped", "even", "false", "filter", "float", "ge", "greaterthan", "gt", "in",
+    "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
+    "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper",
+}  # fmt: skip
+
+
+def test_templates_can_call_only_pure_functions() -> None:
+    from lsqsync.plan.planner import _base_context
+    from lsqsync.rules.templates import CONTEXT_NAMES, ENV
+
+    assert ENV.globals == {}
+    assert set(ENV.filters) == PURE_FILTERS
+    assert set(ENV.tests) == PURE_TESTS
+    # what the context holds beyond `opp` and `row`: data, and user(), a lookup in the users
+    # read once for the plan
+    assert set(CONTEXT_NAMES) == {"opp", "row", "vars", "now", "rule", "user"}
+    assert _base_context.__code__.co_names.count("_user_function") == 1
+
+
+def test_opportunities_with_the_same_values_share_an_evaluation_but_not_a_row(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notes.csv").write_text(f"id,note\n{A},first\n{B},second\n{C},first\n")
+    p = plan(tmp_path, """
+        - name: r
+          opportunity_type: 12003
+          csv: {path: notes.csv, key: id}
+          when: "opp.mx_Custom_6 > 100"
+          set: {mx_Custom_9: "{{ row.note }} {{ opp.mx_Custom_6 }} {{ vars.region }}"}
+        """, [deal(A), deal(B), deal(C), deal(C[:-1] + "9", mx_Custom_6="50")])  # fmt: skip
+    assert changes(p) == [
+        (A, "mx_Custom_9", None, "first 150000 APAC"),
+        (B, "mx_Custom_9", None, "second 150000 APAC"),
+        (C, "mx_Custom_9", None, "first 150000 APAC"),
+    ]
