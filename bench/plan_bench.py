@@ -3,6 +3,8 @@
 
 Reports the wall time, the time spent in the HTTP reads vs outside them (parse, evaluate, diff,
 render), and the peak RSS. Baseline in the same run: the reads alone (fetch without planning).
+Outside HTTP is also given as CPU time of this process (``time.process_time``): on a shared
+machine the wall time includes waiting for a core, the CPU time does not.
 
     .venv/bin/python -m bench.plan_bench [--opportunities 100000] [--runs 3]
 """
@@ -86,7 +88,7 @@ def main() -> None:
                 started = time.perf_counter()
                 snapshot = fetch(client, project.rules)
                 read = time.perf_counter() - started
-            started = time.perf_counter()
+            started, cpu = time.perf_counter(), time.process_time()
             options = PlanOptions(
                 now="2026-11-27 10:00:00", created_at=__import__("datetime").datetime(2026, 11, 27),
                 lsqsync_version="bench", input_files={},
@@ -98,11 +100,15 @@ def main() -> None:
             markdown = render.render(plan, "markdown")
             planfile.save(plan, root / "plan.json")
             rendered = time.perf_counter() - started
-            rows.append((read, planned, rendered, plan.summary.opportunities, plan.summary.fields))
+            cpu = time.process_time() - cpu
+            rows.append(
+                (read, planned, rendered, plan.summary.opportunities, plan.summary.fields, cpu)
+            )
             del snapshot, plan, text, markdown
     reads = statistics.median(r[0] for r in rows)
     plans = statistics.median(r[1] for r in rows)
     renders = statistics.median(r[2] for r in rows)
+    cpus = statistics.median(r[5] for r in rows)
     changing, fields = rows[0][3], rows[0][4]
     n = args.opportunities + 2
     print(f"{n:,} opportunities, 5 rules; {changing:,} opportunities change "
@@ -110,9 +116,11 @@ def main() -> None:
     print(f"reads (HTTP, baseline)   {reads:6.2f} s")
     print(f"plan (evaluate, diff)    {plans:6.2f} s")
     print(f"render + save (text, markdown, JSON) {renders:6.2f} s")
-    print(f"outside HTTP             {plans + renders:6.2f} s  (target < 5 s)")
+    print(f"outside HTTP             {plans + renders:6.2f} s  (target < 2 s)")
+    print(f"outside HTTP, CPU        {cpus:6.2f} s  (each run: "
+          + ", ".join(f"{r[5]:.2f}" for r in rows) + ")")  # fmt: skip
     print(f"wall                     {reads + plans + renders:6.2f} s")
-    print(f"peak RSS (with the emulator in-process) {peak_rss_mb():.0f} MB (target < 500 MB)")
+    print(f"peak RSS (with the emulator in-process) {peak_rss_mb():.0f} MB (target < 300 MB)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 
 from lsqsync.clock import parse_stamp, stamp
 from lsqsync.lsq import MAX_BULK_ITEMS, Limit
+from lsqsync.plan import changes_text
 
 # 2: premises in the changes, and a digest over the whole plan (1 covered inputs and changes)
 FORMAT_VERSION = 2
@@ -352,11 +353,20 @@ def canonical(data: Any) -> bytes:
 
 
 def compute_digest(plan: Plan) -> str:
-    """sha256 over the canonical JSON of every member of ``plan`` but its digest."""
-    return hashlib.sha256(canonical(_members(plan))).hexdigest()
+    """sha256 over the canonical JSON of every member of ``plan`` but its digest: that of
+    ``_members(plan)``, with the changes (whose key sorts first) written directly."""
+    header = canonical(_members(plan))
+    assert header.startswith(b'{"cost":')  # "changes" < "cost" < every other member
+    text = b'{"changes":' + changes_text.canonical(plan.changes).encode() + b"," + header[1:]
+    return hashlib.sha256(text).hexdigest()
 
 
 def to_json(plan: Plan) -> dict[str, Any]:
+    return {**to_json_header(plan), "changes": changes_json(plan.changes)}
+
+
+def to_json_header(plan: Plan) -> dict[str, Any]:
+    """The plan's JSON form but its changes (the last member of the whole)."""
     members = _members(plan)
     return {
         "format_version": members.pop("format_version"),
@@ -367,7 +377,7 @@ def to_json(plan: Plan) -> dict[str, Any]:
 
 
 def _members(plan: Plan) -> dict[str, Any]:
-    """The plan's JSON form, without its digest."""
+    """The plan's JSON form, without its digest and its changes (which are written apart)."""
     s = plan.summary
     return {
         "format_version": plan.format_version,
@@ -411,12 +421,16 @@ def _members(plan: Plan) -> dict[str, Any]:
         "warnings": list(plan.warnings),
         "labels": dict(sorted(plan.labels.items())),
         "mask": list(plan.mask),
-        "changes": changes_json(plan.changes),
     }
 
 
 def dumps(plan: Plan) -> str:
-    return json.dumps(to_json(plan), indent=2, ensure_ascii=False) + "\n"
+    """``json.dumps(to_json(plan), indent=2, ensure_ascii=False)`` and a newline: the header by
+    json.dumps, the changes (its last member, and nearly all of its size) written directly."""
+    header = {**to_json_header(plan), "changes": []}
+    text = json.dumps(header, indent=2, ensure_ascii=False)
+    assert text.endswith('\n  "changes": []\n}')
+    return text[: -len("[]\n}")] + changes_text.indented(plan.changes) + "\n}\n"
 
 
 def from_json(data: Mapping[str, Any]) -> Plan:

@@ -6,6 +6,7 @@ metadata as GetOpportunityTypeMetadata returns it) and hand-written records.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import textwrap
@@ -340,6 +341,25 @@ PROBLEMS: list[tuple[str, str, list[OpportunityRecord], list[str]]] = [
             "divisor: {{ a / b if b else 0 }})"
         ],
     ),
+    (
+        # `when` and templates are evaluated once per tuple of the values they read: a failure
+        # shared by opportunities with the same values is still reported for each of them
+        "an evaluation's failure names every opportunity it is the outcome of",
+        """
+        - name: r
+          opportunity_type: 12003
+          when: "opp.mx_Custom_6 / opp.mx_Custom_7 > 1"
+          set:
+            mx_Custom_9: "{{ opp.mx_Custom_6 // (opp.mx_Custom_7 - 5) }}"
+        """,
+        [deal(A, mx_Custom_7="0"), deal(B, mx_Custom_7="5"), deal(C, mx_Custom_7="0")],
+        [
+            f"rules/r.yml:5:11: rules[0].when: opportunities {A}, {C}: template error: "
+            "division by zero (guard the divisor: {{ a / b if b else 0 }})",
+            f"rules/r.yml:7:20: opportunity {B}: template error: division by zero (guard the "
+            "divisor: {{ a / b if b else 0 }})",
+        ],
+    ),
 ]
 
 
@@ -604,4 +624,86 @@ def test_a_template_reading_an_unknown_field_is_one_problem(tmp_path: Path) -> N
         "opportunity type 12003 (Enterprise Deal) (did you mean 'Status'?)",
         "rules/r.yml:3:11: rules[0]: a template reads opp.mx_Custom_42, which is not a field of "
         "opportunity type 12003 (Enterprise Deal) (did you mean 'mx_Custom_2'?)",
+    ]
+
+
+# -- the garbage collector is paused while planning ------------------------------------------
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_planning_pauses_the_collector_and_restores_its_state(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, enabled: bool
+) -> None:
+    from lsqsync.plan import planner
+
+    seen: list[bool] = []
+    diff = planner._changes
+
+    def watched(*args: Any) -> Any:
+        seen.append(gc.isenabled())
+        return diff(*args)
+
+    monkeypatch.setattr(planner, "_changes", watched)
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        assert len(plan(tmp_path, SAFE, [deal(A)]).changes) == 1
+        assert seen == [False]
+        assert gc.isenabled() is enabled
+        with pytest.raises(UnsafePlan):  # restored on the way out of a refusal too
+            plan(tmp_path, SAFE, [deal(A), deal(B)], config="safety: {max_changes: 1}\n")
+        assert gc.isenabled() is enabled
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+# -- templates are evaluated once per tuple of what they read ---------------------------------
+
+# The planner evaluates a rule's `when` and templated values once per distinct tuple of the raw
+# `opp` fields they read and the CSV row (`vars`, `now`, `rule`, `user()` are fixed for a plan).
+# That is only correct while templates are pure functions of their context: every global,
+# filter and test below was checked to be one (no `random`, no clock, no I/O, no state). Add one
+# here only after checking the same; otherwise the planner must stop sharing evaluations.
+PURE_FILTERS = {
+    "abs", "capitalize", "count", "d", "default", "first", "float", "int", "join", "last",
+    "length", "list", "lower", "map", "max", "min", "reject", "rejectattr", "replace", "reverse",
+    "round", "select", "selectattr", "sort", "string", "sum", "title", "trim", "truncate",
+    "unique", "upper",
+}  # fmt: skip
+PURE_TESTS = {
+    "!=", "<", "<=", "==", ">", ">=", "boolean", "callable", "defined", "divisibleby", "eq",
+    "equalto", "escaped", "even", "false", "filter", "float", "ge", "greaterthan", "gt", "in",
+    "integer", "iterable", "le", "lessthan", "lower", "lt", "mapping", "ne", "none", "number",
+    "odd", "sameas", "sequence", "string", "test", "true", "undefined", "upper",
+}  # fmt: skip
+
+
+def test_templates_can_call_only_pure_functions() -> None:
+    from lsqsync.plan.planner import _base_context
+    from lsqsync.rules.templates import CONTEXT_NAMES, ENV
+
+    assert ENV.globals == {}
+    assert set(ENV.filters) == PURE_FILTERS
+    assert set(ENV.tests) == PURE_TESTS
+    # what the context holds beyond `opp` and `row`: data, and user(), a lookup in the users
+    # read once for the plan
+    assert set(CONTEXT_NAMES) == {"opp", "row", "vars", "now", "rule", "user"}
+    assert _base_context.__code__.co_names.count("_user_function") == 1
+
+
+def test_opportunities_with_the_same_values_share_an_evaluation_but_not_a_row(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "notes.csv").write_text(f"id,note\n{A},first\n{B},second\n{C},first\n")
+    p = plan(tmp_path, """
+        - name: r
+          opportunity_type: 12003
+          csv: {path: notes.csv, key: id}
+          when: "opp.mx_Custom_6 > 100"
+          set: {mx_Custom_9: "{{ row.note }} {{ opp.mx_Custom_6 }} {{ vars.region }}"}
+        """, [deal(A), deal(B), deal(C), deal(C[:-1] + "9", mx_Custom_6="50")])  # fmt: skip
+    assert changes(p) == [
+        (A, "mx_Custom_9", None, "first 150000 APAC"),
+        (B, "mx_Custom_9", None, "second 150000 APAC"),
+        (C, "mx_Custom_9", None, "first 150000 APAC"),
     ]
