@@ -510,6 +510,30 @@ class StateFile(Locking):
             )
         )
 
+    def opportunities_written(self, rule: str) -> frozenset[str]:
+        """The opportunities (lower-cased ids) rule ``rule`` ever wrote a field of: a ``once``
+        rule leaves them alone."""
+        return frozenset(
+            row[0].lower()
+            for row in self._read(
+                "SELECT DISTINCT opportunity_id FROM results WHERE rule = ? AND status = 'applied'",
+                (rule,),
+            )
+        )
+
+    def rolled_back_writes(self) -> tuple[tuple[str, str, str, str, str], ...]:
+        """(run id, rule, opportunity id, field, value written) of every field applied by a run
+        that a rollback put back since (a rollback's rule is ``rollback-<run id>``)."""
+        return tuple(
+            (row[0], row[1], row[2], row[3], row[4])
+            for row in self._read(
+                "SELECT r.run_id, r.rule, r.opportunity_id, r.field, r.after FROM results r "
+                "WHERE r.status = 'applied' AND EXISTS (SELECT 1 FROM results b "
+                "WHERE b.rule = 'rollback-' || r.run_id AND b.status = 'applied') "
+                "ORDER BY r.run_id, r.opportunity_id, r.field"
+            )
+        )
+
     def last_written_values(self) -> tuple[LastWritten, ...]:
         """The last value lsqsync wrote to each field of each opportunity."""
         return tuple(
