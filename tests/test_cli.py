@@ -219,6 +219,8 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
     root = Path(__file__).parent.parent
     shutil.copy(root / "lsqsync.yml", tmp_path / "lsqsync.yml")
     shutil.copytree(root / "rules", tmp_path / "rules")
+    deals = tmp_path / "rules" / "deals.yml"
+    deals.write_text(deals.read_text().replace('"Closed by rule', '"\u2265 250k: closed by rule'))
     env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
     done = subprocess.run(
         [*LSQSYNC, "plan", "--no-color", "--now", "2026-11-27 10:00:00"],
@@ -228,7 +230,7 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert b"\\u2265" in done.stdout  # the cost's "at least", escaped: the plan is all there
+    assert b"\\u2265 250k" in done.stdout  # a value's "at least", escaped: the plan is all there
     assert done.stdout.rstrip().endswith(b"fields).")
 
 
