@@ -790,7 +790,7 @@ def _nonconvergent_warning(
     elif value is not None and name in value.reads:
         why = "its template reads the field it writes"
     else:
-        why = "it would change it again"
+        why = "it reads what this plan changes"
     first = found[0][1]
     shown = (
         "(masked)"
