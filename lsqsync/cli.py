@@ -579,6 +579,11 @@ def _saved(what: str, plan: Plan, path: Path) -> None:
     help="Do not read back the fields written to check that LeadSquared holds them (recorded).",
 )
 @click.option(
+    "--allow-nonconvergent",
+    is_flag=True,
+    help="Apply a plan whose rules would change their fields again on every plan (recorded).",
+)
+@click.option(
     "--verify-wait",
     type=Finite(0, 600),
     default=20.0,
@@ -599,6 +604,7 @@ def apply_command(
     lock_expiry: float,
     ignore_rule_changes: bool,
     no_verify: bool,
+    allow_nonconvergent: bool,
     verify_wait: float,
 ) -> None:
     """Apply a saved plan: re-check each field, send 25 opportunities a call, read back what
@@ -628,6 +634,7 @@ def apply_command(
         ignore_rule_changes=ignore_rule_changes,
         verify=not no_verify,
         verify_wait=verify_wait,
+        allow_nonconvergent=allow_nonconvergent,
     )
     summary = apply_plan_file(plan_file, config_path, options, _progress(every=10.0))
     click.echo(summary.text(), nl=False)
@@ -932,11 +939,23 @@ def rollback(
     from lsqsync.state.location import open_client
 
     st, config = _state_file(config_path)
+    rules = _rule_names(config_path)
     with st, open_client(config) as client:
-        result = undo.rollback(client, st, run_id, config)
+        result = undo.rollback(client, st, run_id, config, rules=rules)
     planfile.save(result.plan, out)
     _echo_plan(result.plan, fmt, False, max_details, config, out)
     _saved("rollback plan", result.plan, out)
+
+
+def _rule_names(config_path: Path | None) -> frozenset[str] | None:
+    """The names of the project's rules; None when the project cannot be read."""
+    from lsqsync.errors import LsqsyncError
+    from lsqsync.rules.project import load
+
+    try:
+        return frozenset(r.name for r in load(config_path, {})[1].rules)
+    except LsqsyncError:
+        return None
 
 
 # -- a new rule repository ------------------------------------------------------------------

@@ -20,7 +20,7 @@ from lsqsync.errors import ApiRejected
 from lsqsync.lsq import OpportunityType
 from lsqsync.rules import metadata as field_check
 from lsqsync.rules import typefiles
-from lsqsync.rules.project import Project, load
+from lsqsync.rules.project import Project, Rule, load
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,37 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
     else:
         problems, warnings = _offline(config, project, snapshots)
     problems = snapshots.problems + problems
+    warnings += tuple(nonconvergent_templates(project))
     return Result(problems, len(project.rules), len(project.files), warnings)
+
+
+def nonconvergent_templates(project: Project) -> list[Problem]:
+    """A warning at each ``set`` template that can never settle, visibly without data: it reads
+    ``now``, or the field it sets (every plan would change the field again). A ``once`` rule
+    changes an opportunity once, so its templates may; and so may a rule whose ``where`` no
+    longer holds for what it writes (``Status: Open`` and ``set: {Status: Won}``). The plan
+    checks every rule against its planned result, whatever it reads."""
+    found = []
+    for rule in project.rules:
+        for value in () if rule.once or _excludes_its_result(rule) else rule.set:
+            why = (
+                "reads `now`"
+                if value.reads_now
+                else "reads the field it sets"
+                if value.field in value.reads
+                else None
+            )
+            if why:
+                found.append(
+                    Problem(
+                        value.location,
+                        value.path,
+                        f"non-convergent: the template {why}, so every plan would change "
+                        f"{value.field} again; make it settle, or give rule '{rule.name}' "
+                        "once: true if it is a one-off job",
+                    )
+                )
+    return found
 
 
 def _offline(
@@ -98,3 +128,26 @@ def _online(
             why = f"the account has no opportunity type {code} ({missing.get(code, 'not found')})"
             problems += (Problem(snapshot.field_location(), "", why),)
     return problems, ()
+
+
+def _excludes_its_result(rule: Rule) -> bool:
+    """Whether the rule's ``where`` tests a field it sets in a way its new value fails: the
+    opportunities it changed are not selected again."""
+    sets = {v.field: v for v in rule.set}
+    for condition in rule.where:
+        value = sets.get(condition.field)
+        if value is None:
+            continue
+        if condition.op == "empty" and condition.value is True:
+            return True  # it fills a field it requires empty
+        if value.template is not None:
+            continue
+        literal = value.literal
+        if (
+            (condition.op == "eq" and literal != condition.value)
+            or (condition.op == "ne" and literal == condition.value)
+            or (condition.op == "in" and literal not in condition.value)
+            or (condition.op == "not_in" and literal in condition.value)
+        ):
+            return True
+    return False

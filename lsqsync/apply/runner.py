@@ -54,6 +54,7 @@ class ApplyOptions:
     ignore_rule_changes: bool = False
     verify: bool = True  # read back every field written
     verify_wait: float = 20.0  # seconds to wait for written values to show in reads
+    allow_nonconvergent: bool = False  # apply a plan with rules that never settle (recorded)
 
 
 def _current_files(root: Path, names: Iterable[str]) -> dict[str, str | None]:
@@ -67,6 +68,19 @@ def _current_files(root: Path, names: Iterable[str]) -> dict[str, str | None]:
             with contextlib.suppress(OSError):
                 out[name] = planfile.file_sha256(path)
     return out
+
+
+def _nonconvergent_refusal(plan: Plan, allowed: bool) -> list[str]:
+    """Why a plan with rules that would change their fields again is not applied."""
+    if allowed or not plan.nonconvergent:
+        return []
+    rules = sorted({w.split("'")[1] for w in plan.nonconvergent})
+    return [
+        f"non-convergent rule{'s' if len(rules) > 1 else ''} "
+        f"{', '.join(repr(r) for r in rules)}: every plan would change "
+        f"{'their' if len(rules) > 1 else 'its'} fields again (see the plan's warnings). Make "
+        "them settle, give a one-off rule once: true, or pass --allow-nonconvergent (recorded)"
+    ]
 
 
 def _target_host(config: Config) -> str | None:
@@ -99,6 +113,7 @@ def apply_plan_file(
             options.ignore_rule_changes,
             (plan.inputs.host, _target_host(config)),
         )
+        reasons += _nonconvergent_refusal(plan, options.allow_nonconvergent)
         if reasons:
             raise PlanRefused(f"{plan_path}: refused: " + "; ".join(reasons))
         lock = st.acquire_lock("apply", timeout=options.lock_timeout, expiry=options.lock_expiry)
@@ -107,6 +122,7 @@ def apply_plan_file(
                 ("--ignore-rule-changes", options.ignore_rule_changes),
                 ("--allow-large", plan.inputs.allow_large),
                 ("--no-verify", not options.verify),
+                ("--allow-nonconvergent", options.allow_nonconvergent and bool(plan.nonconvergent)),
             )
             overrides = [name for name, on in flags if on]
             since = tuple(r.id for r in st.runs_since(plan.state_serial or 0))

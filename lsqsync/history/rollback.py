@@ -9,7 +9,7 @@ none of that opportunity's (a person who marked the deal Lost again keeps its cl
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -47,10 +47,12 @@ def rollback(
     config: Config,
     *,
     now: datetime | None = None,
+    rules: Collection[str] | None = None,
 ) -> Rollback:
     """A plan that puts back the ``before`` values of the fields run ``run_id`` applied — with
     the earlier runs of its plan it resumed — only where LeadSquared still holds what was
-    written; other fields are listed as conflicting."""
+    written; other fields are listed as conflicting. ``rules``: the project's rules (None: not
+    known), for the warning about those that would write the fields again."""
     calls_before = client.calls
     run = st.run(run_id)
     _refuse_accepting(run)
@@ -76,6 +78,7 @@ def rollback(
         + ", ".join(conflicting[:10])
         + (" …" if len(conflicting) > 10 else "")
     ]
+    warnings = (warnings if conflicting else []) + _rules_warning(applied, rules)
     plan = assemble(
         changes,
         inputs,
@@ -87,10 +90,28 @@ def rollback(
         rate=client.limiter.write_pace() or config.rate_limit.write_pace(),
         read_calls=client.calls - calls_before,
         state=(st.lineage, st.serial),
-        warnings=warnings if conflicting else (),
+        warnings=warnings,
         mask=config.mask,
     )
     return Rollback(plan, tuple(conflicting))
+
+
+def _rules_warning(applied: Sequence[FieldResult], rules: Collection[str] | None) -> list[str]:
+    """Which rules that wrote the fields are still in the project: the next plan re-applies
+    them (``rules`` None: the project could not be read, so every rule that wrote them)."""
+    wrote = sorted({r.rule for r in applied})
+    still = [r for r in wrote if rules is None or r in rules]
+    if not still:
+        return []
+    named = ", ".join(repr(r) for r in still)
+    where = "" if rules is not None else " (if they are still in the project)"
+    many = len(still) > 1
+    return [
+        f"rule{'s' if many else ''} {named} still want{'' if many else 's'} the values this "
+        f"rollback puts back{where}: the next plan re-applies them; revert "
+        f"{'these rules' if many else 'this rule'} (or make {'them' if many else 'it'} skip "
+        "these opportunities) before the next plan is applied"
+    ]
 
 
 def _refuse_accepting(run: Run) -> None:

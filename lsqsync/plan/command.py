@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,17 +48,28 @@ def input_files(config: Config, project: Project) -> dict[str, str]:
     }
 
 
-def _state_position(config: Config) -> tuple[str | None, int | None]:
-    """The state's lineage and serial, which bind a plan to it (None before any apply)."""
+@dataclass(frozen=True)
+class _StateFacts:
+    """What the planner takes from the state (nothing before any apply)."""
+
+    lineage: str | None = None  # the state's lineage and serial bind a plan to it
+    serial: int | None = None
+    once_written: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    rolled_back: tuple[tuple[str, str, str, str, str], ...] = ()
+
+
+def _state_facts(config: Config, project: Project) -> _StateFacts:
+    """The state's position, what each ``once`` rule wrote, and what rolled-back runs wrote."""
     from lsqsync.state.database import NoState
     from lsqsync.state.location import open_state
 
     try:
         st = open_state(config, read_only=True)
     except NoState:
-        return None, None
+        return _StateFacts()
     with st:
-        return st.lineage, st.serial
+        once = {r.name: st.opportunities_written(r.name) for r in project.rules if r.once}
+        return _StateFacts(st.lineage, st.serial, once, st.rolled_back_writes())
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -150,7 +161,7 @@ def plan_project(
         snapshot = fetch(client, project.rules, progress)
         host = client.host
         pace = client.limiter.write_pace()
-    lineage, serial = _state_position(config)
+    facts = _state_facts(config, project)
     created = datetime.now(UTC)
     files, commit = input_files(config, project), git_commit(config.root)
     options = PlanOptions(
@@ -163,10 +174,12 @@ def plan_project(
         expires_in=request.expires_in or PLAN_LIFETIME,
         git_commit=commit,
         warnings=tuple(_dirty_warning(config.root, commit, files)),
-        state_lineage=lineage,
-        state_serial=serial,
+        state_lineage=facts.lineage,
+        state_serial=facts.serial,
         write_pace=pace,
         check_safety=request.check_safety,
+        once_written=facts.once_written,
+        rolled_back=facts.rolled_back,
     )
     plan = build_plan(project, snapshot, host, options)
     return Planned(config, project, plan, pace or config.rate_limit.write_pace())

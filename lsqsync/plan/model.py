@@ -30,6 +30,12 @@ FORMAT_VERSION = 2
 TOP_TRANSITIONS = 10
 
 
+# How a plan's warning about a rule that never settles starts (``apply`` refuses such a plan
+# without --allow-nonconvergent), and one about changes that re-apply a rolled-back run.
+NONCONVERGENT = "non-convergent rule"
+REAPPLIES = "re-applies rolled-back run"
+
+
 # How long a saved plan may be applied, unless `plan --expires-in` says otherwise.
 PLAN_LIFETIME = timedelta(hours=24)
 
@@ -146,10 +152,19 @@ class Plan:
     labels: Mapping[str, str] = field(default_factory=dict)
     mask: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
+    # (opportunity id, field) of the changes that write again what a rolled-back run wrote, as
+    # the state said when planning: marked where the plan is shown (not saved; the plan's
+    # warnings say it)
+    reapplied: frozenset[tuple[str, str]] = field(default=frozenset(), compare=False)
 
     @property
     def empty(self) -> bool:
         return not self.changes
+
+    @property
+    def nonconvergent(self) -> tuple[str, ...]:
+        """The warnings about rules that would change their fields again after this plan."""
+        return tuple(w for w in self.warnings if w.startswith(NONCONVERGENT))
 
 
 # -- building blocks ------------------------------------------------------------------------

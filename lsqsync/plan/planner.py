@@ -17,18 +17,21 @@ import gc
 import operator
 from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from lsqsync.clock import NOW_FORMAT
 from lsqsync.config import RATIO_MIN_TOTAL, Safety
-from lsqsync.display import is_masked
+from lsqsync.display import is_masked, plural
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
 from lsqsync.lsq import FieldMeta, Limit, OpportunityRecord, OpportunityType, User, codec
 from lsqsync.plan.model import (
+    NONCONVERGENT,
     PLAN_LIFETIME,
+    REAPPLIES,
     FieldChange,
     Inputs,
     OpportunityChange,
@@ -68,6 +71,11 @@ class PlanOptions:
     write_pace: Limit | None = None
     # False: the caller checks the safety limits on the parts it applies (reconcile)
     check_safety: bool = True
+    # rule name → the opportunities (lower-cased ids) it wrote, per the state: what its
+    # ``once: true`` leaves alone (only ``once`` rules need an entry)
+    once_written: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    # (run id, rule, opportunity id, field, value) written by runs rolled back since
+    rolled_back: tuple[tuple[str, str, str, str, str], ...] = ()
 
 
 def _source(location: Location) -> str:
@@ -136,10 +144,14 @@ def _build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOp
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
+    warnings += nonconvergence(project, snapshot, users, options, changes)
+    again = reapplied(changes, snapshot, options.rolled_back)
+    warnings += reapplied_warnings(changes, again)
     if options.check_safety:
         totals = {code: t.total for code, t in snapshot.types.items()}
         warnings += check_safety(changes, totals, project.config.safety, options.allow_large)
-    return _assemble(project, snapshot, host, options, changes, warnings)
+    plan = _assemble(project, snapshot, host, options, changes, warnings)
+    return replace(plan, reapplied=frozenset(again)) if again else plan
 
 
 def _user_ids(snapshot: Snapshot) -> tuple[dict[str, str], dict[str, str]]:
@@ -414,7 +426,10 @@ def _plan_rule(
     evaluate = _Evaluator(rule, meta, targets, _base_context(rule, project, options, active),
                           active, masked)  # fmt: skip
     check = _where_check(predicates)
+    done = options.once_written.get(rule.name, frozenset()) if rule.once else frozenset()
     for record, row in selection:
+        if done and record.id.lower() in done:
+            continue  # a once rule leaves what it wrote before alone
         if not check(record.values):
             continue
         outcome = evaluate(record.values, row)
@@ -821,3 +836,131 @@ def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[st
                 if user is not None:
                     labels[user.id.lower()] = f"{user.name} <{user.email}>"
     return labels
+
+
+# -- convergence: would the rules change the planned values again? ----------------------------
+
+# how far the convergence check moves ``now``: enough to change any date or time shown of it
+_LATER = timedelta(days=1, hours=1, minutes=1, seconds=1)
+
+
+def nonconvergence(
+    project: Project,
+    snapshot: Snapshot,
+    users: tuple[Mapping[str, str], Mapping[str, str]],
+    options: PlanOptions,
+    changes: Sequence[OpportunityChange],
+) -> list[str]:
+    """A warning (starting NONCONVERGENT) for each rule and field that the rules would change
+    again once ``changes`` are applied: the rules planned anew against the planned after-state
+    of the opportunities that change, at a later ``now``. A ``once`` rule skips the
+    opportunities it changes here, as it will next time."""
+    if not changes:
+        return []
+    written = {r.name: set(options.once_written.get(r.name, ())) for r in project.rules if r.once}
+    for c in changes:
+        for f in c.changes:
+            if f.rule in written:
+                written[f.rule].add(c.id.lower())
+    later = datetime.strptime(options.now, NOW_FORMAT) + _LATER
+    again_options = replace(
+        options,
+        now=later.strftime(NOW_FORMAT),
+        once_written={name: frozenset(ids) for name, ids in written.items()},
+    )
+    after = _after_state(snapshot, changes)
+    desired, _ = _desired_values(project, after, users, again_options, _Problems())
+    again: dict[tuple[str, str], list[tuple[str, FieldChange]]] = defaultdict(list)
+    typed = _TypedValues()
+    for (code, opp_id), fields in sorted(desired.items()):
+        data = after.types[code]
+        for f in _field_changes(data.records[opp_id], data, fields, typed):
+            again[(f.rule, f.field)].append((data.records[opp_id].id, f))
+    rules = {r.name: r for r in project.rules}
+    return [
+        _nonconvergent_warning(rules[rule], name, found, project.config.mask)
+        for (rule, name), found in sorted(again.items())
+    ]
+
+
+def _after_state(snapshot: Snapshot, changes: Sequence[OpportunityChange]) -> Snapshot:
+    """The opportunities that ``changes`` change, with the changes applied (only they)."""
+    records: dict[int, dict[str, OpportunityRecord]] = defaultdict(dict)
+    for c in changes:
+        record = snapshot.types[c.opportunity_type].records[c.id.lower()]
+        values = {**record.values, **{f.field: f.after for f in c.changes}}
+        records[c.opportunity_type][c.id.lower()] = replace(record, values=values)
+    return replace(
+        snapshot,
+        types={
+            code: replace(data, records=records.get(code, {}))
+            for code, data in snapshot.types.items()
+        },
+    )
+
+
+def _nonconvergent_warning(
+    rule: Rule, name: str, found: Sequence[tuple[str, FieldChange]], mask: Collection[str]
+) -> str:
+    value = next((v for v in rule.set if v.field.lower() == name.lower()), None)
+    if value is not None and value.reads_now:
+        why = "its template reads `now`"
+    elif value is not None and name in value.reads:
+        why = "its template reads the field it writes"
+    else:
+        why = "it reads what this plan changes"
+    first = found[0][1]
+    shown = (
+        "(masked)"
+        if (value is not None and _hides(value, mask)) or is_masked(name, mask)
+        else f"{first.before or ''!r} -> {first.after!r}"
+    )
+    count = len(found)
+    return (
+        f"{NONCONVERGENT} '{rule.name}' ({_source(rule.location)}): {why}, so it would change "
+        f"{name} again after this plan is applied, e.g. {found[0][0]}: {shown} "
+        f"({count} {'opportunity' if count == 1 else 'opportunities'}); every plan would "
+        "change it again. Make the rule settle, or give it once: true if it is a one-off job "
+        "(apply refuses this plan without --allow-nonconvergent)"
+    )
+
+
+# -- changes that put back what a rolled-back run wrote ----------------------------------------
+
+
+def reapplied_warnings(
+    changes: Sequence[OpportunityChange], found: Mapping[tuple[str, str], str]
+) -> list[str]:
+    """A warning for each rolled-back run some of whose writes ``changes`` make again
+    (``found``: as ``reapplied`` returns them)."""
+    per_run: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for (opp_id, name), run in sorted(found.items()):
+        per_run[run].append((opp_id, name))
+    out = []
+    for run, fields in sorted(per_run.items()):
+        rules = sorted({f.rule for c in changes for f in c.changes if (c.id, f.field) in fields})
+        out.append(
+            f"{REAPPLIES} {run}: {plural(len(fields), 'field')} of rule"
+            f"{'s' if len(rules) > 1 else ''} {', '.join(repr(r) for r in rules)} "
+            f"(e.g. {fields[0][0]} {fields[0][1]}) get the values that run wrote and a "
+            "rollback put back. If the rollback was meant to last, revert these rules"
+        )
+    return out
+
+
+def reapplied(
+    changes: Sequence[OpportunityChange],
+    snapshot: Snapshot,
+    rolled_back: Sequence[tuple[str, str, str, str, str]],
+) -> dict[tuple[str, str], str]:
+    """(opportunity id, field) of ``changes`` → the rolled-back run that wrote the same value."""
+    wrote = {(opp.lower(), name): (run, value) for run, _, opp, name, value in rolled_back}
+    found: dict[tuple[str, str], str] = {}
+    for c in changes:
+        meta = snapshot.types[c.opportunity_type].meta
+        for f in c.changes:
+            earlier = wrote.get((c.id.lower(), f.field))
+            field_meta = meta.field(f.field)
+            if earlier and field_meta and codec.same(field_meta, earlier[1], f.after):
+                found[(c.id, f.field)] = earlier[0]
+    return found

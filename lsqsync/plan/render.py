@@ -57,6 +57,8 @@ NEAR_LIMIT = 0.8  # warn once a plan reaches this share of a safety limit
 
 TIMES = "\u00d7"  # the multiplication sign, as in "Status: Open -> Won (times) 120"
 ARROW = "->"  # before -> after, in the summary and in the details alike
+# after a field's provenance: the change writes again what a run that was rolled back wrote
+REAPPLIED_MARK = "[re-applies a rolled-back run]"
 
 
 def render(
@@ -159,6 +161,12 @@ class _View:
         same_file = file and line.isdigit() and self._rule_files.get(change.rule) == file
         where = f"line {line}" if same_file else change.source
         return f"# {clean(change.rule)} ({clean(where)})"
+
+    def mark(self, opp: OpportunityChange, change: FieldChange) -> str:
+        """What follows a field's provenance: whether it re-applies a rolled-back run."""
+        if (opp.id, change.field) in self.plan.reapplied:
+            return f"  {REAPPLIED_MARK}"
+        return ""
 
     def transitions(self) -> list[_Transition]:
         """The summary's transitions as shown; masking can make several look alike, so those
@@ -268,7 +276,7 @@ def _text(plan: Plan, options: _Options) -> str:
     for opp in shown:
         lines += ["", f"{tilde} {view.opportunity_title(opp)}"]
         for f in opp.changes:
-            lines += _field_lines(view, f, tilde, paint)
+            lines += _field_lines(view, opp, f, tilde, paint)
     hidden = len(plan.changes) - len(shown)
     if hidden:
         lines += [
@@ -296,19 +304,24 @@ def _fitted(t: _Transition) -> tuple[str, str]:
 
 
 def _field_lines(
-    view: _View, f: FieldChange, tilde: str, paint: Callable[[str, str], str]
+    view: _View,
+    opp: OpportunityChange,
+    f: FieldChange,
+    tilde: str,
+    paint: Callable[[str, str], str],
 ) -> list[str]:
     """A field's change on one line, or — when that passes LINE_LIMIT — its name and rule, then
     the values on a line each, long ones cut."""
     before, after = view.value(f.field, f.before), view.value(f.field, f.after)
-    line = f"    {tilde} {clean(f.field)}: {before} {ARROW} {after}   {view.provenance(f)}"
+    provenance = view.provenance(f) + view.mark(opp, f)
+    line = f"    {tilde} {clean(f.field)}: {before} {ARROW} {after}   {provenance}"
     if len(line) <= LINE_LIMIT:
         return [
             f"    {tilde} {clean(f.field)}: {paint(RED, before)} {ARROW} {paint(GREEN, after)}"
-            f"   {view.provenance(f)}"
+            f"   {provenance}"
         ]
     return [
-        f"    {tilde} {clean(f.field)}:   {view.provenance(f)}",
+        f"    {tilde} {clean(f.field)}:   {provenance}",
         f"        {paint(RED, capped(before, VALUE_LIMIT))}",
         f"     {ARROW} {paint(GREEN, capped(after, VALUE_LIMIT))}",
     ]
@@ -397,7 +410,10 @@ def _diff_blocks(view: _View) -> Iterator[str]:
         for f in opp.changes:
             name = clean(f.field)
             lines.append(f"-     {name}: {view.value(f.field, f.before)}")
-            lines.append(f"+     {name}: {view.value(f.field, f.after)}   {view.provenance(f)}")
+            lines.append(
+                f"+     {name}: {view.value(f.field, f.after)}   "
+                f"{view.provenance(f)}{view.mark(opp, f)}"
+            )
         yield "\n".join(lines) + "\n"
 
 

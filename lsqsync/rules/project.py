@@ -43,6 +43,7 @@ class FieldValue:
     location: Location
     path: str = ""  # rules[0].set.Status, for messages
     reads: frozenset[str] = frozenset()  # the opp fields its template reads
+    reads_now: bool = False  # its template reads `now`
     lines: Callable[[int], Location | None] | None = dataclasses.field(default=None, compare=False)
 
     def at(self, line: int) -> Location:
@@ -76,6 +77,8 @@ class Rule:
     path: str = ""  # rules[0], for messages
     apply: str = "review"  # "auto": reconcile applies its changes without a per-plan review
     limits: RuleLimits = RuleLimits()
+    # a one-off rule: it changes only opportunities it never wrote (per the state file)
+    once: bool = False
 
     @property
     def read_fields(self) -> frozenset[str]:
@@ -254,6 +257,7 @@ def _rule(
         uses_user=reader.uses_user,
         apply="auto" if raw.get("apply") == "auto" else "review",
         limits=_limits(raw.get("limits")),
+        once=raw.get("once") is True,
     )
 
 
@@ -373,9 +377,10 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
                     f"'{field}' is a system field and cannot be set{hint}",
                 )
             )
-        template, reads = None, frozenset[str]()
+        template, reads, reads_now = None, frozenset[str](), False
         if isinstance(value, str) and templates.is_template(value):
-            reads = reader.analyse(("set", field), value, expression=False).opp_fields
+            analysis = reader.analyse(("set", field), value, expression=False)
+            reads, reads_now = analysis.opp_fields, analysis.uses_now
             template = _compile(value, expression=False)
         literal = value if template is None else None
         if isinstance(value, list):
@@ -383,7 +388,7 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
         path = reader.path("set", field)
         where = reader.where("set", field)
         lines = functools.partial(reader.document.line_of, (*reader.at, "set", field))
-        values.append(FieldValue(field, literal, template, where, path, reads, lines))
+        values.append(FieldValue(field, literal, template, where, path, reads, reads_now, lines))
     return tuple(values)
 
 

@@ -192,6 +192,7 @@ class Analysis:
     row_fields: frozenset[str] = frozenset()
     uses_row: bool = False
     uses_user: bool = False
+    uses_now: bool = False
     problems: tuple[str, ...] = ()
     problem_lines: tuple[int, ...] = field(default=(), compare=False)
 
@@ -297,6 +298,7 @@ def analyse(source: str, *, expression: bool, vars: Iterable[str], has_row: bool
         row_fields=frozenset(row_fields),
         uses_row="row" in names,
         uses_user="user" in names,
+        uses_now="now" in names,
         problems=tuple(dict.fromkeys(m for m, _ in issues)),
         problem_lines=tuple(first[m] for m in dict.fromkeys(m for m, _ in issues)),
     )

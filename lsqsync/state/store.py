@@ -510,6 +510,38 @@ class StateFile(Locking):
             )
         )
 
+    def opportunities_written(self, rule: str) -> frozenset[str]:
+        """The opportunities (lower-cased ids) rule ``rule`` ever wrote a field of: a ``once``
+        rule leaves them alone."""
+        return frozenset(
+            row[0].lower()
+            for row in self._read(
+                "SELECT DISTINCT opportunity_id FROM results WHERE rule = ? AND status = 'applied'",
+                (rule,),
+            )
+        )
+
+    def rolled_back_writes(self) -> tuple[tuple[str, str, str, str, str], ...]:
+        """(run id, rule, opportunity id, field, value written) of every field applied by a run
+        that a rollback put back since (a rollback's rule is ``rollback-<run id>``). Two reads
+        by the results' key, not one per result: a state holds millions of them."""
+        rules = self._read(
+            "SELECT DISTINCT rule FROM results WHERE rule LIKE 'rollback-%' AND status = 'applied'"
+        )
+        known = {r.id for r in self.runs()}
+        runs = sorted(known & {row[0].removeprefix("rollback-") for row in rules})
+        if not runs:
+            return ()
+        return tuple(
+            (row[0], row[1], row[2], row[3], row[4])
+            for row in self._read(
+                "SELECT run_id, rule, opportunity_id, field, after FROM results "
+                f"WHERE run_id IN ({marks(runs)}) AND status = 'applied' "
+                "ORDER BY run_id, opportunity_id, field",
+                runs,
+            )
+        )
+
     def last_written_values(self) -> tuple[LastWritten, ...]:
         """The last value lsqsync wrote to each field of each opportunity."""
         return tuple(

@@ -13,7 +13,6 @@ from lsqsync.emulator import Emulator, Settings
 
 BULK = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
 BY_IDS = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
-DETAILS = "/v2/OpportunityManagement.svc/GetOpportunityDetails"
 LOAN = "c5a7f37c-b789-44c9-929b-74aa6250b539"
 
 

@@ -707,3 +707,76 @@ def test_opportunities_with_the_same_values_share_an_evaluation_but_not_a_row(
         (B, "mx_Custom_9", None, "second 150000 APAC"),
         (C, "mx_Custom_9", None, "first 150000 APAC"),
     ]
+
+
+def test_a_rule_another_rule_re_triggers_is_non_convergent(tmp_path: Path) -> None:
+    """Neither rule reads `now` or its own field: the first's change re-selects the second."""
+    p = plan(tmp_path, """
+        - name: raise
+          opportunity_type: 12003
+          where: {mx_Custom_10: Low}
+          set: {mx_Custom_10: High}
+        - name: lower
+          opportunity_type: 12003
+          where: {mx_Custom_10: High}
+          set: {mx_Custom_10: Low, mx_Custom_9: lowered}
+        """, [deal(A)])  # fmt: skip
+    assert changes(p) == [(A, "mx_Custom_10", "Low", "High")]
+    assert [w.split(" again after")[0] for w in p.nonconvergent] == [
+        "non-convergent rule 'lower' (rules/r.yml:7): it reads what this plan changes, so it "
+        "would change mx_Custom_10",
+        "non-convergent rule 'lower' (rules/r.yml:7): it reads what this plan changes, so it "
+        "would change mx_Custom_9",
+    ]
+    assert p.nonconvergent[0].endswith(
+        f" this plan is applied, e.g. {A}: 'High' -> 'Low' (1 opportunity); every plan would "
+        "change it again. Make the rule settle, or give it once: true if it is a one-off job "
+        "(apply refuses this plan without --allow-nonconvergent)"
+    )
+
+
+def test_a_non_convergent_masked_field_shows_no_value(tmp_path: Path) -> None:
+    p = plan(tmp_path, """
+        - name: stamp
+          opportunity_type: 12003
+          set: {mx_Custom_9: "seen {{ now }}"}
+        """, [deal(A)], config="mask: [mx_Custom_9]\n")  # fmt: skip
+    (warning,) = p.nonconvergent
+    assert "its template reads `now`" in warning
+    assert f"e.g. {A}: (masked) (1 opportunity)" in warning
+    assert "seen" not in warning
+
+
+def test_a_once_rule_skips_what_it_wrote_and_settles(tmp_path: Path) -> None:
+    rules = """
+        - name: stamp
+          opportunity_type: 12003
+          once: true
+          set: {mx_Custom_9: "seen {{ now }} at {{ opp.mx_Custom_9 }}"}
+        """
+    p = plan(tmp_path, rules, [deal(A), deal(B)], once_written={"stamp": frozenset({A})})
+    assert changes(p) == [(B, "mx_Custom_9", None, f"seen {NOW} at")]
+    assert p.nonconvergent == ()
+    # only once rules are skipped: the same entry for a plain rule changes nothing
+    plain = plan(tmp_path, rules.replace("once: true", "once: false"), [deal(A)],
+                 once_written={"stamp": frozenset({A})})  # fmt: skip
+    assert len(plain.nonconvergent) == 1
+    assert [c.id for c in plain.changes] == [A]
+
+
+def test_changes_that_write_what_a_rolled_back_run_wrote_are_marked(tmp_path: Path) -> None:
+    rolled_back = (
+        ("run-1", "flag", A, "mx_Custom_10", "High"),
+        ("run-1", "flag", B, "mx_Custom_10", "Medium"),  # not what the rule writes now
+    )
+    p = plan(tmp_path, """
+        - name: flag
+          opportunity_type: 12003
+          set: {mx_Custom_10: High}
+        """, [deal(A), deal(B)], rolled_back=rolled_back)  # fmt: skip
+    assert p.reapplied == frozenset({(A, "mx_Custom_10")})
+    assert p.warnings == (
+        "re-applies rolled-back run run-1: 1 field of rule 'flag' (e.g. "
+        f"{A} mx_Custom_10) get the values that run wrote and a rollback put back. If the "
+        "rollback was meant to last, revert these rules",
+    )

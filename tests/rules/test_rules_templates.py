@@ -82,7 +82,7 @@ def _render_problem(source: str, context: Mapping[str, Any] = CONTEXT) -> str:
         # A computed key cannot be known without data.
         ("{{ opp['Sta' ~ 'tus'] }}", False, Analysis()),
         ("{{ rule.name }} {{ rule.description }} {{ rule.opportunity_type }} {{ now }}", False,
-         Analysis()),
+         Analysis(uses_now=True)),
     ],
 )  # fmt: skip
 def test_analysis_finds_the_fields_a_template_reads(
