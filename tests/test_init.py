@@ -251,11 +251,11 @@ def test_init_with_a_schedule_adds_the_scheduled_workflow(
     code, out, err = run(["init", str(tmp_path), "--schedule", " 0  6 * *  MON-FRI "], capsys)
     assert (code, err) == (0, "")
     assert "created  .github/workflows/lsqsync-schedule.yml\n" in out
-    assert out.endswith(
+    assert (
         ".github/workflows/lsqsync-schedule.yml runs lsqsync reconcile and drift at "
         "'0 6 * * MON-FRI' (UTC): it applies the rules marked apply: auto and opens an issue for "
         "the rest.\n"
-    )
+    ) in out
     workflow = yaml.safe_load((tmp_path / ".github/workflows/lsqsync-schedule.yml").read_text())
     assert workflow[True]["schedule"] == [{"cron": "0 6 * * MON-FRI"}]
     assert workflow["env"]["LSQSYNC_VERSION"] == __version__

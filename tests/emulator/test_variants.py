@@ -10,7 +10,6 @@ import pytest
 import requests
 
 from lsqsync.emulator import Emulator, Settings
-from lsqsync.emulator.variants import History
 
 BULK = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
 BY_IDS = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
@@ -48,19 +47,6 @@ def test_reads_show_a_write_only_after_the_lag(emu: Emulator, http: requests.Ses
     emu.settings.read_lag_ms = 0
     write(emu, http, mx_Custom_9="second")
     assert read(emu, http, "mx_Custom_9") == "second"
-
-
-def test_history_sees_each_opportunity_as_it_was() -> None:
-    history = History()
-    history.wrote("a", {"x": "1"}, at=10.0)
-    history.wrote("a", {"x": "2"}, at=20.0)
-    now = {"x": "3"}
-    assert history.as_of("a", now, at=5.0) == {"x": "1"}
-    assert history.as_of("a", now, at=15.0) == {"x": "2"}
-    assert history.as_of("a", now, at=25.0) == now
-    assert history.as_of("b", now, at=5.0) == now
-    history.clear()
-    assert history.as_of("a", now, at=5.0) == now
 
 
 def test_a_write_of_empty_can_leave_the_field_as_it_is(

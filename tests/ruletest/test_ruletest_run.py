@@ -233,7 +233,7 @@ def test_mistakes_in_a_test_file_are_located(
         " mean 'flag-high-value'?)\n"
         "    tests/semantic.yml:6:33: tests[0].given.a.fields.Statuss: 'Statuss' is not a field "
         "of opportunity type 12003 (Enterprise Deal) (did you mean 'Status'?)\n"
-        "    tests/semantic.yml:6:61: tests[0].given.a.fields.mx_Custom_6: mx_Custom_6 (Number):"
+        "    tests/semantic.yml:6:61: tests[0].given.a.fields.mx_Custom_6: mx_Custom_6 (number):"
         " 'lots' is not a number\n"
         "tests/semantic.yml:7:11: a type without a snapshot: error\n"
         "    tests/semantic.yml:9:20: tests[1].given.loan.type: types/ has no snapshot of "
