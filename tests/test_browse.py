@@ -295,7 +295,7 @@ def test_opportunities_list_where_selects_as_a_rule_would(
          "error: --where Status=Opne: 'Opne' is not an option of Status (Open, Won, Lost): the "
          "condition can never hold (did you mean 'Open'?)\n"),
         ("mx_Custom_6=gt:lots",
-         "error: --where mx_Custom_6=gt:lots: mx_Custom_6 (Number): 'lots' is not a number\n"),
+         "error: --where mx_Custom_6=gt:lots: mx_Custom_6 (number): 'lots' is not a number\n"),
         ("Owner=nobody@example.com",
          "error: --where Owner=nobody@example.com: Owner: no active user with email "
          "'nobody@example.com' (lsqsync users list shows every user)\n"),

@@ -219,6 +219,13 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
     root = Path(__file__).parent.parent
     shutil.copy(root / "lsqsync.yml", tmp_path / "lsqsync.yml")
     shutil.copytree(root / "rules", tmp_path / "rules")
+    # a value latin-1 cannot show (won deals are no other rule's), in the detail lines
+    (tmp_path / "rules" / "note.yml").write_text(
+        "version: 1\nrules:\n  - name: note-large\n    opportunity_type: 12003\n"
+        "    where: {Status: Won, mx_Custom_6: {gte: 400000}}\n"
+        '    set: {mx_Custom_9: "value \u2265 400k"}\n',
+        encoding="utf-8",
+    )
     env = {**os.environ, "PYTHONIOENCODING": "latin-1"}
     done = subprocess.run(
         [*LSQSYNC, "plan", "--no-color", "--now", "2026-11-27 10:00:00"],
@@ -228,7 +235,7 @@ def test_an_output_encoding_that_cannot_show_a_character_escapes_it(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert b"\\u2265" in done.stdout  # the cost's "at least", escaped: the plan is all there
+    assert b"\\u2265" in done.stdout  # the note's "at least", escaped: the plan is all there
     assert done.stdout.rstrip().endswith(b"fields).")
 
 
