@@ -61,7 +61,7 @@ def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, 
 
 
 def refused(out: str) -> int:
-    found = re.search(r"\((\d+) refused for the rate limit\)", out)
+    found = re.search(r"[(;] ?(\d+) refused for the rate limit\)", out)
     assert found, out
     return int(found[1])
 
