@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 COV_FLOOR := 90
 
-.PHONY: test lint typecheck demo clean
+.PHONY: test lint typecheck docs demo clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ typecheck: $(VENV)/.installed
 test: lint typecheck $(VENV)/.installed
 	$(BIN)/pytest -n 2 --cov --cov-report=term --cov-fail-under=$(COV_FLOOR)
 
+# The documentation site (docs/, mkdocs.yml) in site/; --strict fails on a broken link or anchor.
+docs: $(VENV)/.installed
+	$(BIN)/mkdocs build --strict
+
 # The demo (demo/run.sh) runs against a throw-away emulator: `emulator run` starts it, exports
 # LSQ_HOST and the demo keys to the command, and stops it afterwards.
 demo: $(VENV)/.installed
@@ -35,4 +39,4 @@ demo: $(VENV)/.installed
 	  $(SHELL) demo/run.sh
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .coverage build dist site

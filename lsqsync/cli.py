@@ -6,7 +6,7 @@ exit code; ``main`` is the one boundary where errors become messages and exit co
 sent, not persisted or unknown records · 130 interrupted.
 
 Every command's options are declared here, in one file, so that ``--help``, completion and the
-README's CLI reference (a test compares them) have one source; the module is long because the
+command reference in docs/ (a test compares them) have one source; the module is long because the
 options are, while each command's body is a few lines. The emulator's commands live in
 ``lsqsync.emulator.cli``.
 

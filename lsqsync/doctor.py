@@ -249,7 +249,7 @@ def _settings(probe: _Probe) -> Check:
             probe.config, observers=[probe.observe], max_retries=1, backoff_base=0.5
         )
     except ConfigError as e:
-        return Check("settings", "fail", str(e), "see 'Connecting to LeadSquared' in the README")
+        return Check("settings", "fail", str(e), "see docs/guide/connecting.md")
     probe.client, probe.limiter = client, client.limiter
     return Check("settings", "ok", f"host {client.host}; keys from the environment")
 

@@ -1,10 +1,11 @@
-"""The README's examples are real: every YAML block in it validates (configuration, rule files
-and test files)."""
+"""The documentation's examples are real: every YAML block in the README and in docs/ validates
+(configuration, rule files and test files)."""
 
 from __future__ import annotations
 
 import re
 import shutil
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -15,14 +16,31 @@ from lsqsync.documents import schemacheck, yamlsource
 from lsqsync.rules.project import load_project
 
 ROOT = Path(__file__).parents[1]
-BLOCKS = re.findall(r"```yaml\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+# a fenced block, also one indented in a list item (its closing fence has the same indent)
+FENCE = re.compile(r"^( *)```yaml\n(.*?)^\1```", flags=re.S | re.M)
 
 
-def test_the_readme_has_yaml_examples() -> None:
-    assert len(BLOCKS) >= 2
+def yaml_blocks() -> list[tuple[str, str]]:
+    """(where, block) for every YAML block of the pages, de-indented."""
+    out = []
+    for page in PAGES:
+        text = page.read_text()
+        for found in FENCE.finditer(text):
+            line = text.count("\n", 0, found.start()) + 1
+            out.append((f"{page.relative_to(ROOT)}:{line}", textwrap.dedent(found.group(2))))
+    return out
 
 
-@pytest.mark.parametrize("block", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
+BLOCKS = yaml_blocks()
+
+
+def test_the_documentation_has_yaml_examples() -> None:
+    assert len(BLOCKS) >= 10
+    assert any(where.startswith("docs/recipes/") for where, _ in BLOCKS)
+
+
+@pytest.mark.parametrize("block", [b for _, b in BLOCKS], ids=[w for w, _ in BLOCKS])
 def test_every_yaml_example_validates(block: str, tmp_path: Path) -> None:
     shutil.copytree(ROOT / "rules" / "data", tmp_path / "rules" / "data")
     data = yaml.safe_load(block)

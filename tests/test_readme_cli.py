@@ -1,6 +1,6 @@
-"""The README's CLI reference covers the command line: every command has its subsection there,
-every option of a command is named in that subsection, and the reference names nothing the
-command line lacks."""
+"""The command reference (docs/reference/commands.md) covers the command line: every command has
+its section there, every option of a command is named in that section, and the reference names
+nothing the command line lacks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import click
 
 from lsqsync.cli import cli
 
-README = (Path(__file__).parents[1] / "README.md").read_text()
+REFERENCE = Path(__file__).parents[1] / "docs" / "reference" / "commands.md"
 LONG_OPTION = re.compile(r"(?<![\w-])--[a-z][a-z0-9-]*")
 
 
@@ -35,19 +35,13 @@ def long_options(command: click.Command) -> list[str]:
     ]
 
 
-def reference() -> str:
-    found = re.search(r"^## CLI reference\n(.*?)(?=^## )", README, flags=re.M | re.S)
-    assert found, "README.md has no '## CLI reference' section"
-    return found.group(1)
-
-
 def subsections() -> dict[str, str]:
-    """Command path → the text of its subsection. A heading may name several commands
-    (`lsqsync emulator serve`, `lsqsync emulator run`) that share one subsection."""
+    """Command path → the text of its section. A heading may name several commands
+    (`lsqsync emulator serve`, `lsqsync emulator run`) that share one section."""
     out: dict[str, str] = {}
-    for block in re.split(r"^(?=### )", reference(), flags=re.M):
+    for block in re.split(r"^(?=## )", REFERENCE.read_text(), flags=re.M):
         heading, _, body = block.partition("\n")
-        if heading.startswith("### "):
+        if heading.startswith("## "):
             for path in re.findall(r"`(lsqsync(?: [a-z-]+)*)`", heading):
                 out[path] = body
     return out
@@ -69,14 +63,14 @@ def test_the_cli_reference_documents_every_command_and_option() -> None:
             continue
         body = sections.get(path)
         if body is None:
-            missing.append(f"command `{path}` has no '### `{path}`' subsection")
+            missing.append(f"command `{path}` has no '## `{path}`' section")
             continue
         missing += [
-            f"option {name} of `{path}` is not in its subsection"
+            f"option {name} of `{path}` is not in its section"
             for name in long_options(command)
             if not re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", body)
         ]
-    assert not missing, "README.md's CLI reference lacks:\n" + "\n".join(missing)
+    assert not missing, f"{REFERENCE.name} lacks:\n" + "\n".join(missing)
 
 
 def test_the_cli_reference_documents_nothing_the_cli_lacks() -> None:
@@ -93,4 +87,4 @@ def test_the_cli_reference_documents_nothing_the_cli_lacks() -> None:
             for name in option_cells(body)
             if name not in options
         ]
-    assert not extra, "README.md's CLI reference names what the CLI lacks:\n" + "\n".join(extra)
+    assert not extra, f"{REFERENCE.name} names what the CLI lacks:\n" + "\n".join(extra)

@@ -75,7 +75,7 @@ def _emulator_options(f: F) -> F:
             type=click.Choice(list(SCENARIOS)),
             default=DEFAULT,
             show_default=True,
-            help="A preset for the README's recipes: "
+            help="A preset for the documentation's recipes: "
             + "; ".join(
                 f"{name}: {about}" for name, (about, _) in SCENARIOS.items() if name != DEFAULT
             )

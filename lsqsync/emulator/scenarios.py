@@ -1,4 +1,4 @@
-"""Preset data sets for the README's recipes (``emulator serve --scenario NAME``): the
+"""Preset data sets for the documentation's recipes (``emulator serve --scenario NAME``): the
 generated data, then a deterministic change that gives a recipe something to do.
 
 Each scenario changes the rows ``store.generate`` made, in their order, by their position: the

@@ -222,17 +222,16 @@ def write_atomically(path: Path, text: str) -> None:
 def missing(
     snapshots: TypeSnapshots, codes: Iterable[int], where: Mapping[int, Location]
 ) -> list[Problem]:
-    """A warning for each type the rules use that has no usable snapshot: its fields are not
-    checked offline."""
-    if not snapshots.exists:
-        return []
+    """A warning for each type the rules use that has no usable snapshot, saying what offline
+    validation did not check for it and how to have it checked."""
     broken = {Path(p.location.file).name for p in snapshots.problems}
     return [
         Problem(
             where[code],
             "",
-            f"{snapshots.folder}/ has no snapshot of opportunity type {code}, so its fields are "
-            f"not checked offline: lsqsync types pull {code}",
+            f"fields and options of opportunity type {code} not checked ({snapshots.folder}/ "
+            f"has no snapshot of it): run `lsqsync validate --online`, or keep a types snapshot "
+            f"(lsqsync types pull {code})",
         )
         for code in sorted(set(codes))
         if code not in snapshots.files and f"{code}.json" not in broken

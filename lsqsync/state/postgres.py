@@ -133,8 +133,8 @@ class PgConnection:
             yield
         except psycopg.errors.InsufficientPrivilege as e:
             raise StateError(
-                f"{self.name}: the database refused: {reason_of(e)} (the README's PostgreSQL "
-                "section lists the privileges the role needs)"
+                f"{self.name}: the database refused: {reason_of(e)} (docs/guide/state.md, "
+                "'A PostgreSQL state, for teams', lists the privileges the role needs)"
             ) from None
         except psycopg.OperationalError as e:
             raise StateError(f"{self.name}: the state database failed: {reason_of(e)}") from None

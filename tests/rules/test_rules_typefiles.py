@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import requests
+from validation_helpers import unchecked_types
 
 from lsqsync.cli import main
 from lsqsync.clock import utcnow
@@ -148,11 +149,14 @@ def test_validate_checks_fields_offline_against_the_snapshot_without_any_network
     assert no_network == []
 
 
-def test_without_a_snapshot_validate_checks_no_field(
+def test_without_a_snapshot_validate_checks_no_field_and_says_so(
     project: Path, no_network: list[object], capsys: pytest.CaptureFixture[str]
 ) -> None:
     (project / "rules" / "deals.yml").write_text(RULES)
-    assert run(["validate"], capsys) == (0, "valid: 1 rule in 1 file\n", "")
+    code, out, err = run(["validate"], capsys)
+    assert (code, out) == (0, "valid: 1 rule in 1 file\n")
+    assert unchecked_types(err) == [12003]
+    assert no_network == []
 
 
 def write_snapshot(project: Path, code: int, **changes: Any) -> Path:
@@ -177,8 +181,9 @@ def test_warnings_for_a_type_without_snapshot_and_an_old_snapshot(
     days = (utcnow() - datetime(2020, 1, 1, tzinfo=UTC)).days
     host = json.loads((project / "types" / "12003.json").read_text())["host"]
     assert err.splitlines() == [
-        "rules/deals.yml:7:11: warning: types/ has no snapshot of opportunity type 12000, so its "
-        "fields are not checked offline: lsqsync types pull 12000",
+        "rules/deals.yml:7:11: warning: fields and options of opportunity type 12000 not checked "
+        "(types/ has no snapshot of it): run `lsqsync validate --online`, or keep a types "
+        "snapshot (lsqsync types pull 12000)",
         f"types/12003.json:1:1: warning: pulled {days} days ago (2020-01-01T00:00:00Z from "
         f"{host}), more than types.max_age_days (90): the account may have changed since; "
         "lsqsync types pull 12003",

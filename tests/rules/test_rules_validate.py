@@ -10,6 +10,7 @@ from pathlib import Path
 import jsonschema
 import pytest
 import yaml
+from validation_helpers import unchecked_types
 
 from lsqsync import resources
 from lsqsync.cli import main
@@ -111,13 +112,39 @@ def test_valid_in_every_format(project: Path, capsys: pytest.CaptureFixture[str]
         BAD_RULES.replace('      ModifiedOn: "{{ now }}"\n', ""), encoding="utf-8"
     )
     args = ["validate", "--var", "team=EMEA"]
-    assert _run(args, capsys) == (0, "valid: 1 rule in 1 file\n", "")
-    assert _run([*args, "--format", "github"], capsys) == (0, "", "")
+    # offline, with no types snapshot: valid, and it says what it did not check and how to
+    code, out, err = _run(args, capsys)
+    assert (code, out) == (0, "valid: 1 rule in 1 file\n")
+    assert unchecked_types(err) == [12003]
+    skipped = (
+        "fields and options of opportunity type 12003 not checked (types/ has no snapshot of it): "
+        "run `lsqsync validate --online`, or keep a types snapshot (lsqsync types pull 12003)"
+    )
+    code, out, err = _run([*args, "--format", "github"], capsys)
+    assert (code, out, err) == (
+        0,
+        f"::warning file=rules/q4.yml,line=3,col=11,title=lsqsync validate::{skipped}\n",
+        "",
+    )
     code, out, _ = _run([*args, "--format", "json"], capsys)
     assert (code, json.loads(out)) == (
         0,
-        {"valid": True, "rules": 1, "files": 1, "problems": []},
+        {
+            "valid": True,
+            "rules": 1,
+            "files": 1,
+            "problems": [],
+            "warnings": [
+                {"file": "rules/q4.yml", "line": 3, "col": 11, "path": "", "message": skipped}
+            ],
+        },
     )
+    # with a snapshot of the type, nothing is left unchecked
+    (project / "types").mkdir()
+    shutil.copy(ROOT / "types" / "12003.json", project / "types")
+    assert _run(args, capsys) == (0, "valid: 1 rule in 1 file\n", "")
+    code, out, _ = _run([*args, "--format", "json"], capsys)
+    assert "warnings" not in json.loads(out)
 
 
 def test_a_file_outside_the_working_directory_is_shown_as_given(
@@ -242,11 +269,8 @@ def test_vars_override_the_configuration(project: Path, capsys: pytest.CaptureFi
         encoding="utf-8",
     )
     (project / "vars.yml").write_text("team: EMEA\n", encoding="utf-8")
-    assert _run(["validate", "--var-file", "vars.yml"], capsys) == (
-        0,
-        "valid: 1 rule in 1 file\n",
-        "",
-    )
+    code, out, err = _run(["validate", "--var-file", "vars.yml"], capsys)
+    assert (code, out, unchecked_types(err)) == (0, "valid: 1 rule in 1 file\n", [1])
     project_vars = load_project(load_config(), {"region": "EU", "team": "x"}).vars
     assert project_vars == {"region": "EU", "team": "x"}
 
@@ -287,12 +311,11 @@ def test_every_example_rule_file_validates_on_its_own(
         encoding="utf-8",
     )
     monkeypatch.chdir(tmp_path)
-    count = len(yaml.safe_load(example.read_text())["rules"])
-    assert _run(["validate"], capsys) == (
-        0,
-        f"valid: {count} rule{'s' if count != 1 else ''} in 1 file\n",
-        "",
-    )
+    rules = yaml.safe_load(example.read_text())["rules"]
+    count = len(rules)
+    code, out, err = _run(["validate"], capsys)
+    assert (code, out) == (0, f"valid: {count} rule{'s' if count != 1 else ''} in 1 file\n")
+    assert unchecked_types(err) == sorted({r["opportunity_type"] for r in rules})
 
 
 @pytest.mark.parametrize("name", resources.SCHEMA_NAMES)

@@ -257,8 +257,9 @@ def test_a_role_without_rights_is_told_what_it_needs(
     with pytest.raises(StateError) as caught:
         open_location(location(pg, database, user=TEAM_ROLE))
     assert "the database refused: permission denied for database" in str(caught.value)
-    assert "the README's PostgreSQL section lists the privileges the role needs" in str(
-        caught.value
+    assert (
+        "docs/guide/state.md, 'A PostgreSQL state, for teams', lists the privileges the role needs"
+        in str(caught.value)
     )
 
 
