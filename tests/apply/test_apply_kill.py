@@ -20,7 +20,7 @@ from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Setting
 from lsqsync.plan import planfile
 from lsqsync.state.store import StateFile
 
-TRIALS = 10
+TRIALS = 6
 
 
 def lsqsync(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen[bytes]:
