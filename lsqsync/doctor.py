@@ -47,6 +47,7 @@ from lsqsync.lsq import (
     WhoAmI,
 )
 from lsqsync.lsq.accounts import ACCOUNTS_FILE, cache_dir
+from lsqsync.lsq.client import SearchRefused
 from lsqsync.lsq.trace import Exchange
 from lsqsync.lsq.transport import same_api_host
 from lsqsync.plan.fetch import search_reason
@@ -333,14 +334,6 @@ def _clock(probe: _Probe) -> Check:
 # -- the account -----------------------------------------------------------------------------
 
 
-def _refused(e: ApiError) -> bool:
-    """Whether a search was refused for the user's rights: refused keys that ``whoami``
-    accepted, or a verdict (4xx, an MX… exception) on a search of a type whose metadata was
-    read. How LeadSquared refuses a non-administrator is UNKNOWN (the docs say only
-    "administrators only"): any such answer is taken as that refusal, and quoted."""
-    return isinstance(e, AuthError | ApiRejected)
-
-
 def _role(probe: _Probe) -> Check:
     me = probe.who()
     role = me.user.role or _role_from_users(probe, me.user.id)
@@ -358,9 +351,7 @@ def _role(probe: _Probe) -> Check:
         return Check("role", "warn", message, hint)
     try:
         probe.first_row(codes[0])
-    except ApiError as e:
-        if not _refused(e):
-            raise
+    except SearchRefused as e:  # the client decides what a refusal looks like (UNKNOWN forms)
         return _non_admin(shown_role, needing, e)
     return Check(
         "role", "ok", f"{shown_role}: Opportunity Advanced Search works: every kind of rule plans"
@@ -422,9 +413,7 @@ def _search(probe: _Probe, code: int) -> Check:
     probe.readable(code)
     try:
         row = probe.first_row(code)
-    except ApiError as e:
-        if not _refused(e):
-            raise
+    except SearchRefused as e:
         return Check(name, "warn", f"refused: {e.exception_message or e} (see role)")
     if row is None:
         return Check(name, "ok", "answered: no opportunities of this type")
