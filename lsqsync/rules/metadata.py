@@ -9,7 +9,6 @@ name no field.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 
 from lsqsync.config import Config
@@ -56,8 +55,7 @@ def _field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     for field, location, path, writing in _fields(rule):
         meta = t.field(field)
         if meta is None:
-            close = difflib.get_close_matches(field, [f.schema_name for f in t.fields], n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(field, [f.schema_name for f in t.fields])
             problems.append(
                 Problem(
                     location,
@@ -100,8 +98,7 @@ def _template_field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
     problems = []
     known = [f.schema_name for f in t.fields]
     for name in sorted(rule.referenced_fields - set(known)):
-        close = difflib.get_close_matches(name, known, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, known)
         problems.append(
             Problem(rule.location, rule.path,
                     f"a template reads opp.{name}, which is not a field of opportunity type "
@@ -243,8 +240,7 @@ def mask_problems(config: Config, types: Mapping[int, OpportunityType]) -> list[
     problems = []
     for i, entry in enumerate(config.mask):
         if not any(is_masked(name, (entry,)) for name in fields):
-            close = difflib.get_close_matches(entry, fields, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(entry, fields)
             codes = ", ".join(str(code) for code in sorted(types))
             problems.append(
                 Problem(
@@ -266,8 +262,7 @@ def field_type_problems(config: Config, types: Mapping[int, OpportunityType]) ->
     for name in config.field_types:
         if name in fields:
             continue
-        close = difflib.get_close_matches(name, fields, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(name, fields)
         problems.append(
             Problem(
                 config.where(("field_types", name, "<key>")),

@@ -4,7 +4,6 @@ snapshot of the account's types; then the plan compared with what the test expec
 
 from __future__ import annotations
 
-import difflib
 import tempfile
 import uuid
 from collections.abc import Mapping, Sequence
@@ -15,7 +14,7 @@ from typing import Any, Literal
 
 from lsqsync import __version__
 from lsqsync.config import Config
-from lsqsync.display import quote
+from lsqsync.display import did_you_mean, quote
 from lsqsync.documents import csvsource
 from lsqsync.documents.problems import Problem, ProjectInvalid, format_path
 from lsqsync.lsq import FieldMeta, OpportunityRecord, OpportunityType, User, codec
@@ -124,8 +123,7 @@ def _only(project: Project, case: Case, problems: list[Problem]) -> Project:
     known = [r.name for r in project.rules]
     for j, name in enumerate(case.rules):
         if name not in known:
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            hint = did_you_mean(name, known)
             problems.append(
                 Problem(case.where("rules", j), format_path((*case.path, "rules", j)),
                         f"no rule named '{name}'{hint}")
@@ -229,8 +227,7 @@ def _record(
 def _unknown_field(
     case: Case, at: tuple[str | int, ...], name: str, meta: OpportunityType
 ) -> Problem:
-    close = difflib.get_close_matches(name, [f.schema_name for f in meta.fields], n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    hint = did_you_mean(name, [f.schema_name for f in meta.fields])
     return Problem(
         case.document.where((*at, "<key>")),
         format_path(at),
