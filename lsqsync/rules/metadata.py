@@ -274,12 +274,6 @@ def field_type_problems(config: Config, types: Mapping[int, OpportunityType]) ->
     return problems
 
 
-def unrecognised_fields(types: Mapping[int, OpportunityType]) -> list[tuple[int, FieldMeta]]:
-    """Every field (by type code) whose data type lsqsync does not recognise and lsqsync.yml's
-    ``field_types`` does not declare, whether or not a rule uses it."""
-    return [(code, f) for code, t in sorted(types.items()) for f in t.unrecognised]
-
-
 def read_differently(
     t: OpportunityType, first: Mapping[str, str | None], second: Mapping[str, str | None]
 ) -> list[tuple[str, str | None, str | None]]:
