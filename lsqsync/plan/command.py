@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -170,9 +170,11 @@ def plan_project(
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables, targets)
     with open_client(config) as client:
+        calls = client.calls
         metas = read_types(client, (r.opportunity_type for r in project.rules), progress)
         project = resolve_names(project, metas)
         snapshot = fetch(client, project.rules, progress, metas)
+        snapshot = replace(snapshot, read_calls=client.calls - calls)  # the metadata's too
         host = client.host
         pace = client.limiter.write_pace()
     facts = _state_facts(config, project)

@@ -105,7 +105,8 @@ def used_names(project: Project) -> dict[int, list[str]]:
     what offline validation without a type's metadata cannot resolve."""
     used: dict[int, dict[str, None]] = {}
     for rule in project.rules:
-        for entry in (*rule.where, *rule.set):
+        entries: list[Condition | FieldValue] = [*rule.where, *rule.set]
+        for entry in entries:
             used.setdefault(rule.opportunity_type, {})[entry.field] = None
     return {code: sorted(found) for code, found in used.items()}
 
