@@ -39,12 +39,15 @@ class Ambiguous:
 
     name: str
     candidates: tuple[FieldMeta, ...]
+    folded: bool = False  # they match ignoring case only
 
     def message(self, t: OpportunityType) -> str:
         shown = ", ".join(f"{f.schema_name} ('{f.display_name}')" for f in self.candidates)
+        what = "matches the display names" if self.folded else "is the display name"
+        case = " (ignoring case)" if self.folded else ""
         return (
-            f"'{self.name}' is the display name of {len(self.candidates)} fields of opportunity "
-            f"type {t.code} ({t.name}): {shown}; name the one you mean by its schema name"
+            f"'{self.name}' {what} of {len(self.candidates)} fields of opportunity type "
+            f"{t.code} ({t.name}){case}: {shown}; name the one you mean by its schema name"
         )
 
 
@@ -58,7 +61,7 @@ def find(t: OpportunityType, name: str) -> FieldMeta | Ambiguous | None:
         if len(found) == 1:
             return found[0]
         if found:
-            return Ambiguous(name, found)
+            return Ambiguous(name, found, folded=same is _folded)
     return None
 
 
