@@ -8,7 +8,9 @@ How a name finds its field, first match wins:
 1. a field whose schema name is exactly the name (LeadSquared's ``Status`` has the display name
    ``Status``; a schema name always means its own field);
 2. the one field whose display name is exactly the name;
-3. the one field whose display name equals the name ignoring case (``deal value``).
+3. the one field whose display name equals the name ignoring case (``deal value``), unless the
+   name is a schema name in another case (``status``, ``mx_custom_6``: a typo of that field,
+   never taken for another field's display name).
 
 A name that two or more fields share at the step that matches is an error naming them all with
 their schema names: whether LeadSquared lets two fields of a type share a display name is
@@ -57,6 +59,8 @@ def find(t: OpportunityType, name: str) -> FieldMeta | Ambiguous | None:
     if exact is not None:
         return exact
     for same in (_exact, _folded):
+        if same is _folded and any(_folded(f.schema_name, name) for f in t.fields):
+            return None  # a schema name in another case is a typo of it, not a display name
         found = tuple(f for f in t.fields if same(f.display_name, name))
         if len(found) == 1:
             return found[0]
