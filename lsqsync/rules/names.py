@@ -58,23 +58,16 @@ def find(t: OpportunityType, name: str) -> FieldMeta | Ambiguous | None:
     exact = t.field(name)
     if exact is not None:
         return exact
-    for same in (_exact, _folded):
-        if same is _folded and any(_folded(f.schema_name, name) for f in t.fields):
+    found = tuple(f for f in t.fields if f.display_name == name)
+    folded = not found
+    if folded:
+        key = name.strip().casefold()
+        if any(f.schema_name.casefold() == key for f in t.fields):
             return None  # a schema name in another case is a typo of it, not a display name
-        found = tuple(f for f in t.fields if same(f.display_name, name))
-        if len(found) == 1:
-            return found[0]
-        if found:
-            return Ambiguous(name, found, folded=same is _folded)
-    return None
-
-
-def _exact(display_name: str, name: str) -> bool:
-    return display_name == name
-
-
-def _folded(display_name: str, name: str) -> bool:
-    return display_name.casefold() == name.strip().casefold()
+        found = tuple(f for f in t.fields if f.display_name.casefold() == key)
+    if len(found) > 1:
+        return Ambiguous(name, found, folded)
+    return found[0] if found else None
 
 
 def label(meta: FieldMeta) -> str:

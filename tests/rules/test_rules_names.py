@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from lsqsync.cli import main
+from lsqsync.config import Config
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType
 from lsqsync.rules import names
-from lsqsync.rules.project import Condition, FieldValue, Rule
+from lsqsync.rules.project import Condition, FieldValue, Project, Rule
 
 ROOT = Path(__file__).parents[2]
 
@@ -92,11 +93,15 @@ def test_a_rule_is_resolved_into_schema_names_and_its_mistakes_are_at_their_keys
     assert problems[1].message == (
         "'mx_Custom_2' and 'Stage' (line 10) both name the field Stage (mx_Custom_2): keep one"
     )
-    # a rule naming schema names only is left as it is
-    plain, problems = names.resolve_rule(rule, TYPE)
-    assert plain.where[0] is not None
-    assert names.resolve_rule(_rule("Status"), OpportunityType(2, "Other", ()))[0].where[0].field \
-        == "Status"  # fmt: skip
+    # resolved again, nothing changes (and the same keys are reported)
+    again, problems_again = names.resolve_rule(rule, TYPE)
+    assert again is rule
+    assert [p.location for p in problems_again] == [p.location for p in problems]
+    # the rules of a type without metadata are left as written
+    other = _rule("Stage")
+    project = Project(Config(Path("."), "lsqsync.yml"), (other,), (), {})
+    resolved, found = names.resolve_project(project, {})
+    assert (resolved.rules, found) == ((other,), [])
 
 
 def test_suggestions_name_the_schema_name_of_a_display_name() -> None:
