@@ -124,6 +124,9 @@ def test_a_display_name_two_fields_share_is_an_error_naming_both(
     code, out, _ = run(["validate", "--online"], capsys)
     assert code == 1
     assert ambiguous in out.splitlines()
+    code, out, err = run(["opportunities", "list", "--type", "12003", "--where", "Stage=x"], capsys)
+    assert (code, out) == (1, "")
+    assert err == "error: " + ambiguous.split("Stage: ", 1)[1] + "\n"
 
     # a schema name always means its own field
     (tmp_path / "rules" / "deals.yml").write_text(BY_SCHEMA_NAME)
