@@ -9,14 +9,16 @@ import io
 import itertools
 import json
 from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, Literal
 
-from lsqsync.display import csv_cell, did_you_mean, masked, table
+from lsqsync.display import csv_cell, masked, table
 from lsqsync.errors import LsqsyncError
 from lsqsync.lsq import FieldMeta, LsqClient, OpportunityType
 from lsqsync.lsq.codec import InvalidValue
 from lsqsync.lsq.transport import same_api_host
 from lsqsync.plan.planner import predicate
+from lsqsync.rules import names
 from lsqsync.rules.metadata import condition_problems
 from lsqsync.rules.project import Condition
 
@@ -148,13 +150,18 @@ def list_opportunities(
 ) -> str:
     """The first ``limit`` opportunities of a type, oldest first, that meet every condition of
     ``where`` (as a rule's ``where`` would select them); values of ``mask``ed fields as ***.
-    Without ``columns``: Status, Owner, ModifiedOn and the fields ``where`` tests."""
+    Without ``columns``: Status, Owner, ModifiedOn and the fields ``where`` tests. Fields may be
+    named as in rules, by schema or display name; columns are headed as they were asked for."""
     t = client.opportunity_type(code)
     if not columns:
-        columns = [*DEFAULT_COLUMNS, *(c.field for c in where if c.field not in DEFAULT_COLUMNS)]
-    columns = list(dict.fromkeys(columns))
-    metas = _fields(t, [*columns, *(c.field for c in where)])
-    needs_users = any(metas[n].is_user_valued for n in [*columns, *(c.field for c in where)])
+        columns = [*DEFAULT_COLUMNS, *(c.field for c in where)]
+    where = [replace(c, field=_field(t, c.field).schema_name) for c in where]
+    labels: dict[str, str] = {}  # schema name -> the column's heading
+    for name in columns:
+        labels.setdefault(_field(t, name).schema_name, name)
+    read = list(dict.fromkeys([*labels, *(c.field for c in where)]))
+    metas = {name: _field(t, name) for name in read}
+    needs_users = any(meta.is_user_valued for meta in metas.values())
     users = client.users() if needs_users else []
     tests = _tests(where, metas, {u.email.lower(): u.id.lower() for u in users})
     emails = {u.id.lower(): u.email for u in users}
@@ -164,7 +171,6 @@ def list_opportunities(
             return emails.get(value.lower(), value)
         return masked(column, value, mask)
 
-    read = list(dict.fromkeys([*columns, *(c.field for c in where)]))
     page = 1000 if where else min(limit, 1000)  # a filter may skip many records a page
     matching = (
         r
@@ -172,28 +178,31 @@ def list_opportunities(
         if all(test(r.values.get(name)) for name, test in tests)
     )
     records = list(itertools.islice(matching, limit))
-    data = [{"id": r.id, **{c: shown(c, r.values.get(c)) for c in columns}} for r in records]
+    data = [
+        {"id": r.id, **{label: shown(c, r.values.get(c)) for c, label in labels.items()}}
+        for r in records
+    ]
+    headings = list(labels.values())
     if fmt == "json":
         return _json(data)
-    rows = [[d[k] for k in ("id", *columns)] for d in data]
+    rows = [[d[k] for k in ("id", *headings)] for d in data]
     if fmt == "csv":
-        return _csv(["id", *columns], rows)
-    return table(["ID", *columns], [[v or "" for v in row] for row in rows])
+        return _csv(["id", *headings], rows)
+    return table(["ID", *headings], [[v or "" for v in row] for row in rows])
 
 
-def _fields(t: OpportunityType, names: Sequence[str]) -> dict[str, FieldMeta]:
-    """The metadata of each field named; an unknown name is an error (with a suggestion)."""
-    out = {}
-    for name in names:
-        meta = t.field(name)
-        if meta is None:
-            hint = did_you_mean(name, [f.schema_name for f in t.fields])
-            raise LsqsyncError(
-                f"'{name}' is not a field of opportunity type {t.code} ({t.name}){hint}; "
-                f"lsqsync types show {t.code} lists them"
-            )
-        out[name] = meta
-    return out
+def _field(t: OpportunityType, name: str) -> FieldMeta:
+    """The field ``name`` means, as a rule would name it (schema or display name); an unknown or
+    ambiguous name is an error (with a suggestion)."""
+    found = names.find(t, name)
+    if isinstance(found, names.Ambiguous):
+        raise LsqsyncError(found.message(t))
+    if found is None:
+        raise LsqsyncError(
+            f"'{name}' is not a field of opportunity type {t.code} ({t.name})"
+            f"{names.did_you_mean(name, t)}; lsqsync types show {t.code} lists them"
+        )
+    return found
 
 
 def _tests(

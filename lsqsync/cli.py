@@ -247,7 +247,8 @@ def opportunities() -> None:
 @click.option("--limit", type=click.IntRange(1), default=20, show_default=True)
 @click.option(
     "--columns",
-    help="Comma-separated schema names.  [default: Status,Owner,ModifiedOn and the --where fields]",
+    help="Comma-separated fields, by schema or display name.  [default: Status,Owner,ModifiedOn "
+    "and the --where fields]",
 )
 @_format("text", "json", "csv", help="csv: for a spreadsheet.")
 @CONFIG

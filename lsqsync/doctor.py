@@ -52,6 +52,7 @@ from lsqsync.lsq.trace import Exchange
 from lsqsync.lsq.transport import same_api_host
 from lsqsync.plan.fetch import search_reason
 from lsqsync.plan.snapshot import guid, selected_ids
+from lsqsync.rules import names
 from lsqsync.rules.metadata import field_type_problems, read_differently
 from lsqsync.rules.project import Project, Rule, load_project
 from lsqsync.state.database import NoState
@@ -156,11 +157,17 @@ class _Probe:
     def codes(self) -> list[int]:
         return sorted({r.opportunity_type for r in self.rules})
 
+    def used(self, code: int) -> set[str]:
+        """The fields the rules of type ``code`` read, by schema name (display names resolved as
+        ``plan`` resolves them)."""
+        meta = self.metadata(code)
+        of_type = [names.resolve_rule(r, meta)[0] for r in self.rules if r.opportunity_type == code]
+        return set().union(*(r.read_fields for r in of_type))
+
     def columns(self, code: int) -> list[str]:
         """The fields the rules of type ``code`` read, as the plan asks for them."""
         meta = self.metadata(code)
-        wanted = set().union(*(r.read_fields for r in self.rules if r.opportunity_type == code))
-        return sorted(name for name in wanted if meta.field(name) is not None)
+        return sorted(name for name in self.used(code) if meta.field(name) is not None)
 
     def close(self) -> None:
         if self.client is not None:
@@ -486,7 +493,7 @@ def _data_types(probe: _Probe, code: int) -> Check:
     unknown = list(t.unrecognised)  # field_types: declarations are applied when it is read
     if not unknown:
         return Check(name, "ok", f"lsqsync knows all {len(t.fields)}")
-    used = set().union(*(r.read_fields for r in probe.rules if r.opportunity_type == code))
+    used = probe.used(code)
     needed = [f for f in unknown if f.schema_name in used]
     unused = ", ".join(_typed(f) for f in unknown if f.schema_name not in used)
     if not needed:

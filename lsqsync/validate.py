@@ -19,7 +19,7 @@ from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.errors import ApiRejected
 from lsqsync.lsq import OpportunityType
 from lsqsync.rules import metadata as field_check
-from lsqsync.rules import typefiles
+from lsqsync.rules import names, typefiles
 from lsqsync.rules.project import Project, Rule, load
 
 
@@ -41,10 +41,8 @@ def validate(config_path: Path | None, variables: Mapping[str, Any], online: boo
         snapshots = typefiles.load(config)
     except ProjectInvalid as e:
         return Result(e.problems, 0, 0)
-    if online:
-        problems, warnings = _online(config, project, snapshots)
-    else:
-        problems, warnings = _offline(config, project, snapshots)
+    check = _online if online else _offline
+    problems, warnings, project = check(config, project, snapshots)
     problems = snapshots.problems + problems
     warnings += tuple(nonconvergent_templates(project))
     return Result(problems, len(project.rules), len(project.files), warnings)
@@ -79,32 +77,33 @@ def nonconvergent_templates(project: Project) -> list[Problem]:
     return found
 
 
-def _offline(
-    config: Config, project: Project, snapshots: typefiles.TypeSnapshots
-) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
-    """The field checks against the snapshot, for the rules of the types it has; warnings for
-    the types it lacks and for snapshots pulled long ago."""
+Checked = tuple[tuple[Problem, ...], tuple[Problem, ...], Project]
+
+
+def _offline(config: Config, project: Project, snapshots: typefiles.TypeSnapshots) -> Checked:
+    """The field checks against the snapshot, for the rules of the types it has (display names
+    resolved as online); warnings for the types it lacks (with the names left unresolved for
+    them) and for snapshots pulled long ago. The project comes back with the names resolved."""
     codes = {r.opportunity_type for r in project.rules}
     first = {}
     for rule in reversed(project.rules):
         first[rule.opportunity_type] = rule.location
-    warnings = typefiles.missing(snapshots, codes, first)
+    warnings = typefiles.missing(snapshots, codes, first, names.used_names(project))
     warnings += typefiles.too_old(snapshots, codes, utcnow(), config.types.max_age_days)
+    project, found = names.resolve_project(project, snapshots.types)
     covered = replace(
         project, rules=tuple(r for r in project.rules if r.opportunity_type in snapshots.files)
     )
-    problems = tuple(field_check.check(covered, snapshots.types))
+    problems = (*found, *field_check.check(covered, snapshots.types))
     if covered.rules and codes <= set(snapshots.files):
         problems += tuple(field_check.mask_problems(config, snapshots.types))
         problems += tuple(field_check.field_type_problems(config, snapshots.types))
-    return problems, tuple(warnings)
+    return problems, tuple(warnings), project
 
 
-def _online(
-    config: Config, project: Project, snapshots: typefiles.TypeSnapshots
-) -> tuple[tuple[Problem, ...], tuple[Problem, ...]]:
-    """The field checks against the account, and how the account differs from the snapshot of
-    each type the snapshot has."""
+def _online(config: Config, project: Project, snapshots: typefiles.TypeSnapshots) -> Checked:
+    """The field checks against the account (display names resolved from it), and how the
+    account differs from the snapshot of each type the snapshot has."""
     from lsqsync.state.location import open_client
 
     types: dict[int, OpportunityType] = {}
@@ -117,7 +116,8 @@ def _online(
             except ApiRejected as e:  # e.g. no such type: a problem of the rules using it
                 missing[code] = e.exception_message or str(e)
         active = {u.email.lower(): u.id.lower() for u in client.users() if u.active}
-    problems = tuple(field_check.check(project, types, missing, active))
+    project, found = names.resolve_project(project, types)
+    problems = (*found, *field_check.check(project, types, missing, active))
     if not missing:  # with a type unread, an entry may be one of its fields
         problems += tuple(field_check.mask_problems(config, types))
         problems += tuple(field_check.field_type_problems(config, types))
@@ -127,7 +127,7 @@ def _online(
         else:
             why = f"the account has no opportunity type {code} ({missing.get(code, 'not found')})"
             problems += (Problem(snapshot.field_location(), "", why),)
-    return problems, ()
+    return problems, (), project
 
 
 def _excludes_its_result(rule: Rule) -> bool:

@@ -340,9 +340,13 @@ def test_field_types_entries_that_name_no_field_are_a_warning(
     assert "mx_Custom_10" not in checks["field_types"]["message"]
 
 
+@pytest.mark.parametrize("named", ["mx_Custom_10", "Priority"])  # by schema or display name
 def test_a_field_of_an_unknown_data_type_fails_when_a_rule_uses_it(
-    proxied: Callable[..., Proxy], capsys: pytest.CaptureFixture[str]
+    proxied: Callable[..., Proxy], project: Path, named: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    rules = project / "rules" / "deals.yml"
+    rules.write_text(rules.read_text().replace("mx_Custom_10:", f"{named}:"))
+
     def odd_types(path: str, status: int, body: Any) -> tuple[int, Any]:
         if path == METADATA and body.get("EventCode") == 12003:
             strange = {"mx_Custom_10": "Lookup", "mx_Custom_15": "Frobnicator"}

@@ -6,7 +6,8 @@ import re
 
 NOT_CHECKED = re.compile(
     r"\S+:\d+:\d+: warning: fields and options of opportunity type (\d+) not checked "
-    r"\(types/ has no snapshot of it\): run `lsqsync validate --online`, or keep a types "
+    r"\(types/ has no snapshot of it\)(?:, nor which field each name means \([^:]+: a schema "
+    r"name, a display name or nothing\))?: run `lsqsync validate --online`, or keep a types "
     r"snapshot \(lsqsync types pull \1\)"
 )
 

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -83,12 +83,20 @@ class Settings:
     non_admin: bool = False  # the keys' user is no administrator: Advanced Search is refused
     ignore_empty_writes: bool = False  # Bulk Update leaves a field sent "" as it is
     rejection_status: int = 500  # a whole-call rejection's HTTP status: 500, or 200 (variants)
+    # "CODE.SchemaName" -> the display name the type's metadata reports for that field instead
+    # of the model's: an account whose administrators renamed fields, or gave two fields of a
+    # type one display name (whether LeadSquared allows that is UNKNOWN; lsqsync refuses to
+    # pick one, and this lets tests show it)
+    display_names: dict[str, str] = field(default_factory=dict)
 
     def update(self, changes: dict[str, Any]) -> None:
         for key, value in changes.items():
             current = getattr(self, key, _MISSING)
             if current is _MISSING or key.startswith("_"):
                 raise bad_request(f"unknown setting {key!r}")
+            if key == "display_names":
+                self.display_names = _display_names(value)
+                continue
             if isinstance(current, str):
                 if not isinstance(value, str) or (value and not values.is_zone(value)):
                     raise bad_request(f"setting {key!r} must be an IANA time zone or ''")
@@ -630,7 +638,24 @@ def get_by_ids(h: _Handler) -> list[dict[str, Any]]:
 
 
 def type_metadata(h: _Handler) -> dict[str, Any]:
-    return model.TYPES[_event_code(h.param("code"))].metadata()
+    code = _event_code(h.param("code"))
+    body = model.TYPES[code].metadata()
+    renamed = h.emu.settings.display_names
+    for f in body["Fields"]:
+        f["DisplayName"] = renamed.get(f"{code}.{f['SchemaName']}", f["DisplayName"])
+    return body
+
+
+def _display_names(value: Any) -> dict[str, str]:
+    """The ``display_names`` setting: "CODE.SchemaName" of a field of the model -> a name."""
+    if not isinstance(value, dict):
+        raise bad_request("setting 'display_names' must map CODE.SchemaName to a display name")
+    for key, name in value.items():
+        code, _, schema_name = str(key).partition(".")
+        t = model.TYPES.get(int(code)) if code.isdigit() else None
+        if t is None or schema_name not in t.fields_by_name or not isinstance(name, str):
+            raise bad_request(f"setting 'display_names': {key!r} is no field of the model")
+    return dict(value)
 
 
 def details(h: _Handler) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,12 +18,14 @@ from typing import Any
 from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
 from lsqsync.config import Config
+from lsqsync.documents.problems import ProjectInvalid
 from lsqsync.errors import ConfigError
-from lsqsync.lsq import Limit
-from lsqsync.plan.fetch import Progress, fetch
+from lsqsync.lsq import Limit, OpportunityType
+from lsqsync.plan.fetch import Progress, fetch, read_types
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planfile import file_sha256
 from lsqsync.plan.planner import PlanOptions, build_plan
+from lsqsync.rules import metadata, names
 from lsqsync.rules.project import Project, load
 
 
@@ -113,6 +115,16 @@ def _dirty_warning(folder: Path, commit: str | None, files: Iterable[str]) -> li
     ]
 
 
+def resolve_names(project: Project, metas: Mapping[int, OpportunityType]) -> Project:
+    """The project naming fields by schema name only (``rules.names``), before any opportunity
+    is read: a display name several fields share, or two keys naming one field, fail the plan
+    there, with every other problem the metadata shows (users aside: not read yet)."""
+    project, problems = names.resolve_project(project, metas)
+    if problems:
+        raise ProjectInvalid([*problems, *metadata.check(project, metas)])
+    return project
+
+
 @dataclass(frozen=True)
 class PlanRequest:
     """What ``lsqsync plan`` was asked for, besides the project and its variables."""
@@ -158,7 +170,11 @@ def plan_project(
     now = parse_now(request.now)  # a typo must not cost a full read of the CRM
     config, project = load(config_path, variables, targets)
     with open_client(config) as client:
-        snapshot = fetch(client, project.rules, progress)
+        calls = client.calls
+        metas = read_types(client, (r.opportunity_type for r in project.rules), progress)
+        project = resolve_names(project, metas)
+        snapshot = fetch(client, project.rules, progress, metas)
+        snapshot = replace(snapshot, read_calls=client.calls - calls)  # the metadata's too
         host = client.host
         pace = client.limiter.write_pace()
     facts = _state_facts(config, project)

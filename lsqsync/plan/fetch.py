@@ -10,7 +10,7 @@ it, saying so in the plan."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from lsqsync.lsq import LsqClient, OpportunityRecord, OpportunityType, SearchRefused
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
@@ -19,14 +19,20 @@ from lsqsync.rules.project import Rule
 Progress = Callable[[str], None]
 
 
-def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = None) -> Snapshot:
+def fetch(
+    client: LsqClient,
+    rules: Sequence[Rule],
+    progress: Progress | None = None,
+    metas: Mapping[int, OpportunityType] | None = None,
+) -> Snapshot:
+    """``metas``: the types' metadata when the caller read it already (``read_types``)."""
     say = progress or (lambda _: None)
     calls_before = client.calls
     types: dict[int, TypeData] = {}
     need_users = any(r.uses_user for r in rules)
+    known = metas or {}
     for code in sorted({r.opportunity_type for r in rules}):
-        say(f"reading the metadata of type {code}")
-        meta = client.opportunity_type(code)
+        meta = known.get(code) or read_types(client, [code], say)[code]
         of_type = [r for r in rules if r.opportunity_type == code]
         wanted = set().union(*(r.read_fields for r in of_type))
         need_users = need_users or any(
@@ -49,6 +55,18 @@ def fetch(client: LsqClient, rules: Sequence[Rule], progress: Progress | None = 
         say("reading the users")
         users = tuple(client.users())
     return Snapshot(types, users, client.calls - calls_before)
+
+
+def read_types(
+    client: LsqClient, codes: Iterable[int], progress: Progress | None = None
+) -> dict[int, OpportunityType]:
+    """The metadata of each type, by code."""
+    say = progress or (lambda _: None)
+    out = {}
+    for code in sorted(set(codes)):
+        say(f"reading the metadata of type {code}")
+        out[code] = client.opportunity_type(code)
+    return out
 
 
 def _read_type(

@@ -16,6 +16,7 @@ from lsqsync.display import did_you_mean, is_masked
 from lsqsync.documents.problems import Problem, format_path
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType, codec
+from lsqsync.rules import names
 from lsqsync.rules.project import Condition, Project, Rule
 
 # The `where` operators that mean something for a multi-select field: eq, ne, in and not_in
@@ -50,12 +51,16 @@ def check(
 
 
 def _field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
-    """Fields of ``where`` and ``set`` that the type does not have, or that cannot be written."""
+    """Fields of ``where`` and ``set`` that the type does not have, or that cannot be written.
+    The rule's display names are resolved already (``names``): a name left is no schema name,
+    and no display name either unless several fields share it (reported by the resolution)."""
     problems = []
     for field, location, path, writing in _fields(rule):
         meta = t.field(field)
+        if meta is None and isinstance(names.find(t, field), names.Ambiguous):
+            continue
         if meta is None:
-            hint = did_you_mean(field, [f.schema_name for f in t.fields])
+            hint = names.did_you_mean(field, t)
             problems.append(
                 Problem(
                     location,
@@ -94,16 +99,26 @@ def uses_unrecognised(rule: Rule, t: OpportunityType) -> bool:
 
 
 def _template_field_problems(rule: Rule, t: OpportunityType) -> list[Problem]:
-    """``opp`` fields read by the rule's templates that the type does not have."""
+    """``opp`` fields read by the rule's templates that the type does not have. Templates name
+    fields by schema name only (what a template reads is known before it runs, by that name):
+    a display name gets the schema name to use instead."""
     problems = []
-    known = [f.schema_name for f in t.fields]
-    for name in sorted(rule.referenced_fields - set(known)):
-        hint = did_you_mean(name, known)
-        problems.append(
-            Problem(rule.location, rule.path,
-                    f"a template reads opp.{name}, which is not a field of opportunity type "
-                    f"{t.code} ({t.name}){hint}")
-        )  # fmt: skip
+    known = {f.schema_name for f in t.fields}
+    for name in sorted(rule.referenced_fields - known):
+        found = names.find(t, name)
+        if isinstance(found, FieldMeta):
+            hint = (
+                f": templates name fields by schema name; '{name}' is the display name of "
+                f"{found.schema_name}, so read {names.in_template(found.schema_name)}"
+            )
+        elif isinstance(found, names.Ambiguous):
+            shown = ", ".join(names.in_template(f.schema_name) for f in found.candidates)
+            hint = f": templates name fields by schema name ({shown} are named '{name}')"
+        else:
+            hint = f", which is not a field of opportunity type {t.code} ({t.name})"
+            hint += names.did_you_mean(name, t)
+        message = f"a template reads {names.in_template(name)}{hint}"
+        problems.append(Problem(rule.location, rule.path, message))
     return problems
 
 
@@ -240,7 +255,7 @@ def mask_problems(config: Config, types: Mapping[int, OpportunityType]) -> list[
     problems = []
     for i, entry in enumerate(config.mask):
         if not any(is_masked(name, (entry,)) for name in fields):
-            hint = did_you_mean(entry, fields)
+            hint = _display_name_hint(entry, types, "mask:") or did_you_mean(entry, fields)
             codes = ", ".join(str(code) for code in sorted(types))
             problems.append(
                 Problem(
@@ -262,7 +277,7 @@ def field_type_problems(config: Config, types: Mapping[int, OpportunityType]) ->
     for name in config.field_types:
         if name in fields:
             continue
-        hint = did_you_mean(name, fields)
+        hint = _display_name_hint(name, types, "field_types:") or did_you_mean(name, fields)
         problems.append(
             Problem(
                 config.where(("field_types", name, "<key>")),
@@ -272,6 +287,25 @@ def field_type_problems(config: Config, types: Mapping[int, OpportunityType]) ->
             )
         )
     return problems
+
+
+def _display_name_hint(name: str, types: Mapping[int, OpportunityType], what: str) -> str:
+    """For a ``mask:`` or ``field_types:`` entry that is a display name: the schema names to
+    write instead. These two take schema names only: a mask must hold in every output,
+    including those that read no metadata (``state show``, ``drift``), and ``field_types:``
+    says how to read the metadata that display names come from."""
+    meant = sorted(
+        {f.schema_name for t in types.values() if isinstance(f := names.find(t, name), FieldMeta)}
+        | {
+            c.schema_name
+            for t in types.values()
+            if isinstance(found := names.find(t, name), names.Ambiguous)
+            for c in found.candidates
+        }
+    )
+    if not meant:
+        return ""
+    return f" ('{name}' is a display name: {what} takes schema names: {', '.join(meant)})"
 
 
 def read_differently(

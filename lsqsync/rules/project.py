@@ -31,6 +31,7 @@ class Condition:
     value: Any
     location: Location
     path: str = ""  # rules[0].where.Status, for messages
+    key_location: Location | None = dataclasses.field(default=None, compare=False)  # its key's
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class FieldValue:
     reads: frozenset[str] = frozenset()  # the opp fields its template reads
     reads_now: bool = False  # its template reads `now`
     lines: Callable[[int], Location | None] | None = dataclasses.field(default=None, compare=False)
+    key_location: Location | None = dataclasses.field(default=None, compare=False)  # its key's
 
     def at(self, line: int) -> Location:
         """Where line ``line`` of the value's template is written (its start when unknown)."""
@@ -388,7 +390,10 @@ def _values(reader: _RuleReader, spec: Any, config: Config) -> tuple[FieldValue,
         path = reader.path("set", field)
         where = reader.where("set", field)
         lines = functools.partial(reader.document.line_of, (*reader.at, "set", field))
-        values.append(FieldValue(field, literal, template, where, path, reads, reads_now, lines))
+        key = reader.where("set", field, "<key>")
+        values.append(
+            FieldValue(field, literal, template, where, path, reads, reads_now, lines, key)
+        )
     return tuple(values)
 
 
@@ -408,7 +413,11 @@ def _conditions(reader: _RuleReader, spec: Any) -> tuple[Condition, ...]:
     """The entries of ``where``: a value is ``eq``, a one-key mapping names its operator."""
     return tuple(
         Condition(
-            field, *_operator(cond), reader.where("where", field), reader.path("where", field)
+            field,
+            *_operator(cond),
+            reader.where("where", field),
+            reader.path("where", field),
+            reader.where("where", field, "<key>"),
         )
         for field, cond in (spec if isinstance(spec, dict) else {}).items()
     )

@@ -220,22 +220,37 @@ def write_atomically(path: Path, text: str) -> None:
 
 
 def missing(
-    snapshots: TypeSnapshots, codes: Iterable[int], where: Mapping[int, Location]
+    snapshots: TypeSnapshots,
+    codes: Iterable[int],
+    where: Mapping[int, Location],
+    names: Mapping[int, Sequence[str]] | None = None,
 ) -> list[Problem]:
     """A warning for each type the rules use that has no usable snapshot, saying what offline
-    validation did not check for it and how to have it checked."""
+    validation did not check for it and how to have it checked. ``names``: the names the rules
+    use for fields of each type, which offline validation could not resolve (a name may be a
+    schema name, a display name or nothing)."""
     broken = {Path(p.location.file).name for p in snapshots.problems}
+    names = names or {}
     return [
         Problem(
             where[code],
             "",
             f"fields and options of opportunity type {code} not checked ({snapshots.folder}/ "
-            f"has no snapshot of it): run `lsqsync validate --online`, or keep a types snapshot "
-            f"(lsqsync types pull {code})",
+            f"has no snapshot of it){_unresolved(names.get(code, ()))}: run `lsqsync validate "
+            f"--online`, or keep a types snapshot (lsqsync types pull {code})",
         )
         for code in sorted(set(codes))
         if code not in snapshots.files and f"{code}.json" not in broken
     ]
+
+
+def _unresolved(names: Sequence[str]) -> str:
+    if not names:
+        return ""
+    return (
+        f", nor which field each name means ({', '.join(names)}: a schema name, a display "
+        "name or nothing)"
+    )
 
 
 def too_old(

@@ -22,6 +22,7 @@ from lsqsync.lsq.models import value_text
 from lsqsync.plan.model import FieldChange, Plan
 from lsqsync.plan.planner import CONFLICT, PlanOptions, UnsafePlan, build_plan
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid
+from lsqsync.rules import names
 from lsqsync.rules.project import Project, Rule, load_project
 from lsqsync.rules.typefiles import TypeSnapshots
 from lsqsync.ruletest.cases import Case, Given
@@ -100,6 +101,8 @@ def _setup(
                         f"{types.folder}/ has no snapshot of opportunity type {code}: "
                         f"lsqsync types pull {code}")
             )  # fmt: skip
+    project, found = names.resolve_project(project, metas)
+    problems.extend(found)
     ids: dict[str, str] = {}
     records: dict[int, dict[str, OpportunityRecord]] = {code: {} for code in metas}
     for given in case.given:
@@ -211,28 +214,51 @@ def _record(
     problems: list[Problem],
 ) -> OpportunityRecord:
     values: dict[str, str | None] = {}
-    for name, value in given.fields.items():
-        at = (*given.path, "fields", name)
-        field = meta.field(name)
-        if field is None:
-            problems.append(_unknown_field(case, at, name, meta))
-            continue
+    at = (*given.path, "fields")
+    for name, (field, value) in _by_schema_name(case, at, given.fields, meta, problems).items():
         try:
             values[name] = _held(field, value, everyone)
         except codec.InvalidValue as e:
-            problems.append(Problem(case.document.where(at), format_path(at), str(e)))
+            where = (*at, field.schema_name)
+            problems.append(Problem(case.document.where(where), format_path(where), str(e)))
     return OpportunityRecord(guid(given.name) or given.name, meta.code, values)
 
 
-def _unknown_field(
-    case: Case, at: tuple[str | int, ...], name: str, meta: OpportunityType
-) -> Problem:
-    hint = did_you_mean(name, [f.schema_name for f in meta.fields])
-    return Problem(
-        case.document.where((*at, "<key>")),
-        format_path(at),
-        f"'{name}' is not a field of opportunity type {meta.code} ({meta.name}){hint}",
-    )
+def _by_schema_name(
+    case: Case,
+    at: tuple[str | int, ...],
+    fields: Mapping[str, Any],
+    meta: OpportunityType,
+    problems: list[Problem],
+) -> dict[str, tuple[FieldMeta, Any]]:
+    """A test's field → value mapping (of a given or an expected opportunity) by schema name:
+    fields may be named as rules name them, by schema or display name (``rules.names``). A name
+    of no field, of several, or of a field named already is a problem at its key."""
+    out: dict[str, tuple[FieldMeta, Any]] = {}
+    first: dict[str, str] = {}
+    for name, value in fields.items():
+        key = (*at, name)
+        found = names.find(meta, name)
+        message = None
+        if found is None:
+            message = (
+                f"'{name}' is not a field of opportunity type {meta.code} ({meta.name})"
+                + names.did_you_mean(name, meta)
+            )
+        elif isinstance(found, names.Ambiguous):
+            message = found.message(meta)
+        elif found.schema_name in first:
+            message = (
+                f"'{name}' and '{first[found.schema_name]}' both name the field "
+                f"{names.label(found)}: keep one"
+            )
+        if message is not None or not isinstance(found, FieldMeta):
+            where = case.document.where((*key, "<key>"))
+            problems.append(Problem(where, format_path(key), message or ""))
+            continue
+        first[found.schema_name] = name
+        out[found.schema_name] = (found, value)
+    return out
 
 
 def _type_data(
@@ -315,7 +341,11 @@ def _difference(
     problems: list[Problem],
 ) -> list[str]:
     """Lines for the fields of opportunity ``name`` where the plan is not what was expected."""
-    want = dict(expected.fields) if expected is not None else {}
+    want = (
+        _by_schema_name(case, expected.path, expected.fields, meta, problems)
+        if expected is not None
+        else {}
+    )
     lines = []
     for field in sorted(set(want) | set(planned)):
         got = planned.get(field)
@@ -325,14 +355,11 @@ def _difference(
         if field not in want:
             lines.append(f"{name}: {field}: expected no change, planned {shown_got}")
             continue
-        f = meta.field(field)
-        at = (*expected.path, field)
-        if f is None:
-            problems.append(_unknown_field(case, at, field, meta))
-            continue
+        f, value = want[field]
         try:
-            wire = _held(f, want[field], everyone)
+            wire = _held(f, value, everyone)
         except codec.InvalidValue as e:
+            at = (*expected.path, field)
             problems.append(Problem(case.document.where(at), format_path(at), str(e)))
             continue
         if got is None or not codec.same(f, got.after, wire):

@@ -82,3 +82,24 @@ def test_the_variants_are_settings(emu: Emulator) -> None:
     assert refused.status_code == 400
     assert "must be one of (500, 200)" in refused.json()["ExceptionMessage"]
     assert Settings().rejection_status == 500
+
+
+def test_the_metadata_can_report_other_display_names(emu: Emulator, http: requests.Session) -> None:
+    metadata = "/v2/OpportunityManagement.svc/GetOpportunityTypeMetadata"
+
+    def display_names() -> dict[str, str]:
+        body = http.get(emu.url + metadata, params={"code": "12003"}, timeout=5).json()
+        return {f["SchemaName"]: f["DisplayName"] for f in body["Fields"]}
+
+    assert display_names()["mx_Custom_9"] == "Closing Note"
+    settings = emu.url + "/_emulator/settings"
+    answer = requests.post(
+        settings, json={"display_names": {"12003.mx_Custom_9": "Stage"}}, timeout=5
+    )
+    assert answer.status_code == 200
+    shown = display_names()
+    assert (shown["mx_Custom_9"], shown["mx_Custom_2"]) == ("Stage", "Stage")
+    for bad in ({"12003.mx_Custom_99": "X"}, {"99.Status": "X"}, {"12003.Status": 1}, ["x"]):
+        answer = requests.post(settings, json={"display_names": bad}, timeout=5)
+        assert answer.status_code == 400, bad
+    assert display_names()["mx_Custom_9"] == "Stage"  # a refused change changes nothing

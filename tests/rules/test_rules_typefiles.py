@@ -182,8 +182,9 @@ def test_warnings_for_a_type_without_snapshot_and_an_old_snapshot(
     host = json.loads((project / "types" / "12003.json").read_text())["host"]
     assert err.splitlines() == [
         "rules/deals.yml:7:11: warning: fields and options of opportunity type 12000 not checked "
-        "(types/ has no snapshot of it): run `lsqsync validate --online`, or keep a types "
-        "snapshot (lsqsync types pull 12000)",
+        "(types/ has no snapshot of it), nor which field each name means (mx_Custom_99: a "
+        "schema name, a display name or nothing): run `lsqsync validate --online`, or keep a "
+        "types snapshot (lsqsync types pull 12000)",
         f"types/12003.json:1:1: warning: pulled {days} days ago (2020-01-01T00:00:00Z from "
         f"{host}), more than types.max_age_days (90): the account may have changed since; "
         "lsqsync types pull 12003",

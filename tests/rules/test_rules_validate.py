@@ -117,8 +117,10 @@ def test_valid_in_every_format(project: Path, capsys: pytest.CaptureFixture[str]
     assert (code, out) == (0, "valid: 1 rule in 1 file\n")
     assert unchecked_types(err) == [12003]
     skipped = (
-        "fields and options of opportunity type 12003 not checked (types/ has no snapshot of it): "
-        "run `lsqsync validate --online`, or keep a types snapshot (lsqsync types pull 12003)"
+        "fields and options of opportunity type 12003 not checked (types/ has no snapshot of it), "
+        "nor which field each name means (Status, mx_Custom_9: a schema name, a display name or "
+        "nothing): run `lsqsync validate --online`, or keep a types snapshot "
+        "(lsqsync types pull 12003)"
     )
     code, out, err = _run([*args, "--format", "github"], capsys)
     assert (code, out, err) == (

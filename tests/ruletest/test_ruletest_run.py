@@ -318,3 +318,41 @@ def test_rules_that_do_not_load_are_reported(
     assert code == 1
     assert out.startswith("\n==================== failures ====================\n")
     assert "rules/deals.yml:12:5: rules[2]: 'set' is required\n" in out
+
+
+def test_rules_and_tests_may_name_fields_by_display_name(
+    project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the same rules and tests as PASSING, with fields named as LeadSquared's screens name them
+    by_display = {"mx_Custom_6": "Deal Value", "mx_Custom_10": "Priority", "mx_Custom_2": "Stage"}
+    rules, tests = RULES, PASSING
+    for schema_name, display_name in by_display.items():
+        rules = rules.replace(f"{schema_name}:", f"'{display_name}':")
+        tests = tests.replace(f"{schema_name}:", f"'{display_name}':")
+    assert "mx_Custom_6:" not in rules + tests
+    (project / "rules" / "deals.yml").write_text(rules)
+    (project / "tests" / "deals.yml").write_text(tests)
+    code, out, _ = run(["test"], capsys)
+    assert (code, out.splitlines()[-1]) == (0, "2 passed (1 test file)")
+
+    # a mistake among them is located at its key, with the display names among the suggestions
+    (project / "tests" / "deals.yml").write_text(
+        tests.replace("{Status: Open, 'Deal Value': 399999}",
+                      "{Status: Open, 'deal value': 1, 'Deal Value': 399999}")
+    )  # fmt: skip
+    code, out, _ = run(["test"], capsys)
+    assert code == 1
+    assert (
+        "    tests/deals.yml:7:68: tests[0].given.small.fields.Deal Value: 'Deal Value' and 'deal "
+        "value' both name the field Deal Value (mx_Custom_6): keep one"
+    ) in out.splitlines()
+    (project / "tests" / "deals.yml").write_text(
+        tests.replace("{'Priority': High}", "{Priorty: 1}")
+    )
+    code, out, _ = run(["test"], capsys)
+    assert code == 1
+    assert (
+        "    tests/deals.yml:9:15: tests[0].expect.large.Priorty: 'Priorty' is not a field of "
+        "opportunity type 12003 (Enterprise Deal) (did you mean 'Priority', the display name of "
+        "mx_Custom_10?)"
+    ) in out.splitlines()
