@@ -255,10 +255,7 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
         (applied_run,) = st.runs()
     code, out, _ = run(["rollback", applied_run.id, "--out", "back.json"], capsys)
     assert code == 0
-    assert (
-        f"1 field changed since run {applied_run.id} is left alone: {edited.id} {shown}"
-        in out
-    )
+    assert f"1 field changed since run {applied_run.id} is left alone: {edited.id} {shown}" in out
     _, fields = planned(out)
     code, out, _ = run(["apply", "back.json"], capsys)
     assert code == 0
