@@ -26,7 +26,8 @@ from lsqsync.clock import parse_stamp, stamp
 from lsqsync.lsq import MAX_BULK_ITEMS, Limit
 from lsqsync.plan import changes_text
 
-# 2: premises in the changes, and a digest over the whole plan (1 covered inputs and changes)
+# 2: premises in the changes, a digest over the whole plan (1 covered inputs and changes), and
+# field_labels (format 2 was unreleased when they came: no version of its own)
 FORMAT_VERSION = 2
 TOP_TRANSITIONS = 10
 
