@@ -36,8 +36,9 @@ def test_the_schema_knows_the_models_format_version() -> None:
         "const": FORMAT_VERSION,
         "title": "Plan format version",
         "description": (
-            "The version of this JSON form. 2 added the premises of each change and a digest "
-            "over the whole plan; plans of format 1 are refused (make a new plan)."
+            "The version of this JSON form. 2 added the premises of each change, a digest over "
+            "the whole plan and the field labels; plans of format 1 are refused (make a new "
+            "plan)."
         ),
     }
     assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 2, "tests": 1}
