@@ -5,8 +5,8 @@ member of the plan but the digest itself — the changes and their premises, wha
 (the input files' hashes, the variables, ``now``, the host, the targets, the overrides), the
 state it was made against, its times and expiry, its summary, cost, labels, field labels and
 mask. Editing any of them (an expiry pushed back, another lineage, a label or a mask that makes
-``show`` lie) makes the plan refused. Two plans of the same inputs made at different moments have different
-digests; their ``changes`` are still byte-identical.
+``show`` lie) makes the plan refused. Two plans of the same inputs made at different moments
+have different digests; their ``changes`` are still byte-identical.
 """
 
 from __future__ import annotations
