@@ -784,12 +784,15 @@ def state_show(
 ) -> None:
     """One run and the result of each field it planned (RUN_ID may be a unique prefix, or
     'last' for the most recent run)."""
+    from lsqsync.rules.typefiles import field_labels
     from lsqsync.state.report import render_run
 
     st, config = _state_file(config_path)
     with st:
         run = st.run(run_id)
-        click.echo(render_run(run, st.results(run.id), fmt, mask=config.mask), nl=False)
+        labels = field_labels(config, st.field_labels(run.id))
+        shown = render_run(run, st.results(run.id), fmt, mask=config.mask, field_labels=labels)
+        click.echo(shown, nl=False)
 
 
 @state_group.command("workspaces")

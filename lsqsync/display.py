@@ -6,7 +6,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 
 MARKDOWN_LIMIT = 60_000  # characters; GitHub refuses comments over 65,536
 MASKED = "***"
@@ -133,3 +133,44 @@ def csv_cell(value: str | None) -> str:
     if value[0] in "=+-@\t\r" and _NUMBER.fullmatch(value) is None:
         return "'" + value
     return value
+
+
+# -- field names for people -------------------------------------------------------------------
+
+LABEL_LIMIT = 60  # characters of a display name shown; the account chooses them
+
+
+def field_name(schema: str, display: str | None) -> str:
+    """How outputs for people name a field: ``Stage (mx_Custom_2)`` — LeadSquared's display name,
+    then the schema name rules and the API use — or just ``Status`` when the display name is
+    the schema name (in any case), empty or unknown. Escaped, the display name capped."""
+    if not display or display.casefold() == schema.casefold():
+        return clean(schema)
+    return f"{capped(clean(display.strip()), LABEL_LIMIT)} ({clean(schema)})"
+
+
+class FieldNames:
+    """``field_name`` for the fields of several opportunity types, from ``labels`` (type code →
+    schema name → display name), each name formatted once: outputs call it per field shown.
+
+    A schema name may mean another field in each type (``mx_Custom_6`` is "Loan Amount" in one,
+    "Deal Value" in another): asked without a type, the name gives every display name the
+    types have for it (``Deal Value / Loan Amount (mx_Custom_6)``)."""
+
+    def __init__(self, labels: Mapping[int, Mapping[str, str]] | None = None) -> None:
+        self._labels = labels or {}
+        self._names: dict[tuple[int | None, str], str] = {}
+
+    def __call__(self, field: str, opportunity_type: int | None = None) -> str:
+        key = (opportunity_type, field)
+        name = self._names.get(key)
+        if name is None:
+            name = self._names[key] = field_name(field, self.label(field, opportunity_type))
+        return name
+
+    def label(self, field: str, opportunity_type: int | None = None) -> str | None:
+        """The display name of ``field`` (in ``opportunity_type``, or in every type), or None."""
+        if opportunity_type is not None:
+            return self._labels.get(opportunity_type, {}).get(field)
+        found = sorted({t[field] for t in self._labels.values() if t.get(field)}, key=str.casefold)
+        return " / ".join(found) if found else None

@@ -34,7 +34,7 @@ from datetime import datetime
 from typing import Literal
 
 from lsqsync.clock import stamp
-from lsqsync.display import is_masked, shown
+from lsqsync.display import field_name, is_masked, shown
 from lsqsync.errors import (
     ApiError,
     ApiRejected,
@@ -142,7 +142,8 @@ def premise_changes(
     mask: Collection[str] = (),
 ) -> dict[str, str]:
     """The planned fields of ``change`` held back because a premise no longer holds → why
-    (``premise changed: Status "Open" → "Lost"``, values shown canonical). A premise value
+    (``premise changed: Status "Open" → "Lost"``, values shown canonical, a field by the name
+    LeadSquared's screens show and its schema name: ``Stage (mx_Custom_2)``). A premise value
     compares as the codec says (``250000`` is ``250,000.00``). A premise field that this plan
     itself wrote on an earlier attempt (``written``) and that still holds the planned value is
     not a change: the resumed run must not take its own write for somebody else's (a value
@@ -165,7 +166,7 @@ def premise_changes(
             hidden = is_masked(name, mask)
             was = shown(codec.canonical(fm, value), hidden)
             is_now = shown(codec.canonical(fm, now), hidden)
-            changed.append(f"{name} {was} → {is_now}")
+            changed.append(f"{field_name(name, fm.display_name)} {was} → {is_now}")
         for name in premise.holds if changed else ():
             known = reasons.setdefault(name, [])
             known.extend(c for c in changed if c not in known)

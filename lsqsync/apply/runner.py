@@ -27,7 +27,7 @@ from lsqsync.apply import engine as apply
 from lsqsync.apply.summary import SHOWN_PROBLEMS, ApplySummary, Checked
 from lsqsync.clock import parse_stamp
 from lsqsync.config import Config, connection_from_env, inside_project, load_config
-from lsqsync.display import plural
+from lsqsync.display import FieldNames, plural
 from lsqsync.errors import ApiError, ConfigError, LsqsyncError, PlanRefused, RateLimited
 from lsqsync.lsq import LsqClient, OpportunityType
 from lsqsync.plan import planfile
@@ -126,7 +126,7 @@ def apply_plan_file(
             )
             overrides = [name for name, on in flags if on]
             since = tuple(r.id for r in st.runs_since(plan.state_serial or 0))
-            run = st.begin_run(plan.digest, overrides=overrides)
+            run = st.begin_run(plan.digest, overrides=overrides, field_labels=plan.field_labels)
             with open_client(config) as client:
                 session = _Session(plan, config, client, st, run.id, options, progress, started)
                 return session.run(since)
@@ -484,7 +484,8 @@ class _Session:
         results = [
             r for r in problems(st.results(run.id), self.not_persisted) if r.status != "not_sent"
         ]
-        lines = problem_lines(results[:SHOWN_PROBLEMS], self.config.mask)
+        names = FieldNames(self.plan.field_labels)
+        lines = problem_lines(results[:SHOWN_PROBLEMS], self.config.mask, names)
         c = run.counts
         return ApplySummary(
             run_id=run.id,

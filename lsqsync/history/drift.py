@@ -13,11 +13,11 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
-from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 from lsqsync.apply import engine as apply
-from lsqsync.display import clean, is_masked, masked, plural, shown
+from lsqsync.display import FieldNames, clean, field_name, is_masked, masked, plural, shown
 from lsqsync.errors import StateError
 from lsqsync.lsq import LsqClient, OpportunityType, codec
 from lsqsync.plan.model import (
@@ -46,6 +46,7 @@ class Drifted:
     run_id: str
     known_by: str = "apply"  # how run_id came to know ``written``: apply, accept or undo
     gone: bool = False  # the opportunity no longer exists
+    label: str | None = None  # the field's display name, as the metadata says (None: unknown)
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ class Accepted:
     run: Run | None
     results: tuple[FieldResult, ...]
     left: tuple[str, ...] = ()  # fields left as they were, and why
+    # type code → schema name → display name of the fields of ``results``
+    field_labels: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
 
 
 def _types(client: LsqClient, codes: set[int]) -> dict[int, OpportunityType]:
@@ -67,8 +70,8 @@ def _as_changes(
 ) -> list[OpportunityChange]:
     """(opportunity, type, field, before, after) rows → changes, for reading back."""
     grouped: dict[tuple[str, int], list[FieldChange]] = defaultdict(list)
-    for opp, code, field, before, after in rows:
-        grouped[(opp, code)].append(FieldChange(field, before, after, "", ""))
+    for opp, code, name, before, after in rows:
+        grouped[(opp, code)].append(FieldChange(name, before, after, "", ""))
     return [OpportunityChange(o, c, (), tuple(fs)) for (o, c), fs in grouped.items()]
 
 
@@ -86,6 +89,7 @@ def drift(client: LsqClient, st: StateFile) -> list[Drifted]:
     out = []
     for w in written:
         meta = types[w.opportunity_type].field(w.field)
+        label = meta.display_name if meta is not None else None
         values = current.get(w.opportunity_id.lower())
         now = values.get(w.field) if values is not None else None
         if meta is None or values is None or not codec.same(meta, now, w.value):
@@ -100,6 +104,7 @@ def drift(client: LsqClient, st: StateFile) -> list[Drifted]:
                     w.run_id,
                     known_by=kinds.get(w.run_id, "apply"),
                     gone=values is None,
+                    label=label or None,
                 )
             )
     return out
@@ -124,7 +129,17 @@ def accept(client: LsqClient, st: StateFile, run_id: str | None) -> Accepted:
         for d in drifted
     )
     flag = f"--accept {wanted}" if wanted else "--accept --all"
-    return Accepted(ACCEPT, _record(st, ACCEPT, flag, results), results)
+    labels = _labels(drifted)
+    return Accepted(ACCEPT, _record(st, ACCEPT, flag, results, labels), results, (), labels)
+
+
+def _labels(drifted: Sequence[Drifted]) -> dict[int, dict[str, str]]:
+    """Type code → schema name → display name, of the drifted fields that have one."""
+    labels: dict[int, dict[str, str]] = {}
+    for d in drifted:
+        if d.label:
+            labels.setdefault(d.opportunity_type, {})[d.field] = d.label
+    return labels
 
 
 def _why(d: Drifted) -> str:
@@ -162,17 +177,25 @@ def undo_accept(st: StateFile, run_id: str) -> Accepted:
                 message=f"run {run.id} undone: compared with this value again",
             )
         )
-    recorded = _record(st, UNDO, f"--undo-accept {run.id}", tuple(results))
-    return Accepted(UNDO, recorded, tuple(results), tuple(left))
+    labels = st.field_labels(run.id)  # as the accepting run had them from the metadata
+    recorded = _record(st, UNDO, f"--undo-accept {run.id}", tuple(results), labels)
+    return Accepted(UNDO, recorded, tuple(results), tuple(left), labels)
 
 
-def _record(st: StateFile, digest: str, flag: str, results: Sequence[FieldResult]) -> Run | None:
-    """A run of its own that records ``results`` as known values (none when there are none)."""
+def _record(
+    st: StateFile,
+    digest: str,
+    flag: str,
+    results: Sequence[FieldResult],
+    labels: Mapping[int, Mapping[str, str]],
+) -> Run | None:
+    """A run of its own that records ``results`` as known values, with the display names of
+    their fields (none when there are no results)."""
     if not results:
         return None
     lock = st.acquire_lock(f"drift {flag.split()[0]}", expiry=3600.0)
     try:
-        run = st.begin_run(digest, overrides=[flag])
+        run = st.begin_run(digest, overrides=[flag], field_labels=labels)
         try:
             st.record_accepted(run.id, results)
         except BaseException:
@@ -195,6 +218,7 @@ def render_drift(drifted: Sequence[Drifted], fmt: str, mask: Collection[str] = (
                         "opportunity_id": d.opportunity_id,
                         "opportunity_type": d.opportunity_type,
                         "field": d.field,
+                        "field_label": d.label,
                         "written": masked(d.field, d.written, mask),
                         "current": masked(d.field, d.current, mask),
                         "run": d.run_id,
@@ -222,8 +246,8 @@ def _drift_line(d: Drifted, mask: Collection[str]) -> str:
     hidden = is_masked(d.field, mask)
     now = GONE if d.gone else f"now {shown(d.current, hidden)}"
     return (
-        f"~ {clean(d.opportunity_id)} (type {d.opportunity_type}) {clean(d.field)}: "
-        f"{_VERBS[d.known_by]} "
+        f"~ {clean(d.opportunity_id)} (type {d.opportunity_type}) "
+        f"{field_name(d.field, d.label)}: {_VERBS[d.known_by]} "
         f"{shown(d.written, hidden)} (run {d.run_id}), {now}"
     )
 
@@ -231,12 +255,14 @@ def _drift_line(d: Drifted, mask: Collection[str]) -> str:
 def render_accepted(accepted: Accepted, fmt: str, mask: Collection[str] = ()) -> str:
     """What ``drift --accept`` or ``--undo-accept`` recorded."""
     run = accepted.run
+    names = FieldNames(accepted.field_labels)
     if fmt == "json":
         rows = [
             {
                 "opportunity_id": r.opportunity_id,
                 "opportunity_type": r.opportunity_type,
                 "field": r.field,
+                "field_label": names.label(r.field, r.opportunity_type),
                 "before": masked(r.field, r.before, mask),
                 "after": masked(r.field, r.after, mask),
                 "status": r.status,
@@ -246,7 +272,7 @@ def render_accepted(accepted: Accepted, fmt: str, mask: Collection[str] = ()) ->
         ]
         body = {"run": run.id if run else None, "results": rows, "left": list(accepted.left)}
         return json.dumps(body, indent=2) + "\n"
-    lines = [_accepted_line(r, mask) for r in accepted.results]
+    lines = [_accepted_line(r, mask, names) for r in accepted.results]
     lines += [f"left alone: {clean(f)}" for f in accepted.left]
     if run is None:
         nothing = "no drifted field to accept" if accepted.kind == ACCEPT else "nothing to undo"
@@ -265,10 +291,11 @@ def render_accepted(accepted: Accepted, fmt: str, mask: Collection[str] = ()) ->
     return "\n".join(lines) + "\n"
 
 
-def _accepted_line(r: FieldResult, mask: Collection[str]) -> str:
+def _accepted_line(r: FieldResult, mask: Collection[str], names: FieldNames) -> str:
     hidden = is_masked(r.field, mask)
     after = GONE if r.status == "stale" else shown(r.after, hidden)
     return (
-        f"~ {clean(r.opportunity_id)} (type {r.opportunity_type}) {clean(r.field)}: "
+        f"~ {clean(r.opportunity_id)} (type {r.opportunity_type}) "
+        f"{names(r.field, r.opportunity_type)}: "
         f"{shown(r.before, hidden)} -> {after}"
     )

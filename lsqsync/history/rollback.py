@@ -17,7 +17,7 @@ from lsqsync import __version__
 from lsqsync.apply import engine as apply
 from lsqsync.clock import NOW_FORMAT, utcnow
 from lsqsync.config import Config
-from lsqsync.display import plural
+from lsqsync.display import field_name, plural
 from lsqsync.errors import StateError
 from lsqsync.history.drift import ACCEPT, UNDO, _as_changes, _types
 from lsqsync.lsq import LsqClient, OpportunityType, codec
@@ -92,6 +92,7 @@ def rollback(
         state=(st.lineage, st.serial),
         warnings=warnings,
         mask=config.mask,
+        field_labels={code: t.display_names for code, t in types.items()},
     )
     return Rollback(plan, tuple(conflicting))
 
@@ -154,7 +155,8 @@ def _put_back(
         values = current.get(r.opportunity_id.lower())
         held = values.get(r.field) if values is not None else None
         if meta is None or values is None or not codec.same(meta, held, r.after):
-            conflicting.append(f"{r.opportunity_id} {r.field}")
+            label = meta.display_name if meta is not None else None
+            conflicting.append(f"{r.opportunity_id} {field_name(r.field, label)}")
             continue
         per_opportunity[(r.opportunity_id, r.opportunity_type)].append(
             FieldChange(r.field, codec.canonical(meta, held), r.before or "", name, source)

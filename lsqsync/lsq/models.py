@@ -396,6 +396,12 @@ class OpportunityType:
         return next((f for f in self.fields if f.is_auto_id), None)
 
     @property
+    def display_names(self) -> dict[str, str]:
+        """Schema name → display name (the name LeadSquared's screens show), for the fields
+        that have one."""
+        return {f.schema_name: f.display_name for f in self.fields if f.display_name}
+
+    @property
     def unrecognised(self) -> tuple[FieldMeta, ...]:
         """The fields whose kind lsqsync does not recognise (and lsqsync.yml does not declare)."""
         return tuple(f for f in self.fields if f.kind is None)

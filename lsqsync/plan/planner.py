@@ -23,7 +23,7 @@ from typing import Any
 
 from lsqsync.clock import NOW_FORMAT
 from lsqsync.config import RATIO_MIN_TOTAL, Safety
-from lsqsync.display import is_masked, plural
+from lsqsync.display import field_name, is_masked, plural
 from lsqsync.documents.problems import Problem, ProjectInvalid
 from lsqsync.documents.yamlsource import Location
 from lsqsync.errors import LsqsyncError
@@ -364,6 +364,7 @@ def _assemble(
         warnings=[*options.warnings, *warnings],
         labels=_labels(changes, snapshot),
         mask=config.mask,
+        field_labels={c: t.meta.display_names for c, t in snapshot.types.items()},
     )
 
 
@@ -878,9 +879,19 @@ def nonconvergence(
             again[(f.rule, f.field)].append((data.records[opp_id].id, f))
     rules = {r.name: r for r in project.rules}
     return [
-        _nonconvergent_warning(rules[rule], name, found, project.config.mask)
+        _nonconvergent_warning(
+            rules[rule], _shown_field(snapshot, rules[rule], name), found, project.config.mask
+        )
         for (rule, name), found in sorted(again.items())
     ]
+
+
+def _shown_field(snapshot: Snapshot, rule: Rule, name: str) -> tuple[str, str]:
+    """(schema name, as warnings show it: ``Stage (mx_Custom_2)``) of the field ``name`` of the
+    type ``rule`` changes."""
+    data = snapshot.types.get(rule.opportunity_type)
+    meta = data.meta.field(name) if data is not None else None
+    return name, field_name(name, meta.display_name if meta is not None else None)
 
 
 def _after_state(snapshot: Snapshot, changes: Sequence[OpportunityChange]) -> Snapshot:
@@ -900,8 +911,12 @@ def _after_state(snapshot: Snapshot, changes: Sequence[OpportunityChange]) -> Sn
 
 
 def _nonconvergent_warning(
-    rule: Rule, name: str, found: Sequence[tuple[str, FieldChange]], mask: Collection[str]
+    rule: Rule,
+    field: tuple[str, str],
+    found: Sequence[tuple[str, FieldChange]],
+    mask: Collection[str],
 ) -> str:
+    name, shown_name = field
     value = next((v for v in rule.set if v.field.lower() == name.lower()), None)
     if value is not None and value.reads_now:
         why = "its template reads `now`"
@@ -918,7 +933,7 @@ def _nonconvergent_warning(
     count = len(found)
     return (
         f"{NONCONVERGENT} '{rule.name}' ({_source(rule.location)}): {why}, so it would change "
-        f"{name} again after this plan is applied, e.g. {found[0][0]}: {shown} "
+        f"{shown_name} again after this plan is applied, e.g. {found[0][0]}: {shown} "
         f"({count} {'opportunity' if count == 1 else 'opportunities'}); every plan would "
         "change it again. Make the rule settle, or give it once: true if it is a one-off job "
         "(apply refuses this plan without --allow-nonconvergent)"

@@ -5,8 +5,10 @@ of them prints or reads the clock, so the same plan always renders the same way.
 
 JSON is the machine form and carries the real values (``apply`` needs them). Text and Markdown
 are what people and CI logs see: there, every value of a ``mask``ed field is ``***`` (summary
-included), user ids are shown as "Name <email>", and control or invisible characters in values
-are escaped so that a value cannot forge a line or colour the terminal.
+included), user ids are shown as "Name <email>", fields by the name LeadSquared's screens show
+and their schema name (``Stage (mx_Custom_2)``, from the plan's ``field_labels``), and control
+or invisible characters in values are escaped so that a value cannot forge a line or colour the
+terminal.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from lsqsync.display import (
     EMPTY,
     MARKDOWN_LIMIT,
     MASKED,
+    FieldNames,
     capped,
     clean,
     is_masked,
@@ -108,6 +111,7 @@ class _View:
         self._labels = {k.casefold(): v for k, v in plan.labels.items()}
         self._type_names = {t.opportunity_type: t.name for t in plan.summary.types}
         self._rule_files = {r.name: r.source.rpartition(":")[0] for r in plan.summary.rules}
+        self.field = FieldNames(plan.field_labels)  # (schema name, type code) → shown name
         self.safety_notes = self._safety_notes(safety)
 
     def _safety_notes(self, safety: Safety) -> list[str]:
@@ -173,7 +177,7 @@ class _View:
         are merged."""
         merged: Counter[tuple[str, str, str]] = Counter()
         for t in self.plan.summary.transitions:
-            key = (clean(t.field), self.value(t.field, t.before), self.value(t.field, t.after))
+            key = (self.field(t.field), self.value(t.field, t.before), self.value(t.field, t.after))
             merged[key] += t.count
         ordered = sorted(merged.items(), key=lambda kv: -kv[1])  # stable: keeps the plan's order
         return [_Transition(f, b, a, n) for (f, b, a), n in ordered]
@@ -181,7 +185,8 @@ class _View:
     def field_counts(self) -> list[tuple[str, int]]:
         counts = Counter(f.field for opp in self.plan.changes for f in opp.changes)
         return [
-            (clean(name), n) for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+            (self.field(name), n)
+            for name, n in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
         ]
 
     def title(self) -> str:
@@ -314,14 +319,14 @@ def _field_lines(
     the values on a line each, long ones cut."""
     before, after = view.value(f.field, f.before), view.value(f.field, f.after)
     provenance = view.provenance(f) + view.mark(opp, f)
-    line = f"    {tilde} {clean(f.field)}: {before} {ARROW} {after}   {provenance}"
+    name = view.field(f.field, opp.opportunity_type)
+    line = f"    {tilde} {name}: {before} {ARROW} {after}   {provenance}"
     if len(line) <= LINE_LIMIT:
         return [
-            f"    {tilde} {clean(f.field)}: {paint(RED, before)} {ARROW} {paint(GREEN, after)}"
-            f"   {provenance}"
+            f"    {tilde} {name}: {paint(RED, before)} {ARROW} {paint(GREEN, after)}   {provenance}"
         ]
     return [
-        f"    {tilde} {clean(f.field)}:   {provenance}",
+        f"    {tilde} {name}:   {provenance}",
         f"        {paint(RED, capped(before, VALUE_LIMIT))}",
         f"     {ARROW} {paint(GREEN, capped(after, VALUE_LIMIT))}",
     ]
@@ -408,7 +413,7 @@ def _diff_blocks(view: _View) -> Iterator[str]:
     for opp in view.plan.changes:
         lines = [f"~ {view.opportunity_title(opp)}"]
         for f in opp.changes:
-            name = clean(f.field)
+            name = view.field(f.field, opp.opportunity_type)
             lines.append(f"-     {name}: {view.value(f.field, f.before)}")
             lines.append(
                 f"+     {name}: {view.value(f.field, f.after)}   "

@@ -94,6 +94,23 @@ def load(config: Config) -> TypeSnapshots:
     return TypeSnapshots(shown, True, files, tuple(problems))
 
 
+def field_labels(
+    config: Config, recorded: Mapping[int, Mapping[str, str]]
+) -> dict[int, dict[str, str]]:
+    """Display names for outputs that read no metadata (``state show``): ``recorded`` (type code
+    → schema name → display name, e.g. a run's), completed from the project's snapshot files
+    for what it lacks (a run older than the labels). A snapshot folder or file that cannot be
+    read adds nothing: a field is then named by its schema name."""
+    try:
+        snapshots = load(config)
+    except (LsqsyncError, OSError):
+        snapshots = TypeSnapshots("", False, {}, ())
+    labels = {code: meta.display_names for code, meta in snapshots.types.items()}
+    for code, names in recorded.items():
+        labels[code] = {**labels.get(code, {}), **names}
+    return labels
+
+
 def read_file(path: Path, shown: str) -> TypeFile | Problem:
     """One snapshot file, or the problem that keeps it from being used."""
     at = Location(shown, 1, 1)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any, Literal, get_args
 
 from lsqsync.display import (
     MARKDOWN_LIMIT,
+    FieldNames,
     capped,
     clean,
     csv_cell,
@@ -82,6 +83,7 @@ CSV_COLUMNS: tuple[str, ...] = (
     "rule",
     "current",
     "verified",
+    "field_label",
 )
 
 
@@ -158,23 +160,28 @@ def render_run(
     fmt: RunFormat = "text",
     *,
     mask: Collection[str] = (),
+    field_labels: Mapping[int, Mapping[str, str]] | None = None,
 ) -> str:
     """One run and its field results for `lsqsync state show`: text for a terminal, JSON, or
     CSV (one row per field result) for a spreadsheet. Values of the fields in ``mask`` are
-    shown as ***, in every format."""
+    shown as ***, in every format. ``field_labels`` (type code → schema name → display name)
+    name the fields as LeadSquared's screens do: ``Stage (mx_Custom_2)`` for people, a
+    ``field_label`` beside the schema name for tools."""
     if fmt not in RUN_FORMATS:
         raise ValueError(f"unknown format {fmt!r} (expected one of {', '.join(RUN_FORMATS)})")
-
+    names = FieldNames(field_labels)
     if fmt == "json":
-        return _run_json(run, results, mask)
+        return _run_json(run, results, mask, names)
     if fmt == "csv":
-        return _run_csv(run, results, mask)
+        return _run_csv(run, results, mask, names)
     if fmt == "markdown":
-        return _run_markdown(run, results, mask)
-    return _run_text(run, results, mask)
+        return _run_markdown(run, results, mask, names)
+    return _run_text(run, results, mask, names)
 
 
-def _run_json(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+def _run_json(
+    run: Run, results: Sequence[FieldResult], mask: Collection[str], names: FieldNames
+) -> str:
     """The run and every field result, for tools."""
     return _json(
         {
@@ -185,6 +192,7 @@ def _run_json(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
                     "opportunity_id": r.opportunity_id,
                     "opportunity_type": r.opportunity_type,
                     "field": r.field,
+                    "field_label": names.label(r.field, r.opportunity_type),
                     "before": masked(r.field, r.before, mask),
                     "after": masked(r.field, r.after, mask),
                     "current": masked(r.field, r.current, mask),
@@ -199,7 +207,9 @@ def _run_json(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
     )
 
 
-def _run_csv(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+def _run_csv(
+    run: Run, results: Sequence[FieldResult], mask: Collection[str], names: FieldNames
+) -> str:
     """One row per field result, each cell safe to open in a spreadsheet."""
     out = io.StringIO()
     writer = csv.writer(out)
@@ -219,12 +229,15 @@ def _run_csv(run: Run, results: Sequence[FieldResult], mask: Collection[str]) ->
                 r.rule,
                 masked(r.field, r.current, mask),
                 r.verified,
+                names.label(r.field, r.opportunity_type),
             )
         )
     return out.getvalue()
 
 
-def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+def _run_text(
+    run: Run, results: Sequence[FieldResult], mask: Collection[str], names: FieldNames
+) -> str:
     counts = ", ".join(f"{getattr(run.counts, k)} {label}" for k, label in _COUNT_LABELS)
     lines = [
         f"Run {run.id}: {run.outcome}",
@@ -247,7 +260,7 @@ def _run_text(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -
             (
                 r.opportunity_id,
                 str(r.opportunity_type),
-                r.field,
+                names(r.field, r.opportunity_type),
                 shown(r.before, is_masked(r.field, mask)),
                 shown(r.after, is_masked(r.field, mask)),
                 r.status,
@@ -299,9 +312,13 @@ def problems(*groups: Sequence[FieldResult]) -> list[FieldResult]:
     return sorted(found, key=lambda r: (_PROBLEM_RANK[problem(r) or ""], r.opportunity_id, r.field))
 
 
-def problem_lines(results: Sequence[FieldResult], mask: Collection[str] = ()) -> list[str]:
+def problem_lines(
+    results: Sequence[FieldResult], mask: Collection[str] = (), names: FieldNames | None = None
+) -> list[str]:
     """One line per field that needs a person: what it is, what was planned, what LeadSquared
-    holds now, and why — ``stale  ID (12003) Status: "Open" → "Won", now "Lost": …``."""
+    holds now, and why — ``stale  ID (12003) Stage (mx_Custom_2): "Open" → "Won", now "Lost":
+    …`` (``names``: how fields are named; by schema name when None)."""
+    names = names or FieldNames()
     labels = dict(PROBLEMS)
     kinds = [problem(r) or "" for r in results]
     width = max((len(labels[k]) for k in kinds), default=0)
@@ -313,7 +330,8 @@ def problem_lines(results: Sequence[FieldResult], mask: Collection[str] = ()) ->
         why = "not persisted" if kind == "not_persisted" else r.message or labels[kind]
         lines.append(
             f"{labels[kind]:<{width}}  {clean(r.opportunity_id)} ({r.opportunity_type}) "
-            f"{clean(r.field)}: {planned}, now {now}: {capped(clean(why), 160)}"
+            f"{names(r.field, r.opportunity_type)}: {planned}, now {now}: "
+            f"{capped(clean(why), 160)}"
         )
     return lines
 
@@ -321,7 +339,9 @@ def problem_lines(results: Sequence[FieldResult], mask: Collection[str] = ()) ->
 MARKDOWN_ROWS = 200  # problem rows shown in a pull-request comment; the rest: --format csv
 
 
-def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str]) -> str:
+def _run_markdown(
+    run: Run, results: Sequence[FieldResult], mask: Collection[str], names: FieldNames
+) -> str:
     """A run for a pull-request comment: what happened, the counts, and every field that needs a
     person (stale, failed, unknown, not sent); applied fields are only counted."""
     c = run.counts
@@ -362,7 +382,8 @@ def _run_markdown(run: Run, results: Sequence[FieldResult], mask: Collection[str
         hidden = is_masked(r.field, mask)
         before, after = shown(r.before, hidden), shown(r.after, hidden)
         status = labels[problem(r) or ""]
-        cells = (r.opportunity_id, r.field, status, before, after, _message(r, hidden))
+        field = names(r.field, r.opportunity_type)
+        cells = (r.opportunity_id, field, status, before, after, _message(r, hidden))
         row = "| " + " | ".join(md(clean(x)) for x in cells) + " |"
         if count == MARKDOWN_ROWS or size + len(row) + 200 > MARKDOWN_LIMIT:
             lines.append(f"| … {len(listed) - count} more | | | | | |")

@@ -180,14 +180,36 @@ def _v4_verified(db: Sql, now: str) -> None:
     )
 
 
+def _v5_field_labels(db: Sql, now: str) -> None:
+    # the display name of each field a run names, as the plan it applied had it from the
+    # metadata: `state show` says "Stage (mx_Custom_2)" without the network. Older runs have
+    # none (state show falls back to the types snapshot, then to the schema name).
+    db.execute(
+        """CREATE TABLE field_labels (
+            run_id TEXT NOT NULL REFERENCES runs (id),
+            opportunity_type INTEGER NOT NULL,
+            field TEXT NOT NULL,
+            label TEXT NOT NULL,
+            PRIMARY KEY (run_id, opportunity_type, field)
+        )"""
+    )
+
+
 # Applied in order, each in its own transaction with the new version: schema version N is
 # MIGRATIONS[:N]. A new version is one more function appended to both tuples.
-MIGRATIONS: tuple[Migration, ...] = (_v1_initial, _v2_current, _v3_not_sent, _v4_verified)
+MIGRATIONS: tuple[Migration, ...] = (
+    _v1_initial,
+    _v2_current,
+    _v3_not_sent,
+    _v4_verified,
+    _v5_field_labels,
+)
 POSTGRES_MIGRATIONS: tuple[Migration, ...] = (
     _v1_initial_postgres,
     _v2_current,
     _v3_not_sent_postgres,
     _v4_verified,
+    _v5_field_labels,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -246,6 +268,12 @@ TABLES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("opportunity_id", "field", "opportunity_type", "value", "run_id", "written"),
         ("opportunity_id", "field"),
     ),
+    "field_labels": (
+        ("run_id", "opportunity_type", "field", "label"),
+        ("run_id", "opportunity_type", "field"),
+    ),
 }
 # columns an older schema version lacks
 ADDED_IN = {("results", "current"): 2, ("results", "verified"): 4}
+# tables an older schema version lacks (read as empty)
+TABLE_ADDED_IN = {"field_labels": 5}

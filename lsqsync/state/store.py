@@ -50,7 +50,7 @@ from lsqsync.state.records import (
     Run,
     Verification,
 )
-from lsqsync.state.schema import ADDED_IN, TABLES, Sql
+from lsqsync.state.schema import ADDED_IN, TABLE_ADDED_IN, TABLES, Sql
 
 __all__ = ["StateFile", "default_where", "default_who"]
 
@@ -97,9 +97,12 @@ class StateFile(Locking):
         overrides: Iterable[str] = (),
         who: str | None = None,
         where: str | None = None,
+        field_labels: Mapping[int, Mapping[str, str]] | None = None,
     ) -> Run:
         """Record a new run of the plan ``plan_digest`` (needs the lock; the lock then names the
-        run). ``who``/``where`` default to this process's user@host and directory or CI job."""
+        run). ``who``/``where`` default to this process's user@host and directory or CI job;
+        ``field_labels`` (type code → schema name → display name: the plan's) are kept with the
+        run, for `state show`."""
         started = self._stamp()
         run = Run(
             id=_new_run_id(self._now()),
@@ -119,6 +122,7 @@ class StateFile(Locking):
                 (run.id, run.who, run.where, plan_digest, started, json.dumps(run.overrides)),
             )
             db.execute("UPDATE lock SET run_id = ? WHERE id = ?", (run.id, self._lock_id))
+            _write_field_labels(db, run.id, field_labels or {})
         logger.info("state: run=%s begun plan=%s", run.id, plan_digest)
         return run
 
@@ -433,6 +437,20 @@ class StateFile(Locking):
             )
         )
 
+    def field_labels(self, run_id: str) -> dict[int, dict[str, str]]:
+        """The display names run ``run_id`` recorded for its fields (type code → schema name →
+        display name); none for a run of a state older than schema 5."""
+        if self._version < TABLE_ADDED_IN["field_labels"]:
+            return {}
+        labels: dict[int, dict[str, str]] = {}
+        for code, field, label in self._read(
+            "SELECT opportunity_type, field, label FROM field_labels WHERE run_id = ? "
+            "ORDER BY opportunity_type, field",
+            (run_id,),
+        ):
+            labels.setdefault(int(code), {})[field] = label
+        return labels
+
     def _result_columns(self, prefix: str = "") -> str:
         """FieldResult's columns, NULL for those an older schema lacks."""
         columns = [
@@ -558,6 +576,8 @@ class StateFile(Locking):
         """Every row of ``table`` (one of schema.TABLES) in the order of its key, with the
         columns of the latest schema (None for a column an older state lacks)."""
         columns, key = TABLES[table]
+        if self._version < TABLE_ADDED_IN.get(table, 0):
+            return
         shown = ", ".join(
             c if self._version >= ADDED_IN.get((table, c), 0) else "NULL" for c in columns
         )
@@ -613,6 +633,17 @@ def _upsert(table: str, columns: Sequence[str], key: Sequence[str]) -> str:
         f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks(columns)}) "
         f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {updates}"
     )
+
+
+def _write_field_labels(db: Sql, run_id: str, labels: Mapping[int, Mapping[str, str]]) -> None:
+    rows = [
+        (run_id, code, field, label)
+        for code, names in sorted(labels.items())
+        for field, label in sorted(names.items())
+        if label
+    ]
+    if rows:
+        db.executemany("INSERT INTO field_labels VALUES (?, ?, ?, ?)", rows)
 
 
 def _check_results(results: Sequence[FieldResult]) -> None:

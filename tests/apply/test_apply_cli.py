@@ -247,16 +247,15 @@ def test_drift_after_a_hand_edit_and_rollback_of_a_run(
     code, out, _ = run(["drift"], capsys)
     assert code == 2
     assert "\nDrift: 1 field changed outside lsqsync.\n" in out
-    assert f"~ {edited.id} (type {edited.opportunity_type}) {field.field}: wrote " in out
+    label = plan.field_labels[edited.opportunity_type][field.field]  # as the plan recorded it
+    shown = f"{label} ({field.field})" if label != field.field else field.field
+    assert f"~ {edited.id} (type {edited.opportunity_type}) {shown}: wrote " in out
 
     with StateFile.open(project / ".lsqsync" / "state.db", create=False) as st:
         (applied_run,) = st.runs()
     code, out, _ = run(["rollback", applied_run.id, "--out", "back.json"], capsys)
     assert code == 0
-    assert (
-        f"1 field changed since run {applied_run.id} is left alone: {edited.id} {field.field}"
-        in out
-    )
+    assert f"1 field changed since run {applied_run.id} is left alone: {edited.id} {shown}" in out
     _, fields = planned(out)
     code, out, _ = run(["apply", "back.json"], capsys)
     assert code == 0

@@ -73,7 +73,7 @@ def test_while_the_premise_holds_every_field_is_sent() -> None:
 
 def test_the_lost_deal_gets_none_of_the_rules_fields() -> None:
     now = {**AS_PLANNED, "Status": "Lost", "mx_Custom_2": "No Budget"}
-    why = 'premise changed: Status "Open" → "Lost", mx_Custom_2 "Negotiation" → "No Budget"'
+    why = 'premise changed: Status "Open" → "Lost", Stage (mx_Custom_2) "Negotiation" → "No Budget"'
     assert decided(LOST_DEAL, now) == ([], [
         ("Status", "stale", "changed in LeadSquared since the plan", "Lost"),
         ("mx_Custom_2", "stale", "changed in LeadSquared since the plan", "No Budget"),
@@ -84,7 +84,7 @@ def test_the_lost_deal_gets_none_of_the_rules_fields() -> None:
 
 def test_a_premise_field_that_is_not_written_holds_the_fields_back_too() -> None:
     now = {**AS_PLANNED, "mx_Custom_6": "1000"}
-    why = 'premise changed: mx_Custom_6 "300000" → "1000"'
+    why = 'premise changed: Deal Value (mx_Custom_6) "300000" → "1000"'
     sent, settled = decided(LOST_DEAL, now)
     assert sent == []
     assert settled == [
@@ -99,7 +99,9 @@ def test_a_premise_field_emptied_is_shown_as_empty() -> None:
     now = {**AS_PLANNED, "mx_Custom_6": None}
     sent, settled = decided(LOST_DEAL, now)
     assert sent == []
-    assert {m for _, _, m, _ in settled} == {'premise changed: mx_Custom_6 "300000" → (empty)'}
+    assert {m for _, _, m, _ in settled} == {
+        'premise changed: Deal Value (mx_Custom_6) "300000" → (empty)'
+    }
 
 
 def test_already_current_fields_stay_already_current() -> None:
@@ -133,7 +135,7 @@ def test_a_field_two_rules_set_is_held_by_either_premise() -> None:
     ]
     # both changed: one field, both reasons, each once
     assert decided(both, {**now, "Status": "Won", "mx_Custom_6": "20"})[1][0][2] == (
-        'premise changed: Status "Open" → "Won", mx_Custom_6 "500000" → "20"'
+        'premise changed: Status "Open" → "Won", Deal Value (mx_Custom_6) "500000" → "20"'
     )
 
 
@@ -144,10 +146,12 @@ def test_a_masked_premise_field_does_not_show_its_values() -> None:
     )
     now = {"mx_Custom_9": None, "mx_Custom_11": "+91 11111 22222"}
     _, settled = decided(secret, now, mask=("MX_custom_11",))
-    assert settled == [("mx_Custom_9", "stale", "premise changed: mx_Custom_11 *** → ***", None)]
+    assert settled == [
+        ("mx_Custom_9", "stale", "premise changed: Contact Phone (mx_Custom_11) *** → ***", None)
+    ]
     # emptied: that it is empty is no secret
     _, settled = decided(secret, {**now, "mx_Custom_11": None}, mask=("mx_Custom_11",))
-    assert settled[0][2] == "premise changed: mx_Custom_11 *** → (empty)"
+    assert settled[0][2] == "premise changed: Contact Phone (mx_Custom_11) *** → (empty)"
 
 
 def test_a_resumed_run_does_not_take_its_own_write_for_a_change() -> None:
@@ -332,7 +336,7 @@ def test_the_lost_deal_gets_nothing_of_the_rule_and_the_others_are_applied(
             "Won", "Closed Won", "closed by close-q4"
         )  # fmt: skip
         assert str(held["mx_Custom_8"]).startswith(CLOSED_AT[:10])
-    why = 'premise changed: Status "Open" → "Lost", mx_Custom_2 "Negotiation" → "No Budget"'
+    why = 'premise changed: Status "Open" → "Lost", Stage (mx_Custom_2) "Negotiation" → "No Budget"'
     assert stale_results(capsys) == [
         (lost, "Status", "changed in LeadSquared since the plan"),
         (lost, "mx_Custom_2", "changed in LeadSquared since the plan"),
@@ -371,7 +375,7 @@ def test_a_field_two_rules_set_is_not_written_when_one_rules_premise_changed(
     after_first, after_second = stored(connected, first), stored(connected, second)
     assert (after_first["mx_Custom_10"], after_first["mx_Custom_9"]) == ("Low", None)
     assert (after_second["mx_Custom_10"], after_second["mx_Custom_9"]) == ("High", "big deal")
-    why = 'premise changed: mx_Custom_6 "500000" → "1000"'
+    why = 'premise changed: Deal Value (mx_Custom_6) "500000" → "1000"'
     assert stale_results(capsys) == [(first, "mx_Custom_10", why), (first, "mx_Custom_9", why)]
 
 
@@ -396,10 +400,13 @@ def test_a_when_that_reads_a_field_a_person_changes(
     assert code == 3
     assert stored(connected, changed)["mx_Custom_9"] is None
     assert stored(connected, kept)["mx_Custom_9"] == "standard discount"
-    why = 'premise changed: mx_Custom_11 *** → ***, mx_Custom_7 "5" → "25"'
+    why = (
+        "premise changed: Contact Phone (mx_Custom_11) *** → ***, "
+        'Discount % (mx_Custom_7) "5" → "25"'
+    )
     assert stale_results(capsys) == [(changed, "mx_Custom_9", why)]
     code, out, _ = run(["state", "show", "last", "--format", "markdown"], capsys)
-    assert "mx\\_Custom\\_11 \\*\\*\\* → \\*\\*\\*" in out
+    assert "Contact Phone (mx\\_Custom\\_11) \\*\\*\\* → \\*\\*\\*" in out
     shown = out + err
     assert "98450" not in shown
     assert "11111" not in shown
@@ -427,7 +434,7 @@ def test_a_template_that_reads_a_field_that_changes(
     assert code == 3
     assert stored(connected, changed)["mx_Custom_9"] is None  # not "worth 150k"
     assert stored(connected, kept)["mx_Custom_9"] == "worth 150k"
-    why = 'premise changed: mx_Custom_6 "150000" → "175000"'
+    why = 'premise changed: Deal Value (mx_Custom_6) "150000" → "175000"'
     assert stale_results(capsys) == [(changed, "mx_Custom_9", why)]
     # planned again: the rule sees the new value, and nothing else is left to do
     assert run(["apply", "--auto-approve"], capsys)[0] == 0
@@ -458,7 +465,11 @@ def test_a_rollback_puts_back_an_opportunitys_fields_together_or_not_at_all(
     assert (kept["mx_Custom_9"], kept["mx_Custom_10"]) == ("keep me flagged", "High")
     assert (back["mx_Custom_9"], back["mx_Custom_10"]) == ("before", "Low")
     assert stale_results(capsys) == [
-        (edited, "mx_Custom_10", 'premise changed: mx_Custom_9 "flagged" → "keep me flagged"'),
+        (
+            edited,
+            "mx_Custom_10",
+            'premise changed: Closing Note (mx_Custom_9) "flagged" → "keep me flagged"',
+        ),
         (edited, "mx_Custom_9", "changed in LeadSquared since the plan"),
     ]
 

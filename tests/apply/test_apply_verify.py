@@ -169,7 +169,7 @@ def test_a_cleared_field_that_keeps_its_value_is_not_persisted(
     assert lines[1].startswith("  applied: 2, already current: 0, stale: 0, failed: 0, ")
     assert lines[2] == "  read back: 1 confirmed, 0 normalised, 1 not persisted"
     assert (
-        f'  not persisted  {LOAN} (12000) mx_Custom_10: "{priority}" → (empty), '
+        f'  not persisted  {LOAN} (12000) Priority (mx_Custom_10): "{priority}" → (empty), '
         f'now "{priority}": not persisted'
     ) in lines
     assert lines[-1].startswith("  details: lsqsync state show ")
@@ -247,18 +247,20 @@ def test_the_summary_names_the_fields_that_need_a_look(
     assert len(listed) == 20  # of 25, in the order of opportunity and field
     assert lines[-1] == f"  … 5 more: lsqsync state show {run_id}"
     stale = sorted([(i, "mx_Custom_9") for i in edited] + [(LOAN, "mx_Custom_11")])
-    assert [line.split()[1] + " " + line.split()[3] for line in listed] == [
-        f"{i} {field}:" for i, field in stale[:20]
+    named = {"mx_Custom_9": "Remarks (mx_Custom_9)", "mx_Custom_11": "PAN (mx_Custom_11)"}
+    found = [re.match(r"  stale  (\S+) \(12000\) (.+?): ", line) for line in listed]
+    assert [m.groups() if m else None for m in found] == [
+        (i, named[field]) for i, field in stale[:20]
     ]
     assert (
-        f'  stale  {edited[0]} (12000) mx_Custom_9: (empty) → "noted", now "by hand": changed '
-        "in LeadSquared since the plan"
+        f'  stale  {edited[0]} (12000) Remarks (mx_Custom_9): (empty) → "noted", now "by hand": '
+        "changed in LeadSquared since the plan"
     ) in listed
     # a masked field is named, its values are not
     if (LOAN, "mx_Custom_11") in stale[:20]:
         assert (
-            f"  stale  {LOAN} (12000) mx_Custom_11: *** → ***, now ***: changed in LeadSquared "
-            "since the plan"
+            f"  stale  {LOAN} (12000) PAN (mx_Custom_11): *** → ***, now ***: changed in "
+            "LeadSquared since the plan"
         ) in listed
     assert pan not in out
     assert "ZZZZZ9999Z" not in out

@@ -156,7 +156,9 @@ def test_auto_changes_are_applied_and_the_rest_wait_in_one_issue_until_none_does
     assert second.step("drift").outputs["exit-code"] == "2"
     assert len(writes(project.emu)) == before  # nothing new to apply without review
     assert "Nothing was applied without review." in second.summary
-    drift_line = f'~ {edited} (type 12003) mx_Custom_10: wrote "High" (run {run.id}), now "Low"'
+    drift_line = (
+        f'~ {edited} (type 12003) Priority (mx_Custom_10): wrote "High" (run {run.id}), now "Low"'
+    )
     assert drift_line in second.summary
     (updated,) = project.github.issues()  # the same issue, edited in place
     assert (updated["number"], updated["state"]) == (issue["number"], "open")

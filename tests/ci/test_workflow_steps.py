@@ -693,7 +693,9 @@ def test_a_field_edited_after_review_is_stale_and_the_state_is_still_saved(
         )
     _, summary = project.github.comments(7)
     assert summary["body"].startswith(f"### lsqsync apply `{run.id}`: partial\n")
-    assert f"\n| {edited['id']} | mx\\_Custom\\_9 | stale | (empty) |" in summary["body"]
+    note = {12000: "Remarks", 12003: "Closing Note"}[edited["opportunity_type"]]
+    row = f"\n| {edited['id']} | {note} (mx\\_Custom\\_9) | stale | (empty) |"
+    assert row in summary["body"]
     assert apply.summary == summary["body"]
 
 

@@ -84,11 +84,13 @@ def test_rules_that_never_settle_are_found_and_their_plan_is_refused(
     grow, stamp = warnings  # sorted by rule
     assert grow.startswith(
         "Warning: non-convergent rule 'grow-reference' (rules/review.yml:9): its template reads "
-        "the field it writes, so it would change mx_Custom_1 again after this plan is applied"
+        "the field it writes, so it would change Opportunity Name (mx_Custom_1) again after this "
+        "plan is applied"
     )
     assert stamp.startswith(
         "Warning: non-convergent rule 'stamp-review' (rules/review.yml:3): its template reads "
-        "`now`, so it would change mx_Custom_9 again after this plan is applied, e.g. "
+        "`now`, so it would change Closing Note (mx_Custom_9) again after this plan is "
+        "applied, e.g. "
     )
     assert "2026-11-27 10:00:00" in stamp
     assert "2026-11-28 11:01:01" in stamp  # now, a day, an hour, a minute and a second later

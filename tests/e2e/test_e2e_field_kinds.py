@@ -128,7 +128,9 @@ def test_a_day_picked_in_the_accounts_zone_is_that_day(
     (tmp_path / "lsqsync.yml").write_text("version: 1\nrules: [rules/]\n", encoding="utf-8")
     code, out, _ = run(["plan", "--detailed-exitcode", *NOW], capsys)
     assert code == 2
-    assert '~ mx_Custom_8: "2027-01-14 12:00:00" -> "2027-01-15 12:00:00"' in out
+    assert '~ Expected Disbursal (mx_Custom_8): "2027-01-14 12:00:00" -> "2027-01-15 12:00:00"' in (
+        out
+    )
 
 
 def test_a_field_of_an_unrecognised_type_stops_the_plan_until_declared(
@@ -156,7 +158,7 @@ def test_a_field_of_an_unrecognised_type_stops_the_plan_until_declared(
     )
     code, out, err = run(["plan", "--out", "plan.json", *NOW], capsys)
     assert code == 0, err
-    assert '~ mx_Custom_18: "BR-' in out
+    assert '~ Branch (mx_Custom_18): "BR-' in out
     assert '-> "BR-42"' in out
     plan = json.loads((tmp_path / "plan.json").read_text())
     assert plan["warnings"] == [

@@ -16,6 +16,8 @@ from lsqsync.state.store import StateFile
 
 NOW = ["--now", "2026-11-27 10:00:00"]
 GONE = "00000000-0000-4000-8000-0000000000aa"
+# mx_Custom_9 as drift names it: its display name in each type, then its schema name
+NOTE = {12000: "Remarks (mx_Custom_9)", 12003: "Closing Note (mx_Custom_9)"}
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -58,12 +60,13 @@ def test_accepted_drift_is_no_longer_drift_and_an_undo_brings_it_back(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     apply_run, (first, second, *_) = applied
+    note = NOTE[first["opportunity_type"]]
     edit(connected, first, "called the client: keep open")
     edit(connected, second, "")
     code, out, _ = run(["drift"], capsys)
     assert code == 2
     assert (
-        f"~ {first['opportunity_id']} (type {first['opportunity_type']}) mx_Custom_9: wrote "
+        f"~ {first['opportunity_id']} (type {first['opportunity_type']}) {note}: wrote "
         f'"{first["after"]}" (run {apply_run}), now "called the client: keep open"'
     ) in out.splitlines()
     assert out.endswith(
@@ -100,7 +103,7 @@ def test_accepted_drift_is_no_longer_drift_and_an_undo_brings_it_back(
     code, out, _ = run(["drift"], capsys)
     assert code == 2
     assert out.splitlines()[0] == (
-        f"~ {first['opportunity_id']} (type {first['opportunity_type']}) mx_Custom_9: accepted "
+        f"~ {first['opportunity_id']} (type {first['opportunity_type']}) {note}: accepted "
         f'"called the client: keep open" (run {accepting}), now "lost after all"'
     )
 
@@ -150,13 +153,14 @@ def test_accept_all_forgets_opportunities_that_no_longer_exist(
     code, out, _ = run(["drift"], capsys)
     assert code == 2
     assert out.splitlines()[0] == (
-        f'~ {GONE} (type 12003) mx_Custom_9: accepted "kept" (run {seeded.id}), '
+        f'~ {GONE} (type 12003) Closing Note (mx_Custom_9): accepted "kept" (run {seeded.id}), '
         "the opportunity no longer exists"
     )
     code, out, _ = run(["drift", "--accept", "--all"], capsys)
     assert code == 0
     assert out.splitlines()[0] == (
-        f'~ {GONE} (type 12003) mx_Custom_9: "kept" -> the opportunity no longer exists'
+        f'~ {GONE} (type 12003) Closing Note (mx_Custom_9): "kept" -> the opportunity no longer '
+        "exists"
     )
     assert run(["drift"], capsys)[0] == 0
     accepting = out.splitlines()[-1].rsplit(" ", 1)[-1]

@@ -15,6 +15,7 @@ from lsqsync.plan.model import (
     Plan,
     Premise,
     compute_digest,
+    named_fields,
     sort_changes,
     summarise,
 )
@@ -121,6 +122,14 @@ def sample_changes() -> list[OpportunityChange]:
     ]
 
 
+# Display names as the metadata gives them: Status is its own, mx_Notes means another field in
+# each type, and one name carries what Markdown and a terminal must not act on.
+FIELD_LABELS = {
+    12003: {"Status": "Status", "Owner": "Owner", "mx_Revenue": "Revenue", "mx_Notes": "Notes"},
+    12004: {"Status": "Status", "mx_Notes": "Renewal *notes* | \u202eQ1"},
+}
+
+
 def make_plan(
     changes: Sequence[OpportunityChange] | None = None,
     *,
@@ -131,6 +140,7 @@ def make_plan(
     mask: tuple[str, ...] = MASK,
     labels: dict[str, str] | None = None,
     read_calls: int = 7,
+    field_labels: dict[int, dict[str, str]] | None = None,
 ) -> Plan:
     sorted_changes = sort_changes(sample_changes() if changes is None else changes)
     inputs = Inputs(
@@ -159,6 +169,9 @@ def make_plan(
         warnings=warnings,
         labels=LABELS if labels is None else labels,
         mask=mask,
+        field_labels=named_fields(
+            sorted_changes, FIELD_LABELS if field_labels is None else field_labels
+        ),
     )
     return replace(plan, digest=compute_digest(plan))
 

@@ -205,6 +205,10 @@ EDITS = [
     pytest.param(lambda d: d["state"].update(serial=99), id="serial"),
     pytest.param(lambda d: d["labels"].update({GEORGE: MARY_LABEL}), id="labels"),
     pytest.param(lambda d: d.update(mask=[]), id="mask"),
+    # a reviewer would read "Closed On" for another field
+    pytest.param(
+        lambda d: d["field_labels"]["12003"].update(Status="Closed On"), id="field_labels"
+    ),
     pytest.param(lambda d: d["cost"].update(write_calls=0), id="cost"),
     pytest.param(lambda d: d["summary"]["types"][0].update(name="Ernie"), id="summary"),
     pytest.param(lambda d: d.update(warnings=[]), id="warnings"),
@@ -267,3 +271,19 @@ def test_a_relative_name_is_reported_as_given(
     Path("plan.json").write_text("nope")
     assert load_error(Path("plan.json")).startswith("plan.json: not a JSON file: ")
     assert os.path.exists("plan.json")
+
+
+@pytest.mark.parametrize(
+    ("edit", "problem"),
+    [
+        (lambda d: d.pop("field_labels"), "'field_labels' is required"),
+        (lambda d: d.update(field_labels={"Deal": {}}), "field_labels: "),
+        (lambda d: d.update(field_labels={"12003": {"Status": ""}}), "field_labels.12003.Status: "),
+        (lambda d: d.update(field_labels={"12003": {"Status": 7}}), "field_labels.12003.Status: "),
+    ],
+)
+def test_field_labels_of_the_wrong_shape_are_refused(
+    tmp_path: Path, edit: Callable[[dict[str, Any]], object], problem: str
+) -> None:
+    path = saved(tmp_path, edit, sample_plan())
+    assert f"{path}: {problem}" in load_error(path)

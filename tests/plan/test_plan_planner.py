@@ -724,9 +724,9 @@ def test_a_rule_another_rule_re_triggers_is_non_convergent(tmp_path: Path) -> No
     assert changes(p) == [(A, "mx_Custom_10", "Low", "High")]
     assert [w.split(" again after")[0] for w in p.nonconvergent] == [
         "non-convergent rule 'lower' (rules/r.yml:7): it reads what this plan changes, so it "
-        "would change mx_Custom_10",
+        "would change Priority (mx_Custom_10)",
         "non-convergent rule 'lower' (rules/r.yml:7): it reads what this plan changes, so it "
-        "would change mx_Custom_9",
+        "would change Closing Note (mx_Custom_9)",
     ]
     assert p.nonconvergent[0].endswith(
         f" this plan is applied, e.g. {A}: 'High' -> 'Low' (1 opportunity); every plan would "

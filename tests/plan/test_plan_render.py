@@ -178,7 +178,7 @@ def test_masked_values_appear_nowhere_in_renderings(rendering: Callable[[Plan], 
 
 
 def test_masked_transitions_are_merged_in_the_summary() -> None:
-    assert "    mx_Revenue: *** -> *** \u00d72" in render(sample(), "text").splitlines()
+    assert "    Revenue (mx_Revenue): *** -> *** \u00d72" in render(sample(), "text").splitlines()
 
 
 def test_masking_ignores_the_case_of_the_field_name() -> None:
@@ -218,7 +218,8 @@ def test_markdown_table_cells_escape_what_markdown_would_act_on() -> None:
         assert len({unescaped_pipes(row) for row in table}) == 1
     rows = [row for table in tables for row in table]
     assert (
-        '| mx\\_Notes | "Discount \\| 10% \\*approved\\* \\<b\\>" | "Line one\\\\nLine two:'
+        "| Notes / Renewal \\*notes\\* \\| \\\\u202eQ1 (mx\\_Notes) "
+        '| "Discount \\| 10% \\*approved\\* \\<b\\>" | "Line one\\\\nLine two:'
         ' \\\\"quoted\\\\" \\| \\@reviewer \\#12 \\$x\\$ \\`code\\` \\\\\\\\ done" | 1 |'
     ) in rows
     assert "| Owner | (empty) | Mary Hatch \\<mary.hatch\\@example.com\\> | 1 |" in rows
@@ -382,14 +383,14 @@ def test_no_text_line_passes_200_characters_and_long_values_get_lines_of_their_o
     plan = make_plan([opportunity(1, 12003, change("mx_Notes", "short", note, NOTES, 24))])
     lines = render(plan, "text").splitlines()
     assert max(map(len, lines)) <= 200
-    at = lines.index("    ~ mx_Notes:   # q4-notes (line 24)")
+    at = lines.index("    ~ Notes (mx_Notes):   # q4-notes (line 24)")
     assert lines[at + 1 : at + 3] == [
         '        "short"',
         f"     -> {display.capped(display.quote(note), 160)}",
     ]
     assert lines[at + 2].endswith("… (202 more characters)")
     # the summary's transition is cut to fit too
-    (summary,) = [line for line in lines if line.startswith('    mx_Notes: "short" -> ')]
+    (summary,) = [line for line in lines if line.startswith('    Notes (mx_Notes): "short" -> ')]
     assert summary.endswith("more characters) \u00d71")
 
 

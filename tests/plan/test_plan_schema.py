@@ -36,8 +36,9 @@ def test_the_schema_knows_the_models_format_version() -> None:
         "const": FORMAT_VERSION,
         "title": "Plan format version",
         "description": (
-            "The version of this JSON form. 2 added the premises of each change and a digest "
-            "over the whole plan; plans of format 1 are refused (make a new plan)."
+            "The version of this JSON form. 2 added the premises of each change, a digest over "
+            "the whole plan and the field labels; plans of format 1 are refused (make a new "
+            "plan)."
         ),
     }
     assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 2, "tests": 1}
@@ -59,14 +60,17 @@ def objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]
 
 def test_every_record_refuses_unknown_keys_and_every_map_says_what_it_holds() -> None:
     found = dict(objects(SCHEMA))
-    assert len(found) == 15  # 11 records, 4 maps (files, vars, labels, a premise's reads)
+    # 11 records, 6 maps (files, vars, labels, a premise's reads, field labels by type code and
+    # each type's by schema name)
+    assert len(found) == 17
     for path, schema in found.items():
         if "properties" in schema:  # a record
             assert schema["additionalProperties"] is False, path
             assert set(schema["required"]) == set(schema["properties"]) - {"$schema"}, path
-        else:  # a map: its values' schema, and non-empty keys
+        else:  # a map: its values' schema, and non-empty keys (type codes: digits)
             assert "additionalProperties" in schema, path
-            assert schema["propertyNames"] == {"minLength": 1}, path
+            keys = {"pattern": "^[0-9]+$"} if path.endswith("field_labels") else {"minLength": 1}
+            assert schema["propertyNames"] == keys, path
 
 
 @pytest.mark.parametrize("name", PLANS)

@@ -102,14 +102,18 @@ OPPORTUNITY                           TYPE   FIELD         BEFORE   AFTER       
 """  # noqa: E501 - the table is as wide as it is
 
 CSV = (
-    "run,opportunity,type,field,before,after,status,message,rule,current,verified\r\n"
-    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,Status,Open,Won,applied,,close-won,,confirmed\r\n"
-    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_11,***,***,applied,,fix-phone,***,normalised\r\n"
-    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_9,old,,applied,,clear-notes,old,not_persisted\r\n"
-    '20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Owner,,"\'=HYPERLINK(""http://x"")",stale,edited,owners,u9,\r\n'
-    '20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Status,Open,Won,failed,"MXInvalid: Status\nlocked",close-won,,\r\n'  # noqa: E501
-    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12004,mx_Amount,-12.5,-12.5,already_current,,amounts,,\r\n"
+    "run,opportunity,type,field,before,after,status,message,rule,current,verified,field_label\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,Status,Open,Won,applied,,close-won,,confirmed,Status\r\n"
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_11,***,***,applied,,fix-phone,***,normalised,Contact Phone\r\n"  # noqa: E501
+    "20240501-100000-3fa2c1,4f530c63-4c93-4150-8b8e-83487befb3b2,12003,mx_Custom_9,old,,applied,,clear-notes,old,not_persisted,Closing Note\r\n"  # noqa: E501
+    '20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Owner,,"\'=HYPERLINK(""http://x"")",stale,edited,owners,u9,,\r\n'
+    '20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12003,Status,Open,Won,failed,"MXInvalid: Status\nlocked",close-won,,,Status\r\n'  # noqa: E501
+    "20240501-100000-3fa2c1,7d2e9a10-1b3c-4d5e-8f70-91a2b3c4d5e6,12004,mx_Amount,-12.5,-12.5,already_current,,amounts,,,\r\n"
 )
+# the display names the run recorded: Owner has none, type 12004 none at all
+LABELS = {
+    12003: {"Status": "Status", "mx_Custom_11": "Contact Phone", "mx_Custom_9": "Closing Note"}
+}
 
 
 def run_json(run: Run) -> dict[str, Any]:
@@ -169,6 +173,7 @@ def test_show_as_json() -> None:
                 "opportunity_id": r.opportunity_id,
                 "opportunity_type": r.opportunity_type,
                 "field": r.field,
+                "field_label": LABELS.get(r.opportunity_type, {}).get(r.field),
                 "before": "***" if r.field in MASK else r.before,
                 "after": "***" if r.field in MASK else r.after,
                 "current": "***" if r.field in MASK else r.current,
@@ -180,13 +185,14 @@ def test_show_as_json() -> None:
             for r in RESULTS
         ],
     }
-    out = render_run(RUN, RESULTS, "json", mask=MASK)
+    out = render_run(RUN, RESULTS, "json", mask=MASK, field_labels=LABELS)
     assert out == json.dumps(expected, indent=2) + "\n"
     assert json.loads(out)["results"][3]["before"] is None
+    assert json.loads(out)["results"][1]["field_label"] == "Contact Phone"
 
 
 def test_show_as_csv_for_a_spreadsheet() -> None:
-    out = render_run(RUN, RESULTS, "csv", mask=MASK)
+    out = render_run(RUN, RESULTS, "csv", mask=MASK, field_labels=LABELS)
     assert out == CSV
     rows = list(csv.reader(io.StringIO(out)))
     assert len(rows) == 1 + len(RESULTS)

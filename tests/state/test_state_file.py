@@ -71,9 +71,11 @@ def test_pragmas_rollback_journal_full_sync_foreign_keys(state_path: Path) -> No
 
 def test_schema_version_and_tables(state_path: Path) -> None:
     with StateFile.open(state_path) as state:
-        assert state.schema_version == SCHEMA_VERSION == 4
-    assert user_version(state_path) == 4
-    assert tables(state_path) >= {"state", "runs", "batches", "results", "last_written", "lock"}
+        assert state.schema_version == SCHEMA_VERSION == 5
+    assert user_version(state_path) == 5
+    assert tables(state_path) >= {
+        *("state", "runs", "batches", "results", "last_written", "lock", "field_labels")
+    }
 
 
 def test_a_new_migration_is_applied_once_in_order(
@@ -150,7 +152,7 @@ def test_a_file_from_a_newer_lsqsync_is_refused(state_path: Path) -> None:
     with pytest.raises(StateError) as caught:
         StateFile.open(state_path)
     assert str(caught.value) == (
-        f"{state_path}: state file schema version 7 is newer than this lsqsync supports (4); "
+        f"{state_path}: state file schema version 7 is newer than this lsqsync supports (5); "
         "upgrade lsqsync to use it"
     )
     assert user_version(state_path) == 7  # untouched

@@ -51,7 +51,9 @@ def test_each_workspace_is_a_schema_of_its_own_beside_the_registry(pg: PgServer)
     tables = pg.execute(
         "SELECT tablename FROM pg_tables WHERE schemaname = 'lsqsync_default'", database
     )
-    assert {t[0] for t in tables} == {"state", "runs", "batches", "results", "last_written", "lock"}
+    assert {t[0] for t in tables} == {
+        *("state", "runs", "batches", "results", "last_written", "lock", "field_labels")
+    }
 
 
 def test_a_new_migration_is_applied_once_per_workspace(

@@ -13,6 +13,7 @@ from state_helpers import DIGEST, OPP_A, OPP_B, OTHER_DIGEST, Clock, result
 from lsqsync.errors import StateError
 from lsqsync.state import database as state_module
 from lsqsync.state.records import FieldResult, Verification
+from lsqsync.state.schema import SCHEMA_VERSION
 from lsqsync.state.store import StateFile
 
 
@@ -124,7 +125,7 @@ def test_a_version_3_file_gains_the_verified_column_and_keeps_its_results(
         assert sf.results(run_id)[0].verified is None
         assert sf.schema_version == 3
     with StateFile.open(state_path) as sf:
-        assert sf.schema_version == 4
+        assert sf.schema_version == SCHEMA_VERSION
         sf.record_verification([Verification(run_id, OPP_A, "Status", "confirmed", None)])
         assert sf.run(run_id).counts.confirmed == 1
     with sqlite3.connect(state_path) as db, pytest.raises(sqlite3.IntegrityError):
