@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from lsqsync.display import closest
+from lsqsync.display import closest, field_name
 from lsqsync.documents.problems import Problem
 from lsqsync.documents.yamlsource import Location
 from lsqsync.lsq import FieldMeta, OpportunityType
@@ -71,10 +71,9 @@ def find(t: OpportunityType, name: str) -> FieldMeta | Ambiguous | None:
 
 
 def label(meta: FieldMeta) -> str:
-    """``Stage (mx_Custom_2)``, or the schema name alone when the display name says nothing more."""
-    if meta.display_name and meta.display_name != meta.schema_name:
-        return f"{meta.display_name} ({meta.schema_name})"
-    return meta.schema_name
+    """``Stage (mx_Custom_2)``, or the schema name alone when the display name says nothing more
+    (as every output names fields: ``display.field_name``)."""
+    return field_name(meta.schema_name, meta.display_name)
 
 
 def suggestions(t: OpportunityType) -> list[str]:
