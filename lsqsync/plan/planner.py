@@ -41,6 +41,7 @@ from lsqsync.plan.model import (
 )
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
 from lsqsync.rules import metadata as online
+from lsqsync.rules import templates
 from lsqsync.rules.project import Condition, FieldValue, Project, Rule
 from lsqsync.rules.templates import TemplateProblem
 
@@ -144,7 +145,7 @@ def _build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOp
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
-    warnings += nonconvergence(project, snapshot, users, options, changes)
+    warnings += nonconvergence(project, snapshot, users, options, changes, desired)
     again = reapplied(changes, snapshot, options.rolled_back)
     warnings += reapplied_warnings(changes, again)
     if options.check_safety:
@@ -180,9 +181,11 @@ def _desired_values(
     users: tuple[Mapping[str, str], Mapping[str, str]],
     options: PlanOptions,
     problems: _Problems,
+    only: Mapping[int, Collection[str]] | None = None,
 ) -> tuple[dict[tuple[int, str], dict[str, _Desired]], list[str]]:
     """What the rules want, by (type, lower-cased id) and field, and a warning for each rule that
-    names opportunities that do not exist."""
+    names opportunities that do not exist. ``only``: by id(rule), the opportunities (lower-cased
+    ids) to evaluate each rule on (None: all it selects)."""
     warnings: list[str] = []
     desired: dict[tuple[int, str], dict[str, _Desired]] = defaultdict(dict)
     for rule in project.rules:
@@ -194,6 +197,9 @@ def _desired_values(
         selection, missing = _select(rule, data)
         if missing:
             warnings.append(_missing_warning(rule, missing))
+        if only is not None:
+            keep = only[id(rule)]
+            selection = [(r, row) for r, row in selection if r.id.lower() in keep]
         _plan_rule(rule, selection, data, users, project, options, problems, desired)
     return desired, warnings
 
@@ -214,28 +220,85 @@ def _changes(
     snapshot: Snapshot,
     problems: _Problems,
 ) -> list[OpportunityChange]:
-    """The opportunities whose desired values differ from their current ones, in (type, id)
-    order, with only the fields that differ."""
+    """The opportunities whose desired values differ from their current ones, with only the
+    fields that differ: checked in (type, id) order, returned as ``sort_changes`` orders them
+    (by id; each change's fields, rules and premises sorted), so that the plan need not rebuild
+    every change to sort it. Equal field changes and premises are one object (``_Shared``)."""
     changes: list[OpportunityChange] = []
-    # the fields each rule reads, and the parents of the dependent fields it sets, by id(rule)
-    reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+    shared = _Shared()
     typed = _TypedValues()
-    for (code, opp_id), fields in sorted(desired.items()):
+    dependents = _Dependents()
+    for code, opp_id in _in_type_order(desired):
+        fields = desired[(code, opp_id)]
         data = snapshot.types[code]
         record = data.records[opp_id]
-        _check_dependents(record, data, fields, problems)
-        field_changes = _field_changes(record, data, fields, typed)
+        dependents.check(record, data, fields, problems)
+        field_changes = _field_changes(record, data, fields, typed, shared)
         if field_changes:
+            field_changes.sort(key=_by_field)
             changes.append(
                 OpportunityChange(
                     record.id,
                     code,
-                    tuple(f.rule for f in field_changes),
+                    shared.rules(field_changes),
                     tuple(field_changes),
-                    _premises(record, data, fields, field_changes, reads),
+                    _premises(record, data, fields, field_changes, shared),
                 )
             )
+    changes.sort(key=_by_id)  # already sorted within a type, as ids mostly are in one case
     return changes
+
+
+_by_field = operator.attrgetter("field")
+_by_id = operator.attrgetter("id")
+
+
+def _in_type_order(desired: Collection[tuple[int, str]]) -> list[tuple[int, str]]:
+    """The (type, lower-cased id) keys of ``desired``, sorted: the ids sorted per type (strings
+    compare faster than the tuples would)."""
+    per_type: dict[int, list[str]] = defaultdict(list)
+    for code, opp_id in desired:
+        per_type[code].append(opp_id)
+    return [(code, opp_id) for code in sorted(per_type) for opp_id in sorted(per_type[code])]
+
+
+class _Shared:
+    """One object for each distinct field change, premise and tuple of rules of a plan: they
+    repeat a lot (the same transition, the same values read), which saves building, memory and
+    writing them (``changes_text`` writes each object's text once). They are immutable."""
+
+    def __init__(self) -> None:
+        self._fields: dict[tuple[int, str | None, str], FieldChange] = {}
+        self._premises: dict[tuple[Any, ...], Premise] = {}
+        self._rules: dict[tuple[str, ...], tuple[str, ...]] = {}
+        # the fields each rule reads, and the parents of the dependent fields it sets
+        self.reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+    def field(self, name: str, shown: str | None, want: _Desired) -> FieldChange:
+        key = (id(want.value), shown, want.wire)  # the value names the rule, field and source
+        found = self._fields.get(key)
+        if found is None:
+            source = _source(want.value.location)
+            found = self._fields[key] = FieldChange(name, shown, want.wire, want.rule.name, source)
+        return found
+
+    def rules(self, changes: Sequence[FieldChange]) -> tuple[str, ...]:
+        """The rules of ``changes``, sorted, each once."""
+        names = tuple(f.rule for f in changes)
+        found = self._rules.get(names)
+        if found is None:
+            found = self._rules[names] = tuple(sorted(set(names)))
+        return found
+
+    def premise(
+        self, rule: Rule, held: tuple[str, ...], names: tuple[str, ...], values: tuple[Any, ...]
+    ) -> Premise:
+        key = (id(rule), held, names, values)
+        found = self._premises.get(key)
+        if found is None:
+            read = tuple(zip(names, values, strict=True))
+            found = self._premises[key] = Premise(rule.name, held, read)
+        return found
 
 
 def _premises(
@@ -243,12 +306,12 @@ def _premises(
     data: TypeData,
     fields: Mapping[str, _Desired],
     changed: Sequence[FieldChange],
-    reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]],
+    shared: _Shared,
 ) -> tuple[Premise, ...]:
-    """The premise of each rule that wants one of the ``changed`` fields of ``record``: the
-    values the rule read, as read (only the fields read, only for the opportunities that change;
-    ``apply`` compares them with the codec, so nothing is parsed here). ``reads`` caches each
-    rule's fields."""
+    """The premise of each rule that wants one of the ``changed`` fields of ``record``, sorted
+    by rule: the values the rule read, as read (only the fields read, only for the
+    opportunities that change; ``apply`` compares them with the codec, so nothing is parsed
+    here)."""
     holds: dict[int, tuple[Rule, list[str]]] = {}
     for f in changed:
         want = fields[f.field]
@@ -259,15 +322,21 @@ def _premises(
             else:
                 entry[1].append(f.field)
     premises = []
+    reads, values = shared.reads, record.values
     for key, (rule, held) in holds.items():
         names, parents = reads.get(key) or reads.setdefault(key, _read_fields(rule, data.meta))
         # a parent counts only where it was read (for the rule's type, by any rule)
-        if parents and (seen := tuple(p for p in parents if p in record.values)):
+        if parents and (seen := tuple(p for p in parents if p in values)):
             names = tuple(sorted((*names, *seen)))
         if names:
-            read = tuple(zip(names, map(record.values.get, names), strict=True))
-            premises.append(Premise(rule.name, tuple(sorted(held)), read))
+            read = tuple(map(values.get, names))
+            premises.append(shared.premise(rule, tuple(sorted(held)), names, read))
+    if len(premises) > 1:
+        premises.sort(key=_by_rule)
     return tuple(premises)
+
+
+_by_rule = operator.attrgetter("rule")
 
 
 def _read_fields(rule: Rule, meta: OpportunityType) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -296,19 +365,18 @@ def _field_changes(
     data: TypeData,
     fields: Mapping[str, _Desired],
     typed: _TypedValues,
+    shared: _Shared,
 ) -> list[FieldChange]:
     """The fields of one opportunity whose desired value is not the value it has (as
     ``codec.same`` decides, with each value typed once: see ``_TypedValues``)."""
     field_changes = []
+    values, field = record.values, data.meta.field
     for name, want in fields.items():
-        meta = data.meta.field(name)
+        meta = field(name)
         assert meta is not None  # unknown fields never reach `desired`
-        before = record.values.get(name)
-        current, shown = typed.read(meta, before)
+        current, shown = typed.read(meta, values.get(name))
         if current != typed.read(meta, want.wire)[0]:
-            field_changes.append(
-                FieldChange(name, shown, want.wire, want.rule.name, _source(want.value.location))
-            )
+            field_changes.append(shared.field(name, shown, want))
     return field_changes
 
 
@@ -364,6 +432,7 @@ def _assemble(
         warnings=[*options.warnings, *warnings],
         labels=_labels(changes, snapshot),
         mask=config.mask,
+        presorted=True,  # as _changes builds them
     )
 
 
@@ -731,44 +800,77 @@ def _text_predicate(
     return lambda raw: (codec.text(read(raw)) or "").startswith(needle)
 
 
-def _check_dependents(
+class _Dependents:
+    """A dependent dropdown (Stage) must hold an option of its parent's (Status) planned value.
+    Each type's dependent fields are found once, and each (field, parent value, value) judged
+    once."""
+
+    def __init__(self) -> None:
+        self._pairs: dict[int, list[tuple[FieldMeta, str]]] = {}
+        self._allowed: dict[tuple[int, str, str], bool] = {}
+
+    def _dependents(self, meta: OpportunityType) -> list[tuple[FieldMeta, str]]:
+        found = self._pairs.get(meta.code)
+        if found is None:
+            found = self._pairs[meta.code] = [
+                (child, child.parent_field)
+                for child in meta.fields
+                if child.parent_field and child.dependent_options
+            ]
+        return found
+
+    def check(
+        self,
+        record: OpportunityRecord,
+        data: TypeData,
+        fields: Mapping[str, _Desired],
+        problems: _Problems,
+    ) -> None:
+        for child, parent in self._dependents(data.meta):
+            name = child.schema_name
+            if name not in fields and parent not in fields:
+                continue
+            both = (fields.get(name), fields.get(parent))
+            if all(d is not None and d.value.template is None for d in both) and (
+                both[0] is not None and both[1] is not None and both[0].rule is both[1].rule
+            ):
+                continue  # one rule's literal pair: the static check reports it once
+            parent_value = (
+                fields[parent].wire if parent in fields else record.values.get(parent)
+            ) or ""
+            child_value = (fields[name].wire if name in fields else record.values.get(name)) or ""
+            key = (id(child), parent_value, child_value)
+            fine = self._allowed.get(key)
+            if fine is None:
+                allowed = child.dependent_options.get(parent_value)
+                fine = self._allowed[key] = (
+                    allowed is None or not child_value or child_value in allowed
+                )
+            if not fine:
+                _dependent_problem(record, child, parent, fields, parent_value, child_value,
+                                   problems)  # fmt: skip
+
+
+def _dependent_problem(
     record: OpportunityRecord,
-    data: TypeData,
+    child: FieldMeta,
+    parent: str,
     fields: Mapping[str, _Desired],
+    parent_value: str,
+    child_value: str,
     problems: _Problems,
 ) -> None:
-    """A dependent dropdown (Stage) must hold an option of its parent's (Status) planned value."""
-    for child in data.meta.fields:
-        parent = child.parent_field
-        if not parent or not child.dependent_options:
-            continue
-        if child.schema_name not in fields and parent not in fields:
-            continue
-        both = (fields.get(child.schema_name), fields.get(parent))
-        if all(d is not None and d.value.template is None for d in both) and (
-            both[0] is not None and both[1] is not None and both[0].rule is both[1].rule
-        ):
-            continue  # one rule's literal pair: the static check reports it once
-        parent_value = (
-            fields[parent].wire if parent in fields else record.values.get(parent)
-        ) or ""
-        child_value = (
-            fields[child.schema_name].wire
-            if child.schema_name in fields
-            else record.values.get(child.schema_name)
-        ) or ""
-        allowed = child.dependent_options.get(parent_value)
-        if allowed is None or not child_value or child_value in allowed:
-            continue
-        culprit = fields.get(child.schema_name) or fields[parent]
-        hint = "" if child.schema_name in fields else f"; set {child.schema_name} too"
-        problems.add(
-            culprit.value.location,
-            "",
-            f"{child.schema_name} '{child_value}' is not allowed under {parent} "
-            f"'{parent_value}' (allowed: {', '.join(allowed)}){hint}",
-            record.id,
-        )
+    name = child.schema_name
+    culprit = fields.get(name) or fields[parent]
+    hint = "" if name in fields else f"; set {name} too"
+    allowed = child.dependent_options[parent_value]
+    problems.add(
+        culprit.value.location,
+        "",
+        f"{name} '{child_value}' is not allowed under {parent} "
+        f"'{parent_value}' (allowed: {', '.join(allowed)}){hint}",
+        record.id,
+    )
 
 
 def check_safety(
@@ -850,11 +952,17 @@ def nonconvergence(
     users: tuple[Mapping[str, str], Mapping[str, str]],
     options: PlanOptions,
     changes: Sequence[OpportunityChange],
+    desired: Mapping[tuple[int, str], Mapping[str, _Desired]],
 ) -> list[str]:
     """A warning (starting NONCONVERGENT) for each rule and field that the rules would change
     again once ``changes`` are applied: the rules planned anew against the planned after-state
     of the opportunities that change, at a later ``now``. A ``once`` rule skips the
-    opportunities it changes here, as it will next time."""
+    opportunities it changes here, as it will next time.
+
+    Only a rule whose inputs differ there is evaluated again on an opportunity (see
+    ``_affected``); every other rule wants there what it wanted in this plan (``desired``), a
+    value the after-state already holds, so it changes nothing, and it still takes the field
+    from a later rule that would change it, as it does when planning."""
     if not changes:
         return []
     written = {r.name: set(options.once_written.get(r.name, ())) for r in project.rules if r.once}
@@ -868,14 +976,23 @@ def nonconvergence(
         now=later.strftime(NOW_FORMAT),
         once_written={name: frozenset(ids) for name, ids in written.items()},
     )
-    after = _after_state(snapshot, changes)
-    desired, _ = _desired_values(project, after, users, again_options, _Problems())
+    affected = _affected(project, changes)
+    after = _after_state(snapshot, changes, set().union(*affected.values()))
+    wanted, _ = _desired_values(project, after, users, again_options, _Problems(), affected)
     again: dict[tuple[str, str], list[tuple[str, FieldChange]]] = defaultdict(list)
-    typed = _TypedValues()
-    for (code, opp_id), fields in sorted(desired.items()):
+    typed, shared = _TypedValues(), _Shared()
+    order = {id(r): i for i, r in enumerate(project.rules)}
+    for code, opp_id in _in_type_order(wanted):
         data = after.types[code]
-        for f in _field_changes(data.records[opp_id], data, fields, typed):
-            again[(f.rule, f.field)].append((data.records[opp_id].id, f))
+        record = data.records[opp_id]
+        before = desired.get((code, opp_id), {})
+        fields = {
+            name: want
+            for name, want in wanted[(code, opp_id)].items()
+            if not _held_by_earlier(want, before.get(name), affected, opp_id, order)
+        }
+        for f in _field_changes(record, data, fields, typed, shared):
+            again[(f.rule, f.field)].append((record.id, f))
     rules = {r.name: r for r in project.rules}
     return [
         _nonconvergent_warning(rules[rule], name, found, project.config.mask)
@@ -883,13 +1000,83 @@ def nonconvergence(
     ]
 
 
-def _after_state(snapshot: Snapshot, changes: Sequence[OpportunityChange]) -> Snapshot:
-    """The opportunities that ``changes`` change, with the changes applied (only they)."""
+def _affected(project: Project, changes: Sequence[OpportunityChange]) -> dict[int, set[str]]:
+    """By id(rule), the opportunities (lower-cased ids) of ``changes`` on which the rule's
+    inputs differ in the after-state: it reads (in ``where``, ``when`` or a template) a field
+    the change writes, or it reads ``now`` (later there), or it is a ``once`` rule (it skips
+    there what it changes here). Anything else it reads (the CSV row, ``vars``, ``rule``,
+    ``user()``) is the same."""
+    always = {id(r) for r in project.rules if r.once or _reads_now(r, project)}
+    reads = {id(r): {c.field for c in r.where} | r.referenced_fields for r in project.rules}
+    of_type: dict[int, list[Rule]] = defaultdict(list)
+    for rule in project.rules:
+        of_type[rule.opportunity_type].append(rule)
+    affected: dict[int, set[str]] = {id(r): set() for r in project.rules}
+    # the rules affected by each set of written fields of a type (a few distinct ones)
+    by_written: dict[tuple[int, tuple[str, ...]], list[int]] = {}
+    for c in changes:
+        key = (c.opportunity_type, tuple(f.field for f in c.changes))
+        found = by_written.get(key)
+        if found is None:
+            names = set(key[1])
+            found = by_written[key] = [
+                id(r)
+                for r in of_type[c.opportunity_type]
+                if id(r) in always or not reads[id(r)].isdisjoint(names)
+            ]
+        opp_id = c.id.lower()
+        for rule_id in found:
+            affected[rule_id].add(opp_id)
+    return affected
+
+
+def _reads_now(rule: Rule, project: Project) -> bool:
+    """Whether the rule's ``when`` or one of its templates reads ``now`` (a ``when`` whose
+    analysis finds a problem is taken to: it cannot be told)."""
+    if any(v.reads_now for v in rule.set):
+        return True
+    if rule.when is None:
+        return False
+    found = templates.analyse(
+        rule.when.source, expression=True, vars=project.vars, has_row=rule.csv is not None
+    )
+    return found.uses_now or bool(found.problems)
+
+
+def _held_by_earlier(
+    want: _Desired,
+    before: _Desired | None,
+    affected: Mapping[int, Collection[str]],
+    opp_id: str,
+    order: Mapping[int, int],
+) -> bool:
+    """Whether a rule whose inputs did not change (not evaluated again) and that wanted the
+    field in this plan (``before``: what the rules wanted then) comes before the rule that wants
+    it again: then that earlier rule's value, already the field's after this plan, stays
+    wanted (a later rule's other value is a conflict it wins, as when planning)."""
+    if before is None:
+        return False
+    first = order[id(want.rule)]
+    return any(
+        order[id(rule)] < first and opp_id not in affected[id(rule)] for rule in before.rules
+    )
+
+
+def _after_state(
+    snapshot: Snapshot, changes: Sequence[OpportunityChange], needed: Collection[str]
+) -> Snapshot:
+    """The opportunities that ``changes`` change, with the changes applied (only those of
+    them ``needed``: lower-cased ids)."""
     records: dict[int, dict[str, OpportunityRecord]] = defaultdict(dict)
     for c in changes:
-        record = snapshot.types[c.opportunity_type].records[c.id.lower()]
+        opp_id = c.id.lower()
+        if opp_id not in needed:
+            continue
+        record = snapshot.types[c.opportunity_type].records[opp_id]
         values = {**record.values, **{f.field: f.after for f in c.changes}}
-        records[c.opportunity_type][c.id.lower()] = replace(record, values=values)
+        records[c.opportunity_type][opp_id] = OpportunityRecord(
+            record.id, record.event_code, values
+        )
     return replace(
         snapshot,
         types={
