@@ -103,7 +103,7 @@ class _Problems:
         return out
 
 
-@dataclass
+@dataclass(slots=True)  # one per opportunity and field a rule wants
 class _Desired:
     wire: str
     rule: Rule
