@@ -557,7 +557,18 @@ def _where_check(
                 return False
         return True
 
-    return check
+    if len(tests) != 1:
+        return check
+    ((name, holds, verdicts),) = tests
+
+    def check_one(values: Mapping[str, Any]) -> bool:  # the same, without the loop
+        raw = values.get(name)
+        verdict = verdicts.get(raw)
+        if verdict is None:
+            verdict = verdicts[raw] = holds(raw)
+        return verdict
+
+    return check_one
 
 
 class _Evaluator:
@@ -927,11 +938,15 @@ def safety_problems(
 def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[str, str]:
     users: dict[str, User] = {u.id.lower(): u for u in snapshot.users or ()}
     labels = {}
+    user_valued: dict[tuple[int, str], bool] = {}  # (type, field) → whether it holds users
     for c in changes:
         meta = snapshot.types[c.opportunity_type].meta
         for f in c.changes:
-            field = meta.field(f.field)
-            if field is None or not field.is_user_valued:
+            key = (c.opportunity_type, f.field)
+            if (holds_users := user_valued.get(key)) is None:
+                field = meta.field(f.field)
+                holds_users = user_valued[key] = field is not None and field.is_user_valued
+            if not holds_users:
                 continue
             for value in (f.before, f.after):
                 user = users.get((value or "").lower())
@@ -1141,6 +1156,8 @@ def reapplied(
     rolled_back: Sequence[tuple[str, str, str, str, str]],
 ) -> dict[tuple[str, str], str]:
     """(opportunity id, field) of ``changes`` → the rolled-back run that wrote the same value."""
+    if not rolled_back:
+        return {}
     wrote = {(opp.lower(), name): (run, value) for run, _, opp, name, value in rolled_back}
     found: dict[tuple[str, str], str] = {}
     for c in changes:
