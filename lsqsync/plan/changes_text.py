@@ -11,8 +11,9 @@ stdlib's own C string escaper for every string; the property tests compare the r
 Both forms are also given in chunks of ``CHUNK`` changes (``indented_chunks``,
 ``canonical_chunks``), so that the saved plan and the digest need not hold the text of every
 change at once (≈ 33 MB at 100,000 opportunities, twice over for the digest's bytes). Within one
-text, the text of a field change or a premise is written once per object (the planner shares
-equal ones: a few thousand distinct among 70,000 at 100,000 opportunities) and then reused.
+text, the text of a field change, a premise or a tuple of rules is written once per object (the
+planner shares equal ones: a few thousand distinct among 70,000 at 100,000 opportunities) and
+then reused.
 """
 
 from __future__ import annotations
@@ -92,15 +93,20 @@ def _premise_indented(p: Premise) -> str:
     )
 
 
+def _rules_indented(rules: tuple[str, ...]) -> str:
+    return _list(map(_q, rules), _I)
+
+
 def _indented_writer() -> Callable[[OpportunityChange], str]:
     field, premise = _once(_field_indented), _once(_premise_indented)
+    rules = _once(_rules_indented)
     i = _I
 
     def change(c: OpportunityChange) -> str:
         return (
             f'{{\n{i}"id": {_q(c.id)},\n'
             f'{i}"opportunity_type": {int.__repr__(c.opportunity_type)},\n'
-            f'{i}"rules": {_list(map(_q, c.rules), i)},\n'
+            f'{i}"rules": {rules(c.rules)},\n'
             f'{i}"fields": {_list(map(field, c.changes), i)},\n'
             f'{i}"premises": {_list(map(premise, c.premises), i)}\n    }}'
         )
@@ -143,15 +149,20 @@ def _premise_canonical(p: Premise) -> str:
     )
 
 
+def _rules_canonical(rules: tuple[str, ...]) -> str:
+    return ",".join(map(_q, rules))
+
+
 def _canonical_writer() -> Callable[[OpportunityChange], str]:
     field, premise = _once(_field_canonical), _once(_premise_canonical)
+    rules = _once(_rules_canonical)
 
     def change(c: OpportunityChange) -> str:
         return (
             f'{{"fields":[{",".join(map(field, c.changes))}],"id":{_q(c.id)},'
             f'"opportunity_type":{int.__repr__(c.opportunity_type)},'
             f'"premises":[{",".join(map(premise, c.premises))}],'
-            f'"rules":[{",".join(map(_q, c.rules))}]}}'
+            f'"rules":[{rules(c.rules)}]}}'
         )
 
     return change

@@ -19,6 +19,7 @@ from collections import defaultdict
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from types import MappingProxyType
 from typing import Any
 
 from lsqsync.clock import NOW_FORMAT
@@ -1030,7 +1031,7 @@ def _affected(project: Project, changes: Sequence[OpportunityChange]) -> dict[in
     # the rules affected by each set of written fields of a type (a few distinct ones)
     by_written: dict[tuple[int, tuple[str, ...]], list[int]] = {}
     for c in changes:
-        key = (c.opportunity_type, tuple(f.field for f in c.changes))
+        key = (c.opportunity_type, tuple(map(_by_field, c.changes)))
         found = by_written.get(key)
         if found is None:
             names = set(key[1])
@@ -1088,10 +1089,10 @@ def _after_state(
         if opp_id not in needed:
             continue
         record = snapshot.types[c.opportunity_type].records[opp_id]
-        values = {**record.values, **{f.field: f.after for f in c.changes}}
-        records[c.opportunity_type][opp_id] = OpportunityRecord(
-            record.id, record.event_code, values
-        )
+        values = _copy(record.values)
+        for f in c.changes:
+            values[f.field] = f.after
+        records[c.opportunity_type][opp_id] = _Planned(record.id, record.event_code, values)
     return replace(
         snapshot,
         types={
@@ -1099,6 +1100,22 @@ def _after_state(
             for code, data in snapshot.types.items()
         },
     )
+
+
+def _copy(values: Mapping[str, str | None]) -> dict[str, str | None]:
+    """A dict of ``values``: a read record's are a read-only proxy of a dict, whose ``copy()``
+    copies that dict (≈ 10 times faster than ``dict(proxy)``, which goes key by key)."""
+    return values.copy() if isinstance(values, MappingProxyType) else dict(values)
+
+
+class _Planned(OpportunityRecord):
+    """An opportunity of the after-state: its values are the dict ``_after_state`` made, not
+    copied again into a read-only mapping (only the planner reads them)."""
+
+    __slots__ = ()
+
+    def __post_init__(self) -> None:
+        pass
 
 
 def _nonconvergent_warning(
