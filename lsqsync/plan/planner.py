@@ -270,13 +270,37 @@ class _Shared:
 
     def __init__(self) -> None:
         self._fields: dict[tuple[int, str | None, str], FieldChange] = {}
+        self._changes: dict[tuple[int, str | None, str], FieldChange | None] = {}
         self._premises: dict[tuple[Any, ...], Premise] = {}
         self._rules: dict[tuple[str, ...], tuple[str, ...]] = {}
         # the fields each rule reads, and the parents of the dependent fields it sets
         self.reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
-    def field(self, name: str, shown: str | None, want: _Desired) -> FieldChange:
-        key = (id(want.value), shown, want.wire)  # the value names the rule, field and source
+    def change(
+        self,
+        name: str,
+        raw: str | None,
+        want: _Desired,
+        meta: OpportunityType,
+        typed: _TypedValues,
+    ) -> FieldChange | None:
+        """The change of field ``name`` from ``raw`` to what ``want`` wants (None: none, as
+        ``codec.same`` decides), worked out once per rule's value, raw value and wanted value
+        (the rule's value names the rule, the field and the source)."""
+        key = (id(want.value), raw, want.wire)
+        try:
+            return self._changes[key]
+        except KeyError:
+            pass
+        f = meta.field(name)
+        assert f is not None  # unknown fields never reach `desired`
+        current, shown = typed.read(f, raw)
+        found = None if current == typed.read(f, want.wire)[0] else self._field(name, shown, want)
+        self._changes[key] = found
+        return found
+
+    def _field(self, name: str, shown: str | None, want: _Desired) -> FieldChange:
+        key = (id(want.value), shown, want.wire)
         found = self._fields.get(key)
         if found is None:
             source = _source(want.value.location)
@@ -309,10 +333,10 @@ def _premises(
     changed: Sequence[FieldChange],
     shared: _Shared,
 ) -> tuple[Premise, ...]:
-    """The premise of each rule that wants one of the ``changed`` fields of ``record``, sorted
-    by rule: the values the rule read, as read (only the fields read, only for the
-    opportunities that change; ``apply`` compares them with the codec, so nothing is parsed
-    here)."""
+    """The premise of each rule that wants one of the ``changed`` fields (sorted by field) of
+    ``record``, sorted by rule: the values the rule read, as read (only the fields read, only
+    for the opportunities that change; ``apply`` compares them with the codec, so nothing is
+    parsed here)."""
     holds: dict[int, tuple[Rule, list[str]]] = {}
     for f in changed:
         want = fields[f.field]
@@ -329,9 +353,9 @@ def _premises(
         # a parent counts only where it was read (for the rule's type, by any rule)
         if parents and (seen := tuple(p for p in parents if p in values)):
             names = tuple(sorted((*names, *seen)))
-        if names:
+        if names:  # ``held`` is sorted: ``changed`` is
             read = tuple(map(values.get, names))
-            premises.append(shared.premise(rule, tuple(sorted(held)), names, read))
+            premises.append(shared.premise(rule, tuple(held), names, read))
     if len(premises) > 1:
         premises.sort(key=_by_rule)
     return tuple(premises)
@@ -371,13 +395,11 @@ def _field_changes(
     """The fields of one opportunity whose desired value is not the value it has (as
     ``codec.same`` decides, with each value typed once: see ``_TypedValues``)."""
     field_changes = []
-    values, field = record.values, data.meta.field
+    values = record.values
     for name, want in fields.items():
-        meta = field(name)
-        assert meta is not None  # unknown fields never reach `desired`
-        current, shown = typed.read(meta, values.get(name))
-        if current != typed.read(meta, want.wire)[0]:
-            field_changes.append(shared.field(name, shown, want))
+        change = shared.change(name, values.get(name), want, data.meta, typed)
+        if change is not None:
+            field_changes.append(change)
     return field_changes
 
 
