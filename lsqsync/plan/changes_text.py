@@ -12,8 +12,8 @@ Both forms are also given in chunks of ``CHUNK`` changes (``indented_chunks``,
 ``canonical_chunks``), so that the saved plan and the digest need not hold the text of every
 change at once (≈ 33 MB at 100,000 opportunities, twice over for the digest's bytes). Within one
 text, the text of a field change, a premise or a tuple of rules is written once per object (the
-planner shares equal ones: a few thousand distinct among 70,000 at 100,000 opportunities) and
-then reused.
+planner shares equal ones: in bench/plan_bench.py, 15 distinct field changes among 68,846 and
+4,980 premises among 41,219) and then reused.
 """
 
 from __future__ import annotations
