@@ -6,16 +6,26 @@ render), and the peak RSS. Baseline in the same run: the reads alone (fetch with
 Outside HTTP is also given as CPU time of this process (``time.process_time``): on a shared
 machine the wall time includes waiting for a core, the CPU time does not.
 
-    .venv/bin/python -m bench.plan_bench [--opportunities 100000] [--runs 3]
+The emulator runs in a process of its own, as it does for ``lsqsync plan`` against it, so that
+the peak RSS is that of the planning process alone (the emulator's own peak is reported apart).
+``--in-process`` runs it in this process instead, as the bench did before 2026-12-03: its peak
+then includes the emulator's 100,000 rows and the encoding of its answers.
+
+    .venv/bin/python -m bench.plan_bench [--opportunities 100000] [--runs 3] [--in-process]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import multiprocessing
 import resource
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 from bench.common import machine, today
@@ -67,15 +77,56 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def rss_mb() -> float:
+    """This process's resident set now."""
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * resource.getpagesize() / 2**20
+
+
+@dataclass
+class Served:
+    url: str
+    peak_rss: float | None = None  # the emulator's process's, once it stopped (MB)
+
+
+def _serve(opportunities: int, conn: Connection) -> None:
+    """The emulator in a process of its own: sends its URL, serves until told to stop, then
+    sends its peak RSS."""
+    with Emulator(opportunities=opportunities, settings=Settings(rate_limit_calls=None)) as emu:
+        conn.send(emu.url)
+        conn.recv()
+    conn.send(peak_rss_mb())
+
+
+@contextlib.contextmanager
+def emulator(opportunities: int, in_process: bool) -> Iterator[Served]:
+    if in_process:
+        with Emulator(opportunities=opportunities, settings=Settings(rate_limit_calls=None)) as e:
+            yield Served(e.url)
+        return
+    context = multiprocessing.get_context("spawn")  # a fresh process, none of this one's memory
+    here, there = context.Pipe()
+    child = context.Process(target=_serve, args=(opportunities, there), daemon=True)
+    child.start()
+    served = Served(here.recv())
+    try:
+        yield served
+    finally:
+        here.send("stop")
+        served.peak_rss = here.recv()
+        child.join(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--opportunities", type=int, default=100_000)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--in-process", action="store_true", help="the emulator in this process")
     args = parser.parse_args()
     print(f"# planning — {today()} — {machine()}")
     with (
         tempfile.TemporaryDirectory() as tmp,
-        Emulator(opportunities=args.opportunities, settings=Settings(rate_limit_calls=None)) as emu,
+        emulator(args.opportunities, args.in_process) as emu,
     ):
         root = Path(tmp)
         (root / "rules").mkdir()
@@ -83,11 +134,13 @@ def main() -> None:
         (root / "rules" / "bench.yml").write_text(RULES)
         project = load_project(load_config(root / "lsqsync.yml"))
         rows = []
+        started_with, held = rss_mb(), 0.0
         for _ in range(args.runs):
             with LsqClient(emu.url, DEMO_ACCESS_KEY, DEMO_SECRET_KEY, limiter=None) as client:
                 started = time.perf_counter()
                 snapshot = fetch(client, project.rules)
                 read = time.perf_counter() - started
+            held = held or rss_mb()  # after the first read: the snapshot (and the emulator)
             started, cpu = time.perf_counter(), time.process_time()
             options = PlanOptions(
                 now="2026-11-27 10:00:00", created_at=__import__("datetime").datetime(2026, 11, 27),
@@ -120,7 +173,11 @@ def main() -> None:
     print(f"outside HTTP, CPU        {cpus:6.2f} s  (each run: "
           + ", ".join(f"{r[5]:.2f}" for r in rows) + ")")  # fmt: skip
     print(f"wall                     {reads + plans + renders:6.2f} s")
-    print(f"peak RSS (with the emulator in-process) {peak_rss_mb():.0f} MB (target < 300 MB)")
+    where = "with the emulator in-process" if args.in_process else "this process, planning"
+    print(f"peak RSS ({where}) {peak_rss_mb():.0f} MB (target < 300 MB); RSS before the "
+          f"first read {started_with:.0f} MB, after it {held:.0f} MB")  # fmt: skip
+    if emu.peak_rss is not None:
+        print(f"peak RSS of the emulator's own process {emu.peak_rss:.0f} MB")
 
 
 if __name__ == "__main__":

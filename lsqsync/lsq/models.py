@@ -421,7 +421,7 @@ class OpportunityType:
         return cls(code=code, name=name, fields=_fields(raw.get("Fields"), settings))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)  # slots: a plan holds 100,000 and more of them
 class OpportunityRecord:
     """One opportunity as a bulk read returns it: its id, its type, and the values of the
     columns asked for that the API returned (a column the API left out is absent, not None)."""

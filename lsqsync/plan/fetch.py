@@ -89,7 +89,7 @@ def _read_type(
             total: int | None = client.count_opportunities(code)
         except SearchRefused:
             total = None  # the keys' user is no administrator: the plan says what it skipped
-        return TypeData(meta, total, {r.id.lower(): r for r in listed}, False, {})
+        return TypeData(meta, total, _by_id(listed), False, {})
     records: list[OpportunityRecord] = []
     for record in client.search_opportunities(code, columns):
         records.append(record)
@@ -104,7 +104,17 @@ def _read_type(
         if auto_id is not None
         else {}
     )
-    return TypeData(meta, len(records), {r.id.lower(): r for r in records}, True, auto_ids)
+    return TypeData(meta, len(records), _by_id(records), True, auto_ids)
+
+
+def _by_id(records: Sequence[OpportunityRecord]) -> dict[str, OpportunityRecord]:
+    """The records by lower-cased id (the id itself where it is in lower case already, as
+    LeadSquared's are: not a second copy of every id)."""
+    out = {}
+    for r in records:
+        key = r.id.lower()
+        out[r.id if key == r.id else key] = r
+    return out
 
 
 def search_reason(rule: Rule, meta: OpportunityType | None) -> str | None:

@@ -15,7 +15,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -191,13 +191,15 @@ def assemble(
     labels: Mapping[str, str] | None = None,
     mask: Sequence[str] = (),
     field_labels: Mapping[int, Mapping[str, str]] | None = None,
+    presorted: bool = False,
 ) -> Plan:
-    """The one way to make a Plan: the changes sorted, summarised (``rule_sources``: rule name
-    → file:line; ``type_totals``: code → (name, opportunities of the type, or None when not
+    """The one way to make a Plan: the changes sorted (``presorted``: they are already as
+    ``sort_changes`` makes them, as the planner builds them), summarised (``rule_sources``: rule
+    name → file:line; ``type_totals``: code → (name, opportunities of the type, or None when not
     read)), costed under ``rate`` and digested; stamped ``created`` and valid for
     ``lifetime``; ``state`` is the state file's (lineage, serial) it was made against; its host
     in one form (``plan_host``)."""
-    ordered = sort_changes(changes)
+    ordered = tuple(changes) if presorted else sort_changes(changes)
     plan = Plan(
         lsqsync_version=version,
         created_at=stamp(created),
@@ -393,8 +395,11 @@ def compute_digest(plan: Plan) -> str:
     ``_members(plan)``, with the changes (whose key sorts first) written directly."""
     header = canonical(_members(plan))
     assert header.startswith(b'{"cost":')  # "changes" < "cost" < every other member
-    text = b'{"changes":' + changes_text.canonical(plan.changes).encode() + b"," + header[1:]
-    return hashlib.sha256(text).hexdigest()
+    digest = hashlib.sha256(b'{"changes":')
+    for chunk in changes_text.canonical_chunks(plan.changes):
+        digest.update(chunk.encode())
+    digest.update(b"," + header[1:])
+    return digest.hexdigest()
 
 
 def to_json(plan: Plan) -> dict[str, Any]:
@@ -470,10 +475,17 @@ def field_labels_json(labels: Mapping[int, Mapping[str, str]]) -> dict[str, dict
 def dumps(plan: Plan) -> str:
     """``json.dumps(to_json(plan), indent=2, ensure_ascii=False)`` and a newline: the header by
     json.dumps, the changes (its last member, and nearly all of its size) written directly."""
+    return "".join(dumps_chunks(plan))
+
+
+def dumps_chunks(plan: Plan) -> Iterator[str]:
+    """``dumps(plan)`` in pieces, for writing it without holding all of it."""
     header = {**to_json_header(plan), "changes": []}
     text = json.dumps(header, indent=2, ensure_ascii=False)
     assert text.endswith('\n  "changes": []\n}')
-    return text[: -len("[]\n}")] + changes_text.indented(plan.changes) + "\n}\n"
+    yield text[: -len("[]\n}")]
+    yield from changes_text.indented_chunks(plan.changes)
+    yield "\n}\n"
 
 
 def from_json(data: Mapping[str, Any]) -> Plan:

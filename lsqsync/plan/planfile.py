@@ -30,7 +30,7 @@ from lsqsync.plan.model import (
     Plan,
     Summary,
     compute_digest,
-    dumps,
+    dumps_chunks,
     from_json,
     summarise,
 )
@@ -50,7 +50,7 @@ def save(plan: Plan, path: Path | str) -> None:
         fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(dumps(plan))
+                out.writelines(dumps_chunks(plan))
                 out.flush()
                 os.fsync(out.fileno())
             os.replace(temp, path)

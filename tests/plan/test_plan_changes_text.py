@@ -7,6 +7,7 @@ import hashlib
 import json
 from dataclasses import replace
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from plan_helpers import make_plan
@@ -100,3 +101,28 @@ def test_a_change_without_premises_and_a_premise_that_read_nothing() -> None:
     assert changes_text.canonical([bare, odd]) == json.dumps(
         changes_json([bare, odd]), sort_keys=True, separators=(",", ":"), ensure_ascii=False
     )
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 3, 1000])
+def test_changes_written_in_chunks_and_shared_objects_are_those_of_json_dumps(
+    chunk: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The saved plan and the digest take the text in chunks of CHUNK changes; a field change,
+    premise or tuple of rules that several changes share (as the planner shares equal ones) is
+    written once and reused."""
+    field = FieldChange("Status", "Open", "Won", "r", "rules/r.yml:3")
+    other = FieldChange("mx_Custom_9", None, 'say "hi"\n', "s", "rules/r.yml:9")
+    premise = Premise("r", ("Status",), (("Status", "Open"), ("mx_Custom_6", None)))
+    rules = ("r", "s")
+    fields = ((field,), (field, other))
+    changes = [
+        OpportunityChange(f"id-{i}", 12003, rules, fields[i % 2], (premise,) * (i % 2))
+        for i in range(5)
+    ]
+    monkeypatch.setattr(changes_text, "CHUNK", chunk)
+    assert "".join(changes_text.indented_chunks(changes)) == indented_by_json(changes)
+    assert "".join(changes_text.canonical_chunks(changes)) == json.dumps(
+        changes_json(changes), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
+    plan = replace(make_plan(), changes=tuple(changes))
+    assert dumps(plan) == json.dumps(to_json(plan), indent=2, ensure_ascii=False) + "\n"

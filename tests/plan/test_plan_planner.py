@@ -7,6 +7,7 @@ metadata as GetOpportunityTypeMetadata returns it) and hand-written records.
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import textwrap
@@ -21,6 +22,7 @@ from lsqsync.config import load_config
 from lsqsync.documents.problems import ProjectInvalid
 from lsqsync.emulator.model import TYPES, USERS
 from lsqsync.lsq import OpportunityRecord, OpportunityType, User
+from lsqsync.plan import planner
 from lsqsync.plan.model import Plan, dumps
 from lsqsync.plan.planner import PlanOptions, UnsafePlan, build_plan
 from lsqsync.plan.snapshot import Snapshot, TypeData
@@ -762,6 +764,124 @@ def test_a_once_rule_skips_what_it_wrote_and_settles(tmp_path: Path) -> None:
                  once_written={"stamp": frozenset({A})})  # fmt: skip
     assert len(plain.nonconvergent) == 1
     assert [c.id for c in plain.changes] == [A]
+
+
+KEEP = """
+    - name: keep
+      opportunity_type: 12003
+      where: {mx_Custom_6: {gt: 0}}
+      set: {mx_Custom_9: kept}
+    """
+NOTE = """
+    - name: note
+      opportunity_type: 12003
+      where: {mx_Custom_10: High}
+      set: {mx_Custom_9: noted}
+    """
+RAISE = """
+    - name: raise
+      opportunity_type: 12003
+      where: {mx_Custom_10: Low}
+      set: {mx_Custom_10: High}
+    """
+
+
+@pytest.mark.parametrize("keep_first", [True, False])
+def test_a_rule_the_plan_gives_nothing_new_to_read_still_holds_its_field(
+    tmp_path: Path, keep_first: bool
+) -> None:
+    """The convergence check evaluates again only the rules that read what the plan changes
+    ('note' reads mx_Custom_10); 'keep' is not evaluated again but still wants its value, and
+    takes the field from a later rule as it does when planning."""
+    rules = KEEP + NOTE + RAISE if keep_first else NOTE + KEEP + RAISE
+    p = plan(tmp_path, rules, [deal(A)])
+    assert changes(p) == [(A, "mx_Custom_10", "Low", "High"), (A, "mx_Custom_9", None, "kept")]
+    if keep_first:
+        assert p.nonconvergent == ()
+    else:
+        (warning,) = p.nonconvergent
+        assert warning.startswith(
+            "non-convergent rule 'note' (rules/r.yml:3): it reads what this plan changes, so it "
+            "would change Closing Note (mx_Custom_9) again after this plan is applied, "
+            f"e.g. {A}: 'kept' -> 'noted' (1 opportunity)"
+        )
+
+
+def test_a_when_that_reads_now_is_evaluated_again(tmp_path: Path) -> None:
+    """'late' reads no field the plan changes, but its when reads `now`, later next time."""
+    p = plan(tmp_path, RAISE + """
+    - name: late
+      opportunity_type: 12003
+      when: "now > '2026-11-27 12:00:00'"
+      set: {mx_Custom_9: late}
+    """, [deal(A)])  # fmt: skip
+    assert changes(p) == [(A, "mx_Custom_10", "Low", "High")]
+    (warning,) = p.nonconvergent
+    assert warning.startswith("non-convergent rule 'late' (rules/r.yml:8): ")
+    assert (
+        "change Closing Note (mx_Custom_9) again after this plan is applied, "
+        f"e.g. {A}: '' -> 'late'" in warning
+    )
+
+
+CONVERGING_RULES = [
+    """
+    - name: raise
+      opportunity_type: 12003
+      where: {mx_Custom_10: Low}
+      set: {mx_Custom_10: High}
+    """,
+    """
+    - name: note
+      opportunity_type: 12003
+      where: {mx_Custom_10: High}
+      set: {mx_Custom_9: "{{ 'noted' if opp.mx_Custom_6 > 100000 else 'small' }}"}
+    """,
+    """
+    - name: keep
+      opportunity_type: 12003
+      where: {mx_Custom_6: {gt: 100000}}
+      set: {mx_Custom_9: noted}
+    """,
+    """
+    - name: close
+      opportunity_type: 12003
+      where: {Status: Open, mx_Custom_10: High}
+      set: {Status: Won, mx_Custom_2: Closed Won}
+    """,
+    """
+    - name: stamp
+      opportunity_type: 12003
+      when: "opp.Status == 'Won'"
+      set: {mx_Custom_12: "{{ now[:10] }}"}
+    """,
+]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_the_convergence_check_finds_what_planning_everything_again_finds(
+    tmp_path: Path, order: tuple[int, ...], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Evaluating again only the rules whose inputs change warns exactly as planning every rule
+    again over every changed opportunity does (the check as it was first written)."""
+    rules = "".join(CONVERGING_RULES[i] for i in order) + CONVERGING_RULES[4]
+    deals = [
+        deal(f"000000{i:02d}-0000-4000-8000-000000000000", mx_Custom_10=level, mx_Custom_6=amount,
+             **({"Status": "Won", "mx_Custom_2": "Closed Won"} if won else {}))
+        for i, (level, amount, won) in enumerate(
+            itertools.product(["Low", "High", "Medium"], ["50000", "150000"], [False, True])
+        )
+    ]  # fmt: skip
+    found = plan(tmp_path, rules, deals, allow_large=True)
+
+    def everything(project: Any, changes: Any) -> dict[int, set[str]]:
+        ids = {c.id.lower() for c in changes}
+        return {id(r): set(ids) for r in project.rules}
+
+    monkeypatch.setattr(planner, "_affected", everything)
+    expected = plan(tmp_path, rules, deals, allow_large=True)
+    assert found.changes == expected.changes
+    assert found.warnings == expected.warnings
 
 
 def test_changes_that_write_what_a_rolled_back_run_wrote_are_marked(tmp_path: Path) -> None:
