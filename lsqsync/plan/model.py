@@ -25,8 +25,9 @@ from lsqsync.clock import parse_stamp, stamp
 from lsqsync.lsq import MAX_BULK_ITEMS, Limit
 from lsqsync.plan import changes_text
 
-# 2: premises in the changes, and a digest over the whole plan (1 covered inputs and changes)
-FORMAT_VERSION = 2
+# 3: per-rule counts (rule_counts) and the re-apply marks (reapplied); 2: premises in the
+# changes, and a digest over the whole plan (1 covered inputs and changes)
+FORMAT_VERSION = 3
 TOP_TRANSITIONS = 10
 
 
@@ -78,6 +79,23 @@ class RuleSummary:
     source: str  # file:line of the rule's name
     opportunities: int
     fields: int
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """How the opportunities one rule matched came out. A rule matches an opportunity of its
+    type that it selects (every one, or its ``ids`` or CSV rows) and whose ``where`` and
+    ``when`` hold; of those, ``matched`` = ``changing`` + ``current`` + ``by_other_rule`` +
+    ``once``."""
+
+    rule: str
+    matched: int
+    changing: int  # a field the rule sets changes, in the rule's name (the summary's count)
+    current: int  # every field the rule sets already holds its value
+    # a field the rule sets changes, in the name of another rule that sets the same value
+    # (the first of them in file order): only that rule's name is on the change
+    by_other_rule: int
+    once: int  # left alone: the rule has ``once: true`` and wrote the opportunity before
 
 
 @dataclass(frozen=True)
@@ -152,10 +170,12 @@ class Plan:
     labels: Mapping[str, str] = field(default_factory=dict)
     mask: tuple[str, ...] = ()
     format_version: int = FORMAT_VERSION
-    # (opportunity id, field) of the changes that write again what a rolled-back run wrote, as
-    # the state said when planning: marked where the plan is shown (not saved; the plan's
-    # warnings say it)
-    reapplied: frozenset[tuple[str, str]] = field(default=frozenset(), compare=False)
+    # Per rule (in the project's order), how the opportunities it matched came out; empty in a
+    # plan that is not made from rules (a rollback) or is a part of one (reconcile)
+    rule_counts: tuple[RuleCount, ...] = ()
+    # (opportunity id, field) of the changes that write again what a rolled-back run wrote →
+    # that run's id, as the state said when planning: marked where the plan is shown
+    reapplied: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -186,12 +206,14 @@ def assemble(
     warnings: Sequence[str] = (),
     labels: Mapping[str, str] | None = None,
     mask: Sequence[str] = (),
+    rule_counts: Sequence[RuleCount] = (),
+    reapplied: Mapping[tuple[str, str], str] | None = None,
 ) -> Plan:
     """The one way to make a Plan: the changes sorted, summarised (``rule_sources``: rule name
     → file:line; ``type_totals``: code → (name, opportunities of the type, or None when not
     read)), costed under ``rate`` and digested; stamped ``created`` and valid for
     ``lifetime``; ``state`` is the state file's (lineage, serial) it was made against; its host
-    in one form (``plan_host``)."""
+    in one form (``plan_host``); ``rule_counts`` and ``reapplied`` as ``Plan`` has them."""
     ordered = sort_changes(changes)
     plan = Plan(
         lsqsync_version=version,
@@ -208,6 +230,8 @@ def assemble(
         warnings=tuple(warnings),
         labels=dict(labels or {}),
         mask=tuple(mask),
+        rule_counts=tuple(rule_counts),
+        reapplied=dict(sorted((reapplied or {}).items())),
     )
     return replace(plan, digest=compute_digest(plan))
 
@@ -248,10 +272,13 @@ def subset(
 ) -> Plan:
     """A plan of some of ``plan``'s changes (reconcile splits a plan into what it applies and
     what waits for review): the same inputs, time, expiry, state and rules, summarised, costed
-    under ``rate`` and digested anew, with ``warnings`` added to the plan's."""
+    under ``rate`` and digested anew, with ``warnings`` added to the plan's. The part keeps the
+    re-apply marks of its changes, but not the per-rule counts: they describe the whole plan
+    (what each rule matched), which a part no longer adds up to."""
     chosen = tuple(changes)
     created, expires = parse_stamp(plan.created_at), parse_stamp(plan.expires_at)
     values = {(v or "").lower() for c in chosen for f in c.changes for v in (f.before, f.after)}
+    fields = {(c.id, f.field) for c in chosen for f in c.changes}
     return assemble(
         chosen,
         plan.inputs,
@@ -267,6 +294,7 @@ def subset(
         warnings=[*plan.warnings, *warnings],
         labels={k: v for k, v in plan.labels.items() if k in values},
         mask=plan.mask,
+        reapplied={key: run for key, run in plan.reapplied.items() if key in fields},
     )
 
 
@@ -436,6 +464,41 @@ def _members(plan: Plan) -> dict[str, Any]:
         "warnings": list(plan.warnings),
         "labels": dict(sorted(plan.labels.items())),
         "mask": list(plan.mask),
+        **counts_and_marks_json(plan),
+    }
+
+
+def counts_and_marks_json(plan: Plan) -> dict[str, Any]:
+    """The plan's per-rule counts and re-apply marks, in their JSON form."""
+    return {
+        "rule_counts": [
+            {
+                "rule": c.rule,
+                "matched": c.matched,
+                "changing": c.changing,
+                "current": c.current,
+                "by_other_rule": c.by_other_rule,
+                "once": c.once,
+            }
+            for c in plan.rule_counts
+        ],
+        "reapplied": [
+            {"id": opp_id, "field": name, "run": run}
+            for (opp_id, name), run in sorted(plan.reapplied.items())
+        ],
+    }
+
+
+def counts_and_marks(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``Plan``'s ``rule_counts`` and ``reapplied`` from their JSON form."""
+    return {
+        "rule_counts": tuple(
+            RuleCount(
+                c["rule"], c["matched"], c["changing"], c["current"], c["by_other_rule"], c["once"]
+            )
+            for c in data["rule_counts"]
+        ),
+        "reapplied": {(m["id"], m["field"]): m["run"] for m in data["reapplied"]},
     }
 
 
@@ -488,6 +551,7 @@ def from_json(data: Mapping[str, Any]) -> Plan:
         warnings=tuple(data["warnings"]),
         labels=dict(data["labels"]),
         mask=tuple(data["mask"]),
+        **counts_and_marks(data),
         changes=tuple(
             OpportunityChange(
                 c["id"],

@@ -37,6 +37,7 @@ from lsqsync.plan.model import (
     OpportunityChange,
     Plan,
     Premise,
+    RuleCount,
     assemble,
 )
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
@@ -137,10 +138,11 @@ def _build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOp
     problems = _Problems()
     users = _user_ids(snapshot)
     problems.static.extend(_static_problems(project, snapshot, users[0]))
-    desired, warnings = _desired_values(project, snapshot, users, options, problems)
+    tallies = {r.name: _Tally() for r in project.rules}
+    desired, warnings = _desired_values(project, snapshot, users, options, problems, tallies)
     metas = {c: t.meta for c, t in snapshot.types.items()}
     warnings += [str(p) for p in online.field_type_problems(project.config, metas)]
-    changes = _changes(desired, snapshot, problems)
+    changes = _changes(desired, snapshot, problems, tallies)
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
@@ -150,8 +152,8 @@ def _build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOp
     if options.check_safety:
         totals = {code: t.total for code, t in snapshot.types.items()}
         warnings += check_safety(changes, totals, project.config.safety, options.allow_large)
-    plan = _assemble(project, snapshot, host, options, changes, warnings)
-    return replace(plan, reapplied=frozenset(again)) if again else plan
+    counts = rule_counts(project, tallies)
+    return _assemble(project, snapshot, host, options, changes, warnings, (counts, again))
 
 
 def _user_ids(snapshot: Snapshot) -> tuple[dict[str, str], dict[str, str]]:
@@ -180,9 +182,10 @@ def _desired_values(
     users: tuple[Mapping[str, str], Mapping[str, str]],
     options: PlanOptions,
     problems: _Problems,
+    tallies: Mapping[str, _Tally] | None = None,
 ) -> tuple[dict[tuple[int, str], dict[str, _Desired]], list[str]]:
     """What the rules want, by (type, lower-cased id) and field, and a warning for each rule that
-    names opportunities that do not exist."""
+    names opportunities that do not exist; ``tallies`` (by rule name) count what each matched."""
     warnings: list[str] = []
     desired: dict[tuple[int, str], dict[str, _Desired]] = defaultdict(dict)
     for rule in project.rules:
@@ -194,7 +197,8 @@ def _desired_values(
         selection, missing = _select(rule, data)
         if missing:
             warnings.append(_missing_warning(rule, missing))
-        _plan_rule(rule, selection, data, users, project, options, problems, desired)
+        tally = tallies[rule.name] if tallies is not None else _Tally()
+        _plan_rule(rule, selection, data, users, project, options, problems, desired, tally)
     return desired, warnings
 
 
@@ -213,9 +217,10 @@ def _changes(
     desired: Mapping[tuple[int, str], Mapping[str, _Desired]],
     snapshot: Snapshot,
     problems: _Problems,
+    tallies: Mapping[str, _Tally],
 ) -> list[OpportunityChange]:
     """The opportunities whose desired values differ from their current ones, in (type, id)
-    order, with only the fields that differ."""
+    order, with only the fields that differ (counted in ``tallies``)."""
     changes: list[OpportunityChange] = []
     # the fields each rule reads, and the parents of the dependent fields it sets, by id(rule)
     reads: dict[int, tuple[tuple[str, ...], tuple[str, ...]]] = {}
@@ -226,6 +231,7 @@ def _changes(
         _check_dependents(record, data, fields, problems)
         field_changes = _field_changes(record, data, fields, typed)
         if field_changes:
+            _count_changes(fields, field_changes, tallies)
             changes.append(
                 OpportunityChange(
                     record.id,
@@ -338,8 +344,10 @@ def _assemble(
     options: PlanOptions,
     changes: Sequence[OpportunityChange],
     warnings: list[str],
+    counts_and_marks: tuple[Sequence[RuleCount], Mapping[tuple[str, str], str]],
 ) -> Plan:
-    """The plan of the changes, with what it was made from."""
+    """The plan of the changes, with what it was made from, its per-rule counts and its
+    re-apply marks."""
     config = project.config
     inputs = Inputs(
         files=dict(options.input_files),
@@ -364,6 +372,8 @@ def _assemble(
         warnings=[*options.warnings, *warnings],
         labels=_labels(changes, snapshot),
         mask=config.mask,
+        rule_counts=counts_and_marks[0],
+        reapplied=counts_and_marks[1],
     )
 
 
@@ -411,11 +421,13 @@ def _plan_rule(
     options: PlanOptions,
     problems: _Problems,
     desired: dict[tuple[int, str], dict[str, _Desired]],
+    tally: _Tally,
 ) -> None:
     """Evaluate one rule over the records it selects. Everything that does not depend on the
     record (condition bounds, literal values) is worked out once, before the loop; ``where``
     once per distinct raw value of each of its fields, ``when`` and the templated values once
-    per distinct tuple of what they read (see ``_Evaluator``)."""
+    per distinct tuple of what they read (see ``_Evaluator``). ``tally`` counts the records it
+    matched."""
     meta = data.meta
     active, everyone = users
     masked = project.config.mask
@@ -427,14 +439,23 @@ def _plan_rule(
                           active, masked)  # fmt: skip
     check = _where_check(predicates)
     done = options.once_written.get(rule.name, frozenset()) if rule.once else frozenset()
+    # a rule that names its opportunities may name one twice (its id and its AutoId)
+    matched: set[str] | None = None if selected_ids(rule) is None else set()
     for record, row in selection:
         if done and record.id.lower() in done:
-            continue  # a once rule leaves what it wrote before alone
+            # a once rule leaves what it wrote before alone (counted where it still matches)
+            if check(record.values) and isinstance(evaluate(record.values, row), list):
+                tally.once_ids.add(record.id)
+            continue
         if not check(record.values):
             continue
         outcome = evaluate(record.values, row)
         if outcome is None:
             continue
+        if matched is None:
+            tally.matched += 1
+        else:
+            matched.add(record.id)
         if isinstance(outcome, _Failure):
             problems.add(outcome.location, outcome.path, outcome.message, record.id)
             continue
@@ -443,6 +464,7 @@ def _plan_rule(
                 problems.add(wire.location, wire.path, wire.message, record.id)
             else:
                 _want(rule, value, f, wire, record.id, masked, problems, desired)
+    tally.matched += len(matched or ())
 
 
 def _want(
@@ -836,6 +858,50 @@ def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[st
                 if user is not None:
                     labels[user.id.lower()] = f"{user.name} <{user.email}>"
     return labels
+
+
+# -- per rule: what it matched, and how that came out --------------------------------------------
+
+
+class _Tally:
+    """One rule's counts while planning: the opportunities it matched (its ``where`` and
+    ``when`` hold; ``_plan_rule`` counts them), those it left alone (``once``), and of those it
+    wants a value in, in how many a field changes in its name or in another rule's
+    (``_count_changes``). The rest of what it matched is already current."""
+
+    __slots__ = ("by_other_rule", "changing", "matched", "once_ids")
+
+    def __init__(self) -> None:
+        self.matched = 0
+        self.once_ids: set[str] = set()
+        self.changing = 0
+        self.by_other_rule = 0
+
+
+def _count_changes(
+    fields: Mapping[str, _Desired], changed: Sequence[FieldChange], tallies: Mapping[str, _Tally]
+) -> None:
+    """Count one opportunity's ``changed`` fields: for each rule named on one, and for each
+    other rule that wants the same value in one (``_Desired.also``)."""
+    credited = {f.rule for f in changed}
+    for name in credited:
+        tallies[name].changing += 1
+    others = {r.name for f in changed for r in fields[f.field].also} - credited
+    for name in others:
+        tallies[name].by_other_rule += 1
+
+
+def rule_counts(project: Project, tallies: Mapping[str, _Tally]) -> tuple[RuleCount, ...]:
+    """Each rule's counts, in the project's order."""
+    counts = []
+    for rule in project.rules:
+        t = tallies[rule.name]
+        once = len(t.once_ids)
+        current = t.matched - t.changing - t.by_other_rule
+        counts.append(
+            RuleCount(rule.name, t.matched + once, t.changing, current, t.by_other_rule, once)
+        )
+    return tuple(counts)
 
 
 # -- convergence: would the rules change the planned values again? ----------------------------

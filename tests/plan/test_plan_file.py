@@ -125,7 +125,7 @@ def test_every_schema_problem_is_named_by_its_json_path(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("[]", "must be an object, not []"),
-        ('{"format_version": "2"}', 'format_version: must be 2, not "2"'),
+        ('{"format_version": "3"}', 'format_version: must be 3, not "3"'),
     ],
 )
 def test_one_schema_problem(tmp_path: Path, content: str, problem: str) -> None:
@@ -152,7 +152,7 @@ def test_a_long_value_is_shortened_in_messages(tmp_path: Path) -> None:
 )
 def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: str) -> None:
     def change(data: dict[str, Any]) -> None:
-        data["format_version"] = 3
+        data["format_version"] = 4
         data["something_new"] = {"a": 1}  # a newer format may have anything: not reported
         if made_by is None:
             del data["lsqsync_version"]
@@ -161,7 +161,7 @@ def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: 
 
     path = saved(tmp_path, change)
     assert load_error(path) == (
-        f"{path}: unknown plan format_version 3: lsqsync {__version__} reads format_version 2;"
+        f"{path}: unknown plan format_version 4: lsqsync {__version__} reads format_version 3;"
         f" {advice}{', or make a new plan' if made_by else ''}"
     )
 
@@ -178,6 +178,21 @@ def test_a_plan_of_the_first_format_is_refused_with_what_to_do(tmp_path: Path) -
         f"{path}: a plan of format_version 1, which lsqsync {__version__} no longer reads: it "
         "records no premises (the values the rules read, which apply re-checks) and its digest "
         "does not cover the whole plan. Make a new plan (lsqsync plan --out FILE) and review it"
+    )
+
+
+def test_a_plan_of_the_second_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    # what lsqsync saved before per-rule counts and re-apply marks
+    def second_format(data: dict[str, Any]) -> None:
+        data["format_version"] = 2
+        del data["rule_counts"], data["reapplied"]
+
+    path = saved(tmp_path, second_format)
+    assert load_error(path) == (
+        f"{path}: a plan of format_version 2, which lsqsync {__version__} no longer reads: it "
+        "records neither what each rule matched nor which changes re-apply a rolled-back run, "
+        "which show and the pull-request comment print. Make a new plan (lsqsync plan --out "
+        "FILE) and review it"
     )
 
 
