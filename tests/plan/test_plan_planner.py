@@ -793,7 +793,8 @@ def counts(p: Plan) -> dict[str, tuple[int, int, int, int, int]]:
 
 
 def test_each_rule_says_what_it_matched_and_how_that_came_out(tmp_path: Path) -> None:
-    rules = """
+    rules = (
+        """
         - name: none
           opportunity_type: 12003
           where: {Status: Lost}
@@ -811,7 +812,10 @@ def test_each_rule_says_what_it_matched_and_how_that_came_out(tmp_path: Path) ->
           when: "opp.mx_Custom_6 != '1'"
           once: true
           set: {mx_Custom_9: "x"}
-        """.replace("A,", f"{A},").replace(" B,", f" {B},").replace(" C,", f" {C},")
+        """.replace("A,", f"{A},")
+        .replace(" B,", f" {B},")
+        .replace(" C,", f" {C},")
+    )
     rules = rules.replace(", A]", f", {A.replace('-', '')}]")  # A again, written otherwise
     records = [
         deal(A, mx_Custom_6="150000"),  # first changes it; same-value-later wants it too
