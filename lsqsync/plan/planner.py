@@ -428,17 +428,12 @@ def _plan_rule(
     once per distinct raw value of each of its fields, ``when`` and the templated values once
     per distinct tuple of what they read (see ``_Evaluator``). ``tally`` counts the records it
     matched."""
-    meta = data.meta
-    active, everyone = users
-    masked = project.config.mask
-    predicates = _predicates(rule, meta, everyone, problems)
-    if predicates is None:
+    parts = compile_rule(rule, data, users, project, options, problems)
+    if parts is None:
         return
-    targets = _targets(rule, meta, active, problems)
-    evaluate = _Evaluator(rule, meta, targets, _base_context(rule, project, options, active),
-                          active, masked)  # fmt: skip
-    check = _where_check(predicates)
-    done = options.once_written.get(rule.name, frozenset()) if rule.once else frozenset()
+    targets, evaluate, done = parts.targets, parts.evaluate, parts.done
+    masked = project.config.mask
+    check = _where_check(parts.predicates)
     # a rule that names its opportunities may name one twice (its id and its AutoId)
     matched: set[str] | None = None if selected_ids(rule) is None else set()
     for record, row in selection:
@@ -465,6 +460,40 @@ def _plan_rule(
             else:
                 _want(rule, value, f, wire, record.id, masked, problems, desired)
     tally.matched += len(matched or ())
+
+
+@dataclass(frozen=True)
+class RuleParts:
+    """A rule made ready to evaluate records of its type: what ``_plan_rule`` runs per record,
+    and what ``plan --explain`` runs for one (``evaluate_record``)."""
+
+    rule: Rule
+    predicates: list[tuple[str, Callable[[Any], bool]]]  # a test per where condition, in order
+    targets: list[tuple[FieldValue, FieldMeta, str | None]]  # see ``_targets``
+    evaluate: _Evaluator
+    done: frozenset[str]  # a once rule's opportunities written before (lower-cased ids)
+
+
+def compile_rule(
+    rule: Rule,
+    data: TypeData,
+    users: tuple[Mapping[str, str], Mapping[str, str]],
+    project: Project,
+    options: PlanOptions,
+    problems: _Problems,
+) -> RuleParts | None:
+    """``rule``'s conditions, values and evaluator; None when it cannot be planned (its
+    problems are in ``problems``)."""
+    meta = data.meta
+    active, everyone = users
+    predicates = _predicates(rule, meta, everyone, problems)
+    if predicates is None:
+        return None
+    targets = _targets(rule, meta, active, problems)
+    evaluate = _Evaluator(rule, meta, targets, _base_context(rule, project, options, active),
+                          active, project.config.mask)  # fmt: skip
+    done = options.once_written.get(rule.name, frozenset()) if rule.once else frozenset()
+    return RuleParts(rule, predicates, targets, evaluate, done)
 
 
 def _want(
@@ -1030,3 +1059,73 @@ def reapplied(
             if earlier and field_meta and codec.same(field_meta, earlier[1], f.after):
                 found[(c.id, f.field)] = earlier[0]
     return found
+
+
+# -- one opportunity, rule by rule (plan --explain) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How one rule came out for one opportunity, decided by the very parts planning runs."""
+
+    selected: bool  # the rule selects it: it selects its whole type, or its ids or CSV name it
+    row: Mapping[str, str] | None  # the CSV row that names it
+    where: tuple[bool, ...]  # each condition's verdict, in the rule's order
+    when: bool | None  # None: not evaluated (not selected, a where fails, a failure) or no when
+    failure: str | None  # why the when, or a value, could not be evaluated
+    wires: tuple[str | None, ...]  # per target: the value to write (None: not evaluated)
+    once: bool  # a once rule that wrote it before: left alone
+
+    @property
+    def matched(self) -> bool:
+        """As planning counts it: selected, every ``where`` holds and the ``when`` does."""
+        return self.selected and all(self.where) and self.when is not False and bool(self.wires)
+
+
+def rule_parts(project: Project, snapshot: Snapshot, options: PlanOptions) -> dict[str, RuleParts]:
+    """Every plannable rule of ``project`` made ready, by name, as ``_desired_values`` makes
+    them (a rule it skips, it skips)."""
+    users = _user_ids(snapshot)
+    found = {}
+    for rule in project.rules:
+        data = snapshot.types[rule.opportunity_type]
+        if any(data.meta.field(name) is None for name in rule.referenced_fields):
+            continue
+        if online.uses_unrecognised(rule, data.meta):
+            continue
+        parts = compile_rule(rule, data, users, project, options, _Problems())
+        if parts is not None:
+            found[rule.name] = parts
+    return found
+
+
+def evaluate_record(parts: RuleParts, data: TypeData, record: OpportunityRecord) -> Evaluation:
+    """How ``parts``' rule comes out for ``record``: each ``where`` condition's verdict (all of
+    them, where planning stops at the first that fails), then the rule's ``when`` and values,
+    by the rule's own evaluator."""
+    selected, row = _selects(parts.rule, data, record)
+    where = tuple(holds(record.values.get(name)) for name, holds in parts.predicates)
+    if not (selected and all(where)):
+        return Evaluation(selected, row, where, None, None, (), False)
+    outcome = parts.evaluate(record.values, row)
+    once = record.id.lower() in parts.done
+    if outcome is None:
+        return Evaluation(True, row, where, False, None, (), once)
+    if isinstance(outcome, _Failure):
+        return Evaluation(True, row, where, None, outcome.message, (), once)
+    failures = [w.message for w in outcome if isinstance(w, _Failure)]
+    wires = tuple(w if isinstance(w, str) else None for w in outcome)
+    when = True if parts.rule.when is not None else None
+    return Evaluation(True, row, where, when, failures[0] if failures else None, wires, once)
+
+
+def _selects(
+    rule: Rule, data: TypeData, record: OpportunityRecord
+) -> tuple[bool, Mapping[str, str] | None]:
+    """Whether ``rule`` selects ``record``, and with which CSV row."""
+    if selected_ids(rule) is None:
+        return True, None
+    for found, row in _select(rule, data)[0]:
+        if found.id.lower() == record.id.lower():
+            return True, row
+    return False, None
