@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from lsqsync.display import EMPTY, MASKED, clean, closest, is_masked, quote
+from lsqsync.display import EMPTY, MASKED, capped, clean, closest, is_masked, quote
 from lsqsync.errors import LsqsyncError
 from lsqsync.lsq import OpportunityRecord, codec
 from lsqsync.plan.model import FieldChange, Plan
@@ -336,10 +336,13 @@ def _text_lines(e: Explanation) -> list[str]:
     return lines
 
 
+VALUE_LIMIT = 160  # characters of a value or an expression in text; JSON has them whole
+
+
 def _raw(field: str, raw: str | None, mask: Collection[str]) -> str:
     if is_masked(field, mask):
         return MASKED
-    return quote(raw) if raw else EMPTY
+    return quote(capped(raw, VALUE_LIMIT)) if raw else EMPTY
 
 
 def _read(field: str, value: Value, mask: Collection[str]) -> str:
@@ -347,12 +350,12 @@ def _read(field: str, value: Value, mask: Collection[str]) -> str:
     shown = _raw(field, value.raw, mask)
     if shown in (MASKED, EMPTY):
         return shown
-    typed = "" if value.typed == value.raw else f" {clean(value.typed or '')}"
+    typed = "" if value.typed == value.raw else f" {clean(capped(value.typed or '', VALUE_LIMIT))}"
     return f"{shown} ({value.kind}{typed})" if value.kind else shown
 
 
 def _condition_line(c: ConditionResult, mask: Collection[str]) -> str:
-    bound = clean(json.dumps(c.bound, ensure_ascii=False, default=str))
+    bound = clean(capped(json.dumps(c.bound, ensure_ascii=False, default=str), VALUE_LIMIT))
     verdict = "holds" if c.holds else "fails"
     read = _read(c.field, c.value, mask)
     return f"    where {clean(c.field)} {c.op} {bound}: {verdict} (read {read})"
@@ -361,11 +364,13 @@ def _condition_line(c: ConditionResult, mask: Collection[str]) -> str:
 def _when_line(w: WhenResult, mask: Collection[str]) -> str:
     reads = ", ".join(f"{clean(n)} = {_read(n, v, mask)}" for n, v in w.reads)
     result = f"failed: {clean(w.failure or '')}" if w.result is None else str(w.result).lower()
-    return f"    when {clean(w.expression)}: {result}" + (f" (read {reads})" if reads else "")
+    return f"    when {clean(capped(w.expression, VALUE_LIMIT))}: {result}" + (
+        f" (read {reads})" if reads else ""
+    )
 
 
 def _set_line(v: SetResult, mask: Collection[str]) -> str:
-    want = MASKED if v.hidden else (quote(v.want) if v.want else EMPTY)
+    want = MASKED if v.hidden else (quote(capped(v.want, VALUE_LIMIT)) if v.want else EMPTY)
     current = _read(v.field, v.current, mask)
     verdict = {
         "change": "change",
