@@ -125,7 +125,7 @@ def not_found(
 
 def _why_not(key: str, snapshot: Snapshot, type_of: Callable[[str], str | None]) -> str:
     types = ", ".join(
-        f"{code} {d.meta.name}" + ("" if d.complete else " (only the ids its rules name)")
+        f"{code} {clean(d.meta.name)}" + ("" if d.complete else " (only the ids its rules name)")
         for code, d in sorted(snapshot.types.items())
     )
     known = [i for d in snapshot.types.values() for i in (*d.records, *d.auto_ids)]

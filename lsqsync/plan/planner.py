@@ -436,6 +436,7 @@ def _plan_rule(
     check = _where_check(parts.predicates)
     # a rule that names its opportunities may name one twice (its id and its AutoId)
     matched: set[str] | None = None if selected_ids(rule) is None else set()
+    hits = 0
     for record, row in selection:
         if done and record.id.lower() in done:
             # a once rule leaves what it wrote before alone (counted where it still matches)
@@ -447,9 +448,8 @@ def _plan_rule(
         outcome = evaluate(record.values, row)
         if outcome is None:
             continue
-        if matched is None:
-            tally.matched += 1
-        else:
+        hits += 1
+        if matched is not None:
             matched.add(record.id)
         if isinstance(outcome, _Failure):
             problems.add(outcome.location, outcome.path, outcome.message, record.id)
@@ -459,7 +459,7 @@ def _plan_rule(
                 problems.add(wire.location, wire.path, wire.message, record.id)
             else:
                 _want(rule, value, f, wire, record.id, masked, problems, desired)
-    tally.matched += len(matched or ())
+    tally.matched += hits if matched is None else len(matched)
 
 
 @dataclass(frozen=True)
@@ -915,9 +915,10 @@ def _count_changes(
     credited = {f.rule for f in changed}
     for name in credited:
         tallies[name].changing += 1
-    others = {r.name for f in changed for r in fields[f.field].also} - credited
-    for name in others:
-        tallies[name].by_other_rule += 1
+    if any(fields[f.field].also for f in changed):
+        others = {r.name for f in changed for r in fields[f.field].also} - credited
+        for name in others:
+            tallies[name].by_other_rule += 1
 
 
 def rule_counts(project: Project, tallies: Mapping[str, _Tally]) -> tuple[RuleCount, ...]:
