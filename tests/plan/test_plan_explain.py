@@ -77,3 +77,46 @@ def test_explain_sums_to_the_plans_counts(tmp_path: Path) -> None:
     assert "    set mx_Custom_1: (empty) -> ***: change" in text.splitlines()
     with pytest.raises(LsqsyncError, match="not among the opportunities the rules read"):
         explain.explain(project, snap, plan, options, ["DEAL-0000"])
+
+
+def test_explain_says_what_a_rule_does_not_select_and_which_rules_were_targeted(
+    tmp_path: Path,
+) -> None:
+    from lsqsync.lsq import OpportunityRecord
+
+    os.chdir(tmp_path)
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "lsqsync.yml").write_text("version: 1\n")
+    rules = f"""
+        - name: listed
+          opportunity_type: 12003
+          ids: [{A}]
+          set: {{mx_Custom_10: High}}
+        - name: other
+          opportunity_type: 12003
+          set: {{mx_Custom_10: High}}
+        """
+    (tmp_path / "rules" / "r.yml").write_text(
+        "version: 1\nrules:\n" + textwrap.indent(textwrap.dedent(rules).strip("\n") + "\n", "  ")
+    )
+    project = load_project(load_config(tmp_path / "lsqsync.yml"), targets=["listed"])
+    loan = OpportunityRecord(C, 12000, {"Status": "Open"})
+    snap = snapshot([deal(A), deal(B), loan], None)
+    options = PlanOptions(now=NOW, created_at=datetime(2026, 11, 27, 9), lsqsync_version="t",
+                          input_files={}, targets=("listed",))  # fmt: skip
+    plan = build_plan(project, snap, "https://api.example", options)
+    found = explain.explain(project, snap, plan, options, [B, C])
+    text = explain.render_text(found).splitlines()
+    assert text[:4] == [
+        f"opportunity {B} (type 12003 Enterprise Deal)",
+        "  only the rules named with --target: listed",
+        "  rule listed (rules/r.yml:3): not matched: it does not select this opportunity",
+        "    selects: its ids do not name it",
+    ]
+    assert text[-4:] == [
+        f"opportunity {C} (type 12000 Home Loan)",
+        "  only the rules named with --target: listed",
+        "  no rule is for type 12000",
+        "  rules for other types (not evaluated): listed (type 12003)",
+    ]
+    assert found[0].targets == ("listed",)
