@@ -23,11 +23,11 @@ import math
 import re
 import sys
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NoReturn, TypeVar
 
 import click
 
@@ -470,6 +470,15 @@ def _progress(every: float | None = None) -> Callable[[str], None] | None:
     metavar="HOURS",
     help="How long the saved plan may be applied (apply refuses it later).  [default: 24]",
 )
+@click.option(
+    "--explain",
+    "explain_ids",
+    multiple=True,
+    metavar="ID",
+    help="Instead of the plan, show how each rule comes out for this opportunity (id or AutoId"
+    " value; repeatable): its where, when and set values, with the values they read. Saves no"
+    " plan.",
+)
 def plan(
     config_path: Path | None,
     var_pairs: tuple[str, ...],
@@ -483,6 +492,7 @@ def plan(
     max_details: int,
     now: str | None,
     expires_in: float | None,
+    explain_ids: tuple[str, ...],
 ) -> None:
     """Read the opportunities the rules select and show what would change."""
     from lsqsync.plan import command as planning
@@ -492,6 +502,8 @@ def plan(
     variables = parse_vars(var_pairs, var_files)
     lifetime = None if expires_in is None else timedelta(hours=expires_in)
     request = planning.PlanRequest(targets, allow_large, now, lifetime)
+    if explain_ids:
+        _explain(config_path, variables, request, explain_ids, fmt, out, detailed_exitcode)
     config, result = planning.make_plan(config_path, variables, request, _progress())
     if out is not None:
         planfile.save(result, out)
@@ -499,6 +511,31 @@ def plan(
     if out is not None:
         _saved("plan", result, out)
     raise SystemExit(EXIT_CHANGES if detailed_exitcode and not result.empty else EXIT_OK)
+
+
+def _explain(
+    config_path: Path | None,
+    variables: Mapping[str, Any],
+    request: PlanRequest,
+    ids: tuple[str, ...],
+    fmt: Literal["text", "json", "markdown"],
+    out: Path | None,
+    detailed_exitcode: bool,
+) -> NoReturn:
+    """``plan --explain``: print how the rules come out for ``ids``; exit as ``plan`` does
+    (with --detailed-exitcode, 2 when one of them changes)."""
+    from lsqsync.plan import command as planning
+    from lsqsync.plan import explain
+
+    if out is not None:
+        raise click.UsageError("--explain saves no plan: leave out --out, or plan without it")
+    if fmt == "markdown":
+        raise click.UsageError("--explain prints text or json, not markdown")
+    _, found = planning.explain_project(config_path, variables, request, ids, _progress())
+    text = explain.render_json(found) if fmt == "json" else explain.render_text(found)
+    click.echo(text, nl=False)
+    changes = any(r.outcome in ("change", "by other rule") for e in found for r in e.rules)
+    raise SystemExit(EXIT_CHANGES if detailed_exitcode and changes else EXIT_OK)
 
 
 @cli.command()

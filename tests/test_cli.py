@@ -34,7 +34,7 @@ def run_main(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
 def test_version_names_the_schema_versions(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run_main(["--version"], capsys)
     assert code == 0
-    schemas = "config schema v1, rules schema v1, plan format v2, tests schema v1"
+    schemas = "config schema v1, rules schema v1, plan format v3, tests schema v1"
     assert out == f"lsqsync {__version__} ({schemas})\n"
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,12 +19,14 @@ from lsqsync import __version__
 from lsqsync.clock import NOW_FORMAT
 from lsqsync.config import Config
 from lsqsync.documents.problems import ProjectInvalid
-from lsqsync.errors import ConfigError
-from lsqsync.lsq import Limit, OpportunityType
+from lsqsync.errors import ApiRejected, ConfigError
+from lsqsync.lsq import Limit, LsqClient, OpportunityType
+from lsqsync.plan import explain
 from lsqsync.plan.fetch import Progress, fetch, read_types
 from lsqsync.plan.model import PLAN_LIFETIME, Plan
 from lsqsync.plan.planfile import file_sha256
 from lsqsync.plan.planner import PlanOptions, build_plan
+from lsqsync.plan.snapshot import Snapshot
 from lsqsync.rules import metadata, names
 from lsqsync.rules.project import Project, load
 
@@ -144,6 +146,7 @@ class Planned:
     project: Project
     plan: Plan
     write_pace: Limit  # the strictest limit the writes will meet (as the plan's cost says)
+    options: PlanOptions | None = None  # what the planner was given
 
 
 def make_plan(
@@ -162,8 +165,10 @@ def plan_project(
     variables: Mapping[str, Any],
     request: PlanRequest,
     progress: Progress | None = None,
+    inspect: Callable[[LsqClient, Snapshot], None] | None = None,
 ) -> Planned:
-    """The plan, with the project and the configuration it was made from."""
+    """The plan, with the project and the configuration it was made from. ``inspect`` sees
+    what was read, with the client still open, before the plan is made."""
     from lsqsync.state.location import open_client
 
     targets, allow_large = request.targets, request.allow_large
@@ -177,6 +182,8 @@ def plan_project(
         snapshot = replace(snapshot, read_calls=client.calls - calls)  # the metadata's too
         host = client.host
         pace = client.limiter.write_pace()
+        if inspect is not None:
+            inspect(client, snapshot)
     facts = _state_facts(config, project)
     created = datetime.now(UTC)
     files, commit = input_files(config, project), git_commit(config.root)
@@ -198,4 +205,39 @@ def plan_project(
         rolled_back=facts.rolled_back,
     )
     plan = build_plan(project, snapshot, host, options)
-    return Planned(config, project, plan, pace or config.rate_limit.write_pace())
+    return Planned(config, project, plan, pace or config.rate_limit.write_pace(), options)
+
+
+def explain_project(
+    config_path: Path | None,
+    variables: Mapping[str, Any],
+    request: PlanRequest,
+    keys: Sequence[str],
+    progress: Progress | None = None,
+) -> tuple[Plan, list[explain.Explanation]]:
+    """The plan (made as ``plan`` makes it, but never refused for its size: nothing is saved
+    or applied) and how each rule came out for each opportunity of ``keys``. An id that is not
+    among the opportunities the rules read is an error, found before the plan is made."""
+    read: list[Snapshot] = []
+
+    def inspect(client: LsqClient, snapshot: Snapshot) -> None:
+        missing = [k for k in keys if explain.locate(snapshot, k) is None]
+        if missing:
+            raise explain.not_found(missing, snapshot, lambda key: _type_name(client, key))
+        read.append(snapshot)
+
+    planned = plan_project(
+        config_path, variables, replace(request, check_safety=False), progress, inspect
+    )
+    assert planned.options is not None
+    found = explain.explain(planned.project, read[0], planned.plan, planned.options, keys)
+    return planned.plan, found
+
+
+def _type_name(client: LsqClient, opportunity_id: str) -> str | None:
+    """The name of the type of the opportunity, or None when LeadSquared has none by that id."""
+    try:
+        details = client.opportunity_details(opportunity_id.strip())
+    except ApiRejected:  # a missing or deleted opportunity is refused (a 500)
+        return None
+    return details.type_name if details is not None else None

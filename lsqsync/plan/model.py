@@ -25,9 +25,10 @@ from lsqsync.clock import parse_stamp, stamp
 from lsqsync.lsq import MAX_BULK_ITEMS, Limit
 from lsqsync.plan import changes_text
 
-# 2: premises in the changes, a digest over the whole plan (1 covered inputs and changes), and
-# field_labels (format 2 was unreleased when they came: no version of its own)
-FORMAT_VERSION = 2
+# 3: per-rule counts (rule_counts), the re-apply marks (reapplied) and the fields' display names
+# (field_labels); 2: premises in the changes, and a digest over the whole plan (1 covered inputs
+# and changes)
+FORMAT_VERSION = 3
 TOP_TRANSITIONS = 10
 
 
@@ -79,6 +80,23 @@ class RuleSummary:
     source: str  # file:line of the rule's name
     opportunities: int
     fields: int
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    """How the opportunities one rule matched came out. A rule matches an opportunity of its
+    type that it selects (every one, or its ``ids`` or CSV rows) and whose ``where`` and
+    ``when`` hold; of those, ``matched`` = ``changing`` + ``current`` + ``by_other_rule`` +
+    ``once``."""
+
+    rule: str
+    matched: int
+    changing: int  # a field the rule sets changes, in the rule's name (the summary's count)
+    current: int  # every field the rule sets already holds its value
+    # a field the rule sets changes, in the name of another rule that sets the same value
+    # (the first of them in file order): only that rule's name is on the change
+    by_other_rule: int
+    once: int  # left alone: the rule has ``once: true`` and wrote the opportunity before
 
 
 @dataclass(frozen=True)
@@ -156,10 +174,12 @@ class Plan:
     # read when planning: outputs for people say "Stage (mx_Custom_2)" without the network
     field_labels: Mapping[int, Mapping[str, str]] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
-    # (opportunity id, field) of the changes that write again what a rolled-back run wrote, as
-    # the state said when planning: marked where the plan is shown (not saved; the plan's
-    # warnings say it)
-    reapplied: frozenset[tuple[str, str]] = field(default=frozenset(), compare=False)
+    # Per rule (in the project's order), how the opportunities it matched came out; empty in a
+    # plan that is not made from rules (a rollback) or is a part of one (reconcile)
+    rule_counts: tuple[RuleCount, ...] = ()
+    # (opportunity id, field) of the changes that write again what a rolled-back run wrote →
+    # that run's id, as the state said when planning: marked where the plan is shown
+    reapplied: Mapping[tuple[str, str], str] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -192,13 +212,17 @@ def assemble(
     mask: Sequence[str] = (),
     field_labels: Mapping[int, Mapping[str, str]] | None = None,
     presorted: bool = False,
+    rule_counts: Sequence[RuleCount] = (),
+    reapplied: Mapping[tuple[str, str], str] | None = None,
 ) -> Plan:
     """The one way to make a Plan: the changes sorted (``presorted``: they are already as
     ``sort_changes`` makes them, as the planner builds them), summarised (``rule_sources``: rule
     name → file:line; ``type_totals``: code → (name, opportunities of the type, or None when not
     read)), costed under ``rate`` and digested; stamped ``created`` and valid for
     ``lifetime``; ``state`` is the state file's (lineage, serial) it was made against; its host
-    in one form (``plan_host``)."""
+    in one form (``plan_host``); ``presorted``: the changes are already as ``sort_changes``
+    makes them (as the planner builds them); ``rule_counts`` and ``reapplied`` as ``Plan`` has
+    them."""
     ordered = tuple(changes) if presorted else sort_changes(changes)
     plan = Plan(
         lsqsync_version=version,
@@ -216,6 +240,8 @@ def assemble(
         labels=dict(labels or {}),
         mask=tuple(mask),
         field_labels=named_fields(ordered, field_labels or {}),
+        rule_counts=tuple(rule_counts),
+        reapplied=dict(sorted((reapplied or {}).items())),
     )
     return replace(plan, digest=compute_digest(plan))
 
@@ -270,10 +296,13 @@ def subset(
 ) -> Plan:
     """A plan of some of ``plan``'s changes (reconcile splits a plan into what it applies and
     what waits for review): the same inputs, time, expiry, state and rules, summarised, costed
-    under ``rate`` and digested anew, with ``warnings`` added to the plan's."""
+    under ``rate`` and digested anew, with ``warnings`` added to the plan's. The part keeps the
+    re-apply marks of its changes, but not the per-rule counts: they describe the whole plan
+    (what each rule matched), which a part no longer adds up to."""
     chosen = tuple(changes)
     created, expires = parse_stamp(plan.created_at), parse_stamp(plan.expires_at)
     values = {(v or "").lower() for c in chosen for f in c.changes for v in (f.before, f.after)}
+    fields = {(c.id, f.field) for c in chosen for f in c.changes}
     return assemble(
         chosen,
         plan.inputs,
@@ -290,6 +319,7 @@ def subset(
         labels={k: v for k, v in plan.labels.items() if k in values},
         mask=plan.mask,
         field_labels=plan.field_labels,
+        reapplied={key: run for key, run in plan.reapplied.items() if key in fields},
     )
 
 
@@ -463,6 +493,41 @@ def _members(plan: Plan) -> dict[str, Any]:
         "labels": dict(sorted(plan.labels.items())),
         "mask": list(plan.mask),
         "field_labels": field_labels_json(plan.field_labels),
+        **counts_and_marks_json(plan),
+    }
+
+
+def counts_and_marks_json(plan: Plan) -> dict[str, Any]:
+    """The plan's per-rule counts and re-apply marks, in their JSON form."""
+    return {
+        "rule_counts": [
+            {
+                "rule": c.rule,
+                "matched": c.matched,
+                "changing": c.changing,
+                "current": c.current,
+                "by_other_rule": c.by_other_rule,
+                "once": c.once,
+            }
+            for c in plan.rule_counts
+        ],
+        "reapplied": [
+            {"id": opp_id, "field": name, "run": run}
+            for (opp_id, name), run in sorted(plan.reapplied.items())
+        ],
+    }
+
+
+def counts_and_marks(data: Mapping[str, Any]) -> dict[str, Any]:
+    """``Plan``'s ``rule_counts`` and ``reapplied`` from their JSON form."""
+    return {
+        "rule_counts": tuple(
+            RuleCount(
+                c["rule"], c["matched"], c["changing"], c["current"], c["by_other_rule"], c["once"]
+            )
+            for c in data["rule_counts"]
+        ),
+        "reapplied": {(m["id"], m["field"]): m["run"] for m in data["reapplied"]},
     }
 
 
@@ -529,6 +594,7 @@ def from_json(data: Mapping[str, Any]) -> Plan:
         labels=dict(data["labels"]),
         mask=tuple(data["mask"]),
         field_labels={int(code): dict(names) for code, names in data["field_labels"].items()},
+        **counts_and_marks(data),
         changes=tuple(
             OpportunityChange(
                 c["id"],

@@ -102,13 +102,20 @@ def parse(data: Any, name: str) -> Plan:
             f"{name}: the plan was modified after it was made: its summary does not match its "
             "changes; make a new plan"
         )
+    mismatch = counts_and_marks_mismatch(plan)
+    if mismatch:
+        raise PlanInvalid(
+            f"{name}: the plan was modified after it was made: {mismatch}; make a new plan"
+        )
     return plan
 
 
-# What each older format lacks, that this version needs to apply a plan safely.
+# What each older format lacks, that this version needs to apply or show a plan as made.
 _OLDER = {
     1: "it records no premises (the values the rules read, which apply re-checks) and its "
-    "digest does not cover the whole plan"
+    "digest does not cover the whole plan",
+    2: "it records neither what each rule matched nor which changes re-apply a rolled-back "
+    "run, which show and the pull-request comment print",
 }
 
 
@@ -146,6 +153,25 @@ def _recomputed_summary(plan: Plan) -> Summary:
         {r.name: r.source for r in s.rules},
         {t.opportunity_type: (t.name, t.total) for t in s.types},
     )
+
+
+def counts_and_marks_mismatch(plan: Plan) -> str | None:
+    """How the plan's per-rule counts or re-apply marks disagree with its changes (None: they
+    agree): each count adds up, names a rule of the summary and changes what the summary says
+    it does; each mark names a field the plan changes."""
+    changing = {r.name: r.opportunities for r in plan.summary.rules}
+    for c in plan.rule_counts:
+        if c.rule not in changing:
+            return f"rule_counts names rule '{c.rule}', which the summary does not"
+        if c.changing != changing[c.rule]:
+            return f"rule_counts of rule '{c.rule}' do not match its changes"
+        if c.matched != c.changing + c.current + c.by_other_rule + c.once:
+            return f"rule_counts of rule '{c.rule}' do not add up"
+    fields = {(c.id, f.field) for c in plan.changes for f in c.changes}
+    for opp_id, name in plan.reapplied:
+        if (opp_id, name) not in fields:
+            return f"reapplied names {opp_id} {name}, which the plan does not change"
+    return None
 
 
 @cache

@@ -38,6 +38,7 @@ from lsqsync.plan.model import (
     OpportunityChange,
     Plan,
     Premise,
+    RuleCount,
     assemble,
 )
 from lsqsync.plan.snapshot import Snapshot, TypeData, guid, selected_ids
@@ -139,10 +140,13 @@ def _build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOp
     problems = _Problems()
     users = _user_ids(snapshot)
     problems.static.extend(_static_problems(project, snapshot, users[0]))
-    desired, warnings = _desired_values(project, snapshot, users, options, problems)
+    tallies = {r.name: _Tally() for r in project.rules}
+    desired, warnings = _desired_values(
+        project, snapshot, users, options, problems, tallies=tallies
+    )
     metas = {c: t.meta for c, t in snapshot.types.items()}
     warnings += [str(p) for p in online.field_type_problems(project.config, metas)]
-    changes = _changes(desired, snapshot, problems)
+    changes = _changes(desired, snapshot, problems, tallies)
     found = problems.all()
     if found:
         raise ProjectInvalid(found)
@@ -152,8 +156,8 @@ def _build_plan(project: Project, snapshot: Snapshot, host: str, options: PlanOp
     if options.check_safety:
         totals = {code: t.total for code, t in snapshot.types.items()}
         warnings += check_safety(changes, totals, project.config.safety, options.allow_large)
-    plan = _assemble(project, snapshot, host, options, changes, warnings)
-    return replace(plan, reapplied=frozenset(again)) if again else plan
+    counts = rule_counts(project, tallies)
+    return _assemble(project, snapshot, host, options, changes, warnings, (counts, again))
 
 
 def _user_ids(snapshot: Snapshot) -> tuple[dict[str, str], dict[str, str]]:
@@ -183,10 +187,12 @@ def _desired_values(
     options: PlanOptions,
     problems: _Problems,
     only: Mapping[int, Collection[str]] | None = None,
+    tallies: Mapping[str, _Tally] | None = None,
 ) -> tuple[dict[tuple[int, str], dict[str, _Desired]], list[str]]:
     """What the rules want, by (type, lower-cased id) and field, and a warning for each rule that
     names opportunities that do not exist. ``only``: by id(rule), the opportunities (lower-cased
-    ids) to evaluate each rule on (None: all it selects)."""
+    ids) to evaluate each rule on (None: all it selects); ``tallies`` (by rule name) count what
+    each matched."""
     warnings: list[str] = []
     desired: dict[tuple[int, str], dict[str, _Desired]] = defaultdict(dict)
     for rule in project.rules:
@@ -201,7 +207,8 @@ def _desired_values(
         if only is not None:
             keep = only[id(rule)]
             selection = [(r, row) for r, row in selection if r.id.lower() in keep]
-        _plan_rule(rule, selection, data, users, project, options, problems, desired)
+        tally = tallies[rule.name] if tallies is not None else _Tally()
+        _plan_rule(rule, selection, data, users, project, options, problems, desired, tally)
     return desired, warnings
 
 
@@ -220,11 +227,13 @@ def _changes(
     desired: Mapping[tuple[int, str], Mapping[str, _Desired]],
     snapshot: Snapshot,
     problems: _Problems,
+    tallies: Mapping[str, _Tally],
 ) -> list[OpportunityChange]:
     """The opportunities whose desired values differ from their current ones, with only the
     fields that differ: checked in (type, id) order, returned as ``sort_changes`` orders them
     (by id; each change's fields, rules and premises sorted), so that the plan need not rebuild
-    every change to sort it. Equal field changes and premises are one object (``_Shared``)."""
+    every change to sort it. Equal field changes and premises are one object (``_Shared``); the
+    changes are counted in ``tallies``."""
     changes: list[OpportunityChange] = []
     shared = _Shared()
     typed = _TypedValues()
@@ -237,6 +246,7 @@ def _changes(
         field_changes = _field_changes(record, data, fields, typed, shared)
         if field_changes:
             field_changes.sort(key=_by_field)
+            _count_changes(fields, field_changes, tallies)
             changes.append(
                 OpportunityChange(
                     record.id,
@@ -429,8 +439,10 @@ def _assemble(
     options: PlanOptions,
     changes: Sequence[OpportunityChange],
     warnings: list[str],
+    counts_and_marks: tuple[Sequence[RuleCount], Mapping[tuple[str, str], str]],
 ) -> Plan:
-    """The plan of the changes, with what it was made from."""
+    """The plan of the changes, with what it was made from, its per-rule counts and its
+    re-apply marks."""
     config = project.config
     inputs = Inputs(
         files=dict(options.input_files),
@@ -457,6 +469,8 @@ def _assemble(
         mask=config.mask,
         field_labels={c: t.meta.display_names for c, t in snapshot.types.items()},
         presorted=True,  # as _changes builds them
+        rule_counts=counts_and_marks[0],
+        reapplied=counts_and_marks[1],
     )
 
 
@@ -504,30 +518,36 @@ def _plan_rule(
     options: PlanOptions,
     problems: _Problems,
     desired: dict[tuple[int, str], dict[str, _Desired]],
+    tally: _Tally,
 ) -> None:
     """Evaluate one rule over the records it selects. Everything that does not depend on the
     record (condition bounds, literal values) is worked out once, before the loop; ``where``
     once per distinct raw value of each of its fields, ``when`` and the templated values once
-    per distinct tuple of what they read (see ``_Evaluator``)."""
-    meta = data.meta
-    active, everyone = users
-    masked = project.config.mask
-    predicates = _predicates(rule, meta, everyone, problems)
-    if predicates is None:
+    per distinct tuple of what they read (see ``_Evaluator``). ``tally`` counts the records it
+    matched."""
+    parts = compile_rule(rule, data, users, project, options, problems)
+    if parts is None:
         return
-    targets = _targets(rule, meta, active, problems)
-    evaluate = _Evaluator(rule, meta, targets, _base_context(rule, project, options, active),
-                          active, masked)  # fmt: skip
-    check = _where_check(predicates)
-    done = options.once_written.get(rule.name, frozenset()) if rule.once else frozenset()
+    targets, evaluate, done = parts.targets, parts.evaluate, parts.done
+    masked = project.config.mask
+    check = _where_check(parts.predicates)
+    # a rule that names its opportunities may name one twice (its id and its AutoId)
+    matched: set[str] | None = None if selected_ids(rule) is None else set()
+    hits = 0
     for record, row in selection:
         if done and record.id.lower() in done:
-            continue  # a once rule leaves what it wrote before alone
+            # a once rule leaves what it wrote before alone (counted where it still matches)
+            if check(record.values) and isinstance(evaluate(record.values, row), list):
+                tally.once_ids.add(record.id)
+            continue
         if not check(record.values):
             continue
         outcome = evaluate(record.values, row)
         if outcome is None:
             continue
+        hits += 1
+        if matched is not None:
+            matched.add(record.id)
         if isinstance(outcome, _Failure):
             problems.add(outcome.location, outcome.path, outcome.message, record.id)
             continue
@@ -536,6 +556,41 @@ def _plan_rule(
                 problems.add(wire.location, wire.path, wire.message, record.id)
             else:
                 _want(rule, value, f, wire, record.id, masked, problems, desired)
+    tally.matched += hits if matched is None else len(matched)
+
+
+@dataclass(frozen=True)
+class RuleParts:
+    """A rule made ready to evaluate records of its type: what ``_plan_rule`` runs per record,
+    and what ``plan --explain`` runs for one (``evaluate_record``)."""
+
+    rule: Rule
+    predicates: list[tuple[str, Callable[[Any], bool]]]  # a test per where condition, in order
+    targets: list[tuple[FieldValue, FieldMeta, str | None]]  # see ``_targets``
+    evaluate: _Evaluator
+    done: frozenset[str]  # a once rule's opportunities written before (lower-cased ids)
+
+
+def compile_rule(
+    rule: Rule,
+    data: TypeData,
+    users: tuple[Mapping[str, str], Mapping[str, str]],
+    project: Project,
+    options: PlanOptions,
+    problems: _Problems,
+) -> RuleParts | None:
+    """``rule``'s conditions, values and evaluator; None when it cannot be planned (its
+    problems are in ``problems``)."""
+    meta = data.meta
+    active, everyone = users
+    predicates = _predicates(rule, meta, everyone, problems)
+    if predicates is None:
+        return None
+    targets = _targets(rule, meta, active, problems)
+    evaluate = _Evaluator(rule, meta, targets, _base_context(rule, project, options, active),
+                          active, project.config.mask)  # fmt: skip
+    done = options.once_written.get(rule.name, frozenset()) if rule.once else frozenset()
+    return RuleParts(rule, predicates, targets, evaluate, done)
 
 
 def _want(
@@ -979,6 +1034,51 @@ def _labels(changes: Sequence[OpportunityChange], snapshot: Snapshot) -> dict[st
     return labels
 
 
+# -- per rule: what it matched, and how that came out --------------------------------------------
+
+
+class _Tally:
+    """One rule's counts while planning: the opportunities it matched (its ``where`` and
+    ``when`` hold; ``_plan_rule`` counts them), those it left alone (``once``), and of those it
+    wants a value in, in how many a field changes in its name or in another rule's
+    (``_count_changes``). The rest of what it matched is already current."""
+
+    __slots__ = ("by_other_rule", "changing", "matched", "once_ids")
+
+    def __init__(self) -> None:
+        self.matched = 0
+        self.once_ids: set[str] = set()
+        self.changing = 0
+        self.by_other_rule = 0
+
+
+def _count_changes(
+    fields: Mapping[str, _Desired], changed: Sequence[FieldChange], tallies: Mapping[str, _Tally]
+) -> None:
+    """Count one opportunity's ``changed`` fields: for each rule named on one, and for each
+    other rule that wants the same value in one (``_Desired.also``)."""
+    credited = {f.rule for f in changed}
+    for name in credited:
+        tallies[name].changing += 1
+    if any(fields[f.field].also for f in changed):
+        others = {r.name for f in changed for r in fields[f.field].also} - credited
+        for name in others:
+            tallies[name].by_other_rule += 1
+
+
+def rule_counts(project: Project, tallies: Mapping[str, _Tally]) -> tuple[RuleCount, ...]:
+    """Each rule's counts, in the project's order."""
+    counts = []
+    for rule in project.rules:
+        t = tallies[rule.name]
+        once = len(t.once_ids)
+        current = t.matched - t.changing - t.by_other_rule
+        counts.append(
+            RuleCount(rule.name, t.matched + once, t.changing, current, t.by_other_rule, once)
+        )
+    return tuple(counts)
+
+
 # -- convergence: would the rules change the planned values again? ----------------------------
 
 # how far the convergence check moves ``now``: enough to change any date or time shown of it
@@ -1222,3 +1322,73 @@ def reapplied(
             if earlier and field_meta and codec.same(field_meta, earlier[1], f.after):
                 found[(c.id, f.field)] = earlier[0]
     return found
+
+
+# -- one opportunity, rule by rule (plan --explain) ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """How one rule came out for one opportunity, decided by the very parts planning runs."""
+
+    selected: bool  # the rule selects it: it selects its whole type, or its ids or CSV name it
+    row: Mapping[str, str] | None  # the CSV row that names it
+    where: tuple[bool, ...]  # each condition's verdict, in the rule's order
+    when: bool | None  # None: not evaluated (not selected, a where fails, a failure) or no when
+    failure: str | None  # why the when, or a value, could not be evaluated
+    wires: tuple[str | None, ...]  # per target: the value to write (None: not evaluated)
+    once: bool  # a once rule that wrote it before: left alone
+
+    @property
+    def matched(self) -> bool:
+        """As planning counts it: selected, every ``where`` holds and the ``when`` does."""
+        return self.selected and all(self.where) and self.when is not False and bool(self.wires)
+
+
+def rule_parts(project: Project, snapshot: Snapshot, options: PlanOptions) -> dict[str, RuleParts]:
+    """Every plannable rule of ``project`` made ready, by name, as ``_desired_values`` makes
+    them (a rule it skips, it skips)."""
+    users = _user_ids(snapshot)
+    found = {}
+    for rule in project.rules:
+        data = snapshot.types[rule.opportunity_type]
+        if any(data.meta.field(name) is None for name in rule.referenced_fields):
+            continue
+        if online.uses_unrecognised(rule, data.meta):
+            continue
+        parts = compile_rule(rule, data, users, project, options, _Problems())
+        if parts is not None:
+            found[rule.name] = parts
+    return found
+
+
+def evaluate_record(parts: RuleParts, data: TypeData, record: OpportunityRecord) -> Evaluation:
+    """How ``parts``' rule comes out for ``record``: each ``where`` condition's verdict (all of
+    them, where planning stops at the first that fails), then the rule's ``when`` and values,
+    by the rule's own evaluator."""
+    selected, row = _selects(parts.rule, data, record)
+    where = tuple(holds(record.values.get(name)) for name, holds in parts.predicates)
+    if not (selected and all(where)):
+        return Evaluation(selected, row, where, None, None, (), False)
+    outcome = parts.evaluate(record.values, row)
+    once = record.id.lower() in parts.done
+    if outcome is None:
+        return Evaluation(True, row, where, False, None, (), once)
+    if isinstance(outcome, _Failure):
+        return Evaluation(True, row, where, None, outcome.message, (), once)
+    failures = [w.message for w in outcome if isinstance(w, _Failure)]
+    wires = tuple(w if isinstance(w, str) else None for w in outcome)
+    when = True if parts.rule.when is not None else None
+    return Evaluation(True, row, where, when, failures[0] if failures else None, wires, once)
+
+
+def _selects(
+    rule: Rule, data: TypeData, record: OpportunityRecord
+) -> tuple[bool, Mapping[str, str] | None]:
+    """Whether ``rule`` selects ``record``, and with which CSV row."""
+    if selected_ids(rule) is None:
+        return True, None
+    for found, row in _select(rule, data)[0]:
+        if found.id.lower() == record.id.lower():
+            return True, row
+    return False, None

@@ -38,6 +38,7 @@ from lsqsync.plan.model import (
     FieldChange,
     OpportunityChange,
     Plan,
+    RuleCount,
     TypeSummary,
     dumps,
 )
@@ -230,6 +231,8 @@ class _View:
 
     def total(self) -> str:
         s = self.plan.summary
+        if self.plan.empty and self.plan.rule_counts and not _matched_any(self.plan):
+            return "No changes: the rules matched no opportunity."
         if self.plan.empty:
             return "No changes. LeadSquared already matches the rules."
         return (
@@ -251,11 +254,16 @@ def _text(plan: Plan, options: _Options) -> str:
 
     tilde = paint(YELLOW, "~")
     lines = [paint(BOLD, view.title())]
+    if plan.empty and plan.rule_counts:
+        lines += ["", "Summary: no changes", "  by rule:"]
+        lines += [f"    {line}" for line in _matched_lines(plan)]
     if not plan.empty:
         s = plan.summary
         lines += ["", f"Summary: {_counts(s.opportunities, s.fields)}", "  by rule:"]
+        counts = _rule_counts(plan)
         lines += [
             f"    {clean(r.name)} ({clean(r.source)}): {_counts(r.opportunities, r.fields)}"
+            + (f"; {matched(counts[r.name])}" if r.name in counts else "")
             for r in s.rules
         ]
         lines.append("  by type:")
@@ -332,6 +340,49 @@ def _field_lines(
     ]
 
 
+# -- what each rule matched --------------------------------------------------------------------
+
+
+def matched(count: RuleCount) -> str:
+    """What ``count``'s rule matched and how that came out: ``matched 0``, ``matched 40, all
+    current``, ``matched 3, all change``, ``matched 10: 3 change, 7 current``."""
+    if not count.matched:
+        return "matched 0"
+    if count.current == count.matched:
+        return f"matched {count.matched}, all current"
+    if count.changing == count.matched:
+        return f"matched {count.matched}, all change"
+    parts = [
+        f"{n} {what}"
+        for n, what in (
+            (count.changing, "change"),
+            (count.current, "current"),
+            (count.by_other_rule, "changed by another rule"),
+            (count.once, "left alone (once: true)"),
+        )
+        if n
+    ]
+    return f"matched {count.matched}: {', '.join(parts)}"
+
+
+def _matched_any(plan: Plan) -> bool:
+    return any(c.matched for c in plan.rule_counts)
+
+
+def _rule_counts(plan: Plan) -> dict[str, RuleCount]:
+    return {c.rule: c for c in plan.rule_counts}
+
+
+def _matched_lines(plan: Plan) -> list[str]:
+    """Each rule's ``name (source): matched …``, for a plan without changes (whose summary,
+    which says it otherwise, is not shown)."""
+    sources = {r.name: r.source for r in plan.summary.rules}
+    return [
+        f"{clean(c.rule)} ({clean(sources.get(c.rule, ''))}): {matched(c)}"
+        for c in plan.rule_counts
+    ]
+
+
 def _counts(opportunities: int, fields: int) -> str:
     return f"{plural(opportunities, 'opportunity', 'opportunities')}, {plural(fields, 'field')}"
 
@@ -367,13 +418,11 @@ def _markdown(plan: Plan, options: _Options) -> str:
     head = [f"### lsqsync plan {_code(view.short)} for {_code(clean(plan.inputs.host))}", ""]
     for note in view.safety_notes:  # a paragraph each: GitHub joins adjacent lines in files
         head += [f"**⚠️ {md(note)}**", ""]
+    if plan.empty and plan.rule_counts:
+        head += ["#### Summary: no changes", "", *_markdown_rules(plan)]
     if not plan.empty:
         head += [f"#### Summary: {_counts(s.opportunities, s.fields)}", ""]
-        rules = [
-            [md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
-            for r in s.rules
-        ]
-        head += _table(["Rule", "Source", "Opportunities", "Fields"], "llrr", rules)
+        head += _markdown_rules(plan)
         head.append("")
         head += _table(
             ["Type", "Changing", "Total", "Share"],
@@ -406,6 +455,31 @@ def _markdown(plan: Plan, options: _Options) -> str:
     head += ["", md(view.cost())]
     tail = ["", view.total()]
     return _fit(head, _diff_blocks(view), tail, len(plan.changes), s.fields)
+
+
+def _markdown_rules(plan: Plan) -> list[str]:
+    """The summary's table of rules, with what each matched where the plan says it (only
+    that for a plan without changes)."""
+    counts = _rule_counts(plan)
+    if plan.empty:
+        return _table(
+            ["Rule", "Source", "Matched"],
+            "lll",
+            [[md(clean(r.name)), md(clean(r.source)), md(_matched_cell(counts.get(r.name)))]
+             for r in plan.summary.rules],
+        )  # fmt: skip
+    rows = [
+        [md(clean(r.name)), md(clean(r.source)), str(r.opportunities), str(r.fields)]
+        + ([md(_matched_cell(counts.get(r.name)))] if counts else [])
+        for r in plan.summary.rules
+    ]
+    if counts:
+        return _table(["Rule", "Source", "Opportunities", "Fields", "Matched"], "llrrl", rows)
+    return _table(["Rule", "Source", "Opportunities", "Fields"], "llrr", rows)
+
+
+def _matched_cell(count: RuleCount | None) -> str:
+    return matched(count).removeprefix("matched ") if count is not None else ""
 
 
 def _diff_blocks(view: _View) -> Iterator[str]:

@@ -17,6 +17,7 @@ from lsqsync.emulator import Emulator
 # the rules change most opportunities of the type: over the example's safety ratio
 NOW = ["--now", "2026-11-27 10:00:00", "--allow-large"]
 LATER = ["--now", "2026-11-27 11:00:00", "--allow-large"]
+MARK = "[re-applies a rolled-back run]"
 
 NEVER_SETTLE = """\
 version: 1
@@ -142,7 +143,15 @@ def test_a_once_rule_settles_after_one_apply(
     code, out, _ = run(["plan", "--out", "p2.json", *LATER], capsys)
     assert code == 0
     assert "No changes." in out
-    assert json.loads((tmp_path / "p2.json").read_text())["changes"] == []
+    second = json.loads((tmp_path / "p2.json").read_text())
+    assert second["changes"] == []
+    # what the once rule matched, it leaves alone: the plan says so rather than "all current"
+    count = next(c for c in second["rule_counts"] if c["rule"] == "stamp-review")
+    assert count["once"] == count["matched"] == len(stamped)
+    assert (
+        f"    stamp-review (rules/review.yml:3): matched {len(stamped)}: {len(stamped)} left "
+        "alone (once: true)"
+    ) in out.splitlines()
 
 
 def test_a_rollback_names_the_rules_that_would_apply_again_and_the_plan_marks_them(
@@ -182,5 +191,26 @@ def test_a_rollback_names_the_rules_that_would_apply_again_and_the_plan_marks_th
     marked = [line for line in lines if line.endswith("[re-applies a rolled-back run]")]
     assert len(marked) == min(len(written), 200)
     assert all("mx_Custom_9" in line for line in marked)
+    # the marks are saved: show marks the same changes, in text and in the PR comment
+    saved = json.loads((tmp_path / "again.json").read_text())
+    assert saved["reapplied"] == [
+        {"id": c["id"], "field": "mx_Custom_9", "run": run_id}
+        for c in saved["changes"]
+        if c["id"] in written
+    ]
+    assert len(saved["reapplied"]) == len(written)
+    code, shown, _ = run(["show", "again.json", "--max-details", "1000"], capsys)
+    assert code == 0
+    shown_marked = [line for line in shown.splitlines() if line.endswith(MARK)]
+    assert len(shown_marked) == len(written)
     code, out, _ = run(["show", "again.json", "--format", "markdown"], capsys)
     assert "re-applies rolled-back run" in out
+    marked_md = [line for line in out.splitlines() if line.endswith(MARK)]
+    assert marked_md
+    assert all(line.startswith("+     Closing Note (mx_Custom_9): ") for line in marked_md)
+    # a mark taken out of the saved plan is an edit its digest catches
+    saved["reapplied"] = saved["reapplied"][1:]
+    (tmp_path / "edited.json").write_text(json.dumps(saved))
+    code, _, err = run(["show", "edited.json"], capsys)
+    assert code == 1
+    assert "the plan was modified after it was made" in err

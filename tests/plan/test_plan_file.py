@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from plan_helpers import GEORGE, LABELS, MARY, make_plan
+from plan_helpers import GEORGE, LABELS, MARY, make_plan, opp_id
 
 from lsqsync import __version__
 from lsqsync.errors import LsqsyncError, PlanInvalid
 from lsqsync.plan import planfile
-from lsqsync.plan.model import Plan, compute_digest, dumps, from_json, to_json
+from lsqsync.plan.model import Plan, RuleCount, compute_digest, dumps, from_json, to_json
 
 MARY_LABEL = LABELS[MARY]
 
@@ -125,7 +125,7 @@ def test_every_schema_problem_is_named_by_its_json_path(tmp_path: Path) -> None:
     ("content", "problem"),
     [
         ("[]", "must be an object, not []"),
-        ('{"format_version": "2"}', 'format_version: must be 2, not "2"'),
+        ('{"format_version": "3"}', 'format_version: must be 3, not "3"'),
     ],
 )
 def test_one_schema_problem(tmp_path: Path, content: str, problem: str) -> None:
@@ -152,7 +152,7 @@ def test_a_long_value_is_shortened_in_messages(tmp_path: Path) -> None:
 )
 def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: str) -> None:
     def change(data: dict[str, Any]) -> None:
-        data["format_version"] = 3
+        data["format_version"] = 4
         data["something_new"] = {"a": 1}  # a newer format may have anything: not reported
         if made_by is None:
             del data["lsqsync_version"]
@@ -161,7 +161,7 @@ def test_an_unknown_format_version(tmp_path: Path, made_by: str | None, advice: 
 
     path = saved(tmp_path, change)
     assert load_error(path) == (
-        f"{path}: unknown plan format_version 3: lsqsync {__version__} reads format_version 2;"
+        f"{path}: unknown plan format_version 4: lsqsync {__version__} reads format_version 3;"
         f" {advice}{', or make a new plan' if made_by else ''}"
     )
 
@@ -178,6 +178,21 @@ def test_a_plan_of_the_first_format_is_refused_with_what_to_do(tmp_path: Path) -
         f"{path}: a plan of format_version 1, which lsqsync {__version__} no longer reads: it "
         "records no premises (the values the rules read, which apply re-checks) and its digest "
         "does not cover the whole plan. Make a new plan (lsqsync plan --out FILE) and review it"
+    )
+
+
+def test_a_plan_of_the_second_format_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    # what lsqsync saved before per-rule counts and re-apply marks
+    def second_format(data: dict[str, Any]) -> None:
+        data["format_version"] = 2
+        del data["rule_counts"], data["reapplied"]
+
+    path = saved(tmp_path, second_format)
+    assert load_error(path) == (
+        f"{path}: a plan of format_version 2, which lsqsync {__version__} no longer reads: it "
+        "records neither what each rule matched nor which changes re-apply a rolled-back run, "
+        "which show and the pull-request comment print. Make a new plan (lsqsync plan --out "
+        "FILE) and review it"
     )
 
 
@@ -287,3 +302,87 @@ def test_field_labels_of_the_wrong_shape_are_refused(
 ) -> None:
     path = saved(tmp_path, edit, sample_plan())
     assert f"{path}: {problem}" in load_error(path)
+
+
+# -- per-rule counts and re-apply marks ---------------------------------------------------------
+
+
+def counted_plan() -> Plan:
+    """The sample plan with per-rule counts that agree with its summary, and a re-apply mark."""
+    plan = make_plan()
+    counts = tuple(
+        RuleCount(r.name, r.opportunities + 3, r.opportunities, 2, 1, 0) for r in plan.summary.rules
+    )
+    plan = replace(plan, rule_counts=counts, reapplied={(opp_id(1), "Status"): "run-7"})
+    return replace(plan, digest=compute_digest(plan))
+
+
+def test_counts_and_marks_are_saved_and_read_back(tmp_path: Path) -> None:
+    plan = counted_plan()
+    path = tmp_path / "plan.json"
+    planfile.save(plan, path)
+    assert planfile.load(path) == plan
+    data = json.loads(path.read_text())
+    assert data["reapplied"] == [{"id": opp_id(1), "field": "Status", "run": "run-7"}]
+    assert data["rule_counts"][0] == {
+        "rule": plan.summary.rules[0].name, "matched": plan.summary.rules[0].opportunities + 3,
+        "changing": plan.summary.rules[0].opportunities, "current": 2, "by_other_rule": 1,
+        "once": 0,
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        pytest.param(lambda d: d["rule_counts"][0].update(current=9), id="a count"),
+        pytest.param(lambda d: d["reapplied"].clear(), id="a removed mark"),
+    ],
+)
+def test_an_edit_of_the_counts_or_marks_is_refused(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object]
+) -> None:
+    path = saved(tmp_path, change, counted_plan())
+    assert "its digest is" in load_error(path)
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (lambda d: d["rule_counts"][0].update(current=9), "do not add up"),
+        (lambda d: d["rule_counts"][0].update(changing=0, matched=3), "do not match its changes"),
+        (lambda d: d["rule_counts"][0].update(rule="ghost"), "names rule 'ghost'"),
+        (
+            lambda d: d["reapplied"][0].update(field="Owner"),
+            f"reapplied names {opp_id(1)} Owner, which the plan does not change",
+        ),
+    ],
+)
+def test_counts_or_marks_that_do_not_match_the_changes(
+    tmp_path: Path, change: Callable[[dict[str, Any]], object], problem: str
+) -> None:
+    # with the digest made to match too
+    def forged(data: dict[str, Any]) -> None:
+        change(data)
+        data["digest"] = compute_digest(from_json(data))
+
+    message = load_error(saved(tmp_path, forged, counted_plan()))
+    assert message.startswith(
+        f"{tmp_path / 'plan.json'}: the plan was modified after it was made: "
+    )
+    assert problem in message
+    assert message.endswith("; make a new plan")
+
+
+def test_a_part_of_a_plan_keeps_its_changes_marks_but_no_counts(tmp_path: Path) -> None:
+    from lsqsync.lsq import Limit
+    from lsqsync.plan.model import subset
+
+    plan = counted_plan()
+    first, second = plan.changes[0], plan.changes[1]
+    assert first.id == opp_id(1)
+    with_mark = subset(plan, [first], Limit(25, 5))
+    assert (with_mark.reapplied, with_mark.rule_counts) == ({(opp_id(1), "Status"): "run-7"}, ())
+    assert subset(plan, [second], Limit(25, 5)).reapplied == {}
+    path = tmp_path / "part.json"
+    planfile.save(with_mark, path)  # it loads: no counts to check
+    assert planfile.load(path) == with_mark

@@ -894,9 +894,75 @@ def test_changes_that_write_what_a_rolled_back_run_wrote_are_marked(tmp_path: Pa
           opportunity_type: 12003
           set: {mx_Custom_10: High}
         """, [deal(A), deal(B)], rolled_back=rolled_back)  # fmt: skip
-    assert p.reapplied == frozenset({(A, "mx_Custom_10")})
+    assert p.reapplied == {(A, "mx_Custom_10"): "run-1"}
     assert p.warnings == (
         "re-applies rolled-back run run-1: 1 field of rule 'flag' (e.g. "
         f"{A} mx_Custom_10) get the values that run wrote and a rollback put back. If the "
         "rollback was meant to last, revert these rules",
     )
+
+
+# -- per rule: what it matched and how that came out -------------------------------------------
+
+
+def counts(p: Plan) -> dict[str, tuple[int, int, int, int, int]]:
+    """Rule → (matched, changing, current, by another rule, once)."""
+    return {
+        c.rule: (c.matched, c.changing, c.current, c.by_other_rule, c.once) for c in p.rule_counts
+    }
+
+
+def test_each_rule_says_what_it_matched_and_how_that_came_out(tmp_path: Path) -> None:
+    rules = (
+        """
+        - name: none
+          opportunity_type: 12003
+          where: {Status: Lost}
+          set: {mx_Custom_10: High}
+        - name: first
+          opportunity_type: 12003
+          where: {mx_Custom_6: {gt: 100000}}
+          set: {mx_Custom_10: High}
+        - name: same-value-later
+          opportunity_type: 12003
+          ids: [A, B, C, A]
+          set: {mx_Custom_10: High}
+        - name: stamp
+          opportunity_type: 12003
+          when: "opp.mx_Custom_6 != '1'"
+          once: true
+          set: {mx_Custom_9: "x"}
+        """.replace("A,", f"{A},")
+        .replace(" B,", f" {B},")
+        .replace(" C,", f" {C},")
+    )
+    rules = rules.replace(", A]", f", {A.replace('-', '')}]")  # A again, written otherwise
+    records = [
+        deal(A, mx_Custom_6="150000"),  # first changes it; same-value-later wants it too
+        deal(B, mx_Custom_6="150000", mx_Custom_10="High"),  # current for both
+        deal(C, mx_Custom_6="5000"),  # only same-value-later: it changes it
+    ]
+    p = plan(tmp_path, rules, records, once_written={"stamp": frozenset({A})})
+    assert counts(p) == {
+        "none": (0, 0, 0, 0, 0),
+        "first": (2, 1, 1, 0, 0),
+        "same-value-later": (3, 1, 1, 1, 0),
+        "stamp": (3, 2, 0, 0, 1),
+    }
+    # the counts agree with the summary, and add up
+    summary = {r.name: r.opportunities for r in p.summary.rules}
+    for c in p.rule_counts:
+        assert c.changing == summary[c.rule]
+        assert c.matched == c.changing + c.current + c.by_other_rule + c.once
+
+
+def test_the_convergence_check_counts_nothing(tmp_path: Path) -> None:
+    # the check plans the rules again against the after-state: its matches are not the plan's
+    rules = """
+        - name: note-now
+          opportunity_type: 12003
+          set: {mx_Custom_9: "{{ now }}"}
+        """
+    p = plan(tmp_path, rules, [deal(A), deal(B)])
+    assert p.nonconvergent
+    assert counts(p) == {"note-now": (2, 2, 0, 0, 0)}

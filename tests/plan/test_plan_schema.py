@@ -36,14 +36,15 @@ def test_the_schema_knows_the_models_format_version() -> None:
         "const": FORMAT_VERSION,
         "title": "Plan format version",
         "description": (
-            "The version of this JSON form. 2 added the premises of each change, a digest over "
-            "the whole plan and the field labels; plans of format 1 are refused (make a new "
-            "plan)."
+            "The version of this JSON form. 3 added rule_counts (what each rule matched), "
+            "reapplied (the changes that re-apply a rolled-back run) and field_labels (the display "
+            "names of the fields); 2 added the premises of each change and a digest over the whole "
+            "plan. Plans of formats 1 and 2 are refused (make a new plan)."
         ),
     }
-    assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 2, "tests": 1}
+    assert resources.schema_versions() == {"config": 1, "rules": 1, "plan": 3, "tests": 1}
     assert resources.versions_text() == (
-        "config schema v1, rules schema v1, plan format v2, tests schema v1"
+        "config schema v1, rules schema v1, plan format v3, tests schema v1"
     )
 
 
@@ -60,9 +61,9 @@ def objects(schema: Any, path: str = "#") -> Iterator[tuple[str, dict[str, Any]]
 
 def test_every_record_refuses_unknown_keys_and_every_map_says_what_it_holds() -> None:
     found = dict(objects(SCHEMA))
-    # 11 records, 6 maps (files, vars, labels, a premise's reads, field labels by type code and
-    # each type's by schema name)
-    assert len(found) == 17
+    # 13 records (a rule's counts and a re-apply mark among them), 6 maps (files, vars, labels,
+    # a premise's reads, field labels by type code and each type's by schema name)
+    assert len(found) == 19
     for path, schema in found.items():
         if "properties" in schema:  # a record
             assert schema["additionalProperties"] is False, path
