@@ -6,17 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 
-from lsqsync.cli import main
 from lsqsync.emulator import DEMO_ACCESS_KEY, Emulator
 from lsqsync.emulator.model import USERS
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def test_whoami(

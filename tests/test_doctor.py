@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 import requests
+from cli_helpers import run
 from crm_helpers import example_project
 from lsq.lsq_helpers import closed_port_url
 from pg_server import PgServer
 from profiles import PROFILES, Profile
 
 from lsqsync import doctor
-from lsqsync.cli import main
 from lsqsync.config import StateLocation
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 from lsqsync.state.database import NoState
@@ -42,13 +42,6 @@ CHECKS = [
 ]  # fmt: skip
 
 Rewrite = Callable[[str, int, Any], tuple[int, Any]]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def verdicts(

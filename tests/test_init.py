@@ -9,22 +9,15 @@ from pathlib import Path
 
 import pytest
 import yaml
+from cli_helpers import run
 from pg_server import PgServer
 
 from lsqsync import __version__
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.resources import schema_text
 from lsqsync.scaffold import SCHEMAS, TEMPLATES, files
 
 EVERY_FILE = [*TEMPLATES, *SCHEMAS]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def test_init_validate_plan_and_apply_in_a_fresh_folder(

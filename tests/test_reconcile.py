@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 from crm_helpers import NO_LIMIT, write_directly, writes
 
 from lsqsync import reconcile as standing
-from lsqsync.cli import main
 from lsqsync.config import Safety, load_config
 from lsqsync.emulator import Emulator
 from lsqsync.lsq import Limit
@@ -45,13 +45,6 @@ def write(
     (root / "lsqsync.yml").write_text(config)
     body = "".join(rules).replace("LIMITS", limits)
     (root / "rules" / "rules.yml").write_text(f"version: 1\nrules:\n{body}")
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture

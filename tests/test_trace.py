@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import run
 from crm_helpers import example_project, writes
 
-from lsqsync.cli import main
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
 from lsqsync.plan.model import from_json
 
@@ -23,13 +23,6 @@ rules:
     set:
       mx_Custom_11: "{PHONE}"
 """
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def traced(path: Path) -> list[dict[str, Any]]:

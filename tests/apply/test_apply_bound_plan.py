@@ -11,20 +11,13 @@ from typing import Any
 
 import pytest
 import requests
+from cli_helpers import run
 from crm_helpers import example_project, requests_log, writes
 
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator, Settings
 
 NOW = ["--now", "2026-11-27 10:00:00"]
 DEAL = "4f530c63-4c93-4150-8b8e-83487befb3b2"  # the documentation's deal: in every emulator
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def stored(emu: Emulator, opp_id: str) -> dict[str, str | None]:

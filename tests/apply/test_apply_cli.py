@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli_helpers import run
 from crm_helpers import example_project, write_directly, writes
 
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.model import USERS
 from lsqsync.plan.model import compute_digest, from_json
@@ -26,13 +26,6 @@ NOW = ["--now", "2026-11-27 10:00:00"]
 # the loan reassigned by rules/data/reassign.csv is owned by neither George nor Sam
 SAM = next(u.id for u in USERS if u.first_name == "Sam")
 NO_CHANGES = "No changes. LeadSquared already matches the rules.\n"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture

@@ -14,10 +14,10 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 from crm_helpers import not_as_planned, writes
 from pg_server import PgServer
 
-from lsqsync.cli import main
 from lsqsync.config import StateLocation
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.plan import planfile
@@ -25,13 +25,6 @@ from lsqsync.state.location import open_location
 
 ROOT = Path(__file__).parents[2]
 NOW = ["--now", "2026-11-27 10:00:00"]
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def example_project(root: Path, url: str, workspace: str) -> StateLocation:

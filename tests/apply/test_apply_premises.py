@@ -10,9 +10,9 @@ from typing import cast
 
 import pytest
 import requests
+from cli_helpers import run
 
 from lsqsync.apply.engine import check_freshness, premise_changes, read_current, refusals
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.model import TYPES
 from lsqsync.lsq import LsqClient, OpportunityRecord, OpportunityType
@@ -242,13 +242,6 @@ def test_a_plan_made_against_another_host_is_refused_naming_both() -> None:
 
 NOW = ["--now", "2026-11-27 10:00:00"]
 CLOSED_AT = "2026-11-27 10:00:00"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def deals(emu: Emulator, count: int) -> list[str]:

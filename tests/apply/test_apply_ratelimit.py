@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 import requests
+from cli_helpers import run
 from crm_helpers import NO_LIMIT, example_project, requests_log, write_directly, writes
 
-from lsqsync.cli import main
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.lsq import LsqClient
 from lsqsync.state.store import StateFile
@@ -42,13 +42,6 @@ def connected(account_emulator: Emulator, monkeypatch: pytest.MonkeyPatch) -> Em
     monkeypatch.setenv("LSQ_ACCESS_KEY", DEMO_ACCESS_KEY)
     monkeypatch.setenv("LSQ_SECRET_KEY", DEMO_SECRET_KEY)
     return account_emulator
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def refused(emu: Emulator) -> int:

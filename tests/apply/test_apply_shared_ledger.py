@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli_helpers import run
 from crm_helpers import not_as_planned, requests_log
 from pg_server import PgServer
 
-from lsqsync.cli import main
 from lsqsync.config import StateLocation
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.lsq.accounts import ACCOUNTS_FILE, LEDGER_FILE
@@ -51,13 +51,6 @@ def project(root: Path, url: str, workspace: str, code: int, field: str, where: 
         + f"    set: {{{field}: 'stamped by {workspace}'}}\n"
     )
     return root
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def refused(out: str) -> int:

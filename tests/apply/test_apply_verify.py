@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 import requests
+from cli_helpers import run
 from crm_helpers import NO_LIMIT, requests_log, write_directly, writes
 
-from lsqsync.cli import main
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator, Settings
 from lsqsync.plan import planfile
 from lsqsync.state.store import StateFile
@@ -26,13 +26,6 @@ NOW = ["--now", "2026-11-27 10:00:00"]
 LOAN = "c5a7f37c-b789-44c9-929b-74aa6250b539"
 BY_IDS = "/v2/OpportunityManagement.svc/GetOpportunitiesById"
 BULK = "/v2/OpportunityManagement.svc/Bulk/Update/ByOpportunityId"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def project(root: Path, rules: str) -> Path:

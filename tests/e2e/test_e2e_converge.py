@@ -9,9 +9,9 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 from crm_helpers import example_project
 
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 
 # the rules change most opportunities of the type: over the example's safety ratio
@@ -42,13 +42,6 @@ rules:
     set:
       mx_Custom_10: High
 """
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def project(root: Path, rules: str, monkeypatch: pytest.MonkeyPatch) -> None:

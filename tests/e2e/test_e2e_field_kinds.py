@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli_helpers import run
 
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.emulator.model import GEORGE_BAILEY
 
@@ -34,13 +34,6 @@ rules:
       mx_Custom_13: "2027-01-15T09:30:00+05:30"  # a DateTime (Date, render type DateTime)
       mx_Custom_16: george.bailey@example.com  # an ActiveUsers field takes an email
 """
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def _project(root: Path, rules: str, config: str = "") -> None:

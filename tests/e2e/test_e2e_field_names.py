@@ -14,9 +14,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 from crm_helpers import ROOT, example_project, write_directly
 
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.state.records import FieldResult
 from lsqsync.state.store import StateFile
@@ -42,13 +42,6 @@ rules:
       mx_Custom_9: checked
 """
 STAGE = "Stage (mx_Custom_2)"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture

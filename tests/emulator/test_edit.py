@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from cli_helpers import run
 
 from lsqsync.cli import main
 from lsqsync.emulator import Emulator
@@ -17,13 +18,6 @@ from lsqsync.emulator.store import Store
 
 MARY = next(u for u in USERS if u.first_name == "Mary")
 SAM = next(u for u in USERS if u.first_name == "Sam")
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def stored(emu: Emulator, opportunity: str) -> dict[str, str | None]:

@@ -7,9 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from cli_helpers import run
 from crm_helpers import example_project, write_directly
 
-from lsqsync.cli import main
 from lsqsync.emulator import Emulator
 from lsqsync.state.records import FieldResult
 from lsqsync.state.store import StateFile
@@ -18,13 +18,6 @@ NOW = ["--now", "2026-11-27 10:00:00"]
 GONE = "00000000-0000-4000-8000-0000000000aa"
 # mx_Custom_9 as drift names it: its display name in each type, then its schema name
 NOTE = {12000: "Remarks (mx_Custom_9)", 12003: "Closing Note (mx_Custom_9)"}
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 import requests
+from cli_helpers import run
 from validation_helpers import unchecked_types
 
-from lsqsync.cli import main
 from lsqsync.clock import utcnow
 from lsqsync.config import load_config
 from lsqsync.emulator import DEMO_ACCESS_KEY, DEMO_SECRET_KEY, Emulator
@@ -43,13 +43,6 @@ rules:
     where: {Status: Open}
     set: {mx_Custom_10: High}
 """
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 def served(emu: Emulator, code: int) -> Any:

@@ -7,8 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-
-from lsqsync.cli import main
+from cli_helpers import run
 
 ROOT = Path(__file__).parents[2]
 
@@ -48,13 +47,6 @@ tests:
     expect:
       deal: {Status: Won, mx_Custom_2: Closed Won, mx_Custom_8: "2026-05-01T10:00:00"}
 """
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture

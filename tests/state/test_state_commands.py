@@ -11,21 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cli_helpers import run
 from pg_server import PgServer
 from state_helpers import DIGEST, OPP_A, OPP_B, OPP_C, Clock, Place, result
 
-from lsqsync.cli import main
 from lsqsync.config import StateLocation
 from lsqsync.state import store
 from lsqsync.state.location import open_location
 from lsqsync.state.schema import SCHEMA_VERSION
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    with pytest.raises(SystemExit) as exit_info:
-        main(args)
-    out, err = capsys.readouterr()
-    return int(exit_info.value.code or 0), out, err
 
 
 @pytest.fixture
