@@ -531,10 +531,10 @@ def _explain(
         raise click.UsageError("--explain saves no plan: leave out --out, or plan without it")
     if fmt == "markdown":
         raise click.UsageError("--explain prints text or json, not markdown")
-    _, found = planning.explain_project(config_path, variables, request, ids, _progress())
+    found = planning.explain_project(config_path, variables, request, ids, _progress())
     text = explain.render_json(found) if fmt == "json" else explain.render_text(found)
     click.echo(text, nl=False)
-    changes = any(r.outcome in ("change", "by other rule") for e in found for r in e.rules)
+    changes = any(e.changes for e in found)
     raise SystemExit(EXIT_CHANGES if detailed_exitcode and changes else EXIT_OK)
 
 

@@ -146,7 +146,7 @@ class Planned:
     project: Project
     plan: Plan
     write_pace: Limit  # the strictest limit the writes will meet (as the plan's cost says)
-    options: PlanOptions | None = None  # what the planner was given
+    options: PlanOptions  # what the planner was given
 
 
 def make_plan(
@@ -214,11 +214,11 @@ def explain_project(
     request: PlanRequest,
     keys: Sequence[str],
     progress: Progress | None = None,
-) -> tuple[Plan, list[explain.Explanation]]:
-    """The plan (made as ``plan`` makes it, but never refused for its size: nothing is saved
-    or applied) and how each rule came out for each opportunity of ``keys``. An id that is not
+) -> list[explain.Explanation]:
+    """How each rule comes out for each opportunity of ``keys``, in the plan made as ``plan``
+    makes it (but never refused for its size: nothing is saved or applied). An id that is not
     among the opportunities the rules read is an error, found before the plan is made."""
-    read: list[Snapshot] = []
+    read: list[Snapshot] = []  # the snapshot is not kept with the plan (it is large)
 
     def inspect(client: LsqClient, snapshot: Snapshot) -> None:
         missing = [k for k in keys if explain.locate(snapshot, k) is None]
@@ -229,9 +229,7 @@ def explain_project(
     planned = plan_project(
         config_path, variables, replace(request, check_safety=False), progress, inspect
     )
-    assert planned.options is not None
-    found = explain.explain(planned.project, read[0], planned.plan, planned.options, keys)
-    return planned.plan, found
+    return explain.explain(planned.project, read[0], planned.plan, planned.options, keys)
 
 
 def _type_name(client: LsqClient, opportunity_id: str) -> str | None:

@@ -94,6 +94,11 @@ class Explanation:
     targets: tuple[str, ...]  # --target: only these rules were evaluated
     mask: tuple[str, ...]
 
+    @property
+    def changes(self) -> bool:
+        """Whether the plan changes the opportunity (in some rule's name)."""
+        return any(r.outcome in ("change", "by other rule") for r in self.rules)
+
 
 # -- finding the opportunities --------------------------------------------------------------
 
